@@ -1,0 +1,136 @@
+"""The `ceph-landmarks` command: detect, train, calibrate, evaluate.
+
+User errors (CephError, missing files, bad options) print one line on stderr and exit 2;
+nothing half-written is left behind.
+"""
+
+import argparse
+import sys
+from pathlib import Path
+
+from .errors import CephError
+
+DEFAULT_MODEL_DIR = Path(__file__).resolve().parent.parent / "Resources" / "Models"
+
+
+def default_model_path() -> Path:
+    models = sorted(DEFAULT_MODEL_DIR.glob("*.safetensors"))
+    if not models:
+        raise CephError(
+            f"no default model is installed (looked in {DEFAULT_MODEL_DIR}); "
+            "pass --model FILE, or train one with `ceph-landmarks train`"
+        )
+    return models[0]
+
+
+def _size(text):
+    try:
+        w, h = (int(v) for v in text.lower().replace("x", " ").replace(",", " ").split())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT, e.g. 320x416, got {text!r}") from None
+    return (w, h)
+
+
+def _spacing(text):
+    try:
+        values = [float(v) for v in text.replace(",", " ").split()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected millimetres per pixel, got {text!r}") from None
+    if len(values) not in (1, 2) or min(values) <= 0:
+        raise argparse.ArgumentTypeError(f"expected one or two positive numbers, got {text!r}")
+    return values[0] if len(values) == 1 else tuple(values)
+
+
+def _cmd_train(a):
+    from .training import TrainConfig, train
+
+    cfg = TrainConfig(
+        dataset=a.dataset, out=a.out, input_size=a.input_size, epochs=a.epochs, batch_size=a.batch_size,
+        lr=a.lr, holdout=a.holdout, seed=a.seed, device=a.device, bf16=not a.no_bf16,
+        imagenet=a.imagenet, ground_truth=a.ground_truth, work_dir=a.work_dir or "",
+    )
+    path = train(cfg, resume=a.resume, log=lambda m: print(m, file=sys.stderr, flush=True))
+    print(path)
+
+
+def _cmd_calibrate(a):
+    from .calibration import calibrate_file
+
+    calibrate_file(a.model, a.dataset, ground_truth=a.ground_truth, log=lambda m: print(m, file=sys.stderr))
+
+
+def _cmd_detect(a):
+    from .detect import detect_files
+
+    for out in detect_files(a.images, a.model or default_model_path(), a.out_dir, a.spacing, a.device):
+        print(out)
+
+
+def _cmd_evaluate(a):
+    from .evaluate import evaluate
+
+    m = evaluate(a.model or default_model_path(), a.dataset, a.split, a.out, ground_truth=a.ground_truth,
+                 device=a.device)
+    print(f"{a.split}: MRE {m['mre_mm']:.2f} mm, SDR 2 mm {m['sdr']['2.0']:.1f} %, ECE {m['ece']:.2f}")
+
+
+def build_parser():
+    p = argparse.ArgumentParser(prog="ceph-landmarks", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="command", required=True)
+
+    d = sub.add_parser("detect", help="detect the 19 landmarks on radiographs")
+    d.add_argument("images", nargs="+", help="image files (DICOM, PNG, JPEG, BMP, TIFF, NRRD, ...)")
+    d.add_argument("--model", help="model file (default: the shipped model)")
+    d.add_argument("--spacing", type=_spacing, help="pixel spacing in mm (overrides the file's)")
+    d.add_argument("--out-dir", default=".", help="folder for NAME.json, NAME.mrk.json, NAME.png")
+    d.add_argument("--device", default="cpu")
+    d.set_defaults(func=_cmd_detect)
+
+    t = sub.add_parser("train", help="train a model on a dataset (ISBI 2015 layout or generic CSV)")
+    t.add_argument("--dataset", required=True)
+    t.add_argument("--out", required=True, help="model file to write (.safetensors)")
+    t.add_argument("--input-size", type=_size, default=(320, 416), help="model input WIDTHxHEIGHT")
+    t.add_argument("--epochs", type=int, default=40)
+    t.add_argument("--batch-size", type=int, default=4)
+    t.add_argument("--lr", type=float, default=1e-3)
+    t.add_argument("--holdout", type=int, default=20, help="training images held out for validation/calibration")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
+    t.add_argument("--no-bf16", action="store_true", help="train in float32 (slower)")
+    t.add_argument("--imagenet", action="store_true", help="start from ImageNet ResNet-34 weights (downloads)")
+    t.add_argument("--ground-truth", default="mean", choices=["mean", "senior", "junior"])
+    t.add_argument("--work-dir", help="checkpoint folder (default: OUT.work)")
+    t.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
+    t.set_defaults(func=_cmd_train)
+
+    c = sub.add_parser("calibrate", help="refit temperatures and the ERE threshold on the model's holdout")
+    c.add_argument("--model", required=True)
+    c.add_argument("--dataset", required=True)
+    c.add_argument("--ground-truth", default="mean", choices=["mean", "senior", "junior"])
+    c.set_defaults(func=_cmd_calibrate)
+
+    e = sub.add_parser("evaluate", help="accuracy and calibration on a test split, with plots")
+    e.add_argument("--model")
+    e.add_argument("--dataset", required=True)
+    e.add_argument("--split", default="test1", choices=["test1", "test2", "train"])
+    e.add_argument("--out", required=True, help="folder for metrics.json and the PNG plots")
+    e.add_argument("--ground-truth", default="mean", choices=["mean", "senior", "junior"])
+    e.add_argument("--device", default="cpu")
+    e.set_defaults(func=_cmd_evaluate)
+    return p
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except CephError as e:
+        print(f"ceph-landmarks: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("ceph-landmarks: interrupted", file=sys.stderr)
+        return 130
+    except OSError as e:  # disk full, permission denied, ...
+        print(f"ceph-landmarks: error: {e.strerror or e}: {e.filename or ''}".rstrip(": "), file=sys.stderr)
+        return 2
+    return 0

@@ -1,0 +1,120 @@
+"""Reading radiographs: any 2D image SimpleITK reads, with its pixel spacing."""
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+from .errors import CephError
+
+DEFAULT_SPACING_MM = 0.1
+# Formats whose files carry a physical pixel spacing; for the others SimpleITK reports 1.0.
+_SPACING_FORMATS = (".nrrd", ".nhdr", ".mha", ".mhd", ".nii", ".nii.gz")
+_DICOM_SPACING_TAGS = (("0028|0030", "PixelSpacing"), ("0018|1164", "ImagerPixelSpacing"))
+
+
+@dataclass
+class Radiograph:
+    pixels: np.ndarray  # (H, W) float32, grey, as stored (not normalised)
+    spacing_mm: tuple[float, float]  # (x, y) millimetres per pixel
+    spacing_source: str  # "user", "dicom:PixelSpacing", "file", or "assumed"
+    path: str = ""
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return (self.pixels.shape[1], self.pixels.shape[0])
+
+
+def _is_dicom(path: Path) -> bool:
+    if path.suffix.lower() in (".dcm", ".dicom"):
+        return True
+    try:
+        with open(path, "rb") as f:
+            f.seek(128)
+            return f.read(4) == b"DICM"
+    except OSError:
+        return False
+
+
+def _dicom_spacing(reader):
+    for tag, name in _DICOM_SPACING_TAGS:
+        if reader.HasMetaDataKey(tag):
+            try:
+                row_mm, col_mm = (float(v) for v in reader.GetMetaData(tag).split("\\")[:2])
+            except ValueError:
+                continue
+            if row_mm > 0 and col_mm > 0:
+                return (col_mm, row_mm), f"dicom:{name}"
+    return None
+
+
+def read_radiograph(path, spacing_mm=None) -> Radiograph:
+    """Read a 2D radiograph (or a one-slice volume) as grey float32.
+
+    spacing_mm: a number or (x, y) pair overriding the file's spacing.  Files without
+    a spacing (PNG, JPEG, BMP, TIFF, DICOM without spacing tags) get 0.1 mm, marked
+    "assumed".  DICOM MONOCHROME1 images are inverted so that bone is bright.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CephError(f"image not found: {path}")
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    try:
+        reader.ReadImageInformation()
+        image = reader.Execute()
+    except RuntimeError as e:
+        first = str(e).strip().splitlines()[-1] if str(e).strip() else "unknown format"
+        raise CephError(f"cannot read image {path}: not a readable image file ({first[:160]})") from None
+
+    array = sitk.GetArrayFromImage(image)  # (z, y, x[, c]) or (y, x[, c])
+    n_comp = image.GetNumberOfComponentsPerPixel()
+    if n_comp > 1:
+        array = array[..., :3].astype(np.float32).mean(axis=-1)
+    if image.GetDimension() == 3:
+        if array.shape[0] != 1:
+            raise CephError(
+                f"{path} is a 3D volume with {array.shape[0]} slices; a radiograph must be a single 2D image"
+            )
+        array = array[0]
+    if array.ndim != 2 or min(array.shape) < 16:
+        raise CephError(f"{path} is not a 2D image (array shape {array.shape})")
+    pixels = array.astype(np.float32)
+    if not np.isfinite(pixels).all():
+        raise CephError(f"{path} contains NaN or infinite pixel values")
+
+    found = None
+    if _is_dicom(path):
+        found = _dicom_spacing(reader)
+        if reader.HasMetaDataKey("0028|0004") and "MONOCHROME1" in reader.GetMetaData("0028|0004"):
+            pixels = pixels.max() - pixels
+    elif str(path).lower().endswith(_SPACING_FORMATS):
+        found = (tuple(float(s) for s in image.GetSpacing()[:2]), "file")
+
+    if spacing_mm is not None:
+        s = np.broadcast_to(np.asarray(spacing_mm, dtype=float), (2,))
+        if not (np.isfinite(s).all() and (s > 0).all()):
+            raise CephError(f"spacing must be positive millimetres, got {spacing_mm}")
+        spacing, source = (float(s[0]), float(s[1])), "user"
+    elif found is not None:
+        spacing, source = found
+    else:
+        spacing, source = (DEFAULT_SPACING_MM, DEFAULT_SPACING_MM), "assumed"
+    return Radiograph(pixels, spacing, source, str(path))
+
+
+def normalise(pixels: np.ndarray) -> np.ndarray:
+    """Robust intensity normalisation to about [0, 1] (1st and 99th percentiles), any bit depth."""
+    lo, hi = np.percentile(pixels, [1.0, 99.0])
+    if hi <= lo:
+        hi = lo + 1.0
+    return np.clip((pixels - lo) / (hi - lo), -0.5, 1.5).astype(np.float32)
+
+
+def model_input(radiograph: Radiograph, model_size):
+    """(model input tensor (1, H, W), ModelFrame): normalise, scale to fit, pad right/bottom."""
+    from .geometry import ModelFrame, to_model_input
+
+    frame = ModelFrame.fit(radiograph.size, model_size)
+    return to_model_input(normalise(radiograph.pixels), frame), frame

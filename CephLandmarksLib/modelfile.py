@@ -1,0 +1,125 @@
+"""Model files: one safetensors file holding the weights, the temperatures and the metadata.
+
+safetensors never executes code on loading.  The metadata (JSON under the key
+"ceph_landmarks") carries the landmark names, input size, temperatures, ERE threshold,
+training settings, metrics and a SHA-256 of the tensors, checked on every load.
+"""
+
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from .errors import CephError
+from .landmarks import ISBI_LANDMARKS
+from .model import LandmarkUNet
+
+FORMAT = "ceph-landmarks-model/1"
+_META_KEY = "ceph_landmarks"
+
+
+@dataclass
+class ModelInfo:
+    name: str = "ceph-landmarks"
+    version: str = "0"
+    input_size: tuple[int, int] = (320, 416)  # (width, height)
+    landmark_names: list = field(default_factory=lambda: [lm.name for lm in ISBI_LANDMARKS])
+    landmark_abbreviations: list = field(default_factory=lambda: [lm.abbreviation for lm in ISBI_LANDMARKS])
+    temperatures: list = field(default_factory=lambda: [1.0] * len(ISBI_LANDMARKS))
+    ere_threshold_mm: float = 1.5
+    refine_radius: int = 1
+    training: dict = field(default_factory=dict)
+    calibration: dict = field(default_factory=dict)
+    metrics: dict = field(default_factory=dict)
+
+
+@dataclass
+class LoadedModel:
+    net: LandmarkUNet
+    info: ModelInfo
+    path: str
+    sha256: str  # of the whole file
+
+
+def _tensor_digest(tensors: dict) -> str:
+    h = hashlib.sha256()
+    for key in sorted(tensors):
+        t = tensors[key].detach().contiguous().cpu()
+        h.update(key.encode())
+        h.update(str(t.dtype).encode())
+        h.update(str(tuple(t.shape)).encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+def file_sha256(path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def atomic_write(path, write_fn):
+    """Write via a temporary file in the same folder and rename: never a half-written file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+    os.close(fd)
+    try:
+        write_fn(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def save_model(path, net: torch.nn.Module, info: ModelInfo, half: bool = False):
+    from safetensors.torch import save_file
+
+    tensors = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
+    if half:
+        tensors = {k: v.half() if v.is_floating_point() else v for k, v in tensors.items()}
+    meta = dict(info.__dict__, format=FORMAT, input_size=list(info.input_size), weights_sha256=_tensor_digest(tensors))
+    atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata={_META_KEY: json.dumps(meta)}))
+
+
+def load_model(path, device="cpu") -> LoadedModel:
+    """Load and verify a model file; any problem raises CephError naming it."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    if not path.is_file():
+        raise CephError(f"model file not found: {path}")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            raw = (f.metadata() or {}).get(_META_KEY)
+        tensors = load_file(str(path))
+    except Exception as e:  # safetensors raises several types for corrupt headers
+        raise CephError(f"{path} is not a readable model file (corrupt, truncated or not safetensors: {e})") from None
+    if raw is None:
+        raise CephError(f"{path} is a safetensors file but not a CephLandmarks model (no {_META_KEY} metadata)")
+    try:
+        meta = json.loads(raw)
+    except json.JSONDecodeError:
+        raise CephError(f"{path}: the model metadata is not valid JSON") from None
+    if meta.get("format") != FORMAT:
+        raise CephError(f"{path}: unsupported model format {meta.get('format')!r} (this version reads {FORMAT})")
+    if _tensor_digest(tensors) != meta.get("weights_sha256"):
+        raise CephError(f"{path}: the weights do not match their checksum; the file is damaged")
+    known = set(ModelInfo.__dataclass_fields__)
+    info = ModelInfo(**{k: v for k, v in meta.items() if k in known})
+    info.input_size = tuple(info.input_size)
+    net = LandmarkUNet(len(info.landmark_names))
+    try:
+        net.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in tensors.items()})
+    except RuntimeError as e:
+        raise CephError(f"{path}: the weights do not fit the network ({str(e).splitlines()[0]})") from None
+    net.eval().to(device)
+    return LoadedModel(net, info, str(path), file_sha256(path))

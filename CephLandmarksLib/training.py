@@ -1,0 +1,213 @@
+"""Training: softmax-over-the-map cross-entropy, Adam with warm-up and cosine decay.
+
+Every epoch writes `last.pt` (and `best.pt` when the validation MRE improves) into the
+work folder; `resume=True` continues from `last.pt`.  Randomness is drawn from a
+generator seeded by (seed, epoch), so a resumed run repeats the uninterrupted one.
+"""
+
+import json
+import math
+import os
+import platform
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .augment import AugmentSettings, augment_batch
+from .datasets import Sample, load_dataset, split_holdout
+from .errors import CephError
+from .heatmaps import decode_points, heatmap_nll, softmax_2d
+from .images import model_input, read_radiograph
+from .model import build_model, pick_device, run_network
+from .modelfile import ModelInfo, atomic_write, save_model
+
+
+@dataclass
+class TrainConfig:
+    dataset: str
+    out: str  # the model file to write
+    input_size: tuple[int, int] = (320, 416)  # (width, height), multiples of 32
+    epochs: int = 40
+    batch_size: int = 4
+    lr: float = 1e-3
+    weight_decay: float = 1e-5
+    holdout: int = 20  # training images held out for validation and calibration
+    seed: int = 0
+    device: str = "auto"
+    bf16: bool = True  # bfloat16 autocast for the encoder/decoder (the head and loss stay float32)
+    imagenet: bool = False
+    ground_truth: str = "mean"
+    work_dir: str = ""  # checkpoints; default: OUT.work/
+    augment: dict = field(default_factory=lambda: asdict(AugmentSettings()))
+
+
+@dataclass
+class PreparedSet:
+    """Samples preprocessed into model inputs, with what is needed to map results back."""
+
+    ids: list
+    inputs: torch.Tensor  # (N, 1, H, W) float16
+    uv: torch.Tensor  # (N, L, 2) landmarks in model pixels
+    frames: list
+    spacings_mm: np.ndarray  # (N, 2)
+    landmarks_px: np.ndarray  # (N, L, 2)
+
+
+def prepare(samples: list[Sample], input_size, desc="preparing") -> PreparedSet:
+    from tqdm import tqdm
+
+    inputs, uvs, frames, spacings = [], [], [], []
+    for s in tqdm(samples, desc=desc, leave=False, disable=len(samples) < 8):
+        rad = read_radiograph(s.image_path, s.spacing_mm)
+        x, frame = model_input(rad, input_size)
+        inputs.append(x.half())
+        uvs.append(torch.as_tensor(frame.image_to_model(s.landmarks_px), dtype=torch.float32))
+        frames.append(frame)
+        spacings.append(rad.spacing_mm)
+    return PreparedSet(
+        [s.id for s in samples], torch.stack(inputs), torch.stack(uvs), frames,
+        np.array(spacings, dtype=float), np.stack([s.landmarks_px for s in samples]),
+    )
+
+
+def radial_errors_mm(pred_uv: np.ndarray, data: PreparedSet) -> np.ndarray:
+    """(N, L) radial errors in mm of model-pixel predictions against the ground truth."""
+    pred_px = np.stack([f.model_to_image(p) for f, p in zip(data.frames, pred_uv)])
+    return np.linalg.norm((pred_px - data.landmarks_px) * data.spacings_mm[:, None, :], axis=-1)
+
+
+def _lr_factor(step, total, warmup):
+    if step < warmup:
+        return (step + 1) / warmup
+    t = (step - warmup) / max(1, total - warmup)
+    return 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
+
+
+def _autocast(device, enabled):
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled and device.type in ("cpu", "cuda"))
+
+
+def forward(net, x, device, bf16):
+    """Logits; under bf16 autocast the head and the softmax stay float32 (peaky maps need it)."""
+    with _autocast(device, bf16):
+        y = net.features(x)
+    return net.head(y.float())
+
+
+def validate(net, data: PreparedSet, device, refine_radius=1):
+    logits = run_network(net, data.inputs, device)
+    loss = heatmap_nll(logits, data.uv).item()
+    errors = radial_errors_mm(decode_points(softmax_2d(logits), refine_radius).numpy(), data)
+    return loss, float(errors.mean())
+
+
+def _save_checkpoint(path, state):
+    atomic_write(path, lambda tmp: torch.save(state, tmp))
+
+
+def train(cfg: TrainConfig, resume: bool = False, log=print, progress: bool = True, should_stop=None) -> Path:
+    """Train a model; returns the path of the model file written (calibrated on the holdout)."""
+    from tqdm import tqdm
+
+    w, h = cfg.input_size
+    if w % 32 or h % 32 or w < 64 or h < 64:
+        raise CephError(f"input size must be multiples of 32 and at least 64, got {w} x {h}")
+    work = Path(cfg.work_dir or f"{cfg.out}.work")
+    work.mkdir(parents=True, exist_ok=True)
+    device = pick_device(cfg.device)
+    torch.manual_seed(cfg.seed)
+    net = build_model(imagenet=cfg.imagenet).to(device, memory_format=torch.channels_last)
+    opt = torch.optim.Adam(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    start_epoch, best, history = 0, math.inf, []
+    if resume:
+        ckpt = work / "last.pt"
+        if not ckpt.is_file():
+            raise CephError(f"nothing to resume: {ckpt} does not exist")
+        state = torch.load(ckpt, map_location=device, weights_only=True)
+        saved = {k: v for k, v in state["config"].items() if k not in ("epochs", "device", "out", "work_dir")}
+        mine = {k: v for k, v in asdict(cfg).items() if k in saved}
+        if json.loads(json.dumps(mine)) != json.loads(json.dumps(saved)):
+            raise CephError(f"cannot resume {ckpt}: it was trained with other settings")
+        net.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        start_epoch, best, history = state["epoch"], state["best_mre_mm"], state["history"]
+        log(f"resuming after epoch {start_epoch} (best validation MRE {best:.3f} mm)")
+
+    samples = load_dataset(cfg.dataset, "train", cfg.ground_truth)
+    train_s, hold_s = split_holdout(samples, cfg.holdout, cfg.seed)
+    cache = work / f"prepared_{w}x{h}.pt"
+    if cache.is_file():
+        c = torch.load(cache, weights_only=False)  # our own cache file, written below
+        train_d, hold_d = c["train"], c["hold"]
+    else:
+        train_d = prepare(train_s, cfg.input_size, "preparing training images")
+        hold_d = prepare(hold_s, cfg.input_size, "preparing held-out images")
+        atomic_write(cache, lambda tmp: torch.save({"train": train_d, "hold": hold_d}, tmp))
+    log(f"{len(train_d.ids)} training and {len(hold_d.ids)} held-out images at {w} x {h} on {device}")
+
+    steps_per_epoch = math.ceil(len(train_d.ids) / cfg.batch_size)
+    total_steps = steps_per_epoch * cfg.epochs
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _lr_factor(s, total_steps, steps_per_epoch))
+    sched.last_epoch = start_epoch * steps_per_epoch - 1
+    sched.step()
+    aug = AugmentSettings(**{k: tuple(v) if isinstance(v, list) else v for k, v in cfg.augment.items()})
+    t_start = time.time()
+    for epoch in range(start_epoch, cfg.epochs):
+        gen = torch.Generator().manual_seed(cfg.seed * 100003 + epoch)
+        order = torch.randperm(len(train_d.ids), generator=gen)
+        net.train()
+        bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not progress, leave=False)
+        losses, t0 = [], time.time()
+        for step in bar:
+            idx = order[step * cfg.batch_size : (step + 1) * cfg.batch_size]
+            x, uv = augment_batch(train_d.inputs[idx].float(), train_d.uv[idx], gen, aug)
+            x = x.to(device).contiguous(memory_format=torch.channels_last)
+            loss = heatmap_nll(forward(net, x, device, cfg.bf16), uv.to(device))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            losses.append(loss.item())
+            bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}", lr=f"{sched.get_last_lr()[0]:.1e}")
+            if should_stop is not None and should_stop():
+                raise CephError("training cancelled")
+        val_loss, val_mre = validate(net, hold_d, device)
+        rec = dict(epoch=epoch + 1, train_loss=float(np.mean(losses)), val_loss=val_loss, val_mre_mm=val_mre,
+                   lr=sched.get_last_lr()[0], seconds=time.time() - t0)
+        history.append(rec)
+        log(json.dumps(rec))
+        state = dict(model=net.state_dict(), optimizer=opt.state_dict(), epoch=epoch + 1,
+                     best_mre_mm=min(best, val_mre), history=history, config=asdict(cfg))
+        if val_mre < best:
+            best = val_mre
+            _save_checkpoint(work / "best.pt", state)
+        _save_checkpoint(work / "last.pt", state)
+
+    return finalize(cfg, work, hold_s, hold_d, history, time.time() - t_start, log)
+
+
+def finalize(cfg, work, hold_s, hold_d, history, seconds, log) -> Path:
+    """Best checkpoint -> model file, calibrated (temperatures, ERE threshold) on the holdout."""
+    from .calibration import calibrate_loaded
+    from .modelfile import load_model
+
+    state = torch.load(work / "best.pt", map_location="cpu", weights_only=True)
+    net = build_model()
+    net.load_state_dict(state["model"])
+    info = ModelInfo(
+        name=Path(cfg.out).stem, input_size=tuple(cfg.input_size),
+        training=dict(
+            config={k: v for k, v in asdict(cfg).items() if k not in ("out", "work_dir")},
+            holdout_ids=list(hold_d.ids), best_epoch=int(np.argmin([r["val_mre_mm"] for r in history]) + 1)
+            if history else state["epoch"], epochs_run=state["epoch"], history=history,
+            hardware=f"{platform.processor() or platform.machine()}, torch {torch.__version__}",
+            train_seconds_this_run=round(seconds),
+        ),
+    )
+    save_model(cfg.out, net, info)
+    loaded = load_model(cfg.out)
+    calibrate_loaded(loaded, hold_s, log=log, prepared=hold_d)
+    return Path(cfg.out)
