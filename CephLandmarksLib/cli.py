@@ -74,6 +74,13 @@ def _cmd_evaluate(a):
     print(f"{a.split}: MRE {m['mre_mm']:.2f} mm, SDR 2 mm {m['sdr']['2.0']:.1f} %, ECE {m['ece']:.2f}")
 
 
+def _cmd_report(a):
+    from .report import report_file
+
+    for out in report_file(a.image, a.model or default_model_path(), a.out_dir, a.spacing, a.device):
+        print(out)
+
+
 def build_parser():
     p = argparse.ArgumentParser(prog="ceph-landmarks", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
@@ -117,6 +124,14 @@ def build_parser():
     e.add_argument("--ground-truth", default="mean", choices=["mean", "senior", "junior"])
     e.add_argument("--device", default="cpu")
     e.set_defaults(func=_cmd_evaluate)
+
+    r = sub.add_parser("report", help="one-page PDF/PNG report: overlay, landmarks, measurements with intervals")
+    r.add_argument("image", help="image file (DICOM, PNG, JPEG, BMP, TIFF, NRRD, ...)")
+    r.add_argument("--model", help="model file (default: the shipped model)")
+    r.add_argument("--spacing", type=_spacing, help="pixel spacing in mm (overrides the file's)")
+    r.add_argument("--out-dir", default=".", help="folder for NAME_report.pdf and NAME_report.png")
+    r.add_argument("--device", default="cpu")
+    r.set_defaults(func=_cmd_report)
     return p
 
 

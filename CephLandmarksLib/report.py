@@ -1,0 +1,162 @@
+"""A one-page (A4) printable report: overlay, landmark table, measurements with intervals.
+
+Written as NAME_report.pdf and NAME_report.png, each atomically; if either fails,
+neither is left behind.  Uses matplotlib's object API (no pyplot state).
+"""
+
+import datetime
+import math
+from pathlib import Path
+
+import numpy as np
+
+from .errors import CephError
+from .measurement_uncertainty import DEFAULT_SAMPLES, DEFAULT_SEED, UNCERTAIN_BELOW, measure_detection
+from .modelfile import atomic_write
+
+A4_INCHES = (8.27, 11.69)
+PNG_DPI = 150
+FLAGGED_RGB = (0.85, 0.1, 0.1)
+CONFIDENT_RGB = (0.1, 0.75, 0.2)
+UNCERTAIN_ROW_RGB = (1.0, 0.88, 0.55)
+FLAGGED_ROW_RGB = (1.0, 0.82, 0.82)
+HEADER_RGB = (0.86, 0.89, 0.94)
+DISCLAIMER = "Research use only - not a medical device. Check every point and value before clinical use."
+
+
+def _fmt(value: float, unit: str) -> str:
+    return f"{value:.3f}" if unit == "ratio" else f"{value:.1f}"
+
+
+def measurement_rows(results: list) -> list:
+    """Table rows (strings) of measurement reports; shared by the PDF and the Slicer table.
+
+    Columns: measurement, unit, value at the detected points, median, 90 % interval, class
+    (most probable, with its probability), and a flag "uncertain".
+    """
+    rows = []
+    for r in results:
+        cls = f"{r['class_label']}  {100 * r['class_probability']:.0f} %" if "classes" in r else ""
+        rows.append([
+            f"{r['key']}: {r['name']}" if r["key"] not in r["name"] else r["name"],
+            {"deg": "°"}.get(r["unit"], r["unit"]),
+            _fmt(r["value"], r["unit"]), _fmt(r["median"], r["unit"]),
+            f"{_fmt(r['p05'], r['unit'])} to {_fmt(r['p95'], r['unit'])}",
+            cls, "uncertain" if r.get("uncertain") else "",
+        ])
+    return rows
+
+
+def landmark_rows(detection) -> list:
+    return [[str(lm.index), f"{lm.abbreviation}  {lm.name}", f"{lm.x_mm:.1f}", f"{lm.y_mm:.1f}",
+             f"{lm.confidence:.3f}", f"{lm.ere_mm:.2f}", "FLAG" if lm.flagged else ""] for lm in detection.landmarks]
+
+
+def _table(ax, header, rows, col_widths, fontsize, highlight):
+    ax.axis("off")
+    t = ax.table(cellText=rows, colLabels=header, colWidths=col_widths, loc="upper center", cellLoc="left")
+    t.auto_set_font_size(False)
+    t.set_fontsize(fontsize)
+    n = len(rows) + 1
+    for (i, j), cell in t.get_celld().items():
+        cell.set_height(1.0 / n)
+        cell.set_linewidth(0.3)
+        if i == 0:
+            cell.set_facecolor(HEADER_RGB)
+            cell.set_text_props(weight="bold")
+        elif highlight[i - 1] is not None:
+            cell.set_facecolor(highlight[i - 1])
+    return t
+
+
+def _overlay(ax, pixels, detection):
+    from .images import normalise
+
+    step = max(1, math.ceil(max(pixels.shape) / 900))  # keep the embedded image small
+    img = normalise(pixels[::step, ::step])
+    h, w = pixels.shape
+    ax.imshow(img, cmap="gray", vmin=0, vmax=1, extent=(-0.5, w - 0.5, h - 0.5, -0.5), interpolation="antialiased")
+    for lm in detection.landmarks:
+        colour = FLAGGED_RGB if lm.flagged else CONFIDENT_RGB
+        for line in lm.contours_px.get("90", []):
+            line = np.asarray(line)
+            if len(line) > 1:
+                ax.plot(line[:, 0], line[:, 1], color=colour, linewidth=0.5, alpha=0.8)
+        ax.plot(lm.x_px, lm.y_px, "+", color=colour, markersize=6, markeredgewidth=1.0)
+        ax.annotate(lm.abbreviation, (lm.x_px, lm.y_px), xytext=(3, 3), textcoords="offset points",
+                    fontsize=5.5, color=colour)
+    ax.set_xlim(-0.5, w - 0.5)
+    ax.set_ylim(h - 0.5, -0.5)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.set_title("+ landmark (green: confident, red: flagged); lines: 90 % regions", fontsize=6.5)
+
+
+def report_figure(pixels, detection, results: list, when=None):
+    """The page as a matplotlib Figure (A4 portrait)."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=A4_INCHES)
+    model = detection.model
+    when = when or datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
+    fig.text(0.04, 0.975, "Cephalometric landmarks and measurements", fontsize=13, weight="bold", va="top")
+    fig.text(0.04, 0.955, f"Image: {Path(detection.image_path).name or '(unnamed)'}   "
+             f"{detection.image_size[0]} x {detection.image_size[1]} px   Report: {when}", fontsize=7.5, va="top")
+
+    _overlay(fig.add_axes((0.03, 0.535, 0.40, 0.40)), pixels, detection)
+
+    lm_ax = fig.add_axes((0.45, 0.535, 0.52, 0.40))
+    lm_ax.set_title(f"Landmarks (mm from the image's top-left; FLAG: ERE > {detection.ere_threshold_mm:.1f} mm)",
+                    fontsize=7)
+    _table(lm_ax, ["#", "Landmark", "x mm", "y mm", "conf.", "ERE mm", ""], landmark_rows(detection),
+           [0.05, 0.47, 0.1, 0.1, 0.1, 0.1, 0.08], 6.2,
+           [FLAGGED_ROW_RGB if lm.flagged else None for lm in detection.landmarks])
+
+    m_ax = fig.add_axes((0.03, 0.075, 0.94, 0.43))
+    m_ax.set_title("Measurements: value at the detected points, median and 90 % interval of "
+                   f"{DEFAULT_SAMPLES} draws from the heatmaps, most probable class "
+                   f"(highlighted: below {100 * UNCERTAIN_BELOW:.0f} %)", fontsize=7)
+    rows = measurement_rows(results)
+    _table(m_ax, ["Measurement", "unit", "value", "median", "90 % interval", "class (ISBI 2015 thresholds)", ""],
+           rows, [0.32, 0.05, 0.07, 0.07, 0.14, 0.27, 0.08], 6.2,
+           [UNCERTAIN_ROW_RGB if r[-1] else None for r in rows])
+
+    sx, sy = detection.spacing_mm
+    fig.text(0.04, 0.05, f"Model: {model.get('name', '?')} version {model.get('version', '?')} "
+             f"(sha256 {str(model.get('sha256', ''))[:12]})   Pixel spacing: {sx:g} x {sy:g} mm "
+             f"({detection.spacing_source})" + ("  - ASSUMED, distances may be wrong" if
+                                                detection.spacing_source == "assumed" else ""),
+             fontsize=6.5, va="top")
+    fig.text(0.04, 0.035, "Classes and thresholds: ISBI 2015 challenge (Wang et al., Med Image Anal 2016). "
+             "ERE: expected radial error from the calibrated heatmap.", fontsize=6.5, va="top")
+    fig.text(0.04, 0.02, DISCLAIMER, fontsize=7, weight="bold", va="top")
+
+    return fig
+
+
+def write_report(pixels, detection, results, out_dir, stem) -> list:
+    """NAME_report.png and NAME_report.pdf in out_dir; both or neither."""
+    out_dir = Path(out_dir)
+    png, pdf = out_dir / f"{stem}_report.png", out_dir / f"{stem}_report.pdf"
+    fig = report_figure(pixels, detection, results)
+    atomic_write(png, lambda tmp: fig.savefig(tmp, format="png", dpi=PNG_DPI))
+    try:
+        atomic_write(pdf, lambda tmp: fig.savefig(tmp, format="pdf"))
+    except BaseException:
+        png.unlink(missing_ok=True)
+        raise
+    return [pdf, png]
+
+
+def report_file(image, model_path, out_dir=".", spacing_mm=None, device="cpu",
+                n: int = DEFAULT_SAMPLES, seed: int = DEFAULT_SEED) -> list:
+    """The CLI's report: detect on one image, measure, write the page; returns the paths."""
+    from .detect import LandmarkDetector
+    from .images import read_radiograph
+
+    rad = read_radiograph(image, spacing_mm)
+    detection = LandmarkDetector(model_path, device).detect(rad)
+    if len(detection.landmarks) != 19:
+        raise CephError(f"the report needs the 19 ISBI landmarks; the model gives {len(detection.landmarks)}")
+    results = measure_detection(detection, n, seed)
+    return write_report(rad.pixels, detection, results, out_dir, Path(image).name.split(".")[0])
