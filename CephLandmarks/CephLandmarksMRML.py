@@ -1,0 +1,481 @@
+"""MRML side of CephLandmarks: volume -> Radiograph, Detection -> markups, contours, heatmap, table.
+
+Imports only Slicer's MRML classes (``import slicer`` for the vtkMRML* names), vtk, numpy and
+CephLandmarksLib, so it runs in Slicer and, headless, under the ``slicer-core`` wheel.  It never
+touches ``slicer.app``, ``slicer.mrmlScene``, qt or ctk: every function takes its nodes or scene.
+
+Per-point colour (markups have one colour per node): each point's *selection state* carries its
+flag.  Confident points are "selected" and drawn in the display node's SelectedColor (green);
+flagged points are "unselected" and drawn in its Color (red).  The selection state is stored per
+point in .mrk.json and .mrb files and is unchanged by dragging; `updatePointColors` reapplies it
+from the detection record kept on the node.
+
+The detection record (model, spacing, per-landmark confidence, ERE, flag, reviewed, original
+position) is a JSON node attribute, ``CephLandmarks.Detection``, saved with the scene.
+"""
+
+import csv
+import json
+
+import numpy as np
+import vtk
+from vtk.util import numpy_support
+
+import slicer
+
+from CephLandmarksLib.errors import CephError
+from CephLandmarksLib.geometry import ijk_to_ras, ras_to_ijk
+from CephLandmarksLib.images import DEFAULT_SPACING_MM, Radiograph
+
+DETECTION_ATTRIBUTE = "CephLandmarks.Detection"
+VOLUME_REFERENCE = "CephLandmarksVolume"
+TABLE_REFERENCE = "CephLandmarksTable"
+CONTOUR_REFERENCE = "CephLandmarksContours"
+HEATMAP_REFERENCE = "CephLandmarksHeatmap"
+
+CONFIDENT_COLOR = (0.2, 0.9, 0.3)
+FLAGGED_COLOR = (1.0, 0.1, 0.1)
+CONTOUR_LEVELS = ("50", "90")
+EDIT_TOLERANCE_MM = 1e-3
+# Formats whose files carry no pixel spacing: Slicer shows them with 1 mm pixels.
+_NO_SPACING_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif")
+
+
+# --- volume -> Radiograph ----------------------------------------------------------------------
+
+
+def _matrixToArray(vtkMatrix):
+    return np.array([[vtkMatrix.GetElement(r, c) for c in range(4)] for r in range(4)])
+
+
+def _arrayToMatrix(array):
+    m = vtk.vtkMatrix4x4()
+    for r in range(4):
+        for c in range(4):
+            m.SetElement(r, c, float(array[r][c]))
+    return m
+
+
+def _inPlaneAxes(dims):
+    """(column axis, row axis, normal axis) of IJK for a single-slice volume of dimensions dims."""
+    singleton = [a for a in (2, 0, 1) if dims[a] == 1]
+    if not singleton:
+        raise CephError(f"the volume has {dims[0]} x {dims[1]} x {dims[2]} voxels; "
+                        "a radiograph must be a single 2D image (one slice)")
+    normal = singleton[0]
+    column, row = [a for a in (0, 1, 2) if a != normal]
+    return column, row, normal
+
+
+def pixelToRASMatrix(volumeNode):
+    """4x4 matrix taking the image pixel (x = column, y = row, 0, 1) of a single-slice volume to RAS."""
+    imageData = volumeNode.GetImageData() if volumeNode else None
+    if imageData is None:
+        raise CephError("the selected volume has no image data")
+    column, row, normal = _inPlaneAxes(imageData.GetDimensions())
+    permutation = np.zeros((4, 4))
+    permutation[column, 0] = permutation[row, 1] = permutation[normal, 2] = permutation[3, 3] = 1.0
+    ijkToRAS = vtk.vtkMatrix4x4()
+    volumeNode.GetIJKToRASMatrix(ijkToRAS)
+    return _matrixToArray(ijkToRAS) @ permutation
+
+
+def volumeSpacing(volumeNode):
+    """((sx, sy) in mm, source): the volume's in-plane spacing; 'assumed' 0.1 mm for PNG/JPEG-like files."""
+    m = pixelToRASMatrix(volumeNode)
+    spacing = (float(np.linalg.norm(m[:3, 0])), float(np.linalg.norm(m[:3, 1])))
+    storage = volumeNode.GetStorageNode()
+    fileName = (storage.GetFileName() or "") if storage else ""
+    if fileName.lower().endswith(_NO_SPACING_SUFFIXES) and np.allclose(spacing, 1.0):
+        return (DEFAULT_SPACING_MM, DEFAULT_SPACING_MM), "assumed"
+    return spacing, "volume"
+
+
+def radiographFromVolume(volumeNode, spacingMm=None):
+    """The library's Radiograph for a single-slice scalar or RGB volume node.
+
+    pixels[y, x] is the voxel at pixel (x, y) as `pixelToRASMatrix` maps it, i.e. the image as
+    stored in its file (the same array `read_radiograph` gives).  spacingMm overrides the spacing.
+    """
+    if volumeNode is None or not volumeNode.IsA("vtkMRMLScalarVolumeNode") and not volumeNode.IsA(
+            "vtkMRMLVectorVolumeNode"):
+        raise CephError("select a scalar volume (a radiograph) as input")
+    imageData = volumeNode.GetImageData()
+    if imageData is None or imageData.GetPointData().GetScalars() is None:
+        raise CephError(f"volume '{volumeNode.GetName()}' has no image data")
+    dims = imageData.GetDimensions()
+    column, row, normal = _inPlaneAxes(dims)
+    scalars = numpy_support.vtk_to_numpy(imageData.GetPointData().GetScalars())
+    components = imageData.GetNumberOfScalarComponents()
+    array = scalars.reshape(dims[2], dims[1], dims[0], components).astype(np.float32)  # (k, j, i, c)
+    array = array[..., :3].mean(axis=-1) if components > 1 else array[..., 0]
+    pixels = np.squeeze(array, axis=2 - normal)  # drop the single-slice axis
+    if (2 - column) < (2 - row):  # array axes are ordered (k, j, i); want (row, column)
+        pixels = pixels.T
+    if min(pixels.shape) < 16:
+        raise CephError(f"volume '{volumeNode.GetName()}' is too small for a radiograph ({pixels.shape})")
+    if not np.isfinite(pixels).all():
+        raise CephError(f"volume '{volumeNode.GetName()}' contains NaN or infinite values")
+    if spacingMm:
+        s = np.broadcast_to(np.asarray(spacingMm, dtype=float), (2,))
+        spacing, source = (float(s[0]), float(s[1])), "user"
+    else:
+        spacing, source = volumeSpacing(volumeNode)
+    m = pixelToRASMatrix(volumeNode)
+    rasToLps = np.diag([-1.0, -1.0, 1.0])
+    axes = m[:3, :3] / np.maximum(np.linalg.norm(m[:3, :3], axis=0), 1e-12)
+    storage = volumeNode.GetStorageNode()
+    path = (storage.GetFileName() or "") if storage else ""
+    return Radiograph(np.ascontiguousarray(pixels, dtype=np.float32), spacing, source, path or volumeNode.GetName(),
+                      tuple(rasToLps @ m[:3, 3]), tuple((rasToLps @ axes).ravel()))
+
+
+# --- markups node ------------------------------------------------------------------------------
+
+
+def _describe(record):
+    text = f"{record['name']}; confidence {record['confidence']:.2f}; ERE {record['ere_mm']:.2f} mm"
+    if record["flagged"]:
+        text += "; FLAGGED"
+    if record.get("reviewed"):
+        text += "; reviewed"
+    return text
+
+
+def detectionRecord(node):
+    """The JSON record kept on a landmarks node, or None for other nodes."""
+    text = node.GetAttribute(DETECTION_ATTRIBUTE) if node else None
+    return json.loads(text) if text else None
+
+
+def _setRecord(node, record):
+    node.SetAttribute(DETECTION_ATTRIBUTE, json.dumps(record))
+
+
+def isLandmarksNode(node):
+    return bool(node and node.IsA("vtkMRMLMarkupsFiducialNode") and node.GetAttribute(DETECTION_ATTRIBUTE))
+
+
+def landmarksNodesForVolume(scene, volumeNode):
+    nodes = []
+    for i in range(scene.GetNumberOfNodesByClass("vtkMRMLMarkupsFiducialNode")):
+        node = scene.GetNthNodeByClass(i, "vtkMRMLMarkupsFiducialNode")
+        if isLandmarksNode(node) and node.GetNodeReferenceID(VOLUME_REFERENCE) == volumeNode.GetID():
+            nodes.append(node)
+    return nodes
+
+
+def createLandmarksNode(scene, detection, volumeNode, node=None, name=None):
+    """Put a Detection on a markups fiducial node (a new one, or `node`, replacing its points).
+
+    Points are placed in the volume's RAS space; the node observes the volume's parent transform.
+    """
+    m = pixelToRASMatrix(volumeNode)
+    if node is None:
+        node = scene.AddNewNodeByClass("vtkMRMLMarkupsFiducialNode",
+                                       name or scene.GenerateUniqueName(f"{volumeNode.GetName()} landmarks"))
+    if node.GetDisplayNode() is None:
+        node.CreateDefaultDisplayNodes()
+    wasModifying = node.StartModify()
+    node.RemoveAllControlPoints()
+    node.SetAndObserveTransformNodeID(volumeNode.GetTransformNodeID())
+    node.SetNodeReferenceID(VOLUME_REFERENCE, volumeNode.GetID())
+    ras = ijk_to_ras([[lm.x_px, lm.y_px] for lm in detection.landmarks], m)
+    landmarks = []
+    for lm, position in zip(detection.landmarks, ras):
+        entry = lm.to_json_dict()
+        entry.update(reviewed=False, ras=[float(v) for v in position])
+        landmarks.append(entry)
+        i = node.AddControlPoint(vtk.vtkVector3d(*position), lm.abbreviation)
+        node.SetNthControlPointDescription(i, _describe(entry))
+    record = detection.to_json_dict()
+    record.update(landmarks=landmarks, pixel_to_ras=m.tolist())
+    _setRecord(node, record)
+    display = node.GetDisplayNode()
+    display.SetSelectedColor(*CONFIDENT_COLOR)
+    display.SetColor(*FLAGGED_COLOR)
+    display.SetPointLabelsVisibility(True)
+    updatePointColors(node)
+    node.EndModify(wasModifying)
+    return node
+
+
+def controlPointIndex(node, landmarkIndex):
+    """Index of the control point of landmark `landmarkIndex` (1-based), or -1 if the user deleted it."""
+    record = detectionRecord(node)
+    entry = next(e for e in record["landmarks"] if e["index"] == landmarkIndex)
+    i = record["landmarks"].index(entry)
+    if i < node.GetNumberOfControlPoints() and node.GetNthControlPointLabel(i) == entry["abbreviation"]:
+        return i
+    for j in range(node.GetNumberOfControlPoints()):
+        if node.GetNthControlPointLabel(j) == entry["abbreviation"]:
+            return j
+    return -1
+
+
+def updatePointColors(node):
+    """Flagged points unselected (red, display Color), confident ones selected (green, SelectedColor)."""
+    for entry in detectionRecord(node)["landmarks"]:
+        i = controlPointIndex(node, entry["index"])
+        if i >= 0:
+            node.SetNthControlPointSelected(i, not entry["flagged"])
+
+
+def landmarkRows(node):
+    """One dict per landmark with its current position (after any correction by the user)."""
+    record = detectionRecord(node)
+    m = np.asarray(record["pixel_to_ras"])
+    spacing = record["spacing_mm"]
+    rows = []
+    for entry in record["landmarks"]:
+        row = dict(entry)
+        i = controlPointIndex(node, entry["index"])
+        if i < 0:
+            row.update(present=False, edited=True)
+            rows.append(row)
+            continue
+        position = np.array(node.GetNthControlPointPosition(i))
+        x, y = ras_to_ijk(position, m)[0, :2]
+        row.update(present=True, ras=position.tolist(), x_px=float(x), y_px=float(y),
+                   x_mm=float(x * spacing[0]), y_mm=float(y * spacing[1]),
+                   edited=bool(np.linalg.norm(position - np.asarray(entry["ras"])) > EDIT_TOLERANCE_MM))
+        rows.append(row)
+    return rows
+
+
+def isEdited(node):
+    """True if the user moved or deleted any detected point (or added one)."""
+    if node.GetNumberOfControlPoints() != len(detectionRecord(node)["landmarks"]):
+        return True
+    return any(row["edited"] for row in landmarkRows(node))
+
+
+def setReviewed(node, landmarkIndex, reviewed=True):
+    record = detectionRecord(node)
+    for entry in record["landmarks"]:
+        if entry["index"] == landmarkIndex:
+            entry["reviewed"] = bool(reviewed)
+            i = controlPointIndex(node, landmarkIndex)
+            if i >= 0:
+                node.SetNthControlPointDescription(i, _describe(entry))
+    _setRecord(node, record)
+
+
+# --- contours and heatmap ----------------------------------------------------------------------
+
+
+def _ribbons(polylines, m):
+    """Polylines in image pixels -> a thin ribbon across the slice plane (so slice views cut it back
+    into the polyline) as (points, quads)."""
+    normal = m[:3, 2] / max(np.linalg.norm(m[:3, 2]), 1e-12)
+    half = 0.5 * max(np.linalg.norm(m[:3, 2]), 0.2)
+    points, quads = [], []
+    for line in polylines:
+        line = np.asarray(line, dtype=np.float64)
+        if len(line) < 2:
+            continue
+        ras = ijk_to_ras(line, m)
+        start = sum(len(p) for p in points)
+        points.append(np.concatenate([ras - half * normal, ras + half * normal]))
+        n = len(ras)
+        quads += [(start + k, start + k + 1, start + n + k + 1, start + n + k) for k in range(n - 1)]
+    return (np.concatenate(points) if points else np.zeros((0, 3))), quads
+
+
+def contourPolyData(detection, pixelToRAS, level):
+    """vtkPolyData of the `level` ("50"/"90") credible regions of all landmarks in RAS, with RGB
+    point colours "Color" (red flagged, green confident) and cell data "Landmark" (1-based index)."""
+    allPoints, allQuads, colors, landmarkIds = [], [], [], []
+    offset = 0
+    for lm in detection.landmarks:
+        points, quads = _ribbons(lm.contours_px.get(level, []), pixelToRAS)
+        allPoints.append(points)
+        allQuads += [tuple(q + offset for q in quad) for quad in quads]
+        landmarkIds += [lm.index] * len(quads)
+        colors.append(np.tile(np.round(np.array(FLAGGED_COLOR if lm.flagged else CONFIDENT_COLOR) * 255),
+                              (len(points), 1)))
+        offset += len(points)
+    polyData = vtk.vtkPolyData()
+    vtkPoints = vtk.vtkPoints()
+    vtkPoints.SetData(numpy_support.numpy_to_vtk(np.concatenate(allPoints) if allPoints else np.zeros((0, 3)),
+                                                 deep=True))
+    polyData.SetPoints(vtkPoints)
+    cells = vtk.vtkCellArray()
+    for quad in allQuads:
+        cells.InsertNextCell(4, quad)
+    polyData.SetPolys(cells)
+    colorArray = numpy_support.numpy_to_vtk(
+        np.concatenate(colors).astype(np.uint8) if colors else np.zeros((0, 3), np.uint8), deep=True,
+        array_type=vtk.VTK_UNSIGNED_CHAR)
+    colorArray.SetName("Color")
+    polyData.GetPointData().SetScalars(colorArray)
+    ids = numpy_support.numpy_to_vtk(np.asarray(landmarkIds, dtype=np.int32), deep=True, array_type=vtk.VTK_INT)
+    ids.SetName("Landmark")
+    polyData.GetCellData().AddArray(ids)
+    return polyData
+
+
+def createContourModels(scene, detection, volumeNode, landmarksNode):
+    """Model nodes "... 50% regions" and "... 90% regions", shown in slice views, referenced by
+    the landmarks node (role CephLandmarksContours); replaces earlier ones of that node."""
+    m = pixelToRASMatrix(volumeNode)
+    for old in [landmarksNode.GetNthNodeReference(CONTOUR_REFERENCE, i)
+                for i in range(landmarksNode.GetNumberOfNodeReferences(CONTOUR_REFERENCE))]:
+        if old is not None:
+            scene.RemoveNode(old)
+    landmarksNode.RemoveNodeReferenceIDs(CONTOUR_REFERENCE)
+    models = []
+    for level, opacity in zip(CONTOUR_LEVELS, (1.0, 0.6)):
+        model = scene.AddNewNodeByClass("vtkMRMLModelNode", f"{landmarksNode.GetName()} {level}% regions")
+        model.SetAndObservePolyData(contourPolyData(detection, m, level))
+        model.CreateDefaultDisplayNodes()
+        model.SetAndObserveTransformNodeID(volumeNode.GetTransformNodeID())
+        display = model.GetDisplayNode()
+        display.SetVisibility2D(True)
+        display.SetSliceIntersectionThickness(3 if level == "50" else 1)
+        display.SetSliceIntersectionOpacity(opacity)
+        display.SetOpacity(opacity)
+        display.SetActiveScalarName("Color")
+        display.SetScalarVisibility(True)
+        display.SetScalarRangeFlag(slicer.vtkMRMLDisplayNode.UseDirectMapping)
+        landmarksNode.AddNodeReferenceID(CONTOUR_REFERENCE, model.GetID())
+        models.append(model)
+    return models
+
+
+def contourModels(landmarksNode):
+    return [landmarksNode.GetNthNodeReference(CONTOUR_REFERENCE, i)
+            for i in range(landmarksNode.GetNumberOfNodeReferences(CONTOUR_REFERENCE))]
+
+
+def setContoursVisible(landmarksNode, visible):
+    for model in contourModels(landmarksNode):
+        if model is not None and model.GetDisplayNode():
+            model.GetDisplayNode().SetVisibility(bool(visible))
+
+
+def createHeatmapVolume(scene, detection, volumeNode, landmarksNode, colorNodeID="vtkMRMLColorTableNodeIron"):
+    """A scalar volume of all heatmaps (each scaled to its maximum, then the maximum over landmarks),
+    on the model's pixel grid placed exactly over the radiograph (no resampling)."""
+    probs = np.asarray(detection.probs, dtype=np.float32)
+    peaks = probs.max(axis=(1, 2), keepdims=True)
+    combined = (probs / np.maximum(peaks, 1e-12)).max(axis=0)  # (h, w)
+    frame = detection.frame
+    sx, sy = frame.scale
+    ox, oy = frame.offset
+    modelToPixel = np.array([[1 / sx, 0, 0, (0.5 - ox) / sx - 0.5],
+                             [0, 1 / sy, 0, (0.5 - oy) / sy - 0.5],
+                             [0, 0, 1, 0], [0, 0, 0, 1.0]])
+    old = landmarksNode.GetNodeReference(HEATMAP_REFERENCE)
+    if old is not None:
+        scene.RemoveNode(old)
+    heatmap = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", f"{landmarksNode.GetName()} heatmaps")
+    imageData = vtk.vtkImageData()
+    h, w = combined.shape
+    imageData.SetDimensions(w, h, 1)
+    scalars = numpy_support.numpy_to_vtk(combined.ravel(), deep=True, array_type=vtk.VTK_FLOAT)
+    imageData.GetPointData().SetScalars(scalars)
+    heatmap.SetAndObserveImageData(imageData)
+    heatmap.SetIJKToRASMatrix(_arrayToMatrix(pixelToRASMatrix(volumeNode) @ modelToPixel))
+    heatmap.SetAndObserveTransformNodeID(volumeNode.GetTransformNodeID())
+    heatmap.CreateDefaultDisplayNodes()
+    display = heatmap.GetDisplayNode()
+    display.SetAutoWindowLevel(False)
+    display.SetWindowLevelMinMax(0.0, 1.0)
+    display.SetApplyThreshold(True)
+    display.SetLowerThreshold(0.05)
+    display.SetUpperThreshold(1.0)
+    if scene.GetNodeByID(colorNodeID) is not None:
+        display.SetAndObserveColorNodeID(colorNodeID)
+    landmarksNode.SetNodeReferenceID(HEATMAP_REFERENCE, heatmap.GetID())
+    return heatmap
+
+
+# --- table -------------------------------------------------------------------------------------
+
+TABLE_COLUMNS = (("Index", "int"), ("Landmark", "string"), ("Abbreviation", "string"), ("X (mm)", "double"),
+                 ("Y (mm)", "double"), ("Confidence", "double"), ("ERE (mm)", "double"), ("Flagged", "string"),
+                 ("Reviewed", "string"), ("Edited", "string"))
+
+
+def sortedRows(node):
+    """Landmark rows, flagged first, each group by decreasing ERE."""
+    return sorted(landmarkRows(node), key=lambda r: (not r["flagged"], -r["ere_mm"]))
+
+
+def updateTable(scene, landmarksNode, tableNode=None):
+    """Fill (and create if needed) the landmarks node's table node; returns it."""
+    if tableNode is None:
+        tableNode = landmarksNode.GetNodeReference(TABLE_REFERENCE)
+    if tableNode is None:
+        tableNode = scene.AddNewNodeByClass("vtkMRMLTableNode", f"{landmarksNode.GetName()} table")
+        landmarksNode.SetNodeReferenceID(TABLE_REFERENCE, tableNode.GetID())
+    wasModifying = tableNode.StartModify()
+    table = tableNode.GetTable()
+    table.Initialize()
+    arrays = []
+    for name, kind in TABLE_COLUMNS:
+        array = {"int": vtk.vtkIntArray, "string": vtk.vtkStringArray, "double": vtk.vtkDoubleArray}[kind]()
+        array.SetName(name)
+        table.AddColumn(array)
+        arrays.append(array)
+    yesNo = {True: "yes", False: "no"}
+    for row in sortedRows(landmarksNode):
+        values = (row["index"], row["name"], row["abbreviation"], row["x_mm"], row["y_mm"], row["confidence"],
+                  row["ere_mm"], yesNo[bool(row["flagged"])], yesNo[bool(row["reviewed"])],
+                  yesNo[bool(row["edited"])])
+        for array, value in zip(arrays, values):
+            array.InsertNextValue(value)
+    table.Modified()
+    tableNode.SetUseColumnTitleAsColumnHeader(True)
+    tableNode.SetLocked(True)
+    tableNode.EndModify(wasModifying)
+    return tableNode
+
+
+def tableRowLandmarkIndex(tableNode, row):
+    return int(tableNode.GetTable().GetValueByName(row, "Index").ToInt())
+
+
+# --- export ------------------------------------------------------------------------------------
+
+
+def exportMarkupsJson(landmarksNode, path):
+    storage = slicer.vtkMRMLMarkupsJsonStorageNode()
+    if landmarksNode.GetScene() is not None:
+        landmarksNode.GetScene().AddNode(storage)
+    storage.SetFileName(str(path))
+    ok = storage.WriteData(landmarksNode)
+    if landmarksNode.GetScene() is not None:
+        landmarksNode.GetScene().RemoveNode(storage)
+    if not ok:
+        raise CephError(f"could not write {path}")
+
+
+CSV_FIELDS = ("index", "name", "abbreviation", "x_px", "y_px", "x_mm", "y_mm", "confidence", "ere_mm", "flagged",
+              "reviewed", "edited")
+
+
+def exportCsv(landmarksNode, path):
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(CSV_FIELDS + ("R", "A", "S"))
+        for row in landmarkRows(landmarksNode):
+            ras = row["ras"] if row.get("present", True) else ["", "", ""]
+            writer.writerow([row[k] for k in CSV_FIELDS] + list(ras))
+
+
+def cliJson(landmarksNode):
+    """The CLI's JSON (`ceph-landmarks detect`), with the current (possibly corrected) positions
+    and, per landmark, "reviewed" and "edited"."""
+    record = detectionRecord(landmarksNode)
+    out = {k: v for k, v in record.items() if k not in ("landmarks", "pixel_to_ras")}
+    keys = ("index", "name", "abbreviation", "x_px", "y_px", "x_mm", "y_mm", "confidence", "ere_mm", "flagged",
+            "reviewed", "edited")
+    out["landmarks"] = [{k: row[k] for k in keys} for row in landmarkRows(landmarksNode) if row.get("present", True)]
+    return out
+
+
+def exportCliJson(landmarksNode, path):
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(cliJson(landmarksNode), f, indent=2)

@@ -1,0 +1,234 @@
+"""CephLandmarksMRML against a real vtkMRMLScene from slicer-core (headless, no trained model)."""
+
+import csv
+import json
+
+import numpy as np
+import pytest
+
+slicer = pytest.importorskip("slicer")
+if not hasattr(slicer, "vtkMRMLScene"):
+    pytest.skip("slicer-core (MRML) is not installed", allow_module_level=True)
+
+from slicer_fixtures import headlessScene, makeVolume, syntheticDetection  # noqa: E402
+
+import CephLandmarksMRML as M  # noqa: E402
+
+# A rotated, anisotropic, off-origin placement: pixel (x, y) -> RAS is not a plain scaling.
+ANGLE = np.deg2rad(30)
+DIRECTIONS = [[np.cos(ANGLE), -np.sin(ANGLE), 0.0], [0.0, 0.0, -1.0], [np.sin(ANGLE), np.cos(ANGLE), 0.0]]
+SPACING = (0.12, 0.09)
+ORIGIN = (-12.5, 40.0, 7.25)
+SIZE = (200, 240)
+
+
+@pytest.fixture
+def scene():
+    return headlessScene()
+
+
+@pytest.fixture
+def volume(scene):
+    pixels = np.arange(SIZE[0] * SIZE[1], dtype=np.float32).reshape(SIZE[1], SIZE[0])
+    return makeVolume(scene, pixels, SPACING, ORIGIN, DIRECTIONS)
+
+
+@pytest.fixture
+def detection():
+    return syntheticDetection(SIZE, SPACING)
+
+
+def ijkToRAS(volume, x, y):
+    import vtk
+
+    m = vtk.vtkMatrix4x4()
+    volume.GetIJKToRASMatrix(m)
+    return np.array(m.MultiplyPoint((x, y, 0.0, 1.0))[:3])
+
+
+def test_radiograph_from_volume(volume):
+    rad = M.radiographFromVolume(volume)
+    assert rad.pixels.shape == (SIZE[1], SIZE[0])
+    assert rad.pixels[5, 7] == 5 * SIZE[0] + 7  # row y=5, column x=7
+    assert rad.spacing_mm == pytest.approx(SPACING) and rad.spacing_source == "volume"
+    assert M.radiographFromVolume(volume, 0.2).spacing_mm == (0.2, 0.2)
+    # LPS placement matches the volume's RAS placement
+    from CephLandmarksLib.geometry import px_to_lps
+
+    lps = px_to_lps([[10, 20]], rad.spacing_mm, rad.origin_lps, rad.direction_lps)[0]
+    assert lps * np.array([-1, -1, 1]) == pytest.approx(ijkToRAS(volume, 10, 20))
+
+
+def test_rejects_3d_volume(scene):
+    import vtk
+
+    from CephLandmarksLib.errors import CephError
+
+    volume = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "ct")
+    image = vtk.vtkImageData()
+    image.SetDimensions(32, 32, 5)
+    image.AllocateScalars(vtk.VTK_SHORT, 1)
+    volume.SetAndObserveImageData(image)
+    with pytest.raises(CephError, match="single 2D image"):
+        M.radiographFromVolume(volume)
+
+
+def test_markups_node_contents_positions_and_colours(scene, volume, detection):
+    node = M.createLandmarksNode(scene, detection, volume)
+    assert node.GetNumberOfControlPoints() == 19
+    assert node.GetNodeReference(M.VOLUME_REFERENCE) is volume
+    for i, lm in enumerate(detection.landmarks):
+        assert node.GetNthControlPointLabel(i) == lm.abbreviation
+        assert node.GetNthControlPointDescription(i).startswith(lm.name + "; confidence ")
+        assert ("FLAGGED" in node.GetNthControlPointDescription(i)) == lm.flagged
+        assert np.array(node.GetNthControlPointPosition(i)) == pytest.approx(ijkToRAS(volume, lm.x_px, lm.y_px))
+        assert bool(node.GetNthControlPointSelected(i)) == (not lm.flagged)
+    display = node.GetDisplayNode()
+    assert display.GetColor() == pytest.approx(M.FLAGGED_COLOR)
+    assert display.GetSelectedColor() == pytest.approx(M.CONFIDENT_COLOR)
+    assert not M.isEdited(node)
+
+
+def test_contour_geometry(scene, volume, detection):
+    from vtk.util import numpy_support
+
+    from CephLandmarksLib.geometry import ras_to_ijk
+
+    node = M.createLandmarksNode(scene, detection, volume)
+    models = M.createContourModels(scene, detection, volume, node)
+    assert [m.GetName() for m in models] == [f"{node.GetName()} 50% regions", f"{node.GetName()} 90% regions"]
+    assert M.contourModels(node) == models
+    m = M.pixelToRASMatrix(volume)
+    for model, factor in zip(models, (1, 2)):
+        poly = model.GetPolyData()
+        assert poly.GetNumberOfCells() == 19 * 32
+        assert model.GetDisplayNode().GetVisibility2D()
+        ijk = ras_to_ijk(numpy_support.vtk_to_numpy(poly.GetPoints().GetData()), m)
+        assert np.abs(ijk[:, 2]) == pytest.approx(0.5)  # a ribbon straddling the slice
+        cellLandmark = numpy_support.vtk_to_numpy(poly.GetCellData().GetArray("Landmark"))
+        colors = numpy_support.vtk_to_numpy(poly.GetPointData().GetArray("Color"))
+        for lm in detection.landmarks:
+            cells = np.flatnonzero(cellLandmark == lm.index)
+            ids = np.unique([poly.GetCell(c).GetPointId(k) for c in cells for k in range(4)])
+            radius = (12.0 if lm.flagged else 5.0) * factor
+            assert np.hypot(ijk[ids, 0] - lm.x_px, ijk[ids, 1] - lm.y_px) == pytest.approx(radius, abs=1e-6)
+            expected = np.round(np.array(M.FLAGGED_COLOR if lm.flagged else M.CONFIDENT_COLOR) * 255)
+            assert (colors[ids] == expected).all()
+    M.setContoursVisible(node, False)
+    assert not any(m.GetDisplayNode().GetVisibility() for m in models)
+    M.createContourModels(scene, detection, volume, node)  # replaces, never accumulates
+    assert scene.GetNumberOfNodesByClass("vtkMRMLModelNode") == 2
+
+
+def test_heatmap_volume_is_aligned(scene, volume, detection):
+    import vtk
+    from vtk.util import numpy_support
+
+    node = M.createLandmarksNode(scene, detection, volume)
+    heatmap = M.createHeatmapVolume(scene, detection, volume, node)
+    assert node.GetNodeReference(M.HEATMAP_REFERENCE) is heatmap
+    assert heatmap.GetDisplayNode().GetColorNodeID() == "vtkMRMLColorTableNodeIron"
+    dims = heatmap.GetImageData().GetDimensions()
+    values = numpy_support.vtk_to_numpy(heatmap.GetImageData().GetPointData().GetScalars()).reshape(dims[1], dims[0])
+    assert values.max() == pytest.approx(1.0)
+    m = vtk.vtkMatrix4x4()
+    heatmap.GetIJKToRASMatrix(m)
+    lm = detection.landmarks[0]
+    u, v = detection.frame.image_to_model([lm.x_px, lm.y_px])
+    ras = np.array(m.MultiplyPoint((u, v, 0, 1))[:3])
+    assert ras == pytest.approx(ijkToRAS(volume, lm.x_px, lm.y_px), abs=1e-6)
+
+
+def test_table_rows_edits_and_review(scene, volume, detection):
+    node = M.createLandmarksNode(scene, detection, volume)
+    table = M.updateTable(scene, node)
+    assert node.GetNodeReference(M.TABLE_REFERENCE) is table
+    t = table.GetTable()
+    assert t.GetNumberOfRows() == 19
+    assert [t.GetColumnName(c) for c in range(t.GetNumberOfColumns())] == [c for c, _ in M.TABLE_COLUMNS]
+    flags = [t.GetValueByName(r, "Flagged").ToString() for r in range(19)]
+    assert flags == ["yes"] * 3 + ["no"] * 16  # flagged first
+    first = detection.landmarks[M.tableRowLandmarkIndex(table, 0) - 1]
+    assert first.flagged and t.GetValueByName(0, "Landmark").ToString() == first.name
+    assert t.GetValueByName(0, "X (mm)").ToDouble() == pytest.approx(first.x_mm)
+    assert t.GetValueByName(0, "ERE (mm)").ToDouble() == pytest.approx(first.ere_mm)
+
+    # the user drags point 2 (Nasion) by 10 pixels along x
+    lm = detection.landmarks[1]
+    node.SetNthControlPointPosition(1, *ijkToRAS(volume, lm.x_px + 10, lm.y_px))
+    assert M.isEdited(node)
+    row = next(r for r in M.landmarkRows(node) if r["index"] == 2)
+    assert row["edited"] and row["x_px"] == pytest.approx(lm.x_px + 10)
+    assert row["x_mm"] == pytest.approx((lm.x_px + 10) * SPACING[0])
+    M.setReviewed(node, 2)
+    assert node.GetNthControlPointDescription(1).endswith("; reviewed")
+    M.updateTable(scene, node)
+    r = next(r for r in range(19) if M.tableRowLandmarkIndex(table, r) == 2)
+    assert t.GetValueByName(r, "Reviewed").ToString() == "yes" and t.GetValueByName(r, "Edited").ToString() == "yes"
+    assert M.landmarksNodesForVolume(scene, volume) == [node]
+
+
+def test_exports(scene, volume, detection, tmp_path):
+    import slicer as s
+
+    node = M.createLandmarksNode(scene, detection, volume)
+    M.exportMarkupsJson(node, tmp_path / "l.mrk.json")
+    data = json.loads((tmp_path / "l.mrk.json").read_text())
+    points = data["markups"][0]["controlPoints"]
+    assert [p["label"] for p in points] == [lm.abbreviation for lm in detection.landmarks]
+    assert [p["selected"] for p in points] == [not lm.flagged for lm in detection.landmarks]
+    # read back with Slicer's own reader
+    reader = s.vtkMRMLMarkupsJsonStorageNode()
+    scene.AddNode(reader)
+    reader.SetFileName(str(tmp_path / "l.mrk.json"))
+    loaded = scene.AddNewNodeByClass("vtkMRMLMarkupsFiducialNode", "loaded")
+    assert reader.ReadData(loaded)
+    assert loaded.GetNumberOfControlPoints() == 19
+    assert np.array(loaded.GetNthControlPointPosition(4)) == pytest.approx(node.GetNthControlPointPosition(4), abs=1e-3)
+
+    M.exportCsv(node, tmp_path / "l.csv")
+    rows = list(csv.DictReader(open(tmp_path / "l.csv")))
+    assert len(rows) == 19 and rows[0]["abbreviation"] == "S" and float(rows[0]["x_px"]) == pytest.approx(
+        detection.landmarks[0].x_px)
+
+    M.exportCliJson(node, tmp_path / "l.json")
+    cli = json.loads((tmp_path / "l.json").read_text())
+    assert cli["spacing_mm"] == list(SPACING) and cli["model"]["name"] == "synthetic"
+    assert [lm["abbreviation"] for lm in cli["landmarks"]] == [lm.abbreviation for lm in detection.landmarks]
+    assert cli["landmarks"][2]["flagged"] is True and cli["landmarks"][0]["edited"] is False
+
+
+def test_mrb_round_trip(scene, volume, detection, tmp_path):
+    node = M.createLandmarksNode(scene, detection, volume)
+    M.createContourModels(scene, detection, volume, node)
+    M.createHeatmapVolume(scene, detection, volume, node)
+    M.updateTable(scene, node)
+    lm = detection.landmarks[5]
+    moved = ijkToRAS(volume, lm.x_px + 3, lm.y_px - 4)
+    node.SetNthControlPointPosition(5, *moved)
+    M.setReviewed(node, 6)
+    assert scene.WriteToMRB(str(tmp_path / "case.mrb"))
+
+    again = headlessScene()
+    assert again.ReadFromMRB(str(tmp_path / "case.mrb"))
+    nodes = [n for n in (again.GetNthNodeByClass(i, "vtkMRMLMarkupsFiducialNode")
+                         for i in range(again.GetNumberOfNodesByClass("vtkMRMLMarkupsFiducialNode")))
+             if M.isLandmarksNode(n)]
+    assert len(nodes) == 1
+    loaded = nodes[0]
+    assert loaded.GetNumberOfControlPoints() == 19
+    assert np.array(loaded.GetNthControlPointPosition(5)) == pytest.approx(moved, abs=1e-3)
+    assert [bool(loaded.GetNthControlPointSelected(i)) for i in range(19)] == [not x.flagged for x in
+                                                                                detection.landmarks]
+    assert loaded.GetDisplayNode().GetColor() == pytest.approx(M.FLAGGED_COLOR)
+    vol = loaded.GetNodeReference(M.VOLUME_REFERENCE)
+    assert vol is not None and vol.GetImageData().GetDimensions() == (SIZE[0], SIZE[1], 1)
+    assert M.pixelToRASMatrix(vol) == pytest.approx(M.pixelToRASMatrix(volume))
+    assert len(M.contourModels(loaded)) == 2
+    assert M.contourModels(loaded)[0].GetPolyData().GetNumberOfCells() == 19 * 32
+    assert loaded.GetNodeReference(M.HEATMAP_REFERENCE).GetImageData() is not None
+    rows = {r["index"]: r for r in M.landmarkRows(loaded)}
+    assert rows[6]["edited"] and rows[6]["reviewed"] and not rows[1]["edited"]
+    assert rows[6]["x_px"] == pytest.approx(lm.x_px + 3, abs=1e-3)
+    table = M.updateTable(again, loaded)
+    assert table.GetTable().GetNumberOfRows() == 19
