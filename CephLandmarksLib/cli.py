@@ -62,7 +62,9 @@ def _cmd_calibrate(a):
 def _cmd_detect(a):
     from .detect import detect_files
 
-    for out in detect_files(a.images, a.model or default_model_path(), a.out_dir, a.spacing, a.device):
+    model = a.model or default_model_path()
+    warn = lambda m: print(f"ceph-landmarks: error: {m}", file=sys.stderr)  # noqa: E731
+    for out in detect_files(a.images, model, a.out_dir, a.spacing, a.device, on_error=warn):
         print(out)
 
 

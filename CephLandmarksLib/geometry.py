@@ -64,6 +64,13 @@ def mm_to_px(xy_mm, spacing_mm):
     return np.asarray(xy_mm, dtype=np.float64) / np.asarray(spacing_mm, dtype=np.float64)
 
 
+def px_to_lps(xy_px, spacing_mm, origin_lps, direction_lps):
+    """Image pixel (x, y) -> LPS millimetres, as ITK and Slicer place the image in space."""
+    xy = np.atleast_2d(np.asarray(xy_px, dtype=np.float64))
+    ij0 = np.column_stack([xy * np.asarray(spacing_mm, dtype=np.float64), np.zeros(len(xy))])
+    return np.asarray(origin_lps, dtype=np.float64) + ij0 @ np.reshape(direction_lps, (3, 3)).T
+
+
 def ijk_to_ras(xy_px, ijk_to_ras_matrix):
     """Image pixel (x, y) on slice k=0 -> RAS, with a volume's 4x4 IJK-to-RAS matrix."""
     xy = np.atleast_2d(np.asarray(xy_px, dtype=np.float64))

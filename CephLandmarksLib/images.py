@@ -11,7 +11,11 @@ from .errors import CephError
 DEFAULT_SPACING_MM = 0.1
 # Formats whose files carry a physical pixel spacing; for the others SimpleITK reports 1.0.
 _SPACING_FORMATS = (".nrrd", ".nhdr", ".mha", ".mhd", ".nii", ".nii.gz")
-_DICOM_SPACING_TAGS = (("0028|0030", "PixelSpacing"), ("0018|1164", "ImagerPixelSpacing"))
+_DICOM_SPACING_TAGS = (
+    ("0028|0030", "PixelSpacing"),
+    ("0018|1164", "ImagerPixelSpacing"),
+    ("0018|2010", "NominalScannedPixelSpacing"),
+)
 
 
 @dataclass
@@ -20,6 +24,8 @@ class Radiograph:
     spacing_mm: tuple[float, float]  # (x, y) millimetres per pixel
     spacing_source: str  # "user", "dicom:PixelSpacing", "file", or "assumed"
     path: str = ""
+    origin_lps: tuple = (0.0, 0.0, 0.0)  # physical position of pixel (0, 0), as the file says
+    direction_lps: tuple = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0)  # 3x3, row-major
 
     @property
     def size(self) -> tuple[int, int]:
@@ -101,7 +107,11 @@ def read_radiograph(path, spacing_mm=None) -> Radiograph:
         spacing, source = found
     else:
         spacing, source = (DEFAULT_SPACING_MM, DEFAULT_SPACING_MM), "assumed"
-    return Radiograph(pixels, spacing, source, str(path))
+    dim = image.GetDimension()
+    origin = tuple(image.GetOrigin()) + (0.0,) * (3 - dim)
+    d = np.eye(3)
+    d[:dim, :dim] = np.reshape(image.GetDirection(), (dim, dim))
+    return Radiograph(pixels, spacing, source, str(path), origin, tuple(d.ravel()))
 
 
 def normalise(pixels: np.ndarray) -> np.ndarray:

@@ -43,6 +43,7 @@ class LoadedModel:
     info: ModelInfo
     path: str
     sha256: str  # of the whole file
+    half: bool = False  # weights stored as float16
 
 
 def _tensor_digest(tensors: dict) -> str:
@@ -52,7 +53,7 @@ def _tensor_digest(tensors: dict) -> str:
         h.update(key.encode())
         h.update(str(t.dtype).encode())
         h.update(str(tuple(t.shape)).encode())
-        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
     return h.hexdigest()
 
 
@@ -122,4 +123,5 @@ def load_model(path, device="cpu") -> LoadedModel:
     except RuntimeError as e:
         raise CephError(f"{path}: the weights do not fit the network ({str(e).splitlines()[0]})") from None
     net.eval().to(device)
-    return LoadedModel(net, info, str(path), file_sha256(path))
+    half = any(v.dtype == torch.float16 for v in tensors.values())
+    return LoadedModel(net, info, str(path), file_sha256(path), half)

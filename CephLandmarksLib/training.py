@@ -150,9 +150,6 @@ def train(cfg: TrainConfig, resume: bool = False, log=print, progress: bool = Tr
 
     steps_per_epoch = math.ceil(len(train_d.ids) / cfg.batch_size)
     total_steps = steps_per_epoch * cfg.epochs
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _lr_factor(s, total_steps, steps_per_epoch))
-    sched.last_epoch = start_epoch * steps_per_epoch - 1
-    sched.step()
     aug = AugmentSettings(**{k: tuple(v) if isinstance(v, list) else v for k, v in cfg.augment.items()})
     t_start = time.time()
     for epoch in range(start_epoch, cfg.epochs):
@@ -162,6 +159,9 @@ def train(cfg: TrainConfig, resume: bool = False, log=print, progress: bool = Tr
         bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not progress, leave=False)
         losses, t0 = [], time.time()
         for step in bar:
+            lr = cfg.lr * _lr_factor(epoch * steps_per_epoch + step, total_steps, steps_per_epoch)
+            for group in opt.param_groups:
+                group["lr"] = lr
             idx = order[step * cfg.batch_size : (step + 1) * cfg.batch_size]
             x, uv = augment_batch(train_d.inputs[idx].float(), train_d.uv[idx], gen, aug)
             x = x.to(device).contiguous(memory_format=torch.channels_last)
@@ -169,14 +169,13 @@ def train(cfg: TrainConfig, resume: bool = False, log=print, progress: bool = Tr
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            sched.step()
             losses.append(loss.item())
-            bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}", lr=f"{sched.get_last_lr()[0]:.1e}")
+            bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}", lr=f"{lr:.1e}")
             if should_stop is not None and should_stop():
                 raise CephError("training cancelled")
         val_loss, val_mre = validate(net, hold_d, device)
         rec = dict(epoch=epoch + 1, train_loss=float(np.mean(losses)), val_loss=val_loss, val_mre_mm=val_mre,
-                   lr=sched.get_last_lr()[0], seconds=time.time() - t0)
+                   lr=lr, seconds=time.time() - t0)
         history.append(rec)
         log(json.dumps(rec))
         state = dict(model=net.state_dict(), optimizer=opt.state_dict(), epoch=epoch + 1,

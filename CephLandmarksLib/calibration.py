@@ -1,0 +1,92 @@
+"""Temperature scaling and the ERE flag threshold, fitted on held-out training images.
+
+Never on Test1/Test2: the images are the model's recorded holdout from the training
+split.  The network runs once in eval mode (BatchNorm frozen); the temperatures are
+then fitted on the cached logits by L-BFGS on log T (so T stays positive), minimising
+the same heatmap cross-entropy the network was trained with.
+"""
+
+import numpy as np
+import torch
+
+from .datasets import load_dataset
+from .errors import CephError
+from .heatmaps import heatmap_nll
+from .metrics import reliability, threshold_at_tpr
+from .model import run_network
+
+FLAG_ERROR_MM = 3.0  # the threshold is chosen to flag this share of errors above this size
+FLAG_TPR = 0.8
+TEMPERATURE_RANGE = (0.05, 20.0)  # guards against degenerate fits on tiny or untrained models
+
+
+def fit_temperatures(logits: torch.Tensor, uv: torch.Tensor, max_iter: int = 100) -> torch.Tensor:
+    """Per-landmark temperatures (L,) minimising the mean NLL of the targets uv (N, L, 2)."""
+    log_t = torch.zeros(logits.shape[1], dtype=torch.float32, requires_grad=True)
+    opt = torch.optim.LBFGS([log_t], lr=0.5, max_iter=max_iter, line_search_fn="strong_wolfe")
+
+    def closure():
+        opt.zero_grad()
+        # Sum over landmarks of per-landmark means: each temperature sees only its own maps.
+        loss = heatmap_nll(logits, uv, log_t.exp(), reduce=False).mean(0).sum()
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    return log_t.detach().clamp(*np.log(TEMPERATURE_RANGE)).exp()
+
+
+def ere_threshold(ere_mm, errors_mm, error_mm: float = FLAG_ERROR_MM, tpr: float = FLAG_TPR) -> float:
+    """ERE above which a point is flagged: the threshold that catches `tpr` of the errors > error_mm."""
+    pos = np.asarray(errors_mm).ravel() > error_mm
+    if pos.sum() == 0:  # no errors that large in the holdout: flag only the top 5 % of ERE
+        return float(np.percentile(ere_mm, 95))
+    return threshold_at_tpr(np.asarray(ere_mm).ravel(), pos, tpr)
+
+
+def calibrate_loaded(loaded, hold_samples, log=print, prepared=None, device="cpu") -> dict:
+    """Fit temperatures and the ERE threshold on `hold_samples`; rewrite the model file (atomically)."""
+    from .evaluate import score_logits
+    from .modelfile import save_model
+    from .training import prepare
+
+    info = loaded.info
+    data = prepared if prepared is not None else prepare(hold_samples, info.input_size, "preparing holdout")
+    logits = run_network(loaded.net, data.inputs, device)
+    before = score_logits(logits, data, None, info.refine_radius)
+    nll_before = float(heatmap_nll(logits, data.uv))
+    temps = fit_temperatures(logits, data.uv)
+    nll_after = float(heatmap_nll(logits, data.uv, temps))
+    after = score_logits(logits, data, temps, info.refine_radius)
+    ece_before = reliability(before.confidence, before.correct)["ece"]
+    ece_after = reliability(after.confidence, after.correct)["ece"]
+    threshold = ere_threshold(after.ere_mm, after.errors_mm)
+    info.temperatures = [round(float(t), 5) for t in temps]
+    info.ere_threshold_mm = round(threshold, 4)
+    info.calibration = {
+        "images": list(data.ids), "n_points": int(after.errors_mm.size),
+        "nll_before": nll_before, "nll_after": nll_after, "ece_before": ece_before, "ece_after": ece_after,
+        "ece_unit": "percent", "holdout_mre_mm": float(after.errors_mm.mean()),
+        "threshold_rule": f"catch {FLAG_TPR:.0%} of holdout errors > {FLAG_ERROR_MM} mm",
+        "holdout_flagged_percent": float(100 * (after.ere_mm > threshold).mean()),
+    }
+    save_model(loaded.path, loaded.net, info, half=loaded.half)
+    log(f"calibrated on {len(data.ids)} held-out images: NLL {nll_before:.3f} -> {nll_after:.3f}, "
+        f"ECE {ece_before:.2f} % -> {ece_after:.2f} %, ERE threshold {threshold:.2f} mm, "
+        f"temperatures {min(info.temperatures):.2f}-{max(info.temperatures):.2f}")
+    return info.calibration
+
+
+def calibrate_file(model_path, dataset, ground_truth="mean", log=print):
+    """`ceph-landmarks calibrate`: refit on the holdout images recorded in the model."""
+    from .modelfile import load_model
+
+    loaded = load_model(model_path)
+    ids = loaded.info.training.get("holdout_ids")
+    if not ids:
+        raise CephError(f"{model_path} records no held-out images to calibrate on")
+    samples = {s.id: s for s in load_dataset(dataset, "train", ground_truth)}
+    missing = [i for i in ids if i not in samples]
+    if missing:
+        raise CephError(f"the dataset lacks the model's held-out images {', '.join(missing[:5])}")
+    return calibrate_loaded(loaded, [samples[i] for i in ids], log=log)

@@ -1,0 +1,127 @@
+"""Evaluation on an annotated split: accuracy, calibration, ERE correlation and ROC, with plots."""
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .datasets import load_dataset
+from .heatmaps import argmax_2d, decode_points, softmax_2d
+from .metrics import grouped_correlation, reliability, roc_curve, summarise
+from .uncertainty import expected_radial_error_mm
+
+ERROR_LEVELS_MM = (2.0, 4.0)
+
+
+@dataclass
+class Scored:
+    """Per (image, landmark) results of a model on a prepared set."""
+
+    pred_px: np.ndarray  # (N, L, 2)
+    errors_mm: np.ndarray  # (N, L)
+    ere_mm: np.ndarray  # (N, L)
+    confidence: np.ndarray  # (N, L) heatmap maximum
+    correct: np.ndarray  # (N, L) true point rounds to the argmax pixel
+
+
+def score_logits(logits: torch.Tensor, data, temperatures=None, refine_radius: int = 1) -> Scored:
+    """Decode logits (N, L, H, W) of a PreparedSet (training.prepare) and score them."""
+    probs = softmax_2d(logits, temperatures)
+    uv = decode_points(probs, refine_radius).numpy()
+    peak = argmax_2d(probs).numpy()
+    correct = np.all(peak == np.round(data.uv.numpy()), axis=-1)
+    pred_px = np.stack([f.model_to_image(p) for f, p in zip(data.frames, uv)])
+    errors = np.linalg.norm((pred_px - data.landmarks_px) * data.spacings_mm[:, None, :], axis=-1)
+    ere = np.stack([
+        expected_radial_error_mm(probs[i], uv[i], f.model_pixel_mm(data.spacings_mm[i]))
+        for i, f in enumerate(data.frames)
+    ])
+    return Scored(pred_px, errors, ere, probs.amax(dim=(2, 3)).numpy(), correct)
+
+
+def roc_summary(ere_mm, errors_mm, threshold_mm):
+    """AUC of ERE for errors above each level, and the TPR/FPR of the model's threshold."""
+    out = {}
+    for level in ERROR_LEVELS_MM:
+        pos = errors_mm.ravel() > level
+        fpr, tpr, thr, auc = roc_curve(ere_mm, pos)
+        flagged = ere_mm.ravel() > threshold_mm
+        tp = float(flagged[pos].mean()) if pos.any() else float("nan")
+        fp = float(flagged[~pos].mean()) if (~pos).any() else float("nan")
+        out[level] = {"fpr": fpr, "tpr": tpr, "auc": auc, "threshold_point": (fp, tp, threshold_mm),
+                      "n_positive": int(pos.sum())}
+    return out
+
+
+def evaluate(model_path, dataset, split, out_dir, ground_truth="mean", device="cpu", log=print) -> dict:
+    """Run the model on a split; write metrics.json and the plots into out_dir; return the metrics."""
+    from .modelfile import atomic_write, load_model
+    from .model import run_network
+    from .plots import ere_scatter, reliability_diagram, roc_plot
+    from .training import prepare
+
+    loaded = load_model(model_path, device)
+    info = loaded.info
+    samples = load_dataset(dataset, split, ground_truth)
+    data = prepare(samples, info.input_size, f"reading {split}")
+    temps = torch.tensor(info.temperatures, dtype=torch.float32)
+    scored_raw, scored = None, None
+    # Run in chunks: logits of a whole test set do not fit in memory at full size.
+    parts_raw, parts = [], []
+    for start in range(0, len(samples), 10):
+        sub = _subset(data, slice(start, start + 10))
+        logits = run_network(loaded.net, sub.inputs, device)
+        parts_raw.append(score_logits(logits, sub, None, info.refine_radius))
+        parts.append(score_logits(logits, sub, temps, info.refine_radius))
+    scored_raw, scored = _concat(parts_raw), _concat(parts)
+
+    metrics = summarise(scored.errors_mm, info.landmark_names)
+    rel_before = reliability(scored_raw.confidence, scored_raw.correct)
+    rel_after = reliability(scored.confidence, scored.correct)
+    r, groups = grouped_correlation(scored.ere_mm, scored.errors_mm)
+    rocs = roc_summary(scored.ere_mm, scored.errors_mm, info.ere_threshold_mm)
+    flagged = scored.ere_mm > info.ere_threshold_mm
+    metrics.update({
+        "split": split,
+        "ground_truth": ground_truth,
+        "model": {"name": info.name, "version": info.version, "sha256": loaded.sha256},
+        "ece": rel_after["ece"],
+        "ece_uncalibrated": rel_before["ece"],
+        "ece_unit": "percent",
+        "ere_error_pearson": r,
+        "roc_auc_2mm": rocs[2.0]["auc"],
+        "roc_auc_4mm": rocs[4.0]["auc"],
+        "ere_threshold_mm": info.ere_threshold_mm,
+        "flagged_percent": float(100 * flagged.mean()),
+        "flagged_share_of_errors_over_4mm": rocs[4.0]["threshold_point"][1],
+        "flagged_share_of_points_under_2mm": float(flagged[scored.errors_mm <= 2.0].mean()),
+        "reliability_before": rel_before,
+        "reliability_after": rel_after,
+        "per_image_mre_mm": {i: float(e.mean()) for i, e in zip(data.ids, scored.errors_mm)},
+    })
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    title = f"{info.name} on {split} ({len(samples)} images)"
+    for name, draw in (
+        ("reliability.png", lambda p: reliability_diagram(rel_before, rel_after, p, title)),
+        ("ere_vs_error.png", lambda p: ere_scatter(scored.ere_mm.ravel(), scored.errors_mm.ravel(), groups, r, p, title)),
+        ("roc.png", lambda p: roc_plot({f"error > {k:g} mm (n={v['n_positive']})": v for k, v in rocs.items()}, p, title)),
+    ):
+        atomic_write(out / name, draw)
+    atomic_write(out / "metrics.json", lambda p: Path(p).write_text(json.dumps(metrics, indent=2)))
+    np.savez_compressed(out / "predictions.npz", ids=np.array(data.ids), pred_px=scored.pred_px,
+                        errors_mm=scored.errors_mm, ere_mm=scored.ere_mm, confidence=scored.confidence)
+    return metrics
+
+
+def _subset(data, sl):
+    from .training import PreparedSet
+
+    return PreparedSet(data.ids[sl], data.inputs[sl], data.uv[sl], data.frames[sl], data.spacings_mm[sl],
+                       data.landmarks_px[sl])
+
+
+def _concat(parts):
+    return Scored(*(np.concatenate([getattr(p, f) for p in parts]) for f in Scored.__dataclass_fields__))

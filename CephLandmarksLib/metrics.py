@@ -1,0 +1,95 @@
+"""Accuracy and calibration metrics on arrays of results (pure numpy)."""
+
+import numpy as np
+
+SDR_RADII_MM = (2.0, 2.5, 3.0, 4.0)
+
+
+def radial_errors_mm(pred_px, true_px, spacing_mm) -> np.ndarray:
+    """(N, L) Euclidean errors in mm; spacing_mm (N, 2) or (2,)."""
+    sp = np.asarray(spacing_mm, dtype=float)
+    sp = sp[:, None, :] if sp.ndim == 2 else sp
+    return np.linalg.norm((np.asarray(pred_px) - np.asarray(true_px)) * sp, axis=-1)
+
+
+def sdr_percent(errors_mm, radii=SDR_RADII_MM) -> dict:
+    """Successful detection rate: % of points within each radius."""
+    e = np.asarray(errors_mm).ravel()
+    return {f"{r:.1f}": float(100.0 * np.mean(e <= r)) for r in radii}
+
+
+def reliability(confidence, correct, n_bins: int = 10) -> dict:
+    """Reliability bins and ECE (in %), equal-width bins on [0, 1]; empty bins are skipped
+    (they carry zero weight), so the result is never NaN."""
+    conf = np.asarray(confidence, dtype=float).ravel()
+    ok = np.asarray(correct, dtype=float).ravel()
+    edges = np.linspace(0, 1, n_bins + 1)
+    which = np.clip(np.digitize(conf, edges[1:-1], right=True), 0, n_bins - 1)
+    counts = np.bincount(which, minlength=n_bins)
+    sums_c = np.bincount(which, conf, n_bins)
+    sums_a = np.bincount(which, ok, n_bins)
+    nonempty = counts > 0
+    mean_c = np.divide(sums_c, counts, out=np.zeros(n_bins), where=nonempty)
+    mean_a = np.divide(sums_a, counts, out=np.zeros(n_bins), where=nonempty)
+    ece = float(np.sum(counts * np.abs(mean_a - mean_c)) / max(1, counts.sum()) * 100.0)
+    return {"ece": ece, "bin_centres": ((edges[:-1] + edges[1:]) / 2).tolist(), "accuracy": mean_a.tolist(),
+            "confidence": mean_c.tolist(), "counts": counts.tolist()}
+
+
+def grouped_correlation(ere_mm, error_mm, group_size: int = 36):
+    """Sort landmarks by ERE, average ERE and error in groups of `group_size`, Pearson r of the means
+    (the paper's protocol).  Returns (r, (G, 2) group means)."""
+    ere = np.asarray(ere_mm, dtype=float).ravel()
+    err = np.asarray(error_mm, dtype=float).ravel()
+    order = np.argsort(ere, kind="stable")
+    n_groups = len(ere) // group_size
+    if n_groups < 2:
+        return float("nan"), np.zeros((0, 2))
+    idx = order[: n_groups * group_size].reshape(n_groups, group_size)
+    means = np.column_stack([ere[idx].mean(1), err[idx].mean(1)])
+    if means[:, 0].std() == 0 or means[:, 1].std() == 0:
+        return 0.0, means
+    return float(np.corrcoef(means[:, 0], means[:, 1])[0, 1]), means
+
+
+def roc_curve(scores, positives):
+    """ROC of `scores` (higher = more suspicious) for boolean `positives`: (fpr, tpr, thresholds, auc).
+
+    Point k flags every sample with score >= thresholds[k]; ties are handled jointly.
+    """
+    s = np.asarray(scores, dtype=float).ravel()
+    y = np.asarray(positives, dtype=bool).ravel()
+    n_pos, n_neg = int(y.sum()), int((~y).sum())
+    order = np.argsort(-s, kind="stable")
+    s, y = s[order], y[order]
+    last = np.r_[np.nonzero(np.diff(s))[0], len(s) - 1]  # last index of each distinct score
+    tp = np.cumsum(y)[last]
+    fp = np.cumsum(~y)[last]
+    tpr = np.r_[0.0, tp / max(n_pos, 1)]
+    fpr = np.r_[0.0, fp / max(n_neg, 1)]
+    thresholds = np.r_[np.inf, s[last]]
+    auc = float(np.trapezoid(tpr, fpr)) if n_pos and n_neg else float("nan")
+    return fpr, tpr, thresholds, auc
+
+
+def threshold_at_tpr(scores, positives, target_tpr: float = 0.9) -> float:
+    """The largest score threshold whose true-positive rate reaches `target_tpr`."""
+    fpr, tpr, thr, _ = roc_curve(scores, positives)
+    k = int(np.argmax(tpr >= target_tpr - 1e-12))
+    return float(thr[k])
+
+
+def summarise(errors_mm, landmark_names) -> dict:
+    """MRE, its SD, SDR overall and per landmark."""
+    e = np.asarray(errors_mm)
+    return {
+        "n_images": int(e.shape[0]),
+        "mre_mm": float(e.mean()),
+        "mre_std_mm": float(e.std()),
+        "sdr": sdr_percent(e),
+        "per_landmark": [
+            {"index": i + 1, "name": n, "mre_mm": float(e[:, i].mean()), "std_mm": float(e[:, i].std()),
+             "sdr": sdr_percent(e[:, i])}
+            for i, n in enumerate(landmark_names)
+        ],
+    }

@@ -1,0 +1,113 @@
+"""Pictures (matplotlib, Agg): detection overlay, reliability diagram, ERE scatter, ROC."""
+
+import numpy as np
+
+
+def _figure(w_in, h_in):
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=(w_in, h_in), dpi=100)
+
+
+def _ere_colour(ere_mm, threshold_mm):
+    """Green (confident) through yellow to red at and above the flag threshold."""
+    import matplotlib
+
+    t = float(np.clip(ere_mm / max(threshold_mm, 1e-6), 0, 1))
+    return matplotlib.colormaps["RdYlGn_r"](0.1 + 0.85 * t)
+
+
+def render_overlay(pixels: np.ndarray, detection, path, max_height_px: int = 1200, labels: bool = True):
+    """The radiograph with each landmark coloured by ERE, flagged ones ringed in red,
+    and the 50 % (solid) and 90 % (dashed) credible-region contours."""
+    from .images import normalise
+
+    h, w = pixels.shape
+    step = max(1, int(np.ceil(h / max_height_px)))
+    shown = normalise(pixels[::step, ::step])
+    scale = 1.0 / step
+    fig = _figure(shown.shape[1] / 100, shown.shape[0] / 100 + 0.35)
+    ax = fig.add_axes((0, 0.35 / (shown.shape[0] / 100 + 0.35), 1, 1 - 0.35 / (shown.shape[0] / 100 + 0.35)))
+    ax.imshow(shown, cmap="gray", vmin=0, vmax=1, interpolation="bilinear")
+    thr = detection.ere_threshold_mm
+    for lm in detection.landmarks:
+        colour = _ere_colour(lm.ere_mm, thr)
+        for key, style in (("50", "-"), ("90", "--")):
+            for line in lm.contours_px.get(key, []):
+                ax.plot((line[:, 0] + 0.5) * scale - 0.5, (line[:, 1] + 0.5) * scale - 0.5, style, color=colour, lw=1.0)
+        x, y = (lm.x_px + 0.5) * scale - 0.5, (lm.y_px + 0.5) * scale - 0.5
+        ax.plot(x, y, "o", ms=5, mfc=colour, mec="black", mew=0.6)
+        if lm.flagged:
+            ax.plot(x, y, "o", ms=13, mfc="none", mec="red", mew=1.8)
+        if labels:
+            ax.annotate(lm.abbreviation, (x, y), xytext=(6, -6), textcoords="offset points", fontsize=8,
+                        color="red" if lm.flagged else "white", weight="bold")
+    ax.set_xlim(-0.5, shown.shape[1] - 0.5)
+    ax.set_ylim(shown.shape[0] - 0.5, -0.5)
+    ax.axis("off")
+    n_flag = sum(lm.flagged for lm in detection.landmarks)
+    fig.text(0.01, 0.012, f"{n_flag} of {len(detection.landmarks)} points flagged (ERE > {thr:.2f} mm, ringed red). "
+             f"Contours: 50 % solid, 90 % dashed. Spacing {detection.spacing_mm[0]:.3g} mm ({detection.spacing_source}).",
+             fontsize=8)
+    fig.savefig(path, format="png", facecolor="white")
+
+
+def reliability_diagram(before: dict, after: dict, path, title=""):
+    """Two reliability diagrams (bins of confidence vs the share of correct pixels)."""
+    fig = _figure(10, 4.6)
+    for k, (res, name) in enumerate(((before, "before calibration"), (after, "after calibration"))):
+        ax = fig.add_subplot(1, 2, k + 1)
+        centres, acc, conf, counts = (np.asarray(res[key]) for key in ("bin_centres", "accuracy", "confidence", "counts"))
+        width = 1.0 / len(centres)
+        keep = counts > 0
+        ax.bar(centres[keep], acc[keep], width=width * 0.95, color="#4477aa", edgecolor="black", label="accuracy")
+        ax.bar(centres[keep], conf[keep] - acc[keep], bottom=acc[keep], width=width * 0.95, color="#ee6677",
+               alpha=0.5, edgecolor="#aa3344", label="gap to confidence")
+        ax.plot([0, 1], [0, 1], "k--", lw=1)
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1)
+        ax.set_xlabel("confidence (heatmap maximum)")
+        ax.set_ylabel("accuracy (true point in the argmax pixel)")
+        ax.set_title(f"{name}: ECE {res['ece']:.2f} %")
+        ax.legend(loc="upper left", fontsize=8)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, format="png")
+
+
+def ere_scatter(ere_mm, error_mm, group_means, pearson_r, path, title=""):
+    fig = _figure(6, 5)
+    ax = fig.add_subplot(1, 1, 1)
+    ax.scatter(ere_mm, error_mm, s=4, alpha=0.25, color="#888888", label="landmarks")
+    ax.scatter(group_means[:, 0], group_means[:, 1], s=18, color="#cc3311",
+               label=f"groups of 36 sorted by ERE (r = {pearson_r:.2f})")
+    lim = float(np.percentile(np.concatenate([ere_mm, error_mm]), 99.5)) * 1.05
+    ax.plot([0, lim], [0, lim], "k--", lw=1)
+    ax.set_xlim(0, lim)
+    ax.set_ylim(0, lim)
+    ax.set_xlabel("expected radial error (mm)")
+    ax.set_ylabel("true radial error (mm)")
+    ax.set_title(title or "ERE against the true error")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, format="png")
+
+
+def roc_plot(curves: dict, path, title=""):
+    """curves: {label: {"fpr", "tpr", "auc", "threshold_point": (fpr, tpr, ere)}}"""
+    fig = _figure(5.5, 5)
+    ax = fig.add_subplot(1, 1, 1)
+    for label, c in curves.items():
+        ax.plot(c["fpr"], c["tpr"], lw=1.6, label=f"{label}: AUC {c['auc']:.3f}")
+        if c.get("threshold_point"):
+            f, t, e = c["threshold_point"]
+            ax.plot(f, t, "o", color="black")
+            ax.annotate(f"ERE {e:.2f} mm", (f, t), xytext=(8, -12), textcoords="offset points", fontsize=8)
+    ax.plot([0, 1], [0, 1], "k:", lw=1)
+    ax.set_xlabel("false positive rate")
+    ax.set_ylabel("true positive rate")
+    ax.set_title(title or "ROC of ERE for erroneous landmarks")
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, format="png")

@@ -1,0 +1,66 @@
+"""Shared fixtures: tiny synthetic radiographs and datasets, a tiny trained model, the ISBI copy."""
+
+import csv
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from CephLandmarksLib.landmarks import N_LANDMARKS
+
+ISBI_ROOT = Path(os.environ.get("CEPH_ISBI_DIR", Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "isbi2015"))
+
+# A fixed "anatomy": landmark positions as fractions of the image size.
+TEMPLATE = np.random.default_rng(7).uniform(0.15, 0.85, size=(N_LANDMARKS, 2))
+
+
+def synthetic_image(rng, width=96, height=120):
+    """(pixels uint8 (H, W), landmarks (19, 2) px): noise plus a distinct blob pattern per landmark."""
+    pts = TEMPLATE * [width, height] + rng.normal(0, 2.0, size=(N_LANDMARKS, 2))
+    yy, xx = np.mgrid[0:height, 0:width]
+    img = rng.normal(40, 8, size=(height, width))
+    for i, (x, y) in enumerate(pts):
+        img += (60 + 8 * i) * np.exp(-((xx - x) ** 2 + (yy - y) ** 2) / (2 * (1.5 + 0.1 * i) ** 2))
+    return np.clip(img, 0, 255).astype(np.uint8), pts
+
+
+def write_png(path, pixels):
+    sitk.WriteImage(sitk.GetImageFromArray(pixels), str(path))
+
+
+@pytest.fixture(scope="session")
+def generic_dataset(tmp_path_factory):
+    """A generic-layout dataset: 10 PNGs and landmarks.csv (8 train, 2 test)."""
+    root = tmp_path_factory.mktemp("generic")
+    rng = np.random.default_rng(0)
+    rows = []
+    for i in range(10):
+        pixels, pts = synthetic_image(rng)
+        write_png(root / f"img{i:02d}.png", pixels)
+        rows.append([f"img{i:02d}.png"] + [f"{v:.3f}" for v in pts.ravel()] + ["0.5", "train" if i < 8 else "test"])
+    with open(root / "landmarks.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["image"] + [f"{a}{i}" for i in range(1, N_LANDMARKS + 1) for a in "xy"] + ["spacing_mm", "split"])
+        w.writerows(rows)
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_model(generic_dataset, tmp_path_factory):
+    """A model trained for 2 epochs at 64 x 64 on the synthetic dataset (a few seconds)."""
+    from CephLandmarksLib.training import TrainConfig, train
+
+    out = tmp_path_factory.mktemp("model") / "tiny.safetensors"
+    cfg = TrainConfig(dataset=str(generic_dataset), out=str(out), input_size=(64, 64), epochs=2,
+                      batch_size=4, holdout=2, device="cpu")
+    train(cfg, log=lambda m: None, progress=False)
+    return out
+
+
+@pytest.fixture
+def isbi_root():
+    if not (ISBI_ROOT / "RawImage").is_dir():
+        pytest.skip(f"ISBI 2015 data not found at {ISBI_ROOT}")
+    return ISBI_ROOT
