@@ -234,3 +234,12 @@ def test_cli_has_report_command():
 
     a = build_parser().parse_args(["report", "x.png", "--spacing", "0.1", "--out-dir", "o"])
     assert a.command == "report" and a.image == "x.png" and a.out_dir == "o" and a.spacing == 0.1
+
+
+def test_detection_json_has_measurements():
+    import json
+
+    j = json.loads(json.dumps(detection_from_profile(sigma=2.0).to_json_dict()))
+    assert [i["key"] for i in j["measurements"]["items"]] == [m.key for m in M.MEASUREMENTS]
+    anb = j["measurements"]["items"][0]
+    assert anb["p05"] <= anb["median"] <= anb["p95"] and anb["class"] in {"1", "2", "3"}
