@@ -1,0 +1,92 @@
+"""Checks of the Slicer module that need no Slicer GUI: it compiles, every self.ui.<name> it uses
+exists in the .ui file, the .ui's parameter bindings exist, the MRML module's imports stay headless,
+and the CMake lists name files that exist."""
+
+import ast
+import py_compile
+import re
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+MODULE = ROOT / "CephLandmarks" / "CephLandmarks.py"
+MRML = ROOT / "CephLandmarks" / "CephLandmarksMRML.py"
+UI = ROOT / "Resources" / "UI" / "CephLandmarks.ui"
+
+
+def uiWidgets():
+    return {w.get("name"): w for w in ET.parse(UI).iter("widget")}
+
+
+@pytest.mark.parametrize("path", [MODULE, MRML], ids=lambda p: p.name)
+def test_compiles(path, tmp_path):
+    py_compile.compile(str(path), cfile=str(tmp_path / "out.pyc"), doraise=True)
+
+
+def test_every_ui_name_used_exists():
+    tree = ast.parse(MODULE.read_text())
+    used = {node.attr for node in ast.walk(tree)
+            if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Attribute)
+            and node.value.attr == "ui" and isinstance(node.value.value, ast.Name) and node.value.value.id == "self"}
+    assert len(used) > 20
+    missing = used - set(uiWidgets())
+    assert not missing, f"widgets used by CephLandmarks.py but absent from the .ui file: {sorted(missing)}"
+
+
+def test_parameter_bindings_exist():
+    tree = ast.parse(MODULE.read_text())
+    cls = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "CephLandmarksParameterNode")
+    fields = {n.target.id for n in cls.body if isinstance(n, ast.AnnAssign)}
+    bound = {}
+    for name, w in uiWidgets().items():
+        for p in w.findall("property"):
+            if p.get("name") == "SlicerParameterName":
+                bound[name] = p.find("string").text
+    assert set(bound.values()) <= fields, set(bound.values()) - fields
+    assert {"inputVolume", "landmarks", "showContours", "showHeatmap", "datasetFolder", "epochs"} <= set(bound.values())
+
+
+def test_ui_file_is_valid_designer_xml():
+    root = ET.parse(UI).getroot()
+    assert root.tag == "ui" and root.find("widget").get("class") == "qMRMLWidget"
+    custom = {c.find("class").text for c in root.iter("customwidget")}
+    used = {w.get("class") for w in root.iter("widget")}
+    qtClasses = {c for c in used if c.startswith("Q")}
+    assert used - qtClasses <= custom, "every non-Qt widget class must be declared as a customwidget"
+
+
+def test_mrml_module_stays_headless():
+    tree = ast.parse(MRML.read_text())
+    imported = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            imported |= {a.name.split(".")[0] for a in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            imported.add(node.module.split(".")[0])
+    assert imported <= {"csv", "json", "numpy", "vtk", "slicer", "CephLandmarksLib"}, imported
+    used = {n.attr for n in ast.walk(tree)
+            if isinstance(n, ast.Attribute) and isinstance(n.value, ast.Name) and n.value.id == "slicer"}
+    assert all(name.startswith("vtk") for name in used), used  # MRML classes only: no app, mrmlScene, util
+
+
+def test_no_installs_in_setup_and_no_pins():
+    tree = ast.parse(MODULE.read_text())
+    setup = next(n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef) and n.name == "setup")
+    assert "pip_install" not in ast.dump(setup) and "installTorch" not in ast.dump(setup)
+    requirements = (ROOT / "Resources" / "requirements.txt").read_text()
+    assert not re.search(r"^[^#].*==", requirements, re.M)
+
+
+def test_cmake_lists_name_existing_files():
+    top = (ROOT / "CMakeLists.txt").read_text()
+    assert "project(CephLandmarks)" in top and "add_subdirectory(CephLandmarks)" in top
+    assert re.search(r'EXTENSION_DEPENDS\s+"?PyTorch', top)
+    module = (ROOT / "CephLandmarks" / "CMakeLists.txt").read_text()
+    assert "slicerMacroBuildScriptedModule" in module
+    for name in re.findall(r"Resources/[\w/]+\.\w+", module.replace("${MODULE_NAME}", "CephLandmarks")):
+        assert (ROOT / name).is_file(), name
+    for name in ("CephLandmarks.py", "CephLandmarksMRML.py"):
+        assert (ROOT / "CephLandmarks" / name).is_file()
+    assert list((ROOT / "CephLandmarksLib").glob("*.py"))
