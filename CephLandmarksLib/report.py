@@ -21,6 +21,7 @@ CONFIDENT_RGB = (0.1, 0.75, 0.2)
 UNCERTAIN_ROW_RGB = (1.0, 0.88, 0.55)
 FLAGGED_ROW_RGB = (1.0, 0.82, 0.82)
 HEADER_RGB = (0.86, 0.89, 0.94)
+CONTOUR_MAX_ERE_MM = 5.0  # diffuse maps' 90 % regions would clutter the overlay: not drawn
 DISCLAIMER = "Research use only - not a medical device. Check every point and value before clinical use."
 
 
@@ -78,7 +79,7 @@ def _overlay(ax, pixels, detection):
     ax.imshow(img, cmap="gray", vmin=0, vmax=1, extent=(-0.5, w - 0.5, h - 0.5, -0.5), interpolation="antialiased")
     for lm in detection.landmarks:
         colour = FLAGGED_RGB if lm.flagged else CONFIDENT_RGB
-        for line in lm.contours_px.get("90", []):
+        for line in lm.contours_px.get("90", []) if lm.ere_mm <= CONTOUR_MAX_ERE_MM else []:
             line = np.asarray(line)
             if len(line) > 1:
                 ax.plot(line[:, 0], line[:, 1], color=colour, linewidth=0.5, alpha=0.8)
@@ -89,7 +90,8 @@ def _overlay(ax, pixels, detection):
     ax.set_ylim(h - 0.5, -0.5)
     ax.set_xticks([])
     ax.set_yticks([])
-    ax.set_title("+ landmark (green: confident, red: flagged); lines: 90 % regions", fontsize=6.5)
+    ax.set_title("+ landmark (green: confident, red: flagged)\n"
+                 f"lines: 90 % regions (drawn when ERE <= {CONTOUR_MAX_ERE_MM:g} mm)", fontsize=6.5)
 
 
 def report_figure(pixels, detection, results: list, when=None):
