@@ -243,3 +243,18 @@ def test_detection_json_has_measurements():
     assert [i["key"] for i in j["measurements"]["items"]] == [m.key for m in M.MEASUREMENTS]
     anb = j["measurements"]["items"][0]
     assert anb["p05"] <= anb["median"] <= anb["p95"] and anb["class"] in {"1", "2", "3"}
+
+
+@pytest.mark.slow
+def test_cli_report_end_to_end(tiny_model, generic_dataset, tmp_path, capsys):
+    from CephLandmarksLib.cli import main
+
+    out = tmp_path / "out"
+    assert main(["report", str(generic_dataset / "img09.png"), "--model", str(tiny_model), "--out-dir", str(out)]) == 0
+    assert (out / "img09_report.pdf").read_bytes()[:5] == b"%PDF-"
+    assert (out / "img09_report.png").read_bytes()[:4] == b"\x89PNG"
+    bad = tmp_path / "bad.png"
+    bad.write_text("not an image")
+    assert main(["report", str(bad), "--model", str(tiny_model), "--out-dir", str(tmp_path / "none")]) == 2
+    assert "cannot read image" in capsys.readouterr().err
+    assert not (tmp_path / "none").exists()
