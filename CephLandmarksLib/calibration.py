@@ -13,7 +13,6 @@ from .datasets import load_dataset
 from .errors import CephError
 from .heatmaps import heatmap_nll
 from .metrics import reliability, threshold_at_tpr
-from .model import run_network
 
 FLAG_ERROR_MM = 3.0  # the threshold is chosen to flag this share of errors above this size
 FLAG_TPR = 0.8
@@ -48,11 +47,11 @@ def calibrate_loaded(loaded, hold_samples, log=print, prepared=None, device="cpu
     """Fit temperatures and the ERE threshold on `hold_samples`; rewrite the model file (atomically)."""
     from .evaluate import score_logits
     from .modelfile import save_model
-    from .training import prepare
+    from .training import prepare, prepared_logits
 
     info = loaded.info
     data = prepared if prepared is not None else prepare(hold_samples, info.input_size, "preparing holdout")
-    logits = run_network(loaded.net, data.inputs, device)
+    logits = prepared_logits(loaded.net, data, device)
     before = score_logits(logits, data, None, info.refine_radius)
     nll_before = float(heatmap_nll(logits, data.uv))
     temps = fit_temperatures(logits, data.uv)

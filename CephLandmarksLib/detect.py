@@ -8,7 +8,7 @@ import torch
 
 from .errors import CephError
 from .geometry import ModelFrame, px_to_lps, px_to_mm
-from .heatmaps import decode_points, softmax_2d
+from .heatmaps import decode_points, mask_padding, softmax_2d
 from .images import Radiograph, model_input, read_radiograph
 from .model import run_network
 from .modelfile import LoadedModel, load_model
@@ -102,7 +102,7 @@ class LandmarkDetector:
     def heatmaps(self, radiograph: Radiograph):
         """(calibrated probabilities (L, h, w), frame) for one radiograph."""
         x, frame = model_input(radiograph, self.info.input_size)
-        logits = run_network(self.model.net, x[None], self.device)
+        logits = mask_padding(run_network(self.model.net, x[None], self.device), [frame])
         return softmax_2d(logits, self.temperatures)[0], frame
 
     def detect(self, radiograph: Radiograph, contours: bool = True) -> Detection:

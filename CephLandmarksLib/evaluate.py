@@ -48,8 +48,7 @@ def roc_summary(ere_mm, errors_mm, threshold_mm):
         pos = errors_mm.ravel() > level
         fpr, tpr, thr, auc = roc_curve(ere_mm, pos)
         flagged = ere_mm.ravel() > threshold_mm
-        tp = float(flagged[pos].mean()) if pos.any() else float("nan")
-        fp = float(flagged[~pos].mean()) if (~pos).any() else float("nan")
+        tp, fp = _share(flagged[pos]), _share(flagged[~pos])
         out[level] = {"fpr": fpr, "tpr": tpr, "auc": auc, "threshold_point": (fp, tp, threshold_mm),
                       "n_positive": int(pos.sum())}
     return out
@@ -58,9 +57,8 @@ def roc_summary(ere_mm, errors_mm, threshold_mm):
 def evaluate(model_path, dataset, split, out_dir, ground_truth="mean", device="cpu", log=print) -> dict:
     """Run the model on a split; write metrics.json and the plots into out_dir; return the metrics."""
     from .modelfile import atomic_write, load_model
-    from .model import run_network
     from .plots import ere_scatter, reliability_diagram, roc_plot
-    from .training import prepare
+    from .training import prepare, prepared_logits
 
     loaded = load_model(model_path, device)
     info = loaded.info
@@ -72,7 +70,7 @@ def evaluate(model_path, dataset, split, out_dir, ground_truth="mean", device="c
     parts_raw, parts = [], []
     for start in range(0, len(samples), 10):
         sub = _subset(data, slice(start, start + 10))
-        logits = run_network(loaded.net, sub.inputs, device)
+        logits = prepared_logits(loaded.net, sub, device)
         parts_raw.append(score_logits(logits, sub, None, info.refine_radius))
         parts.append(score_logits(logits, sub, temps, info.refine_radius))
     scored_raw, scored = _concat(parts_raw), _concat(parts)
@@ -96,7 +94,7 @@ def evaluate(model_path, dataset, split, out_dir, ground_truth="mean", device="c
         "ere_threshold_mm": info.ere_threshold_mm,
         "flagged_percent": float(100 * flagged.mean()),
         "flagged_share_of_errors_over_4mm": rocs[4.0]["threshold_point"][1],
-        "flagged_share_of_points_under_2mm": float(flagged[scored.errors_mm <= 2.0].mean()),
+        "flagged_share_of_points_under_2mm": _share(flagged[scored.errors_mm <= 2.0]),
         "reliability_before": rel_before,
         "reliability_after": rel_after,
         "per_image_mre_mm": {i: float(e.mean()) for i, e in zip(data.ids, scored.errors_mm)},
@@ -110,10 +108,26 @@ def evaluate(model_path, dataset, split, out_dir, ground_truth="mean", device="c
         ("roc.png", lambda p: roc_plot({f"error > {k:g} mm (n={v['n_positive']})": v for k, v in rocs.items()}, p, title)),
     ):
         atomic_write(out / name, draw)
-    atomic_write(out / "metrics.json", lambda p: Path(p).write_text(json.dumps(metrics, indent=2)))
+    atomic_write(out / "metrics.json", lambda p: Path(p).write_text(json.dumps(_json_safe(metrics), indent=2)))
     np.savez_compressed(out / "predictions.npz", ids=np.array(data.ids), pred_px=scored.pred_px,
                         errors_mm=scored.errors_mm, ere_mm=scored.ere_mm, confidence=scored.confidence)
     return metrics
+
+
+def _share(flags) -> float:
+    """Fraction of True in a boolean array; NaN when it is empty."""
+    return float(flags.mean()) if flags.size else float("nan")
+
+
+def _json_safe(x):
+    """NaN (undefined, e.g. an AUC with no positives) becomes null: metrics.json stays valid JSON."""
+    if isinstance(x, dict):
+        return {k: _json_safe(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_json_safe(v) for v in x]
+    if isinstance(x, float) and not np.isfinite(x):
+        return None
+    return x
 
 
 def _subset(data, sl):

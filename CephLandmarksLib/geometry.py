@@ -51,6 +51,13 @@ class ModelFrame:
         uv = np.asarray(uv, dtype=np.float64)
         return (uv + 0.5 - np.asarray(self.offset, dtype=np.float64)) / self.scale - 0.5
 
+    def image_mask(self) -> np.ndarray:
+        """(mh, mw) bool: the model pixels covered by the image (False on the padding)."""
+        mask = np.zeros(self.model_size[::-1], dtype=bool)
+        ox, oy = self.offset
+        mask[oy : oy + self.scaled_size[1], ox : ox + self.scaled_size[0]] = True
+        return mask
+
     def model_pixel_mm(self, spacing_mm) -> np.ndarray:
         """(mm per model pixel along x, along y) for an image of the given spacing."""
         return np.asarray(spacing_mm, dtype=np.float64) / self.scale

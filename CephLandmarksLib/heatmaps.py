@@ -4,6 +4,7 @@ Training target: the true position split bilinearly over its four neighbouring p
 (no flooring), so the expected position under the target equals the true position.
 """
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -18,6 +19,12 @@ def log_softmax_2d(logits: torch.Tensor, temperatures: torch.Tensor | None = Non
 
 def softmax_2d(logits, temperatures=None) -> torch.Tensor:
     return log_softmax_2d(logits, temperatures).exp()
+
+
+def mask_padding(logits: torch.Tensor, frames) -> torch.Tensor:
+    """Logits with the padding (outside each image) pushed to -1e4, so no probability lands there."""
+    masks = torch.as_tensor(np.stack([f.image_mask() for f in frames]))[:, None]
+    return logits.masked_fill(~masks, -1e4)
 
 
 def bilinear_target(uv: torch.Tensor, height: int, width: int):

@@ -19,7 +19,7 @@ import torch
 from .augment import AugmentSettings, augment_batch
 from .datasets import Sample, load_dataset, split_holdout
 from .errors import CephError
-from .heatmaps import decode_points, heatmap_nll, softmax_2d
+from .heatmaps import decode_points, heatmap_nll, mask_padding, softmax_2d
 from .images import model_input, read_radiograph
 from .model import build_model, pick_device, run_network
 from .modelfile import ModelInfo, atomic_write, save_model
@@ -97,8 +97,13 @@ def forward(net, x, device, bf16):
     return net.head(y.float())
 
 
+def prepared_logits(net, data: PreparedSet, device) -> torch.Tensor:
+    """Eval-mode logits of a prepared set, with each image's padding masked out."""
+    return mask_padding(run_network(net, data.inputs, device), data.frames)
+
+
 def validate(net, data: PreparedSet, device, refine_radius=1):
-    logits = run_network(net, data.inputs, device)
+    logits = prepared_logits(net, data, device)
     loss = heatmap_nll(logits, data.uv).item()
     errors = radial_errors_mm(decode_points(softmax_2d(logits), refine_radius).numpy(), data)
     return loss, float(errors.mean())

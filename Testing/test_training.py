@@ -1,0 +1,64 @@
+import pytest
+import torch
+
+from CephLandmarksLib.errors import CephError
+from CephLandmarksLib.heatmaps import heatmap_nll
+from CephLandmarksLib.model import build_model
+from CephLandmarksLib.modelfile import load_model
+from CephLandmarksLib.training import TrainConfig, forward, train
+
+
+def test_model_shapes():
+    net = build_model().eval()
+    assert net(torch.zeros(1, 1, 96, 64)).shape == (1, 19, 96, 64)
+    assert net.stem[0].in_channels == 1
+
+
+def test_loss_falls_on_a_fixed_batch(generic_dataset):
+    from CephLandmarksLib.datasets import load_dataset
+    from CephLandmarksLib.training import prepare
+
+    torch.manual_seed(0)
+    data = prepare(load_dataset(generic_dataset, "train")[:4], (64, 64))
+    net = build_model()
+    opt = torch.optim.Adam(net.parameters(), 1e-3)
+    losses = []
+    for _ in range(12):
+        loss = heatmap_nll(forward(net, data.inputs.float(), torch.device("cpu"), True), data.uv)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < losses[0] - 1.0, losses
+
+
+def test_trained_model_file_records_training_and_calibration(tiny_model):
+    m = load_model(tiny_model)
+    assert m.info.input_size == (64, 64)
+    assert len(m.info.training["holdout_ids"]) == 2 and len(m.info.training["history"]) == 2
+    assert m.info.calibration["n_points"] == 2 * 19
+    assert all(t > 0 for t in m.info.temperatures) and m.info.ere_threshold_mm > 0
+
+
+def test_resume_repeats_the_uninterrupted_run(generic_dataset, tmp_path):
+    def cfg(name):
+        return TrainConfig(dataset=str(generic_dataset), out=str(tmp_path / f"{name}.safetensors"),
+                           input_size=(64, 64), epochs=2, batch_size=4, holdout=2, device="cpu")
+
+    train(cfg("a"), log=lambda m: None, progress=False)
+    steps = {"n": 0}
+
+    def stop_in_second_epoch():
+        steps["n"] += 1
+        return steps["n"] == 3  # 6 training images, batch 4: epoch 1 has 2 steps
+
+    with pytest.raises(CephError, match="cancelled"):
+        train(cfg("b"), log=lambda m: None, progress=False, should_stop=stop_in_second_epoch)
+    assert not (tmp_path / "b.safetensors").exists()  # no model file from a cancelled run
+    train(cfg("b"), resume=True, log=lambda m: None, progress=False)
+    a = torch.load(tmp_path / "a.safetensors.work" / "last.pt", weights_only=True)
+    b = torch.load(tmp_path / "b.safetensors.work" / "last.pt", weights_only=True)
+    for k in a["model"]:
+        assert torch.allclose(a["model"][k].float(), b["model"][k].float(), atol=1e-5), k
+    with pytest.raises(CephError, match="other settings"):
+        train(TrainConfig(**{**cfg("b").__dict__, "lr": 0.5}), resume=True, log=lambda m: None, progress=False)
