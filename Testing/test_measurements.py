@@ -178,6 +178,17 @@ def test_broad_heatmaps_give_wider_intervals_and_probabilities_sum_to_one():
     assert any(r["uncertain"] for r in broad.values() if "classes" in r)
 
 
+def test_intervals_cover_90_percent_of_configurations_drawn_from_the_same_heatmaps():
+    from CephLandmarksLib.measurement_uncertainty import measure_points
+
+    d = detection_from_profile(sigma=2.5)
+    truths = sample_landmarks_mm(d, n=1000, seed=123)  # "true" configurations from the same distribution
+    results = measure_points(d.points_px * SPACING, sample_landmarks_mm(d, n=4000, seed=0))
+    for r in results:
+        t = M.BY_KEY[r["key"]](truths)
+        assert np.mean((t >= r["p05"]) & (t <= r["p95"])) == pytest.approx(0.9, abs=0.035), r["key"]
+
+
 def test_sampling_is_repeatable_and_json_ready():
     import json
 
