@@ -1,0 +1,123 @@
+"""Regenerate the evaluation report of a model on ISBI 2015 Test1 and Test2.
+
+    python benchmarks/evaluation_report.py [--model M] [--dataset ../shared/data/isbi2015] [--out docs/evaluation]
+
+Writes OUT/REPORT.md (headline and per-landmark tables, mean-of-doctors and senior
+ground truth), OUT/{test1,test2}/ (metrics.json, reliability.png, ere_vs_error.png,
+roc.png) and OUT/overlays/ (best, median and worst image of each split).  The overlays
+show ISBI images, so they are git-ignored: they are derived data and stay local.
+"""
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from CephLandmarksLib.cli import default_model_path  # noqa: E402
+from CephLandmarksLib.datasets import load_dataset  # noqa: E402
+from CephLandmarksLib.detect import LandmarkDetector  # noqa: E402
+from CephLandmarksLib.evaluate import evaluate  # noqa: E402
+from CephLandmarksLib.images import read_radiograph  # noqa: E402
+from CephLandmarksLib.metrics import radial_errors_mm, summarise  # noqa: E402
+from CephLandmarksLib.modelfile import atomic_write  # noqa: E402
+from CephLandmarksLib.plots import render_overlay  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def senior_metrics(dataset, split, predictions, names):
+    samples = load_dataset(dataset, split, "senior")
+    by_id = {s.id: s for s in samples}
+    true = np.stack([by_id[str(i)].landmarks_px for i in predictions["ids"]])
+    return summarise(radial_errors_mm(predictions["pred_px"], true, (0.1, 0.1)), names)
+
+
+def fmt_sdr(s):
+    return " | ".join(f"{s[k]:.1f}" for k in ("2.0", "2.5", "3.0", "4.0"))
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model")
+    ap.add_argument("--dataset", default=str(ROOT.parent / "shared" / "data" / "isbi2015"))
+    ap.add_argument("--out", default=str(ROOT / "docs" / "evaluation"))
+    a = ap.parse_args()
+    model = Path(a.model or default_model_path())
+    out = Path(a.out)
+    det = LandmarkDetector(model)
+    names = det.info.landmark_names
+    results = {}
+    for split in ("test1", "test2"):
+        m = evaluate(model, a.dataset, split, out / split, log=lambda *_: None)
+        pred = np.load(out / split / "predictions.npz")
+        results[split] = (m, senior_metrics(a.dataset, split, pred, names))
+        # Overlays of the best, median and worst image (local only: derived from ISBI images).
+        per_image = sorted(m["per_image_mre_mm"].items(), key=lambda kv: kv[1])
+        picks = {"best": per_image[0], "median": per_image[len(per_image) // 2], "worst": per_image[-1]}
+        samples = {s.id: s for s in load_dataset(a.dataset, split)}
+        for label, (image_id, mre) in picks.items():
+            rad = read_radiograph(samples[image_id].image_path)
+            target = out / "overlays" / f"{split}_{label}_{image_id}.png"
+            atomic_write(target, lambda p: render_overlay(rad.pixels, det.detect(rad), p))
+        print(f"{split}: MRE {m['mre_mm']:.3f} mm, SDR2 {m['sdr']['2.0']:.1f} %, ECE {m['ece_uncalibrated']:.2f} -> "
+              f"{m['ece']:.2f} %, AUC4 {m['roc_auc_4mm']:.3f}", flush=True)
+
+    info = det.info
+    lines = [
+        f"# Evaluation of `{model.name}` on ISBI 2015",
+        "",
+        f"Regenerate: `python benchmarks/evaluation_report.py --model {model.relative_to(ROOT) if model.is_relative_to(ROOT) else model}`.",
+        f"Model: input {info.input_size[0]} x {info.input_size[1]}, sha256 `{det.model.sha256[:16]}…`, "
+        f"ERE threshold {info.ere_threshold_mm:.2f} mm (fitted on the training holdout). "
+        "Nothing here was used to choose anything: Test1 and Test2 are for reporting only.",
+        "",
+        "## Headline (ground truth: mean of the two doctors)",
+        "",
+        "| | MRE (mm) | SD | SDR 2 | 2.5 | 3 | 4 mm (%) | ECE before → after (%) | AUC ERE, err > 2 mm | > 4 mm | Pearson r (groups of 36) | flagged (%) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for split, (m, _) in results.items():
+        lines.append(
+            f"| {split} | {m['mre_mm']:.3f} | {m['mre_std_mm']:.2f} | {fmt_sdr(m['sdr'])} | "
+            f"{m['ece_uncalibrated']:.2f} → {m['ece']:.2f} | {m['roc_auc_2mm']:.3f} | {m['roc_auc_4mm']:.3f} | "
+            f"{m['ere_error_pearson']:.3f} | {m['flagged_percent']:.1f} |"
+        )
+    lines += ["", "Senior doctor only (the challenge's own ground truth):", "",
+              "| | MRE (mm) | SDR 2 | 2.5 | 3 | 4 mm (%) |", "|---|---|---|---|---|---|"]
+    for split, (_, s) in results.items():
+        lines.append(f"| {split} | {s['mre_mm']:.3f} | {fmt_sdr(s['sdr'])} |")
+    lines += ["", "Sub-pixel refinement (MRE in mm by window radius; 0 = plain argmax; the model uses "
+              f"{info.refine_radius}, fixed before testing):", "", "| | r = 0 | r = 1 | r = 2 |", "|---|---|---|---|"]
+    for split, (m, _) in results.items():
+        r = m["mre_mm_by_refine_radius"]
+        lines.append(f"| {split} | {r['0']:.3f} | {r['1']:.3f} | {r['2']:.3f} |")
+    lines += ["", "Flags: share of errors > 4 mm that are flagged, and of points within 2 mm that are flagged:", "",
+              "| | errors > 4 mm flagged | points ≤ 2 mm flagged |", "|---|---|---|"]
+    for split, (m, _) in results.items():
+        lines.append(f"| {split} | {100 * (m['flagged_share_of_errors_over_4mm'] or 0):.1f} % | "
+                     f"{100 * m['flagged_share_of_points_under_2mm']:.1f} % |")
+    for split, (m, s) in results.items():
+        lines += ["", f"## {split}: per landmark", "",
+                  "| # | landmark | MRE (mm) | SD | SDR 2 | 2.5 | 3 | 4 mm (%) | MRE senior |",
+                  "|---|---|---|---|---|---|---|---|---|"]
+        for p, q in zip(m["per_landmark"], s["per_landmark"]):
+            lines.append(f"| {p['index']} | {p['name']} | {p['mre_mm']:.2f} | {p['std_mm']:.2f} | {fmt_sdr(p['sdr'])} | "
+                         f"{q['mre_mm']:.2f} |")
+        lines += ["", f"![reliability {split}]({split}/reliability.png)", "",
+                  f"![ERE vs error {split}]({split}/ere_vs_error.png) ![ROC {split}]({split}/roc.png)"]
+    lines += ["", "Overlays of the best, median and worst image of each split are written to `overlays/` "
+              "when the report is regenerated; they are not committed, being pictures of the ISBI images.", ""]
+    atomic_write(out / "REPORT.md", lambda p: Path(p).write_text("\n".join(lines)))
+    atomic_write(out / "summary.json", lambda p: Path(p).write_text(json.dumps(
+        {k: {"mean": {x: v[0][x] for x in ("mre_mm", "sdr", "ece", "ece_uncalibrated", "roc_auc_2mm", "roc_auc_4mm",
+                                            "ere_error_pearson", "flagged_percent", "mre_mm_by_refine_radius")},
+             "senior": {"mre_mm": v[1]["mre_mm"], "sdr": v[1]["sdr"]}} for k, v in results.items()}, indent=2)))
+    print(out / "REPORT.md")
+
+
+if __name__ == "__main__":
+    main()
