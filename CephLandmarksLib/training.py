@@ -134,6 +134,8 @@ def train(cfg: TrainConfig, resume: bool = False, log=print, progress: bool = Tr
         state = torch.load(ckpt, map_location=device, weights_only=True)
         saved = {k: v for k, v in state["config"].items() if k not in ("epochs", "device", "out", "work_dir")}
         mine = {k: v for k, v in asdict(cfg).items() if k in saved}
+        # Augmentation settings added after a checkpoint was written keep their defaults.
+        mine["augment"] = {k: v for k, v in mine.get("augment", {}).items() if k in saved.get("augment", {})}
         if json.loads(json.dumps(mine)) != json.loads(json.dumps(saved)):
             raise CephError(f"cannot resume {ckpt}: it was trained with other settings")
         net.load_state_dict(state["model"])
