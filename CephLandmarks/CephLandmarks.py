@@ -319,6 +319,7 @@ class CephLandmarksWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def refreshTable(self) -> None:
         node = self._observedLandmarks
         if node is not None and node.GetScene() is not None:
+            mrmlHelpers().updatePointColors(node)  # colour = stored flag, even if a Selected box was toggled
             self.ui.landmarksTable.setMRMLTableNode(mrmlHelpers().updateTable(slicer.mrmlScene, node))
         else:
             self.ui.landmarksTable.setMRMLTableNode(None)
