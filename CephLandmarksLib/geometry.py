@@ -14,8 +14,6 @@ Conventions (used everywhere in the library):
 from dataclasses import dataclass
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 
 
 @dataclass(frozen=True)
@@ -91,8 +89,11 @@ def ras_to_ijk(ras, ijk_to_ras_matrix):
     return (ras1 @ np.linalg.inv(np.asarray(ijk_to_ras_matrix, dtype=np.float64)).T)[:, :3]
 
 
-def to_model_input(pixels: np.ndarray, frame: ModelFrame) -> torch.Tensor:
-    """Normalised image (H, W) -> model input (1, mh, mw): antialiased resize into the canvas."""
+def to_model_input(pixels: np.ndarray, frame: ModelFrame):
+    """Normalised image (H, W) -> model input tensor (1, mh, mw): antialiased resize into the canvas."""
+    import torch  # imported here so that the mappings above work without torch (Slicer's MRML code)
+    import torch.nn.functional as F
+
     t = torch.as_tensor(np.ascontiguousarray(pixels), dtype=torch.float32)[None, None]
     sw, sh = frame.scaled_size
     scaled = F.interpolate(t, size=(sh, sw), mode="bilinear", antialias=True, align_corners=False)

@@ -90,3 +90,16 @@ def test_cmake_lists_name_existing_files():
     for name in ("CephLandmarks.py", "CephLandmarksMRML.py"):
         assert (ROOT / "CephLandmarks" / name).is_file()
     assert list((ROOT / "CephLandmarksLib").glob("*.py"))
+
+
+def test_mrml_module_needs_no_torch():
+    """The table, exports and node code must work in a Slicer where torch is not installed yet."""
+    import subprocess
+    import sys
+
+    pytest.importorskip("slicer")
+    code = ("import sys; sys.modules['torch'] = None; sys.path[:0] = ['.', 'CephLandmarks']; "
+            "import CephLandmarksMRML")
+    root = Path(__file__).resolve().parents[1]
+    r = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-800:]

@@ -20,9 +20,12 @@ def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("image")
     p.add_argument("model")
-    p.add_argument("--out", default=str(ROOT / "docs" / "slicer_view.png"))
+    p.add_argument("--out", default=str(ROOT / "docs" / "slicer_view_points.png"))
     p.add_argument("--spacing", type=float, default=0.1)
     p.add_argument("--size", default="560x640", help="view WIDTHxHEIGHT in pixels")
+    p.add_argument("--hide-image", action="store_true",
+                   help="blank the radiograph after detection: only points and contours are drawn "
+                        "(for pictures of ISBI images, which must not be published)")
     a = p.parse_args()
 
     import vtk
@@ -47,6 +50,9 @@ def main():
     detection = LandmarkDetector(a.model).detect(M.radiographFromVolume(volume))
     node = M.createLandmarksNode(scene, detection, volume)
     M.createContourModels(scene, detection, volume, node)
+    if a.hide_image:
+        volume.GetImageData().GetPointData().GetScalars().Fill(30)
+        volume.GetImageData().Modified()
     display = node.GetDisplayNode()
     display.SetGlyphScale(2.0)
     display.SetTextScale(3.5)
