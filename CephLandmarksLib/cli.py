@@ -42,12 +42,16 @@ def _spacing(text):
 
 
 def _cmd_train(a):
+    from dataclasses import asdict
+
+    from .augment import AugmentSettings
     from .training import TrainConfig, train
 
     cfg = TrainConfig(
         dataset=a.dataset, out=a.out, input_size=a.input_size, epochs=a.epochs, batch_size=a.batch_size,
         lr=a.lr, holdout=a.holdout, seed=a.seed, device=a.device, bf16=not a.no_bf16,
         imagenet=a.imagenet, ground_truth=a.ground_truth, work_dir=a.work_dir or "",
+        augment=asdict(AugmentSettings.robust() if a.augment == "robust" else AugmentSettings()),
     )
     path = train(cfg, resume=a.resume, log=lambda m: print(m, file=sys.stderr, flush=True))
     print(path)
@@ -64,7 +68,8 @@ def _cmd_detect(a):
 
     model = a.model or default_model_path()
     warn = lambda m: print(f"ceph-landmarks: error: {m}", file=sys.stderr)  # noqa: E731
-    for out in detect_files(a.images, model, a.out_dir, a.spacing, a.device, on_error=warn):
+    for out in detect_files(a.images, model, a.out_dir, a.spacing, a.device, on_error=warn,
+                            orientation_check=not a.no_orientation_check):
         print(out)
 
 
@@ -93,6 +98,8 @@ def build_parser():
     d.add_argument("--spacing", type=_spacing, help="pixel spacing in mm (overrides the file's)")
     d.add_argument("--out-dir", default=".", help="folder for NAME.json, NAME.mrk.json, NAME.png")
     d.add_argument("--device", default="cpu")
+    d.add_argument("--no-orientation-check", action="store_true",
+                   help="skip the mirrored second pass that recognises left-facing profiles (saves one forward)")
     d.set_defaults(func=_cmd_detect)
 
     t = sub.add_parser("train", help="train a model on a dataset (ISBI 2015 layout or generic CSV)")
@@ -110,6 +117,8 @@ def build_parser():
     t.add_argument("--ground-truth", default="mean", choices=["mean", "senior", "junior"])
     t.add_argument("--work-dir", help="checkpoint folder (default: OUT.work)")
     t.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
+    t.add_argument("--augment", default="default", choices=["default", "robust"],
+                   help="augmentation: default, or robust (scale 0.7-1.4, crops, windowing, blur, JPEG, noise)")
     t.set_defaults(func=_cmd_train)
 
     c = sub.add_parser("calibrate", help="refit temperatures and the ERE threshold on the model's holdout")

@@ -1,4 +1,11 @@
-"""Detection on one radiograph: points, confidence, ERE, flags and credible-region contours."""
+"""Detection on one radiograph: points, confidence, ERE, flags and credible-region contours.
+
+Framing: with a known pixel spacing the image is resampled to the model's own mm per
+pixel ("physical"); with an assumed one it is fitted to the model's width ("fit-width").
+Orientation: unless switched off, the network also runs on the mirrored image, and the
+orientation with the higher mean confidence is used ("left-facing" = mirrored).
+Landmarks outside the image are reported missing (coordinates None) and flagged.
+"""
 
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -9,12 +16,15 @@ import torch
 from .errors import CephError
 from .geometry import ModelFrame, px_to_lps, px_to_mm
 from .heatmaps import decode_points, mask_padding, softmax_2d
-from .images import Radiograph, model_input, read_radiograph
+from .images import FRAMING_FIT, Radiograph, framing_for, model_input, read_radiograph
+from .missing import missing_landmarks, outside_mass
 from .model import run_network
-from .modelfile import LoadedModel, load_model
+from .modelfile import LoadedModel, load_model, model_mm_per_px
 from .uncertainty import credible_contours, expected_radial_error_mm
 
 CONTOUR_MASSES = (0.5, 0.9)
+RIGHT_FACING = "right-facing"
+LEFT_FACING = "left-facing (mirrored for detection)"
 
 
 @dataclass
@@ -30,14 +40,17 @@ class LandmarkResult:
     ere_mm: float  # expected radial error
     flagged: bool  # ere_mm above the model's threshold
     contours_px: dict = field(default_factory=dict)  # {"50": [(K, 2) x, y image px], "90": [...]}
+    missing: bool = False  # outside the image: x/y are NaN (None in JSON) and the point is flagged
 
     def to_json_dict(self) -> dict:
         keys = ("index", "name", "abbreviation", "x_px", "y_px", "x_mm", "y_mm", "confidence", "ere_mm", "flagged")
         d = {k: getattr(self, k) for k in keys}
         for k in ("x_px", "y_px", "x_mm", "y_mm", "ere_mm"):
-            d[k] = round(float(d[k]), 3)
+            d[k] = round(float(d[k]), 3) if np.isfinite(d[k]) and not (self.missing and k != "ere_mm") else None
         d["confidence"] = round(float(d["confidence"]), 4)
         d["flagged"] = bool(d["flagged"])
+        if self.missing:
+            d["missing"] = True
         return d
 
 
@@ -55,6 +68,8 @@ class Detection:
     origin_lps: tuple = (0.0, 0.0, 0.0)
     direction_lps: tuple = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0)
     extra: dict = field(default_factory=dict)  # further JSON sections (e.g. measurements)
+    framing: str = FRAMING_FIT  # "physical" or "fit-width" (images.framing_for)
+    orientation: str = RIGHT_FACING  # or LEFT_FACING
 
     @property
     def points_px(self) -> np.ndarray:
@@ -72,10 +87,23 @@ class Detection:
             "spacing_source": self.spacing_source,
             "model": dict(self.model),
             "ere_threshold_mm": round(float(self.ere_threshold_mm), 3),
+            "framing": self.framing,
+            "orientation": self.orientation,
             "landmarks": [lm.to_json_dict() for lm in self.landmarks],
         }
+        warnings = []
         if self.spacing_source == "assumed":
-            out["warnings"] = ["the image has no pixel spacing; 0.1 mm per pixel was assumed (use --spacing)"]
+            warnings.append("the image has no pixel spacing; 0.1 mm per pixel was assumed (use --spacing)")
+        if self.framing == FRAMING_FIT:
+            warnings.append("the pixel spacing is unknown: the image was fitted to the model's width instead of "
+                            "resampled to the model's millimetres per pixel; anatomy of unusual size may be missed")
+        if self.orientation == LEFT_FACING:
+            warnings.append("the profile faces left: the image was mirrored for detection and the points mapped back")
+        missing = [lm.abbreviation for lm in self.landmarks if lm.missing]
+        if missing:
+            warnings.append(f"landmarks outside the image (reported missing): {', '.join(missing)}")
+        if warnings:
+            out["warnings"] = warnings
         out.update(self.extra)
         if "measurements" not in out and len(self.landmarks) == 19:  # the 19 ISBI landmarks
             from .measurement_uncertainty import detection_measurements_json
@@ -87,8 +115,9 @@ class Detection:
 class LandmarkDetector:
     """Loads a model file once; `detect` runs it on radiographs."""
 
-    def __init__(self, model_path, device="cpu"):
+    def __init__(self, model_path, device="cpu", orientation_check: bool = True):
         self.device = torch.device(device)
+        self.orientation_check = orientation_check
         self.model: LoadedModel = load_model(model_path, self.device)
         self.temperatures = torch.tensor(self.model.info.temperatures, dtype=torch.float32)
         if len(self.model.info.temperatures) != len(self.model.info.landmark_names):
@@ -99,38 +128,68 @@ class LandmarkDetector:
     def info(self):
         return self.model.info
 
-    def heatmaps(self, radiograph: Radiograph):
-        """(calibrated probabilities (L, h, w), frame) for one radiograph."""
-        x, frame = model_input(radiograph, self.info.input_size)
-        logits = mask_padding(run_network(self.model.net, x[None], self.device), [frame])
-        return softmax_2d(logits, self.temperatures)[0], frame
+    @property
+    def mm_per_px(self) -> float:
+        return model_mm_per_px(self.info)
 
-    def detect(self, radiograph: Radiograph, contours: bool = True) -> Detection:
-        probs, frame = self.heatmaps(radiograph)
+    def _forward(self, radiograph: Radiograph, mirror_x: bool = False):
+        """(calibrated probabilities (L, h, w), frame, probability outside the image (L,))."""
+        x, frame = model_input(radiograph, self.info.input_size, self.mm_per_px, mirror_x)
+        raw = run_network(self.model.net, x[None], self.device)
+        outside = outside_mass(raw[0], frame.image_mask(), self.temperatures)
+        return softmax_2d(mask_padding(raw, [frame]), self.temperatures)[0], frame, outside
+
+    def heatmaps(self, radiograph: Radiograph, mirror_x: bool = False):
+        """(calibrated probabilities (L, h, w), frame) for one radiograph."""
+        probs, frame, _ = self._forward(radiograph, mirror_x)
+        return probs, frame
+
+    def oriented_forward(self, radiograph: Radiograph, orientation_check=None):
+        """(probs, frame, outside, orientation): the mirrored image is used when its mean confidence is higher."""
+        check = self.orientation_check if orientation_check is None else orientation_check
+        result = self._forward(radiograph, False)
+        if check:
+            mirrored = self._forward(radiograph, True)
+            if mean_confidence(mirrored[0]) > mean_confidence(result[0]):
+                return (*mirrored, LEFT_FACING)
+        return (*result, RIGHT_FACING)
+
+    def detect(self, radiograph: Radiograph, contours: bool = True, orientation_check=None) -> Detection:
+        probs, frame, outside, orientation = self.oriented_forward(radiograph, orientation_check)
         uv = decode_points(probs[None], self.info.refine_radius)[0].numpy()
+        conf = probs.amax(dim=(1, 2)).numpy()
+        missing = missing_landmarks(uv, frame, outside, conf)
         xy_px = frame.model_to_image(uv)
+        xy_px[missing] = np.nan
         xy_mm = px_to_mm(xy_px, radiograph.spacing_mm)
         ere = expected_radial_error_mm(probs, uv, frame.model_pixel_mm(radiograph.spacing_mm))
-        conf = probs.amax(dim=(1, 2)).numpy()
         p = probs.numpy()
         landmarks = []
         for i, (name, abbr) in enumerate(zip(self.info.landmark_names, self.info.landmark_abbreviations)):
             cont = {}
-            if contours:
+            if contours and not missing[i]:
                 cont = {k: [frame.model_to_image(c) for c in lines]
                         for k, lines in credible_contours(p[i], CONTOUR_MASSES).items()}
             landmarks.append(LandmarkResult(
                 i + 1, name, abbr, float(xy_px[i, 0]), float(xy_px[i, 1]), float(xy_mm[i, 0]), float(xy_mm[i, 1]),
-                float(conf[i]), float(ere[i]), bool(ere[i] > self.info.ere_threshold_mm), cont,
+                float(conf[i]), float(ere[i]), bool(missing[i] or ere[i] > self.info.ere_threshold_mm), cont,
+                bool(missing[i]),
             ))
         return Detection(
             radiograph.path, radiograph.size, tuple(radiograph.spacing_mm), radiograph.spacing_source,
             {"name": self.info.name, "version": self.info.version, "sha256": self.model.sha256},
             self.info.ere_threshold_mm, landmarks, p, frame, radiograph.origin_lps, radiograph.direction_lps,
+            framing=framing_for(radiograph, self.mm_per_px), orientation=orientation,
         )
 
 
-def detect_files(paths, model_path, out_dir, spacing_mm=None, device="cpu", on_error=None) -> list:
+def mean_confidence(probs: torch.Tensor) -> float:
+    """Mean over landmarks of each calibrated map's maximum: the orientation check's score."""
+    return float(probs.amax(dim=(1, 2)).mean())
+
+
+def detect_files(paths, model_path, out_dir, spacing_mm=None, device="cpu", on_error=None,
+                 orientation_check: bool = True) -> list:
     """The CLI's detect: NAME.json, NAME.mrk.json and NAME.png per image; returns the paths written.
 
     Each output file is written atomically.  A bad image is reported through
@@ -141,7 +200,7 @@ def detect_files(paths, model_path, out_dir, spacing_mm=None, device="cpu", on_e
     stems = [Path(p).name.split(".")[0] for p in paths]
     if len(set(stems)) != len(stems):
         raise CephError("two input images have the same name; their outputs would overwrite each other")
-    detector = LandmarkDetector(model_path, device)
+    detector = LandmarkDetector(model_path, device, orientation_check)
     written, failed = [], []
     for stem, path in zip(stems, paths):
         try:

@@ -6,6 +6,13 @@ Conventions (used everywhere in the library):
 - The model sees the image scaled by (sx, sy) and placed at `offset` (model pixels)
   inside a canvas of the model's input size; the rest of the canvas is padding.
   Scaling acts on pixel edges, so  u = (x + 0.5) * sx - 0.5 + offset_x.
+  A negative offset, or a scaled image larger than the canvas, crops: the parts of
+  the image outside the canvas are not seen by the model.
+- `mirror_x`: the model sees the image mirrored left-right (a left-facing profile
+  turned to face right); x is replaced by W - 1 - x before the scaling.
+- Framings: `fit` (scale to fit the canvas, pad right and bottom; used when the pixel
+  spacing is unknown) and `physical` (scale to the model's own mm per pixel, centred;
+  used when the spacing is known, so anatomy has the same size in model pixels).
 - Millimetres are measured from the centre of image pixel (0, 0) along the image
   axes: x_mm = x * spacing_x.  RAS positions are made from these by the Slicer
   module with the volume's IJK-to-RAS matrix (`ijk_to_ras` below).
@@ -23,7 +30,8 @@ class ModelFrame:
     image_size: tuple[int, int]  # (width, height) of the image, pixels
     model_size: tuple[int, int]  # (width, height) of the model input, pixels
     scaled_size: tuple[int, int]  # (width, height) of the scaled image inside the canvas
-    offset: tuple[int, int] = (0, 0)  # where the scaled image's top-left pixel edge sits
+    offset: tuple[int, int] = (0, 0)  # where the scaled image's top-left pixel edge sits (may be < 0: cropped)
+    mirror_x: bool = False  # the model sees the image mirrored left-right
 
     @classmethod
     def fit(cls, image_size, model_size):
@@ -34,6 +42,25 @@ class ModelFrame:
         scaled = (min(mw, max(1, round(w * s))), min(mh, max(1, round(h * s))))
         return cls(tuple(image_size), tuple(model_size), scaled)
 
+    @classmethod
+    def physical(cls, image_size, spacing_mm, model_size, model_mm_per_px, mirror_x=False):
+        """Scale the image to `model_mm_per_px` millimetres per model pixel, centred on the canvas.
+
+        An image smaller than the canvas is padded on both sides; a larger one is cropped
+        symmetrically (the centre of the image is kept; what lies beyond the canvas is
+        not seen, and landmarks there are reported missing).
+        """
+        w, h = image_size
+        mw, mh = model_size
+        sx, sy = np.asarray(spacing_mm, dtype=np.float64) / float(model_mm_per_px)
+        scaled = (max(1, round(w * sx)), max(1, round(h * sy)))
+        offset = (int(np.floor((mw - scaled[0]) / 2)), int(np.floor((mh - scaled[1]) / 2)))
+        return cls(tuple(image_size), tuple(model_size), scaled, offset, bool(mirror_x))
+
+    def mirrored(self, mirror_x: bool = True) -> "ModelFrame":
+        """The same frame for the image mirrored left-right (or not)."""
+        return ModelFrame(self.image_size, self.model_size, self.scaled_size, self.offset, bool(mirror_x))
+
     @property
     def scale(self) -> np.ndarray:
         """(sx, sy): model pixels per image pixel along each axis."""
@@ -41,20 +68,42 @@ class ModelFrame:
             [self.scaled_size[0] / self.image_size[0], self.scaled_size[1] / self.image_size[1]]
         )
 
+    def _flip(self, xy: np.ndarray) -> np.ndarray:
+        if not self.mirror_x:
+            return xy
+        out = np.array(xy, dtype=np.float64, copy=True)
+        out[..., 0] = self.image_size[0] - 1 - out[..., 0]
+        return out
+
     def image_to_model(self, xy_px):
-        xy = np.asarray(xy_px, dtype=np.float64)
+        xy = self._flip(np.asarray(xy_px, dtype=np.float64))
         return (xy + 0.5) * self.scale - 0.5 + np.asarray(self.offset, dtype=np.float64)
 
     def model_to_image(self, uv):
         uv = np.asarray(uv, dtype=np.float64)
-        return (uv + 0.5 - np.asarray(self.offset, dtype=np.float64)) / self.scale - 0.5
+        return self._flip((uv + 0.5 - np.asarray(self.offset, dtype=np.float64)) / self.scale - 0.5)
+
+    def visible_box(self):
+        """((u0, u1), (v0, v1)): the canvas pixel ranges (end exclusive) covered by the image."""
+        (ox, oy), (sw, sh), (mw, mh) = self.offset, self.scaled_size, self.model_size
+        return (max(0, ox), min(mw, ox + sw)), (max(0, oy), min(mh, oy + sh))
 
     def image_mask(self) -> np.ndarray:
         """(mh, mw) bool: the model pixels covered by the image (False on the padding)."""
         mask = np.zeros(self.model_size[::-1], dtype=bool)
-        ox, oy = self.offset
-        mask[oy : oy + self.scaled_size[1], ox : ox + self.scaled_size[0]] = True
+        (u0, u1), (v0, v1) = self.visible_box()
+        mask[v0:v1, u0:u1] = True
         return mask
+
+    def inside_image(self, xy_px) -> np.ndarray:
+        """(N,) bool: image points inside the image and seen by the model (not cropped away)."""
+        xy = np.atleast_2d(np.asarray(xy_px, dtype=np.float64))
+        w, h = self.image_size
+        inside = (xy[:, 0] >= -0.5) & (xy[:, 0] <= w - 0.5) & (xy[:, 1] >= -0.5) & (xy[:, 1] <= h - 0.5)
+        uv = self.image_to_model(xy)
+        (u0, u1), (v0, v1) = self.visible_box()
+        seen = (uv[:, 0] >= u0 - 0.5) & (uv[:, 0] <= u1 - 0.5) & (uv[:, 1] >= v0 - 0.5) & (uv[:, 1] <= v1 - 0.5)
+        return inside & seen
 
     def model_pixel_mm(self, spacing_mm) -> np.ndarray:
         """(mm per model pixel along x, along y) for an image of the given spacing."""
@@ -94,11 +143,14 @@ def to_model_input(pixels: np.ndarray, frame: ModelFrame):
     import torch  # imported here so that the mappings above work without torch (Slicer's MRML code)
     import torch.nn.functional as F
 
-    t = torch.as_tensor(np.ascontiguousarray(pixels), dtype=torch.float32)[None, None]
+    src = np.asarray(pixels)[:, ::-1] if frame.mirror_x else np.asarray(pixels)
+    t = torch.as_tensor(np.ascontiguousarray(src), dtype=torch.float32)[None, None]
     sw, sh = frame.scaled_size
     scaled = F.interpolate(t, size=(sh, sw), mode="bilinear", antialias=True, align_corners=False)
     mw, mh = frame.model_size
     canvas = torch.zeros((1, mh, mw), dtype=torch.float32)
     ox, oy = frame.offset
-    canvas[0, oy : oy + sh, ox : ox + sw] = scaled[0, 0]
+    (u0, u1), (v0, v1) = frame.visible_box()
+    if u1 > u0 and v1 > v0:
+        canvas[0, v0:v1, u0:u1] = scaled[0, 0, v0 - oy : v1 - oy, u0 - ox : u1 - ox]
     return canvas

@@ -64,8 +64,13 @@ def summarise(m, value: float, samples: np.ndarray) -> dict:
 
 
 def measure_points(points_mm, samples_mm, measurements=MEASUREMENTS) -> list:
-    """Reports for detected points (19, 2) mm and their draws (S, 19, 2) mm."""
-    return [summarise(m, m(points_mm), m(samples_mm)) for m in measurements]
+    """Reports for detected points (19, 2) mm and their draws (S, 19, 2) mm.
+
+    A measurement whose value is not finite (it uses a landmark reported missing,
+    whose position is NaN) is skipped.
+    """
+    values = [(m, m(points_mm)) for m in measurements]
+    return [summarise(m, v, m(samples_mm)) for m, v in values if np.isfinite(v)]
 
 
 def measure_detection(detection, n: int = DEFAULT_SAMPLES, seed: int = DEFAULT_SEED, jitter: bool = True) -> list:
@@ -101,4 +106,9 @@ def measurements_json(results: list, n: int = DEFAULT_SAMPLES, seed: int = DEFAU
 
 
 def detection_measurements_json(detection, n: int = DEFAULT_SAMPLES, seed: int = DEFAULT_SEED) -> dict:
-    return measurements_json(measure_detection(detection, n, seed), n, seed)
+    out = measurements_json(measure_detection(detection, n, seed), n, seed)
+    done = {item["key"] for item in out["items"]}
+    skipped = [m.key for m in MEASUREMENTS if m.key not in done]
+    if skipped:
+        out["skipped_missing_landmarks"] = skipped
+    return out

@@ -32,9 +32,22 @@ class ModelInfo:
     temperatures: list = field(default_factory=lambda: [1.0] * len(ISBI_LANDMARKS))
     ere_threshold_mm: float = 1.5
     refine_radius: int = 1
+    model_mm_per_px: float | None = None  # mm per model pixel the model was trained at (None: older files)
     training: dict = field(default_factory=dict)
     calibration: dict = field(default_factory=dict)
     metrics: dict = field(default_factory=dict)
+
+
+ISBI_IMAGE_WIDTH_MM = 1935 * 0.1  # ISBI 2015 images: 1935 px at 0.1 mm, fitted to the model's width
+
+
+def model_mm_per_px(info: ModelInfo) -> float:
+    """The model's own millimetres per model pixel: stored by training, or, for model files
+    written before it was stored (all trained on ISBI 2015 with fit framing), derived from
+    the ISBI image width fitted to the model's input width."""
+    if info.model_mm_per_px:
+        return float(info.model_mm_per_px)
+    return ISBI_IMAGE_WIDTH_MM / float(info.input_size[0])
 
 
 @dataclass

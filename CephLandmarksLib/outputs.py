@@ -23,7 +23,8 @@ def markups_dict(detection) -> dict:
     """A Slicer markups fiducial node (schema v1.0.3): one control point per landmark, LPS mm.
 
     Flagged points are written unselected, so Slicer draws them in the node's
-    unselected colour (red); confident points are selected (green).
+    unselected colour (red); confident points are selected (green).  Landmarks outside
+    the image have positionStatus "missing" (and a zero position, which Slicer ignores).
     """
     points = []
     for lm, lps in zip(detection.landmarks, detection.points_lps):
@@ -31,14 +32,14 @@ def markups_dict(detection) -> dict:
             "id": str(lm.index),
             "label": lm.abbreviation,
             "description": f"{lm.name}; confidence {lm.confidence:.3f}; ERE {lm.ere_mm:.2f} mm"
-            + ("; FLAGGED" if lm.flagged else ""),
+            + ("; FLAGGED" if lm.flagged else "") + ("; MISSING (outside the image)" if lm.missing else ""),
             "associatedNodeID": "",
-            "position": [round(float(v), 4) for v in lps],
+            "position": [0.0, 0.0, 0.0] if lm.missing else [round(float(v), 4) for v in lps],
             "orientation": [-1.0, 0.0, 0.0, 0.0, -1.0, 0.0, 0.0, 0.0, 1.0],
             "selected": not lm.flagged,
             "locked": False,
             "visibility": True,
-            "positionStatus": "defined",
+            "positionStatus": "missing" if lm.missing else "defined",
         })
     return {
         "@schema": MARKUPS_SCHEMA,

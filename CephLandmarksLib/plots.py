@@ -31,6 +31,8 @@ def render_overlay(pixels: np.ndarray, detection, path, max_height_px: int = 120
     ax.imshow(shown, cmap="gray", vmin=0, vmax=1, interpolation="bilinear")
     thr = detection.ere_threshold_mm
     for lm in detection.landmarks:
+        if lm.missing:  # outside the image: named in the caption, not drawn
+            continue
         colour = _ere_colour(lm.ere_mm, thr)
         for key, style in (("50", "-"), ("90", "--")):
             for line in lm.contours_px.get(key, []):
@@ -46,6 +48,10 @@ def render_overlay(pixels: np.ndarray, detection, path, max_height_px: int = 120
     ax.set_ylim(shown.shape[0] - 0.5, -0.5)
     ax.axis("off")
     n_flag = sum(lm.flagged for lm in detection.landmarks)
+    missing = [lm.abbreviation for lm in detection.landmarks if lm.missing]
+    if missing:
+        fig.text(0.01, 0.5 * 0.35 / (shown.shape[0] / 100 + 0.35), f"Outside the image (missing): {', '.join(missing)}",
+                 fontsize=8, color="red")
     fig.text(0.01, 0.012, f"{n_flag} of {len(detection.landmarks)} points flagged (ERE > {thr:.2f} mm, ringed red). "
              f"Contours: 50 % solid, 90 % dashed. Spacing {detection.spacing_mm[0]:.3g} mm ({detection.spacing_source}).",
              fontsize=8)

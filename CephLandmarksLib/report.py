@@ -49,8 +49,9 @@ def measurement_rows(results: list) -> list:
 
 
 def landmark_rows(detection) -> list:
-    return [[str(lm.index), f"{lm.abbreviation}  {lm.name}", f"{lm.x_mm:.1f}", f"{lm.y_mm:.1f}",
-             f"{lm.confidence:.3f}", f"{lm.ere_mm:.2f}", "FLAG" if lm.flagged else ""] for lm in detection.landmarks]
+    return [[str(lm.index), f"{lm.abbreviation}  {lm.name}", "missing" if lm.missing else f"{lm.x_mm:.1f}",
+             "" if lm.missing else f"{lm.y_mm:.1f}", f"{lm.confidence:.3f}", f"{lm.ere_mm:.2f}",
+             "FLAG" if lm.flagged else ""] for lm in detection.landmarks]
 
 
 def _table(ax, header, rows, col_widths, fontsize, highlight):
@@ -77,7 +78,7 @@ def _overlay(ax, pixels, detection):
     img = normalise(pixels[::step, ::step])
     h, w = pixels.shape
     ax.imshow(img, cmap="gray", vmin=0, vmax=1, extent=(-0.5, w - 0.5, h - 0.5, -0.5), interpolation="antialiased")
-    for lm in detection.landmarks:
+    for lm in (lm for lm in detection.landmarks if not lm.missing):
         colour = FLAGGED_RGB if lm.flagged else CONFIDENT_RGB
         for line in lm.contours_px.get("90", []) if lm.ere_mm <= CONTOUR_MAX_ERE_MM else []:
             line = np.asarray(line)

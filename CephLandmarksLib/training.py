@@ -195,6 +195,12 @@ def train(cfg: TrainConfig, resume: bool = False, log=print, progress: bool = Tr
     return finalize(cfg, work, hold_s, hold_d, history, time.time() - t_start, log)
 
 
+def training_mm_per_px(data: PreparedSet) -> float:
+    """The model's own scale: median millimetres per model pixel of the (fit-framed) images."""
+    mm = [float(np.mean(f.model_pixel_mm(sp))) for f, sp in zip(data.frames, data.spacings_mm)]
+    return round(float(np.median(mm)), 6)
+
+
 def finalize(cfg, work, hold_s, hold_d, history, seconds, log) -> Path:
     """Best checkpoint -> model file, calibrated (temperatures, ERE threshold) on the holdout."""
     from .calibration import calibrate_loaded
@@ -204,7 +210,7 @@ def finalize(cfg, work, hold_s, hold_d, history, seconds, log) -> Path:
     net = build_model()
     net.load_state_dict(state["model"])
     info = ModelInfo(
-        name=Path(cfg.out).stem, input_size=tuple(cfg.input_size),
+        name=Path(cfg.out).stem, input_size=tuple(cfg.input_size), model_mm_per_px=training_mm_per_px(hold_d),
         training=dict(
             config={k: v for k, v in asdict(cfg).items() if k not in ("out", "work_dir")},
             holdout_ids=list(hold_d.ids), best_epoch=int(np.argmin([r["val_mre_mm"] for r in history]) + 1)

@@ -1,0 +1,243 @@
+"""Robustness to other machines: physical framing, crops, mirrored profiles, missing landmarks,
+and the augmentation that covers them (synthetic data only; fast)."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from CephLandmarksLib.augment import AugmentSettings, augment_batch, cut_band, jpeg_like
+from CephLandmarksLib.detect import LEFT_FACING, RIGHT_FACING, Detection, LandmarkDetector, LandmarkResult
+from CephLandmarksLib.geometry import ModelFrame, to_model_input
+from CephLandmarksLib.images import Radiograph, framing_for, model_frame
+from CephLandmarksLib.landmarks import ISBI_LANDMARKS
+from CephLandmarksLib.missing import missing_landmarks
+from CephLandmarksLib.modelfile import ModelInfo, model_mm_per_px
+from CephLandmarksLib.outputs import markups_dict
+
+MODEL_MM = 0.5
+
+
+@pytest.mark.parametrize("spacing_mm, size", [(0.1, (1935, 2400)), (0.25, (774, 960))])
+def test_physical_framing_puts_a_millimetre_at_the_same_model_pixel(spacing_mm, size):
+    """The same anatomy (a point 50 mm right of and 80 mm below the image centre) lands on the
+    same model pixel whatever the detector's pixel size."""
+    f = ModelFrame.physical(size, (spacing_mm, spacing_mm), (384, 480), MODEL_MM)
+    centre_px = (np.array(size) - 1) / 2
+    point_px = centre_px + np.array([50.0, 80.0]) / spacing_mm
+    uv = f.image_to_model(point_px)
+    centre_uv = f.image_to_model(centre_px)
+    np.testing.assert_allclose(uv - centre_uv, [100.0, 160.0], atol=0.2)  # 50 mm / 0.5 mm per model pixel
+    np.testing.assert_allclose(f.model_pixel_mm((spacing_mm, spacing_mm)), [MODEL_MM, MODEL_MM], rtol=2e-3)
+    np.testing.assert_allclose(centre_uv, [(384 - 1) / 2, (480 - 1) / 2], atol=1.0)  # centred
+
+
+def test_isbi_physical_frame_matches_fit():
+    """ISBI images at 0.1 mm map to (almost) the frame the model was trained with."""
+    mm = model_mm_per_px(ModelInfo(input_size=(384, 480)))
+    phys = ModelFrame.physical((1935, 2400), (0.1, 0.1), (384, 480), mm)
+    fit = ModelFrame.fit((1935, 2400), (384, 480))
+    assert phys.scaled_size == fit.scaled_size and phys.offset == (0, 2)
+
+
+def test_crop_and_pad_round_trip_and_pixels():
+    img = np.zeros((300, 200), np.float32)
+    img[150:155, 20:25] = 1.0  # a square centred on (22, 152)
+    for spacing in (0.1, 1.0):  # 0.1: padded (image smaller than the canvas); 1.0: cropped
+        f = ModelFrame.physical((200, 300), (spacing, spacing), (64, 96), 0.5)
+        xy = np.array([[22.0, 152.0], [100.0, 10.0]])
+        np.testing.assert_allclose(f.model_to_image(f.image_to_model(xy)), xy, atol=1e-9)
+        x = to_model_input(img, f)[0]
+        mask = torch.as_tensor(f.image_mask())
+        assert (x[~mask] == 0).all()  # nothing outside the visible part
+        assert mask.sum() == (f.visible_box()[0][1] - f.visible_box()[0][0]) * (f.visible_box()[1][1] - f.visible_box()[1][0])
+        if spacing == 0.1:
+            v, u = np.unravel_index(torch.argmax(x).item(), x.shape)
+            np.testing.assert_allclose([u, v], f.image_to_model([22, 152]), atol=0.6)
+            assert f.inside_image(xy).all()
+        else:  # 200 x 300 mm into a 32 x 48 mm canvas: the square, 78 mm left of centre, is cropped away
+            assert f.offset[0] < 0 and f.offset[1] < 0 and mask.all()
+            assert not f.inside_image([[22, 152]])[0] and f.inside_image([[100, 150]])[0]
+
+
+def test_framing_follows_the_spacing_source():
+    rad = Radiograph(np.zeros((120, 96), np.float32), (0.3, 0.3), "user")
+    assert framing_for(rad, 0.9) == "physical" and framing_for(rad, None) == "fit-width"
+    rad.spacing_source = "assumed"
+    assert framing_for(rad, 0.9) == "fit-width"
+    assert model_frame(rad, (64, 64), 0.9) == ModelFrame.fit((96, 120), (64, 64))
+
+
+def test_mirrored_frame_maps_points_back():
+    f = ModelFrame.physical((200, 300), (0.2, 0.2), (64, 96), 0.5)
+    m = f.mirrored()
+    xy = np.array([[10.0, 20.0], [150.0, 250.0]])
+    # The mirrored frame sees x as W - 1 - x: the same model point as the unmirrored frame at the flipped x.
+    np.testing.assert_allclose(m.image_to_model(xy), f.image_to_model(np.c_[199 - xy[:, 0], xy[:, 1]]))
+    np.testing.assert_allclose(m.model_to_image(m.image_to_model(xy)), xy, atol=1e-9)
+    img = np.zeros((300, 200), np.float32)
+    img[248:253, 148:153] = 1.0  # square at (150, 250)
+    x = to_model_input(img, m)[0]
+    v, u = np.unravel_index(torch.argmax(x).item(), x.shape)
+    np.testing.assert_allclose([u, v], m.image_to_model([150, 250]), atol=0.6)
+
+
+def _detect_with_mirror_preferred(detector, rad, prefer_mirror, monkeypatch):
+    """Detect with the orientation check's confidence replaced: the mirrored pass wins iff prefer_mirror."""
+    import CephLandmarksLib.detect as detect_mod
+
+    forward, mirrored_probs = detector._forward, []
+
+    def recording_forward(radiograph, mirror_x=False):
+        out = forward(radiograph, mirror_x)
+        if mirror_x:
+            mirrored_probs.append(out[0])
+        return out
+
+    def fake_confidence(probs):
+        is_mirrored = any(probs is p for p in mirrored_probs)
+        return 1.0 if is_mirrored == prefer_mirror else 0.0
+
+    monkeypatch.setattr(detector, "_forward", recording_forward)
+    monkeypatch.setattr(detect_mod, "mean_confidence", fake_confidence)
+    return detector.detect(rad, contours=False, orientation_check=True)
+
+
+def test_left_facing_is_processed_mirrored_and_mapped_back(tiny_model, generic_dataset, monkeypatch):
+    from CephLandmarksLib.images import read_radiograph
+
+    det = LandmarkDetector(tiny_model)
+    rad = read_radiograph(generic_dataset / "img08.png", 0.5)
+    plain = det.detect(rad, contours=False, orientation_check=False)
+    assert plain.orientation == RIGHT_FACING and plain.framing == "physical"
+    flipped = Radiograph(np.ascontiguousarray(rad.pixels[:, ::-1]), rad.spacing_mm, "user")
+    d = _detect_with_mirror_preferred(det, flipped, True, monkeypatch)
+    assert d.orientation == LEFT_FACING and d.frame.mirror_x
+    # The mirrored image processed mirrored is the original: same points, flipped back.
+    both = ~np.isnan(plain.points_px).any(1) & ~np.isnan(d.points_px).any(1)
+    expect = np.c_[rad.size[0] - 1 - plain.points_px[:, 0], plain.points_px[:, 1]]
+    np.testing.assert_allclose(d.points_px[both], expect[both], atol=1e-3)
+    assert json.loads(json.dumps(d.to_json_dict()))["orientation"] == LEFT_FACING
+    d2 = _detect_with_mirror_preferred(det, flipped, False, monkeypatch)
+    assert d2.orientation == RIGHT_FACING and not d2.frame.mirror_x
+
+
+def test_missing_rules():
+    f = ModelFrame.physical((200, 100), (0.5, 0.5), (64, 64), 2.0)  # 50 x 25 model px, centred
+    (u0, u1), (v0, v1) = f.visible_box()
+    uv = np.array([[32.0, 32.0], [u0 + 0.2, 32.0], [32.0, v1 - 1.0], [32.0, 33.0]])
+    mass, peak = np.array([0.1, 0.1, 0.1, 0.9]), np.full(4, 0.3)
+    assert missing_landmarks(uv, f, mass, peak).tolist() == [False, True, True, True]
+    # A flat map holds most of its mass in a large padding, and its argmax may touch the border,
+    # without meaning "outside".
+    flat_mass, flat_peak = 1.0 - f.image_mask().mean(), 1.0 / f.image_mask().sum()
+    assert not missing_landmarks(uv[:3], f, np.full(3, flat_mass), np.full(3, flat_peak)).any()
+
+
+def _peaked_logits(frame, uv, L=19):
+    mh, mw = frame.model_size[1], frame.model_size[0]
+    yy, xx = np.mgrid[0:mh, 0:mw]
+    return torch.as_tensor(np.stack([-((xx - u) ** 2 + (yy - v) ** 2) / 2.0 for u, v in uv[:L]]), dtype=torch.float32)
+
+
+def test_landmark_peaking_in_the_padding_is_missing_not_snapped(tiny_model, monkeypatch):
+    """A map whose mass lies in the padding (anatomy cut off) gives a missing, flagged point."""
+    det = LandmarkDetector(tiny_model, orientation_check=False)
+    rad = Radiograph(np.random.default_rng(0).random((40, 96)).astype(np.float32), (0.5, 0.5), "user")
+    frame = ModelFrame.physical(rad.size, rad.spacing_mm, det.info.input_size, det.mm_per_px)
+    (u0, u1), (v0, v1) = frame.visible_box()
+    assert v1 < 64  # padding below the image
+    uv = np.array([[(u0 + u1) / 2, (v0 + v1) / 2]]) + np.random.default_rng(1).uniform(-8, 8, (19, 2))
+    uv[3] = [(u0 + u1) / 2, 62.0]  # landmark 4 peaks in the padding
+    monkeypatch.setattr("CephLandmarksLib.detect.run_network", lambda net, x, device: _peaked_logits(frame, uv)[None])
+    d = det.detect(rad, contours=False)
+    lm = d.landmarks[3]
+    assert lm.missing and lm.flagged and np.isnan(lm.x_px)
+    assert not d.landmarks[0].missing
+    j = json.loads(json.dumps(d.to_json_dict()))
+    assert j["landmarks"][3]["x_px"] is None and j["landmarks"][3]["missing"] is True
+    assert "missing" not in j["landmarks"][0] and any("outside the image" in w for w in j["warnings"])
+    cp = markups_dict(d)["markups"][0]["controlPoints"]
+    assert cp[3]["positionStatus"] == "missing" and cp[0]["positionStatus"] == "defined"
+    for lm in d.landmarks:  # no point that is not missing lies outside the image
+        assert lm.missing or (-0.5 <= lm.x_px <= rad.size[0] - 0.5 and -0.5 <= lm.y_px <= rad.size[1] - 0.5)
+
+
+def test_outputs_and_measurements_accept_a_missing_landmark(tmp_path):
+    from CephLandmarksLib.measurement_uncertainty import detection_measurements_json
+    from CephLandmarksLib.plots import render_overlay
+
+    frame = ModelFrame.fit((200, 250), (64, 80))
+    rng = np.random.default_rng(0)
+    pts = rng.uniform(40, 180, (19, 2))
+    maps = np.full((19, 80, 64), 0.0)
+    maps[:, 10:60, 10:50] = 1.0 / (50 * 40)
+    lms = [LandmarkResult(lm.index, lm.name, lm.abbreviation, x, y, x * 0.1, y * 0.1, 0.5, 1.0, False)
+           for lm, (x, y) in zip(ISBI_LANDMARKS, pts)]
+    lms[7] = LandmarkResult(8, "Menton", "Me", np.nan, np.nan, np.nan, np.nan, 0.1, 9.0, True, {}, True)
+    d = Detection("x.png", (200, 250), (0.1, 0.1), "user", {"name": "t", "version": "0", "sha256": "0"}, 1.5,
+                  lms, maps, frame)
+    m = detection_measurements_json(d, n=200)
+    keys = {item["key"] for item in m["items"]}
+    assert "FHI" not in keys and "SNA" in keys and "FHI" in m["skipped_missing_landmarks"]  # FHI uses Me
+    json.dumps(d.to_json_dict(), allow_nan=False)  # valid JSON: no NaN anywhere
+    render_overlay(np.zeros((250, 200), np.float32), d, tmp_path / "o.png")
+    assert (tmp_path / "o.png").stat().st_size > 0
+
+
+def test_default_augmentation_unchanged_and_new_fields_off():
+    old = dict(rotation_deg=10.0, scale=(0.9, 1.1), translation=0.05, elastic_px=3.0, elastic_p=0.5,
+               gamma=(0.7, 1.5), contrast=(0.8, 1.2), brightness=0.1, noise_std=0.03)
+    a = AugmentSettings()
+    assert all(getattr(a, k) == v for k, v in old.items())
+    assert a.crop_p == a.window_p == a.blur_p == a.jpeg_p == 0
+    r = AugmentSettings.robust()
+    assert r.scale == (0.7, 1.4) and min(r.crop_p, r.window_p, r.blur_p, r.jpeg_p) > 0
+    # The defaults draw the same random numbers as the explicit old settings.
+    img, uv = torch.rand(2, 1, 64, 64), torch.rand(2, 19, 2) * 60
+    x1 = augment_batch(img, uv, torch.Generator().manual_seed(3), AugmentSettings(**old))
+    x2 = augment_batch(img, uv, torch.Generator().manual_seed(3))
+    assert torch.equal(x1[0], x2[0]) and torch.equal(x1[1], x2[1])
+
+
+def test_landmarks_follow_the_image_under_robust_scale_and_blur():
+    n, h, w = 6, 96, 80
+    rng = np.random.default_rng(0)
+    uv = torch.as_tensor(rng.uniform(25, 55, (n, 1, 2)), dtype=torch.float32)
+    yy, xx = torch.meshgrid(torch.arange(h).float(), torch.arange(w).float(), indexing="ij")
+    img = torch.stack([torch.exp(-((xx - uv[i, 0, 0]) ** 2 + (yy - uv[i, 0, 1]) ** 2) / 8.0) for i in range(n)])[:, None]
+    cfg = AugmentSettings(rotation_deg=10, scale=(0.7, 1.4), translation=0.05, elastic_px=0, elastic_p=0,
+                          gamma=(1, 1), contrast=(1, 1), brightness=0, noise_std=0, blur_p=1.0)
+    out, uv_out = augment_batch(img, uv, torch.Generator().manual_seed(2), cfg)
+    for i in range(n):
+        m = out[i, 0].clamp(min=0)
+        centroid = torch.stack([(m * xx).sum() / m.sum(), (m * yy).sum() / m.sum()])
+        assert torch.dist(centroid, uv_out[i, 0]) < 0.6, i
+
+
+def test_cut_band_blanks_left_or_bottom_and_keeps_landmarks():
+    img = torch.ones(8, 1, 40, 30)
+    out = cut_band(img, torch.Generator().manual_seed(0), 1.0, (0.2, 0.3))
+    for o in out[:, 0]:
+        left = (o[:, 0] != 1).all() and (o[:, -1] == 1).all()
+        bottom = (o[-1] != 1).all() and (o[0] == 1).all()
+        assert left != bottom  # exactly one band, at the left or the bottom
+        cut = (o != 1).float().mean()
+        assert 0.15 <= cut <= 0.35
+    uv = torch.rand(8, 19, 2) * 30
+    cfg = AugmentSettings(rotation_deg=0, scale=(1, 1), translation=0, elastic_p=0, crop_p=1.0, window_p=1.0,
+                          jpeg_p=1.0)
+    _, uv_out = augment_batch(torch.rand(8, 1, 40, 32), uv, torch.Generator().manual_seed(0), cfg)
+    torch.testing.assert_close(uv_out, uv, atol=1e-4, rtol=0)  # intensity and bands do not move landmarks
+
+
+def test_jpeg_like_keeps_the_image_and_adds_block_artefacts():
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:64, 0:48]
+    smooth = torch.as_tensor(0.5 + 0.3 * np.sin(xx / 7.0) * np.cos(yy / 9.0), dtype=torch.float32)[None]
+    noisy = smooth + torch.as_tensor(rng.normal(0, 0.05, smooth.shape), dtype=torch.float32)
+    high, low = jpeg_like(noisy, 95), jpeg_like(noisy, 20)
+    assert high.shape == noisy.shape
+    assert (high - noisy).abs().mean() < (low - noisy).abs().mean() < 0.06
+    assert (low - smooth).abs().mean() < (noisy - smooth).abs().mean()  # quantisation drops the fine noise
