@@ -5,6 +5,9 @@ pixel ("physical"); with an assumed one it is fitted to the model's width ("fit-
 Orientation: unless switched off, the network also runs on the mirrored image, and the
 orientation with the higher mean confidence is used ("left-facing" = mirrored).
 Landmarks outside the image are reported missing (coordinates None) and flagged.
+Alignment: when the confident landmarks sit far from their training positions in the
+canvas, the image is moved (rescaled too if the spacing is unknown) and run again
+(alignment.py); the JSON's "alignment" records it.
 """
 
 from dataclasses import dataclass, field
@@ -14,9 +17,11 @@ import numpy as np
 import torch
 
 from .errors import CephError
-from .geometry import ModelFrame, px_to_lps, px_to_mm
+from .geometry import ModelFrame, px_to_lps, px_to_mm, to_model_input
 from .heatmaps import decode_points, mask_padding, softmax_2d
 from .images import FRAMING_FIT, Radiograph, framing_for, model_input, read_radiograph
+from .alignment import realigned_frame, reference_uv
+from .images import normalise
 from .missing import missing_landmarks, outside_mass
 from .model import run_network
 from .modelfile import LoadedModel, load_model, model_mm_per_px
@@ -70,6 +75,7 @@ class Detection:
     extra: dict = field(default_factory=dict)  # further JSON sections (e.g. measurements)
     framing: str = FRAMING_FIT  # "physical" or "fit-width" (images.framing_for)
     orientation: str = RIGHT_FACING  # or LEFT_FACING
+    alignment: dict = field(default_factory=dict)  # {"scale", "shift_model_px"} when a second pass was kept
 
     @property
     def points_px(self) -> np.ndarray:
@@ -89,6 +95,7 @@ class Detection:
             "ere_threshold_mm": round(float(self.ere_threshold_mm), 3),
             "framing": self.framing,
             "orientation": self.orientation,
+            **({"alignment": self.alignment} if self.alignment else {}),
             "landmarks": [lm.to_json_dict() for lm in self.landmarks],
         }
         warnings = []
@@ -115,9 +122,10 @@ class Detection:
 class LandmarkDetector:
     """Loads a model file once; `detect` runs it on radiographs."""
 
-    def __init__(self, model_path, device="cpu", orientation_check: bool = True):
+    def __init__(self, model_path, device="cpu", orientation_check: bool = True, align: bool = True):
         self.device = torch.device(device)
         self.orientation_check = orientation_check
+        self.align = align
         self.model: LoadedModel = load_model(model_path, self.device)
         self.temperatures = torch.tensor(self.model.info.temperatures, dtype=torch.float32)
         if len(self.model.info.temperatures) != len(self.model.info.landmark_names):
@@ -135,6 +143,9 @@ class LandmarkDetector:
     def _forward(self, radiograph: Radiograph, mirror_x: bool = False):
         """(calibrated probabilities (L, h, w), frame, probability outside the image (L,))."""
         x, frame = model_input(radiograph, self.info.input_size, self.mm_per_px, mirror_x)
+        return self._run(x, frame)
+
+    def _run(self, x, frame: ModelFrame):
         raw = run_network(self.model.net, x[None], self.device)
         outside = outside_mass(raw[0], frame.image_mask(), self.temperatures)
         return softmax_2d(mask_padding(raw, [frame]), self.temperatures)[0], frame, outside
@@ -154,15 +165,39 @@ class LandmarkDetector:
                 return (*mirrored, LEFT_FACING)
         return (*result, RIGHT_FACING)
 
-    def detect(self, radiograph: Radiograph, contours: bool = True, orientation_check=None) -> Detection:
-        probs, frame, outside, orientation = self.oriented_forward(radiograph, orientation_check)
+    def _decode(self, probs, frame, outside, spacing_mm):
+        """(uv, confidence, missing, ERE) of one pass."""
         uv = decode_points(probs[None], self.info.refine_radius)[0].numpy()
         conf = probs.amax(dim=(1, 2)).numpy()
         missing = missing_landmarks(uv, frame, outside, conf)
+        ere = expected_radial_error_mm(probs, uv, frame.model_pixel_mm(spacing_mm))
+        return uv, conf, missing, ere
+
+    def aligned_pass(self, radiograph: Radiograph, probs, frame, outside, framing: str):
+        """A second pass on a frame that puts the anatomy where training had it; None if not needed
+        or not better (mean confidence)."""
+        uv, _, missing, ere = self._decode(probs, frame, outside, radiograph.spacing_mm)
+        ref = reference_uv(self.info, self.mm_per_px)
+        moved = realigned_frame(frame, uv, ref, ~missing & (ere <= self.info.ere_threshold_mm), allow_scale=False)
+        if moved is None:
+            return None
+        again = self._run(to_model_input(normalise(radiograph.pixels), moved), moved)
+        return again if mean_confidence(again[0]) >= mean_confidence(probs) else None
+
+    def detect(self, radiograph: Radiograph, contours: bool = True, orientation_check=None) -> Detection:
+        probs, frame, outside, orientation = self.oriented_forward(radiograph, orientation_check)
+        framing = framing_for(radiograph, self.mm_per_px)
+        alignment = {}
+        if self.align:
+            again = self.aligned_pass(radiograph, probs, frame, outside, framing)
+            if again is not None:
+                alignment = {"scale": round(float(again[1].scale[0] / frame.scale[0]), 4),
+                             "shift_model_px": [int(a - b) for a, b in zip(again[1].offset, frame.offset)]}
+                probs, frame, outside = again
+        uv, conf, missing, ere = self._decode(probs, frame, outside, radiograph.spacing_mm)
         xy_px = frame.model_to_image(uv)
         xy_px[missing] = np.nan
         xy_mm = px_to_mm(xy_px, radiograph.spacing_mm)
-        ere = expected_radial_error_mm(probs, uv, frame.model_pixel_mm(radiograph.spacing_mm))
         p = probs.numpy()
         landmarks = []
         for i, (name, abbr) in enumerate(zip(self.info.landmark_names, self.info.landmark_abbreviations)):
@@ -179,7 +214,7 @@ class LandmarkDetector:
             radiograph.path, radiograph.size, tuple(radiograph.spacing_mm), radiograph.spacing_source,
             {"name": self.info.name, "version": self.info.version, "sha256": self.model.sha256},
             self.info.ere_threshold_mm, landmarks, p, frame, radiograph.origin_lps, radiograph.direction_lps,
-            framing=framing_for(radiograph, self.mm_per_px), orientation=orientation,
+            framing=framing, orientation=orientation, alignment=alignment,
         )
 
 

@@ -61,6 +61,16 @@ class ModelFrame:
         """The same frame for the image mirrored left-right (or not)."""
         return ModelFrame(self.image_size, self.model_size, self.scaled_size, self.offset, bool(mirror_x))
 
+    def moved(self, scale: float, shift_uv) -> "ModelFrame":
+        """The frame whose model points are about scale * u + shift of this one's (the image
+        resampled by `scale` and moved), to whole model pixels."""
+        k = float(scale)
+        sw, sh = (max(1, round(n * k)) for n in self.scaled_size)
+        kx, ky = sw / self.scaled_size[0], sh / self.scaled_size[1]
+        ox = kx * (self.offset[0] - 0.5) + 0.5 + float(shift_uv[0])
+        oy = ky * (self.offset[1] - 0.5) + 0.5 + float(shift_uv[1])
+        return ModelFrame(self.image_size, self.model_size, (sw, sh), (round(ox), round(oy)), self.mirror_x)
+
     @property
     def scale(self) -> np.ndarray:
         """(sx, sy): model pixels per image pixel along each axis."""

@@ -33,6 +33,7 @@ class ModelInfo:
     ere_threshold_mm: float = 1.5
     refine_radius: int = 1
     model_mm_per_px: float | None = None  # mm per model pixel the model was trained at (None: older files)
+    reference_uv: list | None = None  # (L, 2) mean training landmark positions, model pixels (alignment.py)
     training: dict = field(default_factory=dict)
     calibration: dict = field(default_factory=dict)
     metrics: dict = field(default_factory=dict)

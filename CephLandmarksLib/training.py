@@ -211,6 +211,7 @@ def finalize(cfg, work, hold_s, hold_d, history, seconds, log) -> Path:
     net.load_state_dict(state["model"])
     info = ModelInfo(
         name=Path(cfg.out).stem, input_size=tuple(cfg.input_size), model_mm_per_px=training_mm_per_px(hold_d),
+        reference_uv=np.round(hold_d.uv.double().mean(0).numpy(), 2).tolist(),
         training=dict(
             config={k: v for k, v in asdict(cfg).items() if k not in ("out", "work_dir")},
             holdout_ids=list(hold_d.ids), best_epoch=int(np.argmin([r["val_mre_mm"] for r in history]) + 1)

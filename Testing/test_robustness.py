@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from CephLandmarksLib.alignment import realigned_frame
 from CephLandmarksLib.augment import AugmentSettings, augment_batch, cut_band, jpeg_like
 from CephLandmarksLib.detect import LEFT_FACING, RIGHT_FACING, Detection, LandmarkDetector, LandmarkResult
 from CephLandmarksLib.geometry import ModelFrame, to_model_input
@@ -107,7 +108,7 @@ def _detect_with_mirror_preferred(detector, rad, prefer_mirror, monkeypatch):
 def test_left_facing_is_processed_mirrored_and_mapped_back(tiny_model, generic_dataset, monkeypatch):
     from CephLandmarksLib.images import read_radiograph
 
-    det = LandmarkDetector(tiny_model)
+    det = LandmarkDetector(tiny_model, align=False)  # one pass per orientation: comparable points
     rad = read_radiograph(generic_dataset / "img08.png", 0.5)
     plain = det.detect(rad, contours=False, orientation_check=False)
     assert plain.orientation == RIGHT_FACING and plain.framing == "physical"
@@ -143,7 +144,7 @@ def _peaked_logits(frame, uv, L=19):
 
 def test_landmark_peaking_in_the_padding_is_missing_not_snapped(tiny_model, monkeypatch):
     """A map whose mass lies in the padding (anatomy cut off) gives a missing, flagged point."""
-    det = LandmarkDetector(tiny_model, orientation_check=False)
+    det = LandmarkDetector(tiny_model, orientation_check=False, align=False)
     rad = Radiograph(np.random.default_rng(0).random((40, 96)).astype(np.float32), (0.5, 0.5), "user")
     frame = ModelFrame.physical(rad.size, rad.spacing_mm, det.info.input_size, det.mm_per_px)
     (u0, u1), (v0, v1) = frame.visible_box()
@@ -241,3 +242,24 @@ def test_jpeg_like_keeps_the_image_and_adds_block_artefacts():
     assert high.shape == noisy.shape
     assert (high - noisy).abs().mean() < (low - noisy).abs().mean() < 0.06
     assert (low - smooth).abs().mean() < (noisy - smooth).abs().mean()  # quantisation drops the fine noise
+
+
+def test_moved_frame_maps_points_as_asked():
+    f = ModelFrame.physical((200, 300), (0.1, 0.1), (64, 96), 0.5)
+    for scale, shift in ((1.0, (12.0, -7.0)), (0.8, (5.0, 3.0))):
+        g = f.moved(scale, shift)
+        xy = np.array([[20.0, 30.0], [180.0, 290.0]])
+        np.testing.assert_allclose(g.image_to_model(xy), scale * f.image_to_model(xy) + shift, atol=0.8)
+
+
+def test_realignment_moves_the_anatomy_to_its_training_place():
+    f = ModelFrame.physical((400, 500), (0.1, 0.1), (64, 96), 0.5)
+    ref = np.random.default_rng(0).uniform(10, 50, (19, 2))
+    uv = ref + [15.0, -9.0]  # the anatomy sits 15 px right of and 9 px above its training place
+    confident = np.ones(19, bool)
+    confident[:3] = False
+    uv[:3] += 40  # unconfident points do not count
+    g = realigned_frame(f, uv, ref, confident, allow_scale=False)
+    np.testing.assert_allclose(g.image_to_model(f.model_to_image(uv[3:])), ref[3:], atol=0.6)
+    assert realigned_frame(f, ref + 2.0, ref, confident, allow_scale=False) is None  # too small to bother
+    assert realigned_frame(f, uv, ref, np.arange(19) < 4, allow_scale=False) is None  # too few confident points
