@@ -20,6 +20,8 @@ def _ere_colour(ere_mm, threshold_mm):
 def render_overlay(pixels: np.ndarray, detection, path, max_height_px: int = 1200, labels: bool = True):
     """The radiograph with each landmark coloured by ERE, flagged ones ringed in red,
     and the 50 % (solid) and 90 % (dashed) credible-region contours."""
+    from matplotlib import patheffects
+
     from .images import normalise
 
     h, w = pixels.shape
@@ -43,7 +45,8 @@ def render_overlay(pixels: np.ndarray, detection, path, max_height_px: int = 120
             ax.plot(x, y, "o", ms=13, mfc="none", mec="red", mew=1.8)
         if labels:
             ax.annotate(lm.abbreviation, (x, y), xytext=(6, -6), textcoords="offset points", fontsize=8,
-                        color="red" if lm.flagged else "white", weight="bold")
+                        color="red" if lm.flagged else "white", weight="bold",
+                        path_effects=[patheffects.withStroke(linewidth=2, foreground="black")])
     ax.set_xlim(-0.5, shown.shape[1] - 0.5)
     ax.set_ylim(shown.shape[0] - 0.5, -0.5)
     ax.axis("off")

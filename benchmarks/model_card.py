@@ -1,0 +1,81 @@
+"""Write the model card (MODEL.md beside the model file) from the model's metadata and the evaluation summary.
+
+    python benchmarks/model_card.py MODEL.safetensors [--summary docs/evaluation/summary.json]
+"""
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import json  # noqa: E402
+
+from CephLandmarksLib.modelfile import atomic_write, load_model  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("model")
+    ap.add_argument("--summary", default=str(ROOT / "docs" / "evaluation" / "summary.json"))
+    a = ap.parse_args()
+    m = load_model(a.model)
+    info, tr, cal = m.info, m.info.training, m.info.calibration
+    cfg = tr.get("config", {})
+    hist = tr.get("history", [])
+    seconds = sum(r.get("seconds", 0) for r in hist)
+    summary = json.loads(Path(a.summary).read_text()) if Path(a.summary).is_file() else {}
+    names = info.landmark_abbreviations
+    lines = [
+        f"# Model card: {Path(a.model).name}",
+        "",
+        "Cephalometric landmark detector (19 ISBI 2015 landmarks), contour-hugging heatmaps "
+        "(McCouat & Voiculescu, CVPR 2022), with per-landmark temperature scaling and an ERE flag threshold.",
+        "",
+        "**Licence of the training data: ISBI 2015 (Wang et al., Medical Image Analysis 2016) is for "
+        "non-commercial research use; so is this model. Not a medical device.**",
+        "",
+        "| | |",
+        "|---|---|",
+        f"| file | `{Path(a.model).name}`, sha256 `{m.sha256}`, weights {'float16' if m.half else 'float32'} |",
+        f"| data | ISBI 2015 TrainingData 001–150, ground truth = mean of the two doctors "
+        f"({cfg.get('ground_truth', 'mean')}); {len(tr.get('holdout_ids', []))} images held out for validation, "
+        f"calibration and the flag threshold: {', '.join(tr.get('holdout_ids', []))} |",
+        "| test data | Test1 (151–300) and Test2 (301–400), used for reporting only |",
+        f"| input | {info.input_size[0]} × {info.input_size[1]} (width × height), image scaled to fit, padded right/bottom |",
+        f"| initialisation | {'ImageNet ResNet-34' if cfg.get('imagenet') else 'random (no ImageNet weights available offline)'} |",
+        f"| training | {tr.get('epochs_run')} epochs (best by validation MRE: epoch {tr.get('best_epoch')}), batch "
+        f"{cfg.get('batch_size')}, Adam lr {cfg.get('lr')} with warm-up and cosine decay, bf16 autocast "
+        f"{'on' if cfg.get('bf16') else 'off'}, augmentation {cfg.get('augment')} |",
+        f"| training time / hardware | {seconds / 3600:.1f} h of epochs on {tr.get('hardware')} (2 CPU cores, no GPU) |",
+        f"| temperatures | {', '.join(f'{n} {t:.2f}' for n, t in zip(names, info.temperatures))} |",
+        f"| calibration (holdout) | NLL {cal.get('nll_before', 0):.3f} → {cal.get('nll_after', 0):.3f}; "
+        f"ECE {cal.get('ece_before', 0):.2f} % → {cal.get('ece_after', 0):.2f} %; holdout MRE {cal.get('holdout_mre_mm', 0):.2f} mm |",
+        f"| ERE threshold | {info.ere_threshold_mm:.2f} mm ({cal.get('threshold_rule', '')}); "
+        f"{cal.get('holdout_flagged_percent', 0):.1f} % of holdout points flagged |",
+    ]
+    if summary:
+        lines += ["", "## Test results (mean of doctors; senior only in brackets)", "",
+                  "| | MRE (mm) | SDR 2 mm | 2.5 | 3 | 4 mm | ECE before → after (%) | AUC ERE > 4 mm | flagged |",
+                  "|---|---|---|---|---|---|---|---|---|"]
+        for split, s in summary.items():
+            mn, sn = s["mean"], s["senior"]
+            lines.append(
+                f"| {split} | {mn['mre_mm']:.3f} ({sn['mre_mm']:.3f}) | {mn['sdr']['2.0']:.1f} ({sn['sdr']['2.0']:.1f}) | "
+                f"{mn['sdr']['2.5']:.1f} | {mn['sdr']['3.0']:.1f} | {mn['sdr']['4.0']:.1f} | "
+                f"{mn['ece_uncalibrated']:.2f} → {mn['ece']:.2f} | {mn['roc_auc_4mm']:.3f} | {mn['flagged_percent']:.1f} % |")
+        lines += ["", "Full report: [docs/evaluation/REPORT.md](../../docs/evaluation/REPORT.md)."]
+    lines += ["", "## Intended use and limits", "",
+              "- Lateral cephalograms like ISBI 2015 (right-facing, whole skull in view). Other framings, "
+              "scales and exposures: see docs/robustness.md.",
+              "- Every point has an ERE; flagged points must be reviewed. Unflagged points can still be wrong.",
+              ""]
+    out = Path(a.model).with_suffix(".md")
+    atomic_write(out, lambda p: Path(p).write_text("\n".join(lines)))
+    print(out)
+
+
+if __name__ == "__main__":
+    main()
