@@ -6,8 +6,9 @@ Orientation: unless switched off, the network also runs on the mirrored image, a
 orientation with the higher mean confidence is used ("left-facing" = mirrored).
 Landmarks outside the image are reported missing (coordinates None) and flagged.
 Alignment: when the confident landmarks sit far from their training positions in the
-canvas, the image is moved (rescaled too if the spacing is unknown) and run again
-(alignment.py); the JSON's "alignment" records it.
+canvas, the image is moved and run again (alignment.py).  Shape check: a landmark over
+25 mm from where the confident ones put it is flagged, and reported missing when that
+place is outside the image.  The JSON's "alignment" records both.
 """
 
 from dataclasses import dataclass, field
@@ -20,7 +21,7 @@ from .errors import CephError
 from .geometry import ModelFrame, px_to_lps, px_to_mm, to_model_input
 from .heatmaps import decode_points, mask_padding, softmax_2d
 from .images import FRAMING_FIT, Radiograph, framing_for, model_input, read_radiograph
-from .alignment import realigned_frame, reference_uv
+from .alignment import realigned_frame, reference_uv, shape_check
 from .images import normalise
 from .missing import missing_landmarks, outside_mass
 from .model import run_network
@@ -75,7 +76,7 @@ class Detection:
     extra: dict = field(default_factory=dict)  # further JSON sections (e.g. measurements)
     framing: str = FRAMING_FIT  # "physical" or "fit-width" (images.framing_for)
     orientation: str = RIGHT_FACING  # or LEFT_FACING
-    alignment: dict = field(default_factory=dict)  # {"scale", "shift_model_px"} when a second pass was kept
+    alignment: dict = field(default_factory=dict)  # {"scale", "shift_model_px"} (second pass), {"implausible"}
 
     @property
     def points_px(self) -> np.ndarray:
@@ -195,6 +196,10 @@ class LandmarkDetector:
                              "shift_model_px": [int(a - b) for a, b in zip(again[1].offset, frame.offset)]}
                 probs, frame, outside = again
         uv, conf, missing, ere = self._decode(probs, frame, outside, radiograph.spacing_mm)
+        implausible, expected_outside = shape_check(
+            uv, reference_uv(self.info, self.mm_per_px), ~missing & (ere <= self.info.ere_threshold_mm), frame,
+            self.mm_per_px)
+        missing = missing | (implausible & expected_outside)
         xy_px = frame.model_to_image(uv)
         xy_px[missing] = np.nan
         xy_mm = px_to_mm(xy_px, radiograph.spacing_mm)
@@ -207,9 +212,12 @@ class LandmarkDetector:
                         for k, lines in credible_contours(p[i], CONTOUR_MASSES).items()}
             landmarks.append(LandmarkResult(
                 i + 1, name, abbr, float(xy_px[i, 0]), float(xy_px[i, 1]), float(xy_mm[i, 0]), float(xy_mm[i, 1]),
-                float(conf[i]), float(ere[i]), bool(missing[i] or ere[i] > self.info.ere_threshold_mm), cont,
+                float(conf[i]), float(ere[i]), bool(missing[i] or implausible[i] or ere[i] > self.info.ere_threshold_mm), cont,
                 bool(missing[i]),
             ))
+        if implausible.any():
+            alignment = dict(alignment, implausible=[self.info.landmark_abbreviations[i]
+                                                     for i in np.nonzero(implausible)[0]])
         return Detection(
             radiograph.path, radiograph.size, tuple(radiograph.spacing_mm), radiograph.spacing_source,
             {"name": self.info.name, "version": self.info.version, "sha256": self.model.sha256},

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from CephLandmarksLib.alignment import realigned_frame
+from CephLandmarksLib.alignment import realigned_frame, shape_check
 from CephLandmarksLib.augment import AugmentSettings, augment_batch, cut_band, jpeg_like
 from CephLandmarksLib.detect import LEFT_FACING, RIGHT_FACING, Detection, LandmarkDetector, LandmarkResult
 from CephLandmarksLib.geometry import ModelFrame, to_model_input
@@ -263,3 +263,38 @@ def test_realignment_moves_the_anatomy_to_its_training_place():
     np.testing.assert_allclose(g.image_to_model(f.model_to_image(uv[3:])), ref[3:], atol=0.6)
     assert realigned_frame(f, ref + 2.0, ref, confident, allow_scale=False) is None  # too small to bother
     assert realigned_frame(f, uv, ref, np.arange(19) < 4, allow_scale=False) is None  # too few confident points
+
+
+def test_cli_robust_augmentation_and_orientation_options(monkeypatch):
+    from dataclasses import asdict
+
+    from CephLandmarksLib import cli, training
+
+    seen = {}
+    monkeypatch.setattr(training, "train", lambda cfg, **kw: seen.setdefault("cfg", cfg) and "model.safetensors")
+    assert cli.main(["train", "--dataset", "d", "--out", "m.safetensors", "--augment", "robust"]) == 0
+    assert seen["cfg"].augment == asdict(AugmentSettings.robust())
+    seen.clear()
+    assert cli.main(["train", "--dataset", "d", "--out", "m.safetensors"]) == 0
+    assert seen["cfg"].augment == asdict(AugmentSettings())
+    args = cli.build_parser().parse_args(["detect", "x.png", "--no-orientation-check"])
+    assert args.no_orientation_check
+
+
+def test_shape_check_flags_a_landmark_far_from_its_place_and_knows_when_that_place_is_cut_off():
+    f = ModelFrame.physical((400, 300), (0.1, 0.1), (64, 96), 0.5)  # 80 x 60 model px, cropped to 64 wide
+    ref = np.random.default_rng(0).uniform(20, 45, (19, 2))
+    ref[7] = [30.0, 85.0]  # landmark 8 belongs below the image (canvas rows 18..77)
+    uv = ref + [3.0, -2.0]
+    uv[2] += [0.0, 30.0]  # 30 mm off its place, inside the image
+    uv[7] = [30.0, 50.0]  # landmark 8 placed inside the image, 33 px from its place
+    confident = np.ones(19, bool)
+    confident[[2, 7]] = False
+    implausible, outside = shape_check(uv, ref, confident, f, 1.0)
+    assert implausible.tolist() == [i in (2, 7) for i in range(19)]  # 30 px and 33 px at 1 mm per px
+    assert outside[7] and not outside[2]
+    none = shape_check(uv, ref, np.arange(19) < 3, f, 1.0)  # too few confident landmarks
+    assert not none[0].any() and not none[1].any()
+    scrambled = np.random.default_rng(1).permutation(uv)  # confident points unlike the training shape
+    none = shape_check(scrambled, ref, confident, f, 1.0)
+    assert not none[0].any() and not none[1].any()

@@ -1,6 +1,6 @@
 """Shift benchmark: accuracy and honest flags on ISBI Test1/Test2 images shifted as other machines would.
 
-    python benchmarks/shift_benchmark.py [--model M] [--dataset DIR] [--limit N] [--out docs/robustness]
+    python benchmarks/shift_benchmark.py --model M [--dataset DIR] [--limit N] [--out docs/robustness] [--device cuda]
 
 Every shift is made in memory from the ISBI images (nothing derived from them is written):
   clean             as stored, spacing known (0.1 mm)          -> physical framing
@@ -172,9 +172,10 @@ def main():
     ap.add_argument("--limit", type=int, default=0, help="images per split (0: all)")
     ap.add_argument("--out", default=str(Path(__file__).resolve().parents[1] / "docs" / "robustness"))
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--device", default="cpu")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
-    det = LandmarkDetector(a.model)
+    det = LandmarkDetector(a.model, a.device)
     t0 = time.time()
     samples = []
     for split in ("test1", "test2"):
