@@ -76,7 +76,7 @@ class Detection:
     extra: dict = field(default_factory=dict)  # further JSON sections (e.g. measurements)
     framing: str = FRAMING_FIT  # "physical" or "fit-width" (images.framing_for)
     orientation: str = RIGHT_FACING  # or LEFT_FACING
-    alignment: dict = field(default_factory=dict)  # {"scale", "shift_model_px"} (second pass), {"implausible"}
+    alignment: dict = field(default_factory=dict)  # {"shift_model_px"} (second pass kept), {"implausible": [...]}
 
     @property
     def points_px(self) -> np.ndarray:
@@ -174,7 +174,7 @@ class LandmarkDetector:
         ere = expected_radial_error_mm(probs, uv, frame.model_pixel_mm(spacing_mm))
         return uv, conf, missing, ere
 
-    def aligned_pass(self, radiograph: Radiograph, probs, frame, outside, framing: str):
+    def aligned_pass(self, radiograph: Radiograph, probs, frame, outside):
         """A second pass on a frame that puts the anatomy where training had it; None if not needed
         or not better (mean confidence)."""
         uv, _, missing, ere = self._decode(probs, frame, outside, radiograph.spacing_mm)
@@ -190,16 +190,16 @@ class LandmarkDetector:
         framing = framing_for(radiograph, self.mm_per_px)
         alignment = {}
         if self.align:
-            again = self.aligned_pass(radiograph, probs, frame, outside, framing)
+            again = self.aligned_pass(radiograph, probs, frame, outside)
             if again is not None:
-                alignment = {"scale": round(float(again[1].scale[0] / frame.scale[0]), 4),
-                             "shift_model_px": [int(a - b) for a, b in zip(again[1].offset, frame.offset)]}
+                alignment = {"shift_model_px": [int(a - b) for a, b in zip(again[1].offset, frame.offset)]}
                 probs, frame, outside = again
         uv, conf, missing, ere = self._decode(probs, frame, outside, radiograph.spacing_mm)
         implausible, expected_outside = shape_check(
             uv, reference_uv(self.info, self.mm_per_px), ~missing & (ere <= self.info.ere_threshold_mm), frame,
             self.mm_per_px)
         missing = missing | (implausible & expected_outside)
+        flagged = missing | implausible | (ere > self.info.ere_threshold_mm)
         xy_px = frame.model_to_image(uv)
         xy_px[missing] = np.nan
         xy_mm = px_to_mm(xy_px, radiograph.spacing_mm)
@@ -212,7 +212,7 @@ class LandmarkDetector:
                         for k, lines in credible_contours(p[i], CONTOUR_MASSES).items()}
             landmarks.append(LandmarkResult(
                 i + 1, name, abbr, float(xy_px[i, 0]), float(xy_px[i, 1]), float(xy_mm[i, 0]), float(xy_mm[i, 1]),
-                float(conf[i]), float(ere[i]), bool(missing[i] or implausible[i] or ere[i] > self.info.ere_threshold_mm), cont,
+                float(conf[i]), float(ere[i]), bool(flagged[i]), cont,
                 bool(missing[i]),
             ))
         if implausible.any():

@@ -52,7 +52,8 @@ def test_crop_and_pad_round_trip_and_pixels():
         x = to_model_input(img, f)[0]
         mask = torch.as_tensor(f.image_mask())
         assert (x[~mask] == 0).all()  # nothing outside the visible part
-        assert mask.sum() == (f.visible_box()[0][1] - f.visible_box()[0][0]) * (f.visible_box()[1][1] - f.visible_box()[1][0])
+        (u0, u1), (v0, v1) = f.visible_box()
+        assert mask.sum() == (u1 - u0) * (v1 - v0)
         if spacing == 0.1:
             v, u = np.unravel_index(torch.argmax(x).item(), x.shape)
             np.testing.assert_allclose([u, v], f.image_to_model([22, 152]), atol=0.6)
@@ -207,7 +208,8 @@ def test_landmarks_follow_the_image_under_robust_scale_and_blur():
     rng = np.random.default_rng(0)
     uv = torch.as_tensor(rng.uniform(25, 55, (n, 1, 2)), dtype=torch.float32)
     yy, xx = torch.meshgrid(torch.arange(h).float(), torch.arange(w).float(), indexing="ij")
-    img = torch.stack([torch.exp(-((xx - uv[i, 0, 0]) ** 2 + (yy - uv[i, 0, 1]) ** 2) / 8.0) for i in range(n)])[:, None]
+    dots = [torch.exp(-((xx - uv[i, 0, 0]) ** 2 + (yy - uv[i, 0, 1]) ** 2) / 8.0) for i in range(n)]
+    img = torch.stack(dots)[:, None]
     cfg = AugmentSettings(rotation_deg=10, scale=(0.7, 1.4), translation=0.05, elastic_px=0, elastic_p=0,
                           gamma=(1, 1), contrast=(1, 1), brightness=0, noise_std=0, blur_p=1.0)
     out, uv_out = augment_batch(img, uv, torch.Generator().manual_seed(2), cfg)
