@@ -3,7 +3,7 @@
 Never on Test1/Test2: the images are the model's recorded holdout from the training
 split.  The network runs once in eval mode (BatchNorm frozen); the temperatures are
 then fitted on the cached logits by L-BFGS on log T (so T stays positive), minimising
-the same heatmap cross-entropy the network was trained with.
+the cross-entropy of the pixel holding the true point.
 """
 
 import numpy as np
@@ -20,7 +20,13 @@ TEMPERATURE_RANGE = (0.05, 20.0)  # guards against degenerate fits on tiny or un
 
 
 def fit_temperatures(logits: torch.Tensor, uv: torch.Tensor, max_iter: int = 100) -> torch.Tensor:
-    """Per-landmark temperatures (L,) minimising the mean NLL of the targets uv (N, L, 2)."""
+    """Per-landmark temperatures (L,) minimising the mean NLL of the pixel holding each true point.
+
+    The target is one-hot at the rounded position (the paper's cross-entropy), not the
+    training's bilinear split: the confidence is the probability of the predicted *pixel*
+    holding the true point, and the one-hot NLL is the proper score for that event.
+    """
+    uv = uv.round()
     log_t = torch.zeros(logits.shape[1], dtype=torch.float32, requires_grad=True)
     opt = torch.optim.LBFGS([log_t], lr=0.5, max_iter=max_iter, line_search_fn="strong_wolfe")
 
