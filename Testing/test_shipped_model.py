@@ -20,7 +20,7 @@ def detector():
 def test_shipped_model_metadata(detector):
     info = detector.info
     assert len(info.landmark_names) == 19 and len(info.temperatures) == 19
-    assert info.calibration["ece_after"] <= info.calibration["ece_before"] + 1e-9
+    assert info.calibration["nll_after"] <= info.calibration["nll_before"] + 1e-6  # the fitted objective
     assert set(info.training["holdout_ids"]).isdisjoint({f"{i:03d}" for i in range(151, 401)})  # never test images
 
 

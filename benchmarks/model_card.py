@@ -46,7 +46,7 @@ def main():
         "| test data | Test1 (151–300) and Test2 (301–400), used for reporting only |",
         f"| input | {info.input_size[0]} × {info.input_size[1]} (width × height), image scaled to fit, padded right/bottom |",
         f"| initialisation | {'ImageNet ResNet-34' if cfg.get('imagenet') else 'random (no ImageNet weights available offline)'} |",
-        f"| training | {len(hist) or tr.get("epochs_run")} epochs (best by validation MRE: epoch {tr.get('best_epoch')}), batch "
+        f"| training | {len(hist) or tr.get('epochs_run')} epochs (best by validation MRE: epoch {tr.get('best_epoch')}), batch "
         f"{cfg.get('batch_size')}, Adam lr {cfg.get('lr')} with warm-up and cosine decay, bf16 autocast "
         f"{'on' if cfg.get('bf16') else 'off'}, augmentation {cfg.get('augment')} |",
         f"| training time / hardware | {seconds / 3600:.1f} h of epochs on {tr.get('hardware')} (2 CPU cores, no GPU) |",
