@@ -239,6 +239,7 @@ class CephLandmarksWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 return
             node = self.logic.showDetection(detection, volumeNode, target)
             self._parameterNode.landmarks = node
+            self.refreshTable()  # landmark and measurement tables, also when a node was overwritten
             flagged = sum(lm.flagged for lm in detection.landmarks)
             self.ui.statusLabel.text = _("{n} landmarks, {f} flagged for review.").format(
                 n=len(detection.landmarks), f=flagged)
@@ -321,8 +322,11 @@ class CephLandmarksWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if node is not None and node.GetScene() is not None:
             mrmlHelpers().updatePointColors(node)  # colour = stored flag, even if a Selected box was toggled
             self.ui.landmarksTable.setMRMLTableNode(mrmlHelpers().updateTable(slicer.mrmlScene, node))
+            self.ui.measurementsTableView.setMRMLTableNode(
+                node.GetNodeReference(mrmlHelpers().MEASUREMENTS_REFERENCE))
         else:
             self.ui.landmarksTable.setMRMLTableNode(None)
+            self.ui.measurementsTableView.setMRMLTableNode(None)
 
     def onTableClicked(self, index) -> None:
         node, table = self._observedLandmarks, self.ui.landmarksTable.mrmlTableNode()
@@ -563,6 +567,7 @@ class CephLandmarksLogic(ScriptedLoadableModuleLogic):
         heatmap = mrml.createHeatmapVolume(slicer.mrmlScene, detection, volumeNode, node)
         heatmap.SetAttribute("CephLandmarks.Heatmap", "1")
         mrml.updateTable(slicer.mrmlScene, node)
+        mrml.createMeasurementsTable(slicer.mrmlScene, detection, landmarksNode=node)
         return node
 
     # training, calibration and evaluation: the CLI in a separate process

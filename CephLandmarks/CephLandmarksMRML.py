@@ -26,12 +26,16 @@ import slicer
 from CephLandmarksLib.errors import CephError
 from CephLandmarksLib.geometry import ijk_to_ras, ras_to_ijk
 from CephLandmarksLib.images import DEFAULT_SPACING_MM, Radiograph
+from CephLandmarksLib.measurement_uncertainty import (DEFAULT_SAMPLES, DEFAULT_SEED, UNCERTAIN_BELOW,
+                                                      measure_detection)
+from CephLandmarksLib.measurements import MEASUREMENTS
 
 DETECTION_ATTRIBUTE = "CephLandmarks.Detection"
 VOLUME_REFERENCE = "CephLandmarksVolume"
 TABLE_REFERENCE = "CephLandmarksTable"
 CONTOUR_REFERENCE = "CephLandmarksContours"
 HEATMAP_REFERENCE = "CephLandmarksHeatmap"
+MEASUREMENTS_REFERENCE = "CephLandmarksMeasurements"
 
 CONFIDENT_COLOR = (0.2, 0.9, 0.3)
 FLAGGED_COLOR = (1.0, 0.1, 0.1)
@@ -435,6 +439,82 @@ def updateTable(scene, landmarksNode, tableNode=None):
 
 def tableRowLandmarkIndex(tableNode, row):
     return int(tableNode.GetTable().GetValueByName(row, "Index").ToInt())
+
+
+# --- measurements table ------------------------------------------------------------------------
+
+# Table nodes have no per-row colour: an uncertain row (most probable class below
+# UNCERTAIN_BELOW) is put first, its name starts with UNCERTAIN_MARK and its "Uncertain" column is 1.
+MEASUREMENT_COLUMNS = (("Measurement", "string"), ("Unit", "string"), ("Value", "double"), ("Median", "double"),
+                       ("5 %", "double"), ("95 %", "double"), ("Class", "string"), ("Class probability", "double"),
+                       ("Uncertain", "bit"), ("Definition", "string"))
+UNCERTAIN_MARK = "\u26a0 "
+SKIPPED_TEXT = "skipped: landmark missing"
+
+
+def measurementTableRows(detection, n=DEFAULT_SAMPLES, seed=DEFAULT_SEED):
+    """Rows (tuples in MEASUREMENT_COLUMNS order) of a Detection's measurements: uncertain first, then the
+    others, then the skipped ones (a landmark they use is missing), each group in the library's order."""
+    from CephLandmarksLib.report import measurement_rows  # report imports torch (modelfile): import on use
+
+    results = measure_detection(detection, n, seed)
+    rows = []
+    for r, strings in zip(results, measurement_rows(results)):
+        uncertain = bool(r.get("uncertain"))
+        rows.append(((UNCERTAIN_MARK if uncertain else "") + strings[0], strings[1], r["value"], r["median"],
+                     r["p05"], r["p95"], r.get("class_label", ""), r.get("class_probability", float("nan")),
+                     int(uncertain), r["definition"]))
+    rows.sort(key=lambda row: not row[8])  # stable: uncertain first
+    done = {r["key"] for r in results}
+    nan = float("nan")
+    for m in MEASUREMENTS:
+        if m.key not in done:
+            rows.append((f"{m.key}: {m.name}" if m.key not in m.name else m.name,
+                         {"deg": "\u00b0"}.get(m.unit, m.unit), nan, nan, nan, nan, SKIPPED_TEXT, nan, 0,
+                         m.definition))
+    return rows
+
+
+def createMeasurementsTable(scene, detection, name=None, tableNode=None, landmarksNode=None,
+                            n=DEFAULT_SAMPLES, seed=DEFAULT_SEED):
+    """Fill a vtkMRMLTableNode with the Detection's measurements (value, median, 90 % interval, most
+    probable class and its probability, uncertain flag, definition); returns it.
+
+    Updates `tableNode`, or the one `landmarksNode` references (role CephLandmarksMeasurements), and
+    creates one if neither exists; the landmarks node then references it, so it is kept with the
+    scene.  Computed from the detection's heatmaps: it is not updated when points are moved.
+    """
+    if tableNode is None and landmarksNode is not None:
+        tableNode = landmarksNode.GetNodeReference(MEASUREMENTS_REFERENCE)
+    if tableNode is None:
+        baseName = name or (f"{landmarksNode.GetName()} measurements" if landmarksNode else "measurements")
+        tableNode = scene.AddNewNodeByClass("vtkMRMLTableNode", name or scene.GenerateUniqueName(baseName))
+    elif name:
+        tableNode.SetName(name)
+    if landmarksNode is not None:
+        landmarksNode.SetNodeReferenceID(MEASUREMENTS_REFERENCE, tableNode.GetID())
+    rows = measurementTableRows(detection, n, seed)
+    wasModifying = tableNode.StartModify()
+    table = tableNode.GetTable()
+    table.Initialize()
+    arrays = []
+    for column, kind in MEASUREMENT_COLUMNS:
+        array = {"bit": vtk.vtkBitArray, "string": vtk.vtkStringArray, "double": vtk.vtkDoubleArray}[kind]()
+        array.SetName(column)
+        table.AddColumn(array)
+        arrays.append(array)
+    for row in rows:
+        for array, value in zip(arrays, row):
+            array.InsertNextValue(value)
+    table.Modified()
+    tableNode.SetUseColumnTitleAsColumnHeader(True)
+    tableNode.SetColumnDescription("5 %", "5th percentile of the measurement over draws from the heatmaps")
+    tableNode.SetColumnDescription("95 %", "95th percentile of the measurement over draws from the heatmaps")
+    tableNode.SetColumnDescription("Uncertain", f"1: the most probable class has probability below {UNCERTAIN_BELOW:g} "
+                                                "(row first, name marked \u26a0)")
+    tableNode.SetLocked(True)
+    tableNode.EndModify(wasModifying)
+    return tableNode
 
 
 # --- export ------------------------------------------------------------------------------------

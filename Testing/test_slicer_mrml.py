@@ -232,3 +232,77 @@ def test_mrb_round_trip(scene, volume, detection, tmp_path):
     assert rows[6]["x_px"] == pytest.approx(lm.x_px + 3, abs=1e-3)
     table = M.updateTable(again, loaded)
     assert table.GetTable().GetNumberOfRows() == 19
+
+
+def measurementsDetection():
+    """The synthetic detection with wide heatmaps (so some class calls are uncertain) and Gonion missing."""
+    from dataclasses import replace
+
+    detection = syntheticDetection(SIZE, SPACING)
+    probs = np.asarray(detection.probs, dtype=np.float64) ** 0.2
+    detection.probs = (probs / probs.sum(axis=(1, 2), keepdims=True)).astype(np.float32)
+    gonion = next(i for i, lm in enumerate(detection.landmarks) if lm.abbreviation == "Go")
+    detection.landmarks[gonion] = replace(detection.landmarks[gonion], x_px=float("nan"), y_px=float("nan"),
+                                          x_mm=float("nan"), y_mm=float("nan"), flagged=True, missing=True)
+    return detection
+
+
+def measurementColumns(t):
+    return [t.GetColumnName(c) for c in range(t.GetNumberOfColumns())]
+
+
+def test_measurements_table(scene, volume):
+    from CephLandmarksLib.measurements import MEASUREMENTS
+
+    detection = measurementsDetection()
+    node = M.createLandmarksNode(scene, detection, volume)
+    table = M.createMeasurementsTable(scene, detection, landmarksNode=node, n=400)
+    assert node.GetNodeReference(M.MEASUREMENTS_REFERENCE) is table
+    t = table.GetTable()
+    assert measurementColumns(t) == [c for c, _ in M.MEASUREMENT_COLUMNS]
+    assert t.GetNumberOfRows() == len(MEASUREMENTS)
+    names = [t.GetValueByName(r, "Measurement").ToString() for r in range(t.GetNumberOfRows())]
+    uncertain = [t.GetValueByName(r, "Uncertain").ToInt() for r in range(t.GetNumberOfRows())]
+    classes = [t.GetValueByName(r, "Class").ToString() for r in range(t.GetNumberOfRows())]
+    skipped = [c == M.SKIPPED_TEXT for c in classes]
+    assert 0 < sum(uncertain) < len(uncertain) and 0 < sum(skipped)
+    assert uncertain == sorted(uncertain, reverse=True)  # uncertain rows first
+    assert skipped == sorted(skipped)  # skipped rows last
+    assert [n.startswith(M.UNCERTAIN_MARK) for n in names] == [bool(u) for u in uncertain]
+    for r in range(t.GetNumberOfRows()):
+        lo, med, hi = (t.GetValueByName(r, c).ToDouble() for c in ("5 %", "Median", "95 %"))
+        if skipped[r]:
+            assert np.isnan(med)
+            continue
+        assert lo <= med <= hi
+        assert t.GetValueByName(r, "Definition").ToString()
+        p = t.GetValueByName(r, "Class probability").ToDouble()
+        assert (classes[r] == "") == np.isnan(p)
+        if classes[r]:
+            assert bool(uncertain[r]) == (p < 0.8)
+    # updating reuses the node
+    assert M.createMeasurementsTable(scene, detection, landmarksNode=node, n=400) is table
+    assert scene.GetNumberOfNodesByClass("vtkMRMLTableNode") == 1
+
+
+def test_measurements_table_mrb_round_trip(scene, volume, tmp_path):
+    detection = measurementsDetection()
+    node = M.createLandmarksNode(scene, detection, volume)
+    table = M.createMeasurementsTable(scene, detection, landmarksNode=node, n=400)
+    expected = [[table.GetTable().GetValue(r, c).ToString() for c in range(len(M.MEASUREMENT_COLUMNS))]
+                for r in range(table.GetTable().GetNumberOfRows())]
+    assert scene.WriteToMRB(str(tmp_path / "case.mrb"))
+
+    again = headlessScene()
+    assert again.ReadFromMRB(str(tmp_path / "case.mrb"))
+    loaded = next(n for n in (again.GetNthNodeByClass(i, "vtkMRMLMarkupsFiducialNode")
+                              for i in range(again.GetNumberOfNodesByClass("vtkMRMLMarkupsFiducialNode")))
+                  if M.isLandmarksNode(n))
+    t = loaded.GetNodeReference(M.MEASUREMENTS_REFERENCE).GetTable()
+    assert measurementColumns(t) == [c for c, _ in M.MEASUREMENT_COLUMNS]
+    got = [[t.GetValue(r, c).ToString() for c in range(t.GetNumberOfColumns())] for r in range(t.GetNumberOfRows())]
+    assert len(got) == len(expected)
+    for a, b in zip(got, expected):
+        assert a[:2] + a[6:7] + a[8:] == b[:2] + b[6:7] + b[8:]
+        for x, y in zip(a[2:6] + [a[7]], b[2:6] + [b[7]]):
+            assert (x in ("", "nan") and y in ("", "nan")) or float(x) == pytest.approx(float(y), rel=1e-5)
