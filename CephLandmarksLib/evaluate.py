@@ -9,7 +9,7 @@ import torch
 
 from .datasets import load_dataset
 from .heatmaps import argmax_2d, decode_points, softmax_2d
-from .metrics import grouped_correlation, reliability, roc_curve, summarise
+from .metrics import grouped_correlation, radial_errors_mm, reliability, roc_curve, summarise
 from .uncertainty import expected_radial_error_mm
 
 ERROR_LEVELS_MM = (2.0, 4.0)
@@ -34,7 +34,7 @@ def score_logits(logits: torch.Tensor, data, temperatures=None, refine_radius: i
     peak = argmax_2d(probs).numpy()
     correct = np.all(peak == np.round(data.uv.numpy()), axis=-1)
     pred_px = np.stack([f.model_to_image(p) for f, p in zip(data.frames, uv)])
-    errors = np.linalg.norm((pred_px - data.landmarks_px) * data.spacings_mm[:, None, :], axis=-1)
+    errors = radial_errors_mm(pred_px, data.landmarks_px, data.spacings_mm)
     ere = np.stack([
         expected_radial_error_mm(probs[i], uv[i], f.model_pixel_mm(data.spacings_mm[i]))
         for i, f in enumerate(data.frames)
@@ -60,13 +60,13 @@ def evaluate(model_path, dataset, split, out_dir, ground_truth="mean", device="c
     from .modelfile import atomic_write, load_model
     from .plots import ere_scatter, reliability_diagram, roc_plot
     from .training import prepare, prepared_logits
+    from .training import radial_errors_mm as training_errors_mm
 
     loaded = load_model(model_path, device)
     info = loaded.info
     samples = load_dataset(dataset, split, ground_truth)
     data = prepare(samples, info.input_size, f"reading {split}")
     temps = torch.tensor(info.temperatures, dtype=torch.float32)
-    scored_raw, scored = None, None
     # Run in chunks: logits of a whole test set do not fit in memory at full size.
     parts_raw, parts, by_radius = [], [], {r: [] for r in REFINE_RADII}
     for start in range(0, len(samples), 10):
@@ -76,9 +76,7 @@ def evaluate(model_path, dataset, split, out_dir, ground_truth="mean", device="c
         parts.append(score_logits(logits, sub, temps, info.refine_radius))
         probs = softmax_2d(logits, temps)
         for r in REFINE_RADII:  # the effect of sub-pixel refinement, measured
-            uv = decode_points(probs, r).numpy()
-            pred = np.stack([f.model_to_image(p) for f, p in zip(sub.frames, uv)])
-            by_radius[r].append(np.linalg.norm((pred - sub.landmarks_px) * sub.spacings_mm[:, None, :], axis=-1))
+            by_radius[r].append(training_errors_mm(decode_points(probs, r).numpy(), sub))
     scored_raw, scored = _concat(parts_raw), _concat(parts)
 
     metrics = summarise(scored.errors_mm, info.landmark_names)

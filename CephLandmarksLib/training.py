@@ -75,8 +75,10 @@ def prepare(samples: list[Sample], input_size, desc="preparing") -> PreparedSet:
 
 def radial_errors_mm(pred_uv: np.ndarray, data: PreparedSet) -> np.ndarray:
     """(N, L) radial errors in mm of model-pixel predictions against the ground truth."""
+    from .metrics import radial_errors_mm as errors_mm
+
     pred_px = np.stack([f.model_to_image(p) for f, p in zip(data.frames, pred_uv)])
-    return np.linalg.norm((pred_px - data.landmarks_px) * data.spacings_mm[:, None, :], axis=-1)
+    return errors_mm(pred_px, data.landmarks_px, data.spacings_mm)
 
 
 def _lr_factor(step, total, warmup):
