@@ -188,9 +188,12 @@ def createLandmarksNode(scene, detection, volumeNode, node=None, name=None):
     landmarks = []
     for lm, position in zip(detection.landmarks, ras):
         entry = lm.to_json_dict()
-        entry.update(reviewed=False, ras=[float(v) for v in position])
+        missing = bool(getattr(lm, "missing", False)) or not np.isfinite(position).all()
+        entry.update(reviewed=False, ras=None if missing else [float(v) for v in position])
         landmarks.append(entry)
-        i = node.AddControlPoint(vtk.vtkVector3d(*position), lm.abbreviation)
+        i = node.AddControlPoint(vtk.vtkVector3d(*(np.zeros(3) if missing else position)), lm.abbreviation)
+        if missing:  # anatomy outside the image: a control point without a position, never a NaN
+            node.SetNthControlPointPositionMissing(i)
         node.SetNthControlPointDescription(i, _describe(entry))
     record = detection.to_json_dict()
     record.update(landmarks=landmarks, pixel_to_ras=m.tolist())
@@ -238,11 +241,16 @@ def landmarkRows(node):
             row.update(present=False, edited=True)
             rows.append(row)
             continue
+        if node.GetNthControlPointPositionStatus(i) != node.PositionDefined:
+            row.update(present=False, edited=entry["ras"] is not None)  # unplaced now: edited if it had a position
+            rows.append(row)
+            continue
         position = np.array(node.GetNthControlPointPosition(i))
         x, y = ras_to_ijk(position, m)[0, :2]
         row.update(present=True, ras=position.tolist(), x_px=float(x), y_px=float(y),
                    x_mm=float(x * spacing[0]), y_mm=float(y * spacing[1]),
-                   edited=bool(np.linalg.norm(position - np.asarray(entry["ras"])) > EDIT_TOLERANCE_MM))
+                   edited=entry["ras"] is None
+                   or bool(np.linalg.norm(position - np.asarray(entry["ras"])) > EDIT_TOLERANCE_MM))
         rows.append(row)
     return rows
 
@@ -429,7 +437,7 @@ def updateTable(scene, landmarksNode, tableNode=None):
                   row["ere_mm"], yesNo[bool(row["flagged"])], yesNo[bool(row["reviewed"])],
                   yesNo[bool(row["edited"])])
         for array, value in zip(arrays, values):
-            array.InsertNextValue(value)
+            array.InsertNextValue(float("nan") if value is None else value)  # missing landmark: no position
     table.Modified()
     tableNode.SetUseColumnTitleAsColumnHeader(True)
     tableNode.SetLocked(True)

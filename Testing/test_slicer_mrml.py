@@ -306,3 +306,18 @@ def test_measurements_table_mrb_round_trip(scene, volume, tmp_path):
         assert a[:2] + a[6:7] + a[8:] == b[:2] + b[6:7] + b[8:]
         for x, y in zip(a[2:6] + [a[7]], b[2:6] + [b[7]]):
             assert (x in ("", "nan") and y in ("", "nan")) or float(x) == pytest.approx(float(y), rel=1e-5)
+
+
+def test_missing_landmark_has_no_position(scene, volume):
+    """A landmark outside the image becomes a control point without a position, never NaN or the border."""
+    detection = measurementsDetection()
+    node = M.createLandmarksNode(scene, detection, volume)
+    i = M.controlPointIndex(node, 10)  # Gonion, missing
+    assert node.GetNthControlPointLabel(i) == "Go"
+    assert node.GetNthControlPointPositionStatus(i) == node.PositionMissing
+    assert node.GetNthControlPointPositionStatus(M.controlPointIndex(node, 1)) == node.PositionDefined
+    rows = {r["index"]: r for r in M.landmarkRows(node)}
+    assert not rows[10]["present"] and not rows[10]["edited"] and rows[10]["flagged"]
+    assert rows[1]["present"] and not M.isEdited(node)
+    table = M.updateTable(scene, node)
+    assert table.GetTable().GetNumberOfRows() == 19
