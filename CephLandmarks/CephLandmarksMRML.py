@@ -415,6 +415,23 @@ def sortedRows(node):
     return sorted(landmarkRows(node), key=lambda r: (not r["flagged"], -r["ere_mm"]))
 
 
+_COLUMN_ARRAYS = {"int": vtk.vtkIntArray, "bit": vtk.vtkBitArray, "string": vtk.vtkStringArray,
+                  "double": vtk.vtkDoubleArray}
+
+
+def _resetTable(tableNode, columns):
+    """Empty the node's table and give it typed columns [(name, kind)]; returns (table, arrays)."""
+    table = tableNode.GetTable()
+    table.Initialize()
+    arrays = []
+    for name, kind in columns:
+        array = _COLUMN_ARRAYS[kind]()
+        array.SetName(name)
+        table.AddColumn(array)
+        arrays.append(array)
+    return table, arrays
+
+
 def updateTable(scene, landmarksNode, tableNode=None):
     """Fill (and create if needed) the landmarks node's table node; returns it."""
     if tableNode is None:
@@ -423,14 +440,7 @@ def updateTable(scene, landmarksNode, tableNode=None):
         tableNode = scene.AddNewNodeByClass("vtkMRMLTableNode", f"{landmarksNode.GetName()} table")
         landmarksNode.SetNodeReferenceID(TABLE_REFERENCE, tableNode.GetID())
     wasModifying = tableNode.StartModify()
-    table = tableNode.GetTable()
-    table.Initialize()
-    arrays = []
-    for name, kind in TABLE_COLUMNS:
-        array = {"int": vtk.vtkIntArray, "string": vtk.vtkStringArray, "double": vtk.vtkDoubleArray}[kind]()
-        array.SetName(name)
-        table.AddColumn(array)
-        arrays.append(array)
+    table, arrays = _resetTable(tableNode, TABLE_COLUMNS)
     yesNo = {True: "yes", False: "no"}
     for row in sortedRows(landmarksNode):
         values = (row["index"], row["name"], row["abbreviation"], row["x_mm"], row["y_mm"], row["confidence"],
@@ -503,14 +513,7 @@ def createMeasurementsTable(scene, detection, name=None, tableNode=None, landmar
         landmarksNode.SetNodeReferenceID(MEASUREMENTS_REFERENCE, tableNode.GetID())
     rows = measurementTableRows(detection, n, seed)
     wasModifying = tableNode.StartModify()
-    table = tableNode.GetTable()
-    table.Initialize()
-    arrays = []
-    for column, kind in MEASUREMENT_COLUMNS:
-        array = {"bit": vtk.vtkBitArray, "string": vtk.vtkStringArray, "double": vtk.vtkDoubleArray}[kind]()
-        array.SetName(column)
-        table.AddColumn(array)
-        arrays.append(array)
+    table, arrays = _resetTable(tableNode, MEASUREMENT_COLUMNS)
     for row in rows:
         for array, value in zip(arrays, row):
             array.InsertNextValue(value)
