@@ -131,13 +131,18 @@ def gaussian_blur(image, sigma_px: float):
     return t[0] if image.dim() == 3 else t
 
 
-def random_blur(images, gen, p, sigma_range):
+def _apply_randomly(images, gen, p, value_range, fn):
+    """fn(image, value) on each image with probability p, value drawn uniformly from value_range."""
     on = torch.rand(len(images), generator=gen) < p
-    sigma = _uniform(len(images), *sigma_range, gen)
+    values = _uniform(len(images), *value_range, gen)
     out = images.clone()
     for i in torch.nonzero(on).flatten().tolist():
-        out[i] = gaussian_blur(images[i], float(sigma[i]))
+        out[i] = fn(images[i], float(values[i]))
     return out
+
+
+def random_blur(images, gen, p, sigma_range):
+    return _apply_randomly(images, gen, p, sigma_range, gaussian_blur)
 
 
 def random_window(images, gen, p, width):
@@ -180,9 +185,4 @@ def jpeg_like(image, quality: float):
 
 
 def random_jpeg(images, gen, p, quality_range):
-    on = torch.rand(len(images), generator=gen) < p
-    quality = _uniform(len(images), *quality_range, gen)
-    out = images.clone()
-    for i in torch.nonzero(on).flatten().tolist():
-        out[i] = jpeg_like(images[i], float(quality[i]))
-    return out
+    return _apply_randomly(images, gen, p, quality_range, jpeg_like)
