@@ -52,6 +52,7 @@ def _cmd_train(a):
         lr=a.lr, holdout=a.holdout, seed=a.seed, device=a.device, bf16=not a.no_bf16,
         imagenet=a.imagenet, ground_truth=a.ground_truth, work_dir=a.work_dir or "",
         augment=asdict(AugmentSettings.robust() if a.augment == "robust" else AugmentSettings()),
+        init_from=a.init_from,
     )
     path = train(cfg, resume=a.resume, log=lambda m: print(m, file=sys.stderr, flush=True))
     print(path)
@@ -117,6 +118,8 @@ def build_parser():
     t.add_argument("--ground-truth", default="mean", choices=["mean", "senior", "junior"])
     t.add_argument("--work-dir", help="checkpoint folder (default: OUT.work)")
     t.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
+    t.add_argument("--init-from", default="", metavar="MODEL",
+                   help="fine-tune this model file (e.g. the shipped one) instead of starting from scratch")
     t.add_argument("--augment", default="default", choices=["default", "robust"],
                    help="augmentation: default, or robust (scale 0.7-1.4, crops, windowing, blur, JPEG, noise)")
     t.set_defaults(func=_cmd_train)

@@ -22,7 +22,7 @@ from .errors import CephError
 from .heatmaps import decode_points, heatmap_nll, mask_padding, softmax_2d
 from .images import model_input, read_radiograph
 from .model import build_model, pick_device, run_network
-from .modelfile import ModelInfo, atomic_write, save_model
+from .modelfile import ModelInfo, atomic_write, load_model, save_model
 
 
 @dataclass
@@ -42,6 +42,7 @@ class TrainConfig:
     ground_truth: str = "mean"
     work_dir: str = ""  # checkpoints; default: OUT.work/
     augment: dict = field(default_factory=lambda: asdict(AugmentSettings()))
+    init_from: str = ""  # a model file to fine-tune (fresh optimiser and schedule); default: random/ImageNet
 
 
 @dataclass
@@ -145,11 +146,18 @@ def train(cfg: TrainConfig, resume: bool = False, log=print, progress: bool = Tr
         start_epoch, best, history = state["epoch"], state["best_mre_mm"], state["history"]
         log(f"resuming after epoch {start_epoch} (best validation MRE {best:.3f} mm)")
 
+    init = None
+    if cfg.init_from:
+        init = load_model(cfg.init_from)
+        if not resume:
+            net.load_state_dict(init.net.state_dict())
+            log(f"starting from {cfg.init_from} ({init.info.name})")
+
     samples = load_dataset(cfg.dataset, "train", cfg.ground_truth)
-    train_s, hold_s = split_holdout(samples, cfg.holdout, cfg.seed)
+    train_s, hold_s = _split(samples, cfg, init, log)
     cache = work / f"prepared_{w}x{h}.pt"
-    if cache.is_file():
-        c = torch.load(cache, weights_only=False)  # our own cache file, written below
+    c = torch.load(cache, weights_only=False) if cache.is_file() else None  # our own cache file, written below
+    if c is not None and (c["train"].ids, c["hold"].ids) == ([s.id for s in train_s], [s.id for s in hold_s]):
         train_d, hold_d = c["train"], c["hold"]
     else:
         train_d = prepare(train_s, cfg.input_size, "preparing training images")
@@ -197,16 +205,36 @@ def train(cfg: TrainConfig, resume: bool = False, log=print, progress: bool = Tr
     return finalize(cfg, work, hold_s, hold_d, history, time.time() - t_start, log)
 
 
+def _split(samples, cfg: TrainConfig, init, log):
+    """(train, holdout).  Fine-tuning a model keeps the model's own holdout when the dataset has it,
+    so the temperatures and threshold are still fitted on images no version of the network has seen."""
+    held_ids = (init.info.training or {}).get("holdout_ids") if init is not None else None
+    ids = {s.id for s in samples}
+    if held_ids and set(held_ids) <= ids and len(held_ids) < len(samples):
+        if len(held_ids) != cfg.holdout:
+            log(f"keeping the {len(held_ids)} held-out images of {cfg.init_from} (not --holdout {cfg.holdout})")
+        held = set(held_ids)
+        return [s for s in samples if s.id not in held], [s for s in samples if s.id in held]
+    return split_holdout(samples, cfg.holdout, cfg.seed)
+
+
 def training_mm_per_px(data: PreparedSet) -> float:
     """The model's own scale: median millimetres per model pixel of the (fit-framed) images."""
     mm = [float(np.mean(f.model_pixel_mm(sp))) for f, sp in zip(data.frames, data.spacings_mm)]
     return round(float(np.median(mm)), 6)
 
 
+def _init_record(path) -> dict:
+    """Provenance of the model a fine-tuning started from."""
+    loaded = load_model(path)
+    t = loaded.info.training or {}
+    return {"name": loaded.info.name, "file_sha256": loaded.sha256, "epochs_run": t.get("epochs_run"),
+            "init_model": t.get("init_model")}
+
+
 def finalize(cfg, work, hold_s, hold_d, history, seconds, log) -> Path:
     """Best checkpoint -> model file, calibrated (temperatures, ERE threshold) on the holdout."""
     from .calibration import calibrate_loaded
-    from .modelfile import load_model
 
     state = torch.load(work / "best.pt", map_location="cpu", weights_only=True)
     net = build_model()
@@ -220,6 +248,7 @@ def finalize(cfg, work, hold_s, hold_d, history, seconds, log) -> Path:
             if history else state["epoch"], epochs_run=state["epoch"], history=history,
             hardware=f"{platform.processor() or platform.machine()}, torch {torch.__version__}",
             train_seconds_this_run=round(seconds),
+            **({"init_model": _init_record(cfg.init_from)} if cfg.init_from else {}),
         ),
     )
     save_model(cfg.out, net, info)

@@ -62,3 +62,19 @@ def test_resume_repeats_the_uninterrupted_run(generic_dataset, tmp_path):
         assert torch.allclose(a["model"][k].float(), b["model"][k].float(), atol=1e-5), k
     with pytest.raises(CephError, match="other settings"):
         train(TrainConfig(**{**cfg("b").__dict__, "lr": 0.5}), resume=True, log=lambda m: None, progress=False)
+
+
+def test_fine_tuning_starts_from_the_model_and_keeps_its_holdout(tiny_model, generic_dataset, tmp_path):
+    base = load_model(tiny_model)
+    out = tmp_path / "tuned.safetensors"
+    # A different seed would hold out other images; fine-tuning must keep the base model's.
+    cfg = TrainConfig(dataset=str(generic_dataset), out=str(out), input_size=(64, 64), epochs=1, batch_size=4,
+                      holdout=3, seed=7, device="cpu", init_from=str(tiny_model), lr=1e-9)
+    train(cfg, log=lambda m: None, progress=False)
+    tuned = load_model(out)
+    assert tuned.info.training["holdout_ids"] == base.info.training["holdout_ids"]
+    assert tuned.info.training["init_model"]["file_sha256"] == base.sha256
+    # With a vanishing learning rate the weights are still the base model's, not a fresh network's.
+    for k, v in base.net.state_dict().items():
+        if v.is_floating_point() and "running" not in k:
+            assert torch.allclose(v, tuned.net.state_dict()[k], atol=1e-4), k
