@@ -372,11 +372,8 @@ def createHeatmapVolume(scene, detection, volumeNode, landmarksNode, colorNodeID
     probs = np.asarray(detection.probs, dtype=np.float32)
     peaks = probs.max(axis=(1, 2), keepdims=True)
     combined = (probs / np.maximum(peaks, 1e-12)).max(axis=0)  # (h, w)
-    frame = detection.frame
-    sx, sy = frame.scale
-    ox, oy = frame.offset
-    modelToPixel = np.array([[1 / sx, 0, 0, (0.5 - ox) / sx - 0.5],
-                             [0, 1 / sy, 0, (0.5 - oy) / sy - 0.5],
+    m = detection.frame.model_to_image_matrix()  # mirroring of left-facing images included
+    modelToPixel = np.array([[m[0, 0], m[0, 1], 0, m[0, 2]], [m[1, 0], m[1, 1], 0, m[1, 2]],
                              [0, 0, 1, 0], [0, 0, 0, 1.0]])
     old = landmarksNode.GetNodeReference(HEATMAP_REFERENCE)
     if old is not None:

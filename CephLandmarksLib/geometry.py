@@ -93,6 +93,15 @@ class ModelFrame:
         uv = np.asarray(uv, dtype=np.float64)
         return self._flip((uv + 0.5 - np.asarray(self.offset, dtype=np.float64)) / self.scale - 0.5)
 
+    def model_to_image_matrix(self) -> np.ndarray:
+        """3 x 3 affine taking (u, v, 1) model pixels to (x, y, 1) image pixels: model_to_image as a
+        matrix (mirroring included), for placing model-grid images such as heatmaps over the image."""
+        (sx, sy), (ox, oy) = self.scale, self.offset
+        m = np.array([[1 / sx, 0, (0.5 - ox) / sx - 0.5], [0, 1 / sy, (0.5 - oy) / sy - 0.5], [0, 0, 1.0]])
+        if self.mirror_x:
+            m = np.array([[-1.0, 0, self.image_size[0] - 1], [0, 1, 0], [0, 0, 1]]) @ m
+        return m
+
     def visible_box(self):
         """((u0, u1), (v0, v1)): the canvas pixel ranges (end exclusive) covered by the image."""
         (ox, oy), (sw, sh), (mw, mh) = self.offset, self.scaled_size, self.model_size

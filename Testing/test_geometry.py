@@ -48,3 +48,12 @@ def test_mm_lps_ras():
     ras = ijk_to_ras([[3, 4]], m)
     np.testing.assert_allclose(ras, [[10 - 0.6, 20 - 1.2, 0]])
     np.testing.assert_allclose(ras_to_ijk(ras, m)[:, :2], [[3, 4]])
+
+
+def test_model_to_image_matrix_matches_the_point_mapping():
+    uv = np.random.default_rng(0).uniform(0, 100, (7, 2))
+    for frame in (ModelFrame.fit((1935, 2400), (96, 128)),
+                  ModelFrame.physical((1500, 1800), (0.12, 0.1), (96, 128), 2.0, mirror_x=True)):
+        m = frame.model_to_image_matrix()
+        xy = (m @ np.column_stack([uv, np.ones(len(uv))]).T).T[:, :2]
+        np.testing.assert_allclose(xy, frame.model_to_image(uv), atol=1e-9)

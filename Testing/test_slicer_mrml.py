@@ -120,10 +120,15 @@ def test_contour_geometry(scene, volume, detection):
     assert scene.GetNumberOfNodesByClass("vtkMRMLModelNode") == 2
 
 
-def test_heatmap_volume_is_aligned(scene, volume, detection):
+@pytest.mark.parametrize("mirrored", [False, True])
+def test_heatmap_volume_is_aligned(scene, volume, detection, mirrored):
+    import dataclasses
+
     import vtk
     from vtk.util import numpy_support
 
+    if mirrored:  # a left-facing image: the model saw it mirrored, the heatmap must be flipped back
+        detection = dataclasses.replace(detection, frame=detection.frame.mirrored())
     node = M.createLandmarksNode(scene, detection, volume)
     heatmap = M.createHeatmapVolume(scene, detection, volume, node)
     assert node.GetNodeReference(M.HEATMAP_REFERENCE) is heatmap
