@@ -9,7 +9,7 @@ import torch
 
 from .datasets import load_dataset
 from .heatmaps import argmax_2d, decode_points, softmax_2d
-from .metrics import grouped_correlation, radial_errors_mm, reliability, roc_curve, summarise
+from .metrics import UNIFORM_BIN_EDGES, grouped_correlation, hits, radial_errors_mm, reliability, roc_curve, summarise
 from .uncertainty import expected_radial_error_mm
 
 ERROR_LEVELS_MM = (2.0, 4.0)
@@ -32,7 +32,7 @@ def score_logits(logits: torch.Tensor, data, temperatures=None, refine_radius: i
     probs = softmax_2d(logits, temperatures)
     uv = decode_points(probs, refine_radius).numpy()
     peak = argmax_2d(probs).numpy()
-    correct = np.all(peak == np.round(data.uv.numpy()), axis=-1)
+    correct = hits(peak, data.uv.numpy())
     pred_px = np.stack([f.model_to_image(p) for f, p in zip(data.frames, uv)])
     errors = radial_errors_mm(pred_px, data.landmarks_px, data.spacings_mm)
     ere = np.stack([
@@ -82,6 +82,7 @@ def evaluate(model_path, dataset, split, out_dir, ground_truth="mean", device="c
     metrics = summarise(scored.errors_mm, info.landmark_names)
     rel_before = reliability(scored_raw.confidence, scored_raw.correct)
     rel_after = reliability(scored.confidence, scored.correct)
+    ece_uniform = [reliability(x.confidence, x.correct, UNIFORM_BIN_EDGES)["ece"] for x in (scored_raw, scored)]
     r, groups = grouped_correlation(scored.ere_mm, scored.errors_mm)
     rocs = roc_summary(scored.ere_mm, scored.errors_mm, info.ere_threshold_mm)
     flagged = scored.ere_mm > info.ere_threshold_mm
@@ -92,6 +93,8 @@ def evaluate(model_path, dataset, split, out_dir, ground_truth="mean", device="c
         "ece": rel_after["ece"],
         "ece_uncalibrated": rel_before["ece"],
         "ece_unit": "percent",
+        "ece_bins": "paper: 10 bins of 0.015 up to 0.135, then (0.135, 1]; correct = argmax within 1/sqrt(pi) px",
+        "ece_uniform_bins_before_after": ece_uniform,
         "ere_error_pearson": r,
         "roc_auc_2mm": rocs[2.0]["auc"],
         "roc_auc_4mm": rocs[4.0]["auc"],

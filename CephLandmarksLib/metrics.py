@@ -18,12 +18,27 @@ def sdr_percent(errors_mm, radii=SDR_RADII_MM) -> dict:
     return {f"{r:.1f}": float(100.0 * np.mean(e <= r)) for r in radii}
 
 
-def reliability(confidence, correct, n_bins: int = 10) -> dict:
-    """Reliability bins and ECE (in %), equal-width bins on [0, 1]; empty bins are skipped
-    (they carry zero weight), so the result is never NaN."""
+# The paper's code bins confidence in 10 bins of 0.015 up to 0.135, the last bin taking
+# everything above (most heatmap maxima are small); uniform 10 bins on [0, 1] are also reported.
+PAPER_BIN_EDGES = tuple(np.round(np.linspace(0, 0.15, 11), 4)[:-1].tolist()) + (1.0,)
+UNIFORM_BIN_EDGES = tuple(np.round(np.linspace(0, 1, 11), 4).tolist())
+# A prediction is "correct" when the argmax pixel's centre lies within the circle of one
+# pixel's area around the true point (radius 1/sqrt(pi) model pixels), as in the paper's code.
+HIT_RADIUS_PX = 1 / np.sqrt(np.pi)
+
+
+def hits(peak_uv, true_uv) -> np.ndarray:
+    """(N, L) bool: argmax pixel (model px) within HIT_RADIUS_PX of the true point (model px)."""
+    return np.linalg.norm(np.asarray(peak_uv, float) - np.asarray(true_uv, float), axis=-1) < HIT_RADIUS_PX
+
+
+def reliability(confidence, correct, edges=PAPER_BIN_EDGES) -> dict:
+    """Reliability bins and ECE (in %).  Bin k holds edges[k] < c <= edges[k + 1] (0 in the first);
+    empty bins are skipped (they carry zero weight), so the result is never NaN."""
     conf = np.asarray(confidence, dtype=float).ravel()
     ok = np.asarray(correct, dtype=float).ravel()
-    edges = np.linspace(0, 1, n_bins + 1)
+    edges = np.asarray(edges, dtype=float)
+    n_bins = len(edges) - 1
     which = np.clip(np.digitize(conf, edges[1:-1], right=True), 0, n_bins - 1)
     counts = np.bincount(which, minlength=n_bins)
     sums_c = np.bincount(which, conf, n_bins)
@@ -32,8 +47,8 @@ def reliability(confidence, correct, n_bins: int = 10) -> dict:
     mean_c = np.divide(sums_c, counts, out=np.zeros(n_bins), where=nonempty)
     mean_a = np.divide(sums_a, counts, out=np.zeros(n_bins), where=nonempty)
     ece = float(np.sum(counts * np.abs(mean_a - mean_c)) / max(1, counts.sum()) * 100.0)
-    return {"ece": ece, "bin_centres": ((edges[:-1] + edges[1:]) / 2).tolist(), "accuracy": mean_a.tolist(),
-            "confidence": mean_c.tolist(), "counts": counts.tolist()}
+    return {"ece": ece, "edges": edges.tolist(), "bin_centres": ((edges[:-1] + edges[1:]) / 2).tolist(),
+            "accuracy": mean_a.tolist(), "confidence": mean_c.tolist(), "counts": counts.tolist()}
 
 
 def grouped_correlation(ere_mm, error_mm, group_size: int = 36):

@@ -62,21 +62,31 @@ def render_overlay(pixels: np.ndarray, detection, path, max_height_px: int = 120
 
 
 def reliability_diagram(before: dict, after: dict, path, title=""):
-    """Two reliability diagrams (bins of confidence vs the share of correct pixels)."""
+    """Two reliability diagrams (bins of confidence vs the share of correct predictions).
+
+    Drawn as the paper's code draws them: bars of equal width over the bins below 0.15, the
+    open last bin (all confidences above its lower edge) drawn in the last slot.
+    """
     fig = _figure(10, 4.6)
     for k, (res, name) in enumerate(((before, "before calibration"), (after, "after calibration"))):
         ax = fig.add_subplot(1, 2, k + 1)
-        centres, acc, conf, counts = (np.asarray(res[key]) for key in ("bin_centres", "accuracy", "confidence", "counts"))
-        width = 1.0 / len(centres)
+        edges = np.asarray(res.get("edges", np.linspace(0, 1, len(res["counts"]) + 1)))
+        acc, conf, counts = (np.asarray(res[key]) for key in ("accuracy", "confidence", "counts"))
+        x_max = edges[-2] + (edges[-2] - edges[-3]) if edges[-1] > 2 * edges[-2] else edges[-1]
+        left = edges[:-1]
+        width = np.minimum(np.diff(edges), x_max - left)
         keep = counts > 0
-        ax.bar(centres[keep], acc[keep], width=width * 0.95, color="#4477aa", edgecolor="black", label="accuracy")
-        ax.bar(centres[keep], conf[keep] - acc[keep], bottom=acc[keep], width=width * 0.95, color="#ee6677",
-               alpha=0.5, edgecolor="#aa3344", label="gap to confidence")
-        ax.plot([0, 1], [0, 1], "k--", lw=1)
-        ax.set_xlim(0, 1)
-        ax.set_ylim(0, 1)
-        ax.set_xlabel("confidence (heatmap maximum)")
-        ax.set_ylabel("accuracy (true point in the argmax pixel)")
+        ax.bar(left[keep], acc[keep], width=width[keep] * 0.95, align="edge", color="#4477aa", edgecolor="black",
+               label="accuracy")
+        ax.bar(left[keep], conf[keep] - acc[keep], bottom=acc[keep], width=width[keep] * 0.95, align="edge",
+               color="#ee6677", alpha=0.5, edgecolor="#aa3344", label="gap to mean confidence")
+        for x, c in zip(left[keep] + width[keep] / 2, counts[keep]):
+            ax.text(x, 0.01 * x_max, str(c), ha="center", va="bottom", fontsize=6, color="white")
+        ax.plot([0, x_max], [0, x_max], "k--", lw=1)
+        ax.set_xlim(0, x_max)
+        ax.set_ylim(0, max(2 * x_max, 1.05 * float(np.max(np.r_[acc, conf]))))
+        ax.set_xlabel("confidence (heatmap maximum)" + (f"; last bin: all > {edges[-2]:g}" if x_max < edges[-1] else ""))
+        ax.set_ylabel("accuracy (argmax within a pixel of the truth)")
         ax.set_title(f"{name}: ECE {res['ece']:.2f} %")
         ax.legend(loc="upper left", fontsize=8)
     if title:

@@ -229,7 +229,8 @@ def _init_record(path) -> dict:
     loaded = load_model(path)
     t = loaded.info.training or {}
     return {"name": loaded.info.name, "file_sha256": loaded.sha256, "epochs_run": t.get("epochs_run"),
-            "init_model": t.get("init_model")}
+            "train_seconds": round(sum(r.get("seconds", 0) for r in t.get("history", []))),
+            "config": t.get("config"), "init_model": t.get("init_model")}
 
 
 def finalize(cfg, work, hold_s, hold_d, history, seconds, log) -> Path:

@@ -6,14 +6,29 @@ import torch
 
 from CephLandmarksLib.calibration import ere_threshold, fit_temperatures
 from CephLandmarksLib.heatmaps import heatmap_nll
-from CephLandmarksLib.metrics import grouped_correlation, radial_errors_mm, reliability, roc_curve, sdr_percent, threshold_at_tpr
+from CephLandmarksLib.metrics import (UNIFORM_BIN_EDGES, grouped_correlation, hits, radial_errors_mm, reliability,
+                                     roc_curve, sdr_percent, threshold_at_tpr)
 
 
 def test_ece_hand_computed():
     # Bin 0.9: confidences 0.9, 0.9, accuracy 1/2 -> gap 0.4; bin 0.3: confidence 0.3, accuracy 0 -> 0.3.
-    r = reliability([0.9, 0.9, 0.3], [1, 0, 0])
+    r = reliability([0.9, 0.9, 0.3], [1, 0, 0], UNIFORM_BIN_EDGES)
     assert r["ece"] == pytest.approx(100 * (2 / 3 * 0.4 + 1 / 3 * 0.3))
     assert r["counts"][8] == 2 and r["counts"][2] == 1  # 0.9 falls in (0.8, 0.9], 0.3 in (0.2, 0.3]
+
+
+def test_paper_bins_are_fine_below_0135_and_open_above():
+    # 0.01 -> first bin (0, 0.015]; 0.02 -> (0.015, 0.03]; 0.14 and 0.9 share the last bin (0.135, 1].
+    r = reliability([0.01, 0.02, 0.14, 0.9], [0, 1, 1, 0])
+    assert len(r["counts"]) == 10 and r["counts"][0] == 1 and r["counts"][1] == 1 and r["counts"][9] == 2
+    last_gap = abs(0.5 - (0.14 + 0.9) / 2)
+    assert r["ece"] == pytest.approx(100 * (0.01 + 0.98 + 2 * last_gap) / 4)
+
+
+def test_hit_is_within_one_pixel_area_of_the_truth():
+    peak = np.array([[[10, 10], [10, 10], [10, 10]]])
+    true = np.array([[[10.3, 10.3], [10.5, 10.0], [10.45, 10.45]]])  # 0.42, 0.5 and 0.64 px away
+    assert hits(peak, true).tolist() == [[True, True, False]]
 
 
 def test_ece_perfect_and_empty_bins_never_nan():

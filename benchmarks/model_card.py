@@ -16,6 +16,27 @@ from CephLandmarksLib.modelfile import atomic_write, load_model  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def training_stages(training: dict) -> list:
+    """The chain of runs that made the model, first to last (a fine-tuned model records its start)."""
+    chain, init = [], training.get("init_model")
+    while init:
+        chain.insert(0, {"epochs": init.get("epochs_run"), "config": init.get("config") or {},
+                         "seconds": init.get("train_seconds") or 0, "note": f" ({init.get('name')})"})
+        init = init.get("init_model")
+    hist = training.get("history", [])
+    chain.append({"epochs": len(hist) or training.get("epochs_run"), "config": training.get("config", {}),
+                  "seconds": sum(r.get("seconds", 0) for r in hist),
+                  "note": f", best by validation MRE: epoch {training.get('best_epoch')}"
+                          + (" (fine-tuning the stage before)" if len(chain) else "")})
+    return chain
+
+
+def augment_text(aug: dict) -> str:
+    """The augmentation settings in a line; the switched-off extras are left out."""
+    off = {k.removesuffix("_p") for k, v in aug.items() if k.endswith("_p") and not v}
+    return ", ".join(f"{k} {v}" for k, v in aug.items() if k.split("_")[0] not in off) or "none"
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("model")
@@ -24,8 +45,8 @@ def main():
     m = load_model(a.model)
     info, tr, cal = m.info, m.info.training, m.info.calibration
     cfg = tr.get("config", {})
-    hist = tr.get("history", [])
-    seconds = sum(r.get("seconds", 0) for r in hist)
+    stages = training_stages(tr)
+    seconds_all = sum(st["seconds"] for st in stages)
     summary = json.loads(Path(a.summary).read_text()) if Path(a.summary).is_file() else {}
     names = info.landmark_abbreviations
     lines = [
@@ -44,12 +65,16 @@ def main():
         f"({cfg.get('ground_truth', 'mean')}); {len(tr.get('holdout_ids', []))} images held out for validation, "
         f"calibration and the flag threshold: {', '.join(tr.get('holdout_ids', []))} |",
         "| test data | Test1 (151–300) and Test2 (301–400), used for reporting only |",
-        f"| input | {info.input_size[0]} × {info.input_size[1]} (width × height), image scaled to fit, padded right/bottom |",
-        f"| initialisation | {'ImageNet ResNet-34' if cfg.get('imagenet') else 'random (no ImageNet weights available offline)'} |",
-        f"| training | {len(hist) or tr.get('epochs_run')} epochs (best by validation MRE: epoch {tr.get('best_epoch')}), batch "
-        f"{cfg.get('batch_size')}, Adam lr {cfg.get('lr')} with warm-up and cosine decay, bf16 autocast "
-        f"{'on' if cfg.get('bf16') else 'off'}, augmentation {cfg.get('augment')} |",
-        f"| training time / hardware | {seconds / 3600:.1f} h of epochs on {tr.get('hardware')} (2 CPU cores, no GPU) |",
+        f"| input | {info.input_size[0]} × {info.input_size[1]} (width × height) model pixels of "
+        f"{info.model_mm_per_px or 0:.4f} mm; an image of known spacing is resampled to that scale and centred, "
+        "one of unknown spacing is fitted to the width |",
+        f"| initialisation | {'ImageNet ResNet-34' if stages[0]['config'].get('imagenet') else 'random (no ImageNet weights available offline)'} |",
+        *[f"| training, stage {k + 1} | {st['epochs']} epochs{st['note']}, batch {st['config'].get('batch_size')}, "
+          f"Adam peak lr {st['config'].get('lr')} with warm-up and cosine decay, bf16 autocast "
+          f"{'on' if st['config'].get('bf16') else 'off'}, augmentation: {augment_text(st['config'].get('augment', {}))}; "
+          f"{st['seconds'] / 3600:.1f} h |" for k, st in enumerate(stages)],
+        f"| training time / hardware | {seconds_all / 3600:.1f} h of epochs in all on {tr.get('hardware')} "
+        "(2 CPU cores, no GPU) |",
         f"| temperatures | {', '.join(f'{n} {t:.2f}' for n, t in zip(names, info.temperatures))} |",
         f"| calibration (holdout) | NLL {cal.get('nll_before', 0):.3f} → {cal.get('nll_after', 0):.3f}; "
         f"ECE {cal.get('ece_before', 0):.2f} % → {cal.get('ece_after', 0):.2f} %; holdout MRE {cal.get('holdout_mre_mm', 0):.2f} mm |",
