@@ -19,6 +19,7 @@ import torch
 from .augment import AugmentSettings, augment_batch
 from .datasets import Sample, load_dataset, split_holdout
 from .errors import CephError
+from .geometry import ModelFrame
 from .heatmaps import decode_points, heatmap_nll, mask_padding, softmax_2d
 from .images import model_input, read_radiograph
 from .model import build_model, pick_device, run_network
@@ -72,6 +73,32 @@ def prepare(samples: list[Sample], input_size, desc="preparing") -> PreparedSet:
         [s.id for s in samples], torch.stack(inputs), torch.stack(uvs), frames,
         np.array(spacings, dtype=float), np.stack([s.landmarks_px for s in samples]),
     )
+
+
+def _to_plain(d: PreparedSet) -> dict:
+    """A PreparedSet as tensors, lists and numbers only, so the cache loads with weights_only=True."""
+    return {"ids": list(d.ids), "inputs": d.inputs, "uv": d.uv, "spacings_mm": torch.as_tensor(d.spacings_mm),
+            "landmarks_px": torch.as_tensor(d.landmarks_px),
+            "frames": [[list(f.image_size), list(f.model_size), list(f.scaled_size), list(f.offset), f.mirror_x]
+                       for f in d.frames]}
+
+
+def _from_plain(c: dict) -> PreparedSet:
+    frames = [ModelFrame(tuple(a), tuple(b), tuple(s), tuple(o), bool(m)) for a, b, s, o, m in c["frames"]]
+    return PreparedSet(list(c["ids"]), c["inputs"], c["uv"], frames, c["spacings_mm"].numpy(),
+                       c["landmarks_px"].numpy())
+
+
+def _load_cache(path, train_s, hold_s):
+    """The prepared (train, holdout) sets from `path`, or None if absent, unreadable or for other images."""
+    try:
+        c = torch.load(path, weights_only=True)
+        train_d, hold_d = _from_plain(c["train"]), _from_plain(c["hold"])
+    except Exception:  # absent, an older format, or damaged: prepare again
+        return None
+    if (train_d.ids, hold_d.ids) != ([s.id for s in train_s], [s.id for s in hold_s]):
+        return None
+    return train_d, hold_d
 
 
 def radial_errors_mm(pred_uv: np.ndarray, data: PreparedSet) -> np.ndarray:
@@ -156,13 +183,13 @@ def train(cfg: TrainConfig, resume: bool = False, log=print, progress: bool = Tr
     samples = load_dataset(cfg.dataset, "train", cfg.ground_truth)
     train_s, hold_s = _split(samples, cfg, init, log)
     cache = work / f"prepared_{w}x{h}.pt"
-    c = torch.load(cache, weights_only=False) if cache.is_file() else None  # our own cache file, written below
-    if c is not None and (c["train"].ids, c["hold"].ids) == ([s.id for s in train_s], [s.id for s in hold_s]):
-        train_d, hold_d = c["train"], c["hold"]
+    cached = _load_cache(cache, train_s, hold_s)
+    if cached is not None:
+        train_d, hold_d = cached
     else:
         train_d = prepare(train_s, cfg.input_size, "preparing training images")
         hold_d = prepare(hold_s, cfg.input_size, "preparing held-out images")
-        atomic_write(cache, lambda tmp: torch.save({"train": train_d, "hold": hold_d}, tmp))
+        atomic_write(cache, lambda tmp: torch.save({"train": _to_plain(train_d), "hold": _to_plain(hold_d)}, tmp))
     log(f"{len(train_d.ids)} training and {len(hold_d.ids)} held-out images at {w} x {h} on {device}")
 
     steps_per_epoch = math.ceil(len(train_d.ids) / cfg.batch_size)
