@@ -20,14 +20,16 @@ def training_stages(training: dict) -> list:
     """The chain of runs that made the model, first to last (a fine-tuned model records its start)."""
     chain, init = [], training.get("init_model")
     while init:
-        chain.insert(0, {"epochs": init.get("epochs_run"), "config": init.get("config") or {},
+        cfg = init.get("config") or {}
+        chain.insert(0, {"epochs": f"{cfg.get('epochs', '?')} epochs run, weights of epoch {init.get('epochs_run')} "
+                                   "kept (best validation MRE)", "config": cfg,
                          "seconds": init.get("train_seconds") or 0, "note": f" ({init.get('name')})"})
         init = init.get("init_model")
     hist = training.get("history", [])
-    chain.append({"epochs": len(hist) or training.get("epochs_run"), "config": training.get("config", {}),
-                  "seconds": sum(r.get("seconds", 0) for r in hist),
-                  "note": f", best by validation MRE: epoch {training.get('best_epoch')}"
-                          + (" (fine-tuning the stage before)" if len(chain) else "")})
+    chain.append({"epochs": f"{len(hist) or training.get('epochs_run')} epochs run, weights of epoch "
+                            f"{training.get('best_epoch')} kept (best validation MRE)",
+                  "config": training.get("config", {}), "seconds": sum(r.get("seconds", 0) for r in hist),
+                  "note": " (fine-tuning the stage before)" if chain else ""})
     return chain
 
 
@@ -69,7 +71,7 @@ def main():
         f"{info.model_mm_per_px or 0:.4f} mm; an image of known spacing is resampled to that scale and centred, "
         "one of unknown spacing is fitted to the width |",
         f"| initialisation | {'ImageNet ResNet-34' if stages[0]['config'].get('imagenet') else 'random (no ImageNet weights available offline)'} |",
-        *[f"| training, stage {k + 1} | {st['epochs']} epochs{st['note']}, batch {st['config'].get('batch_size')}, "
+        *[f"| training, stage {k + 1}{st['note']} | {st['epochs']}, batch {st['config'].get('batch_size')}, "
           f"Adam peak lr {st['config'].get('lr')} with warm-up and cosine decay, bf16 autocast "
           f"{'on' if st['config'].get('bf16') else 'off'}, augmentation: {augment_text(st['config'].get('augment', {}))}; "
           f"{st['seconds'] / 3600:.1f} h |" for k, st in enumerate(stages)],
@@ -91,7 +93,10 @@ def main():
                 f"| {split} | {mn['mre_mm']:.3f} ({sn['mre_mm']:.3f}) | {mn['sdr']['2.0']:.1f} ({sn['sdr']['2.0']:.1f}) | "
                 f"{mn['sdr']['2.5']:.1f} | {mn['sdr']['3.0']:.1f} | {mn['sdr']['4.0']:.1f} | "
                 f"{mn['ece_uncalibrated']:.2f} → {mn['ece']:.2f} | {mn['roc_auc_4mm']:.3f} | {mn['flagged_percent']:.1f} % |")
-        lines += ["", "Full report: [docs/evaluation/REPORT.md](../../docs/evaluation/REPORT.md)."]
+        lines += ["", "ECE as in the paper's code: 10 bins of confidence, 0.015 wide up to 0.135 and one open bin "
+                  "above; a prediction is correct when the argmax pixel lies within one pixel's area (radius "
+                  "1/√π px) of the truth.",
+                  "", "Full report: [docs/evaluation/REPORT.md](../../docs/evaluation/REPORT.md)."]
     lines += ["", "## Intended use and limits", "",
               "- Lateral cephalograms like ISBI 2015 (right-facing, whole skull in view). Other framings, "
               "scales and exposures: see docs/robustness.md.",
