@@ -107,4 +107,9 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    from CephLandmarksLib.errors import CephError
+
+    try:
+        main()
+    except CephError as e:  # a missing or unreadable image or model: one line, no traceback
+        sys.exit(f"error: {e}")
