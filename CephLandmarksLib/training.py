@@ -229,7 +229,7 @@ def train(cfg: TrainConfig, resume: bool = False, log=print, progress: bool = Tr
             _save_checkpoint(work / "best.pt", state)
         _save_checkpoint(work / "last.pt", state)
 
-    return finalize(cfg, work, hold_s, hold_d, history, time.time() - t_start, log)
+    return finalize(cfg, work, hold_s, hold_d, history, time.time() - t_start, log, init)
 
 
 def _split(samples, cfg: TrainConfig, init, log):
@@ -251,16 +251,15 @@ def training_mm_per_px(data: PreparedSet) -> float:
     return round(float(np.median(mm)), 6)
 
 
-def _init_record(path) -> dict:
-    """Provenance of the model a fine-tuning started from."""
-    loaded = load_model(path)
-    t = loaded.info.training or {}
-    return {"name": loaded.info.name, "file_sha256": loaded.sha256, "epochs_run": t.get("epochs_run"),
+def _init_record(init) -> dict:
+    """Provenance of the model (a LoadedModel) a fine-tuning started from."""
+    t = init.info.training or {}
+    return {"name": init.info.name, "file_sha256": init.sha256, "epochs_run": t.get("epochs_run"),
             "train_seconds": round(sum(r.get("seconds", 0) for r in t.get("history", []))),
             "config": t.get("config"), "init_model": t.get("init_model")}
 
 
-def finalize(cfg, work, hold_s, hold_d, history, seconds, log) -> Path:
+def finalize(cfg, work, hold_s, hold_d, history, seconds, log, init=None) -> Path:
     """Best checkpoint -> model file, calibrated (temperatures, ERE threshold) on the holdout."""
     from .calibration import calibrate_loaded
 
@@ -276,7 +275,7 @@ def finalize(cfg, work, hold_s, hold_d, history, seconds, log) -> Path:
             if history else state["epoch"], epochs_run=state["epoch"], history=history,
             hardware=f"{platform.processor() or platform.machine()}, torch {torch.__version__}",
             train_seconds_this_run=round(seconds),
-            **({"init_model": _init_record(cfg.init_from)} if cfg.init_from else {}),
+            **({"init_model": _init_record(init)} if init is not None else {}),
         ),
     )
     save_model(cfg.out, net, info)
