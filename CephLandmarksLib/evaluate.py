@@ -9,7 +9,8 @@ import torch
 
 from .datasets import load_dataset
 from .heatmaps import argmax_2d, decode_points, softmax_2d
-from .metrics import UNIFORM_BIN_EDGES, grouped_correlation, hits, radial_errors_mm, reliability, roc_curve, summarise
+from .metrics import (ECE_DEFINITION, UNIFORM_BIN_EDGES, grouped_correlation, hits, radial_errors_mm, reliability,
+                      roc_curve, summarise)
 from .uncertainty import expected_radial_error_mm
 
 ERROR_LEVELS_MM = (2.0, 4.0)
@@ -93,7 +94,7 @@ def evaluate(model_path, dataset, split, out_dir, ground_truth="mean", device="c
         "ece": rel_after["ece"],
         "ece_uncalibrated": rel_before["ece"],
         "ece_unit": "percent",
-        "ece_bins": "paper: 10 bins of 0.015 up to 0.135, then (0.135, 1]; correct = argmax within 1/sqrt(pi) px",
+        "ece_bins": ECE_DEFINITION,
         "ece_uniform_bins_before_after": ece_uniform,
         "ere_error_pearson": r,
         "roc_auc_2mm": rocs[2.0]["auc"],

@@ -25,6 +25,8 @@ UNIFORM_BIN_EDGES = tuple(np.round(np.linspace(0, 1, 11), 4).tolist())
 # A prediction is "correct" when the argmax pixel's centre lies within the circle of one
 # pixel's area around the true point (radius 1/sqrt(pi) model pixels), as in the paper's code.
 HIT_RADIUS_PX = 1 / np.sqrt(np.pi)
+ECE_DEFINITION = ("ECE as in the paper's code: 10 confidence bins, 0.015 wide up to 0.135 and one open bin above; "
+                  "correct = the argmax pixel within one pixel's area (radius 1/√π px) of the truth.")
 
 
 def hits(peak_uv, true_uv) -> np.ndarray:

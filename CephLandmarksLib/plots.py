@@ -70,7 +70,7 @@ def reliability_diagram(before: dict, after: dict, path, title=""):
     fig = _figure(10, 4.6)
     for k, (res, name) in enumerate(((before, "before calibration"), (after, "after calibration"))):
         ax = fig.add_subplot(1, 2, k + 1)
-        edges = np.asarray(res.get("edges", np.linspace(0, 1, len(res["counts"]) + 1)))
+        edges = np.asarray(res["edges"])
         acc, conf, counts = (np.asarray(res[key]) for key in ("accuracy", "confidence", "counts"))
         x_max = edges[-2] + (edges[-2] - edges[-3]) if edges[-1] > 2 * edges[-2] else edges[-1]
         left = edges[:-1]

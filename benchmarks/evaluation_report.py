@@ -22,6 +22,7 @@ from CephLandmarksLib.datasets import load_dataset  # noqa: E402
 from CephLandmarksLib.detect import LandmarkDetector  # noqa: E402
 from CephLandmarksLib.evaluate import evaluate  # noqa: E402
 from CephLandmarksLib.images import read_radiograph  # noqa: E402
+from CephLandmarksLib.metrics import ECE_DEFINITION  # noqa: E402
 from CephLandmarksLib.metrics import radial_errors_mm, summarise  # noqa: E402
 from CephLandmarksLib.modelfile import atomic_write  # noqa: E402
 from CephLandmarksLib.plots import render_overlay  # noqa: E402
@@ -86,9 +87,7 @@ def main():
             f"{m['ece_uncalibrated']:.2f} → {m['ece']:.2f} | {m['roc_auc_2mm']:.3f} | {m['roc_auc_4mm']:.3f} | "
             f"{m['ere_error_pearson']:.3f} | {m['flagged_percent']:.1f} |"
         )
-    lines += ["", "ECE as in the paper's code: 10 confidence bins, 0.015 wide up to 0.135 and one open bin above; "
-              "correct = the argmax pixel within one pixel's area (radius 1/√π px) of the truth. With 10 uniform "
-              "bins on [0, 1] instead: " + "; ".join(
+    lines += ["", ECE_DEFINITION + " With 10 uniform bins on [0, 1] instead: " + "; ".join(
                   f"{split} {m['ece_uniform_bins_before_after'][0]:.2f} → {m['ece_uniform_bins_before_after'][1]:.2f} %"
                   for split, (m, _) in results.items()) + "."]
     lines += ["", "Senior doctor only (the challenge's own ground truth):", "",

@@ -11,6 +11,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import json  # noqa: E402
 
+from CephLandmarksLib.metrics import ECE_DEFINITION  # noqa: E402
 from CephLandmarksLib.modelfile import atomic_write, load_model  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -93,10 +94,7 @@ def main():
                 f"| {split} | {mn['mre_mm']:.3f} ({sn['mre_mm']:.3f}) | {mn['sdr']['2.0']:.1f} ({sn['sdr']['2.0']:.1f}) | "
                 f"{mn['sdr']['2.5']:.1f} | {mn['sdr']['3.0']:.1f} | {mn['sdr']['4.0']:.1f} | "
                 f"{mn['ece_uncalibrated']:.2f} → {mn['ece']:.2f} | {mn['roc_auc_4mm']:.3f} | {mn['flagged_percent']:.1f} % |")
-        lines += ["", "ECE as in the paper's code: 10 bins of confidence, 0.015 wide up to 0.135 and one open bin "
-                  "above; a prediction is correct when the argmax pixel lies within one pixel's area (radius "
-                  "1/√π px) of the truth.",
-                  "", "Full report: [docs/evaluation/REPORT.md](../../docs/evaluation/REPORT.md)."]
+        lines += ["", ECE_DEFINITION, "", "Full report: [docs/evaluation/REPORT.md](../../docs/evaluation/REPORT.md)."]
     lines += ["", "## Intended use and limits", "",
               "- Lateral cephalograms like ISBI 2015 (right-facing, whole skull in view). Other framings, "
               "scales and exposures: see docs/robustness.md.",
