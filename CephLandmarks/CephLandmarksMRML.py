@@ -29,6 +29,7 @@ from CephLandmarksLib.images import DEFAULT_SPACING_MM, Radiograph
 from CephLandmarksLib.measurement_uncertainty import (DEFAULT_SAMPLES, DEFAULT_SEED, UNCERTAIN_BELOW,
                                                       measure_detection)
 from CephLandmarksLib.measurements import MEASUREMENTS
+from CephLandmarksLib.text import probability_text
 
 DETECTION_ATTRIBUTE = "CephLandmarks.Detection"
 VOLUME_REFERENCE = "CephLandmarksVolume"
@@ -139,6 +140,8 @@ def radiographFromVolume(volumeNode, spacingMm=None):
 
 def _describe(record):
     text = f"{record['name']}; confidence {record['confidence']:.2f}; ERE {record['ere_mm']:.2f} mm"
+    if record.get("p_large_error") is not None:
+        text += f"; P(large error) {probability_text(record['p_large_error'])}"
     if record["flagged"]:
         text += "; FLAGGED"
     if record.get("reviewed"):
@@ -403,13 +406,13 @@ def createHeatmapVolume(scene, detection, volumeNode, landmarksNode, colorNodeID
 # --- table -------------------------------------------------------------------------------------
 
 TABLE_COLUMNS = (("Index", "int"), ("Landmark", "string"), ("Abbreviation", "string"), ("X (mm)", "double"),
-                 ("Y (mm)", "double"), ("Confidence", "double"), ("ERE (mm)", "double"), ("Flagged", "string"),
-                 ("Reviewed", "string"), ("Edited", "string"))
+                 ("Y (mm)", "double"), ("Confidence", "double"), ("ERE (mm)", "double"),
+                 ("P(large error) (%)", "double"), ("Flagged", "string"), ("Reviewed", "string"), ("Edited", "string"))
 
 
 def sortedRows(node):
-    """Landmark rows, flagged first, each group by decreasing ERE."""
-    return sorted(landmarkRows(node), key=lambda r: (not r["flagged"], -r["ere_mm"]))
+    """Landmark rows, flagged first, each group by decreasing probability of a large error (then ERE)."""
+    return sorted(landmarkRows(node), key=lambda r: (not r["flagged"], -(r.get("p_large_error") or 0.0), -r["ere_mm"]))
 
 
 _COLUMN_ARRAYS = {"int": vtk.vtkIntArray, "bit": vtk.vtkBitArray, "string": vtk.vtkStringArray,
@@ -440,9 +443,10 @@ def updateTable(scene, landmarksNode, tableNode=None):
     table, arrays = _resetTable(tableNode, TABLE_COLUMNS)
     yesNo = {True: "yes", False: "no"}
     for row in sortedRows(landmarksNode):
+        p = row.get("p_large_error")  # None in records made by a model without the score
         values = (row["index"], row["name"], row["abbreviation"], row["x_mm"], row["y_mm"], row["confidence"],
-                  row["ere_mm"], yesNo[bool(row["flagged"])], yesNo[bool(row["reviewed"])],
-                  yesNo[bool(row["edited"])])
+                  row["ere_mm"], None if p is None else 100 * p, yesNo[bool(row["flagged"])],
+                  yesNo[bool(row["reviewed"])], yesNo[bool(row["edited"])])
         for array, value in zip(arrays, values):
             array.InsertNextValue(float("nan") if value is None else value)  # missing landmark: no position
     table.Modified()
@@ -540,8 +544,8 @@ def exportMarkupsJson(landmarksNode, path):
         raise CephError(f"could not write {path}")
 
 
-CSV_FIELDS = ("index", "name", "abbreviation", "x_px", "y_px", "x_mm", "y_mm", "confidence", "ere_mm", "flagged",
-              "reviewed", "edited")
+CSV_FIELDS = ("index", "name", "abbreviation", "x_px", "y_px", "x_mm", "y_mm", "confidence", "ere_mm",
+              "p_large_error", "flagged", "reviewed", "edited")
 
 
 def exportCsv(landmarksNode, path):
@@ -550,7 +554,7 @@ def exportCsv(landmarksNode, path):
         writer.writerow(CSV_FIELDS + ("R", "A", "S"))
         for row in landmarkRows(landmarksNode):
             ras = row["ras"] if row.get("present", True) else ["", "", ""]
-            writer.writerow([row[k] for k in CSV_FIELDS] + list(ras))
+            writer.writerow([row.get(k, "") for k in CSV_FIELDS] + list(ras))
 
 
 def cliJson(landmarksNode):
@@ -558,9 +562,10 @@ def cliJson(landmarksNode):
     and, per landmark, "reviewed" and "edited"."""
     record = detectionRecord(landmarksNode)
     out = {k: v for k, v in record.items() if k not in ("landmarks", "pixel_to_ras")}
-    keys = ("index", "name", "abbreviation", "x_px", "y_px", "x_mm", "y_mm", "confidence", "ere_mm", "flagged",
-            "reviewed", "edited")
-    out["landmarks"] = [{k: row[k] for k in keys} for row in landmarkRows(landmarksNode) if row.get("present", True)]
+    keys = ("index", "name", "abbreviation", "x_px", "y_px", "x_mm", "y_mm", "confidence", "ere_mm", "p_large_error",
+            "flagged", "reviewed", "edited")
+    out["landmarks"] = [{k: row[k] for k in keys if k in row} for row in landmarkRows(landmarksNode)
+                        if row.get("present", True)]
     return out
 
 

@@ -26,7 +26,7 @@ from .images import normalise
 from .missing import missing_landmarks, outside_mass
 from .model import run_network
 from .modelfile import LoadedModel, load_model, model_mm_per_px
-from .uncertainty import credible_contours, expected_radial_error_mm
+from .uncertainty import LARGE_ERROR_MM, credible_contours, error_probability, expected_radial_error_mm
 
 CONTOUR_MASSES = (0.5, 0.9)
 RIGHT_FACING = "right-facing"
@@ -44,9 +44,10 @@ class LandmarkResult:
     y_mm: float
     confidence: float  # the heatmap's maximum probability (calibrated)
     ere_mm: float  # expected radial error
-    flagged: bool  # ere_mm above the model's threshold
+    flagged: bool  # ere_mm above the model's threshold, missing or implausible
     contours_px: dict = field(default_factory=dict)  # {"50": [(K, 2) x, y image px], "90": [...]}
     missing: bool = False  # outside the image: x/y are NaN (None in JSON) and the point is flagged
+    p_large_error: float = float("nan")  # P(error > LARGE_ERROR_MM, 4 mm), from the calibrated heatmap
 
     def to_json_dict(self) -> dict:
         keys = ("index", "name", "abbreviation", "x_px", "y_px", "x_mm", "y_mm", "confidence", "ere_mm", "flagged")
@@ -55,6 +56,8 @@ class LandmarkResult:
             d[k] = round(float(d[k]), 3) if np.isfinite(d[k]) and not (self.missing and k != "ere_mm") else None
         d["confidence"] = round(float(d["confidence"]), 4)
         d["flagged"] = bool(d["flagged"])
+        if np.isfinite(self.p_large_error):
+            d["p_large_error"] = round(float(self.p_large_error), 6)
         if self.missing:
             d["missing"] = True
         return d
@@ -77,6 +80,7 @@ class Detection:
     framing: str = FRAMING_FIT  # "physical" or "fit-width" (images.framing_for)
     orientation: str = RIGHT_FACING  # or LEFT_FACING
     alignment: dict = field(default_factory=dict)  # {"shift_model_px"} (second pass kept), {"implausible": [...]}
+    large_error_mm: float = LARGE_ERROR_MM  # the radius of the landmarks' p_large_error
 
     @property
     def points_px(self) -> np.ndarray:
@@ -94,6 +98,7 @@ class Detection:
             "spacing_source": self.spacing_source,
             "model": dict(self.model),
             "ere_threshold_mm": round(float(self.ere_threshold_mm), 3),
+            "large_error_mm": self.large_error_mm,
             "framing": self.framing,
             "orientation": self.orientation,
             **({"alignment": self.alignment} if self.alignment else {}),
@@ -167,19 +172,21 @@ class LandmarkDetector:
         return (*result, RIGHT_FACING)
 
     def _decode(self, probs, frame, outside, spacing_mm):
-        """(uv, confidence, missing, ERE) of one pass."""
+        """(uv, confidence, missing, ERE, P(large error), ERE over the model's threshold) of one pass."""
         uv = decode_points(probs[None], self.info.refine_radius)[0].numpy()
         conf = probs.amax(dim=(1, 2)).numpy()
         missing = missing_landmarks(uv, frame, outside, conf)
-        ere = expected_radial_error_mm(probs, uv, frame.model_pixel_mm(spacing_mm))
-        return uv, conf, missing, ere
+        mm = frame.model_pixel_mm(spacing_mm)
+        ere = expected_radial_error_mm(probs, uv, mm)
+        p_large = error_probability(probs, uv, mm, LARGE_ERROR_MM)
+        return uv, conf, missing, ere, p_large, ere > self.info.ere_threshold_mm
 
     def aligned_pass(self, radiograph: Radiograph, probs, frame, outside):
         """A second pass on a frame that puts the anatomy where training had it; None if not needed
         or not better (mean confidence)."""
-        uv, _, missing, ere = self._decode(probs, frame, outside, radiograph.spacing_mm)
+        uv, _, missing, _, _, uncertain = self._decode(probs, frame, outside, radiograph.spacing_mm)
         ref = reference_uv(self.info, self.mm_per_px)
-        moved = realigned_frame(frame, uv, ref, ~missing & (ere <= self.info.ere_threshold_mm), allow_scale=False)
+        moved = realigned_frame(frame, uv, ref, ~missing & ~uncertain, allow_scale=False)
         if moved is None:
             return None
         again = self._run(to_model_input(normalise(radiograph.pixels), moved), moved)
@@ -194,12 +201,11 @@ class LandmarkDetector:
             if again is not None:
                 alignment = {"shift_model_px": [int(a - b) for a, b in zip(again[1].offset, frame.offset)]}
                 probs, frame, outside = again
-        uv, conf, missing, ere = self._decode(probs, frame, outside, radiograph.spacing_mm)
+        uv, conf, missing, ere, p_large, uncertain = self._decode(probs, frame, outside, radiograph.spacing_mm)
         implausible, expected_outside = shape_check(
-            uv, reference_uv(self.info, self.mm_per_px), ~missing & (ere <= self.info.ere_threshold_mm), frame,
-            self.mm_per_px)
+            uv, reference_uv(self.info, self.mm_per_px), ~missing & ~uncertain, frame, self.mm_per_px)
         missing = missing | (implausible & expected_outside)
-        flagged = missing | implausible | (ere > self.info.ere_threshold_mm)
+        flagged = missing | implausible | uncertain
         xy_px = frame.model_to_image(uv)
         xy_px[missing] = np.nan
         xy_mm = px_to_mm(xy_px, radiograph.spacing_mm)
@@ -213,7 +219,7 @@ class LandmarkDetector:
             landmarks.append(LandmarkResult(
                 i + 1, name, abbr, float(xy_px[i, 0]), float(xy_px[i, 1]), float(xy_mm[i, 0]), float(xy_mm[i, 1]),
                 float(conf[i]), float(ere[i]), bool(flagged[i]), cont,
-                bool(missing[i]),
+                bool(missing[i]), float(p_large[i]),
             ))
         if implausible.any():
             alignment = dict(alignment, implausible=[self.info.landmark_abbreviations[i]

@@ -11,9 +11,10 @@ from .datasets import load_dataset
 from .heatmaps import argmax_2d, decode_points, softmax_2d
 from .metrics import (ECE_DEFINITION, UNIFORM_BIN_EDGES, grouped_correlation, hits, radial_errors_mm, reliability,
                       roc_curve, summarise)
-from .uncertainty import expected_radial_error_mm
+from .uncertainty import LARGE_ERROR_MM, error_probability, expected_radial_error_mm
 
 ERROR_LEVELS_MM = (2.0, 4.0)
+P_LARGE_BIN_EDGES = (0.0, 0.001, 0.01, 0.05, 0.2, 1.0)  # reliability of p_large_error: most values are tiny
 REFINE_RADII = (0, 1, 2)  # 0: plain argmax
 
 
@@ -26,9 +27,11 @@ class Scored:
     ere_mm: np.ndarray  # (N, L)
     confidence: np.ndarray  # (N, L) heatmap maximum
     correct: np.ndarray  # (N, L) true point rounds to the argmax pixel
+    p_large: np.ndarray  # (N, L) P(error > large_error_mm) read from the heatmap
 
 
-def score_logits(logits: torch.Tensor, data, temperatures=None, refine_radius: int = 1) -> Scored:
+def score_logits(logits: torch.Tensor, data, temperatures=None, refine_radius: int = 1,
+                 large_error_mm: float = LARGE_ERROR_MM) -> Scored:
     """Decode logits (N, L, H, W) of a PreparedSet (training.prepare) and score them."""
     probs = softmax_2d(logits, temperatures)
     uv = decode_points(probs, refine_radius).numpy()
@@ -36,22 +39,20 @@ def score_logits(logits: torch.Tensor, data, temperatures=None, refine_radius: i
     correct = hits(peak, data.uv.numpy())
     pred_px = np.stack([f.model_to_image(p) for f, p in zip(data.frames, uv)])
     errors = radial_errors_mm(pred_px, data.landmarks_px, data.spacings_mm)
-    ere = np.stack([
-        expected_radial_error_mm(probs[i], uv[i], f.model_pixel_mm(data.spacings_mm[i]))
-        for i, f in enumerate(data.frames)
-    ])
-    return Scored(pred_px, errors, ere, probs.amax(dim=(2, 3)).numpy(), correct)
+    mm = [f.model_pixel_mm(s) for f, s in zip(data.frames, data.spacings_mm)]
+    ere = np.stack([expected_radial_error_mm(probs[i], uv[i], mm[i]) for i in range(len(mm))])
+    p_large = np.stack([error_probability(probs[i], uv[i], mm[i], large_error_mm) for i in range(len(mm))])
+    return Scored(pred_px, errors, ere, probs.amax(dim=(2, 3)).numpy(), correct, p_large)
 
 
-def roc_summary(ere_mm, errors_mm, threshold_mm):
-    """AUC of ERE for errors above each level, and the TPR/FPR of the model's threshold."""
+def roc_summary(score, errors_mm, flagged, threshold_label=""):
+    """ROC and AUC of a score for errors above each level, and the TPR/FPR of the model's flags."""
     out = {}
     for level in ERROR_LEVELS_MM:
         pos = errors_mm.ravel() > level
-        fpr, tpr, thr, auc = roc_curve(ere_mm, pos)
-        flagged = ere_mm.ravel() > threshold_mm
-        tp, fp = _share(flagged[pos]), _share(flagged[~pos])
-        out[level] = {"fpr": fpr, "tpr": tpr, "auc": auc, "threshold_point": (fp, tp, threshold_mm),
+        fpr, tpr, thr, auc = roc_curve(score, pos)
+        tp, fp = _share(flagged.ravel()[pos]), _share(flagged.ravel()[~pos])
+        out[level] = {"fpr": fpr, "tpr": tpr, "auc": auc, "threshold_point": (fp, tp, threshold_label),
                       "n_positive": int(pos.sum())}
     return out
 
@@ -85,8 +86,9 @@ def evaluate(model_path, dataset, split, out_dir, ground_truth="mean", device="c
     rel_after = reliability(scored.confidence, scored.correct)
     ece_uniform = [reliability(x.confidence, x.correct, UNIFORM_BIN_EDGES)["ece"] for x in (scored_raw, scored)]
     r, groups = grouped_correlation(scored.ere_mm, scored.errors_mm)
-    rocs = roc_summary(scored.ere_mm, scored.errors_mm, info.ere_threshold_mm)
     flagged = scored.ere_mm > info.ere_threshold_mm
+    rocs = roc_summary(scored.ere_mm, scored.errors_mm, flagged, f"flags: ERE > {info.ere_threshold_mm:.2f} mm")
+    rocs_p = roc_summary(scored.p_large, scored.errors_mm, flagged)
     metrics.update({
         "split": split,
         "ground_truth": ground_truth,
@@ -99,6 +101,9 @@ def evaluate(model_path, dataset, split, out_dir, ground_truth="mean", device="c
         "ere_error_pearson": r,
         "roc_auc_2mm": rocs[2.0]["auc"],
         "roc_auc_4mm": rocs[4.0]["auc"],
+        "p_large_error_roc_auc_2mm": rocs_p[2.0]["auc"],
+        "p_large_error_roc_auc_4mm": rocs_p[4.0]["auc"],
+        "p_large_error_reliability": reliability(scored.p_large, scored.errors_mm > LARGE_ERROR_MM, P_LARGE_BIN_EDGES),
         "ere_threshold_mm": info.ere_threshold_mm,
         "flagged_percent": float(100 * flagged.mean()),
         "flagged_share_of_errors_over_4mm": rocs[4.0]["threshold_point"][1],
@@ -114,12 +119,16 @@ def evaluate(model_path, dataset, split, out_dir, ground_truth="mean", device="c
     for name, draw in (
         ("reliability.png", lambda p: reliability_diagram(rel_before, rel_after, p, title)),
         ("ere_vs_error.png", lambda p: ere_scatter(scored.ere_mm.ravel(), scored.errors_mm.ravel(), groups, r, p, title)),
-        ("roc.png", lambda p: roc_plot({f"error > {k:g} mm (n={v['n_positive']})": v for k, v in rocs.items()}, p, title)),
+        ("roc.png", lambda p: roc_plot({
+            **{f"ERE, error > {k:g} mm (n={v['n_positive']})": v for k, v in rocs.items()},
+            **{f"P(error > {LARGE_ERROR_MM:g} mm), error > {k:g} mm": dict(v, threshold_point=None, ls="--")
+               for k, v in rocs_p.items()}}, p, title)),
     ):
         atomic_write(out / name, draw)
     atomic_write(out / "metrics.json", lambda p: Path(p).write_text(json.dumps(_json_safe(metrics), indent=2)))
     np.savez_compressed(out / "predictions.npz", ids=np.array(data.ids), pred_px=scored.pred_px,
-                        errors_mm=scored.errors_mm, ere_mm=scored.ere_mm, confidence=scored.confidence)
+                        errors_mm=scored.errors_mm, ere_mm=scored.ere_mm, confidence=scored.confidence,
+                        p_large_error=scored.p_large)
     return metrics
 
 

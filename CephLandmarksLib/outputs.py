@@ -3,7 +3,10 @@
 import json
 from pathlib import Path
 
+import numpy as np
+
 from .modelfile import atomic_write
+from .text import probability_text
 
 MARKUPS_SCHEMA = (
     "https://raw.githubusercontent.com/slicer/slicer/master/Modules/Loadable/Markups/Resources/Schema/"
@@ -32,6 +35,8 @@ def markups_dict(detection) -> dict:
             "id": str(lm.index),
             "label": lm.abbreviation,
             "description": f"{lm.name}; confidence {lm.confidence:.3f}; ERE {lm.ere_mm:.2f} mm"
+            + (f"; P(error > {detection.large_error_mm:g} mm) {probability_text(lm.p_large_error)}"
+               if np.isfinite(lm.p_large_error) else "")
             + ("; FLAGGED" if lm.flagged else "") + ("; MISSING (outside the image)" if lm.missing else ""),
             "associatedNodeID": "",
             "position": [0.0, 0.0, 0.0] if lm.missing else [round(float(v), 4) for v in lps],

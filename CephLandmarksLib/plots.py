@@ -114,19 +114,22 @@ def ere_scatter(ere_mm, error_mm, group_means, pearson_r, path, title=""):
 
 
 def roc_plot(curves: dict, path, title=""):
-    """curves: {label: {"fpr", "tpr", "auc", "threshold_point": (fpr, tpr, ere)}}"""
+    """curves: {label: {"fpr", "tpr", "auc", "threshold_point": (fpr, tpr, text) or None, "ls": "-"}}"""
     fig = _figure(5.5, 5)
     ax = fig.add_subplot(1, 1, 1)
+    written = set()
     for label, c in curves.items():
-        ax.plot(c["fpr"], c["tpr"], lw=1.6, label=f"{label}: AUC {c['auc']:.3f}")
+        ax.plot(c["fpr"], c["tpr"], lw=1.6, ls=c.get("ls", "-"), label=f"{label}: AUC {c['auc']:.3f}")
         if c.get("threshold_point"):
-            f, t, e = c["threshold_point"]
+            f, t, text = c["threshold_point"]
             ax.plot(f, t, "o", color="black")
-            ax.annotate(f"ERE {e:.2f} mm", (f, t), xytext=(8, -12), textcoords="offset points", fontsize=8)
+            if text not in written:  # the same threshold on several curves: named once
+                ax.annotate(text, (f, t), xytext=(8, 6), textcoords="offset points", fontsize=8)
+                written.add(text)
     ax.plot([0, 1], [0, 1], "k:", lw=1)
     ax.set_xlabel("false positive rate")
     ax.set_ylabel("true positive rate")
-    ax.set_title(title or "ROC of ERE for erroneous landmarks")
+    ax.set_title(title or "ROC of the uncertainty scores for erroneous landmarks")
     ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
     fig.savefig(path, format="png")

@@ -13,6 +13,7 @@ import numpy as np
 from .errors import CephError
 from .measurement_uncertainty import DEFAULT_SAMPLES, DEFAULT_SEED, UNCERTAIN_BELOW, measure_detection
 from .modelfile import atomic_write
+from .text import probability_text
 
 A4_INCHES = (8.27, 11.69)
 PNG_DPI = 150
@@ -51,7 +52,7 @@ def measurement_rows(results: list) -> list:
 def landmark_rows(detection) -> list:
     return [[str(lm.index), f"{lm.abbreviation}  {lm.name}", "missing" if lm.missing else f"{lm.x_mm:.1f}",
              "" if lm.missing else f"{lm.y_mm:.1f}", f"{lm.confidence:.3f}", f"{lm.ere_mm:.2f}",
-             "FLAG" if lm.flagged else ""] for lm in detection.landmarks]
+             probability_text(lm.p_large_error), "FLAG" if lm.flagged else ""] for lm in detection.landmarks]
 
 
 def _table(ax, header, rows, col_widths, fontsize, highlight):
@@ -109,10 +110,10 @@ def report_figure(pixels, detection, results: list, when=None):
     _overlay(fig.add_axes((0.03, 0.535, 0.40, 0.40)), pixels, detection)
 
     lm_ax = fig.add_axes((0.45, 0.535, 0.52, 0.40))
-    lm_ax.set_title(f"Landmarks (mm from the image's top-left; FLAG: ERE > {detection.ere_threshold_mm:.1f} mm)",
+    lm_ax.set_title(f"Landmarks (mm from the image's top-left; FLAG: ERE > {detection.ere_threshold_mm:.2f} mm)",
                     fontsize=7)
-    _table(lm_ax, ["#", "Landmark", "x mm", "y mm", "conf.", "ERE mm", ""], landmark_rows(detection),
-           [0.05, 0.47, 0.1, 0.1, 0.1, 0.1, 0.08], 6.2,
+    _table(lm_ax, ["#", "Landmark", "x mm", "y mm", "conf.", "ERE mm", f"P(>{detection.large_error_mm:g} mm)", ""],
+           landmark_rows(detection), [0.05, 0.36, 0.09, 0.09, 0.09, 0.10, 0.14, 0.08], 6.2,
            [FLAGGED_ROW_RGB if lm.flagged else None for lm in detection.landmarks])
 
     m_ax = fig.add_axes((0.03, 0.075, 0.94, 0.43))
@@ -125,14 +126,16 @@ def report_figure(pixels, detection, results: list, when=None):
            [UNCERTAIN_ROW_RGB if r[-1] else None for r in rows])
 
     sx, sy = detection.spacing_mm
-    fig.text(0.04, 0.05, f"Model: {model.get('name', '?')} version {model.get('version', '?')} "
+    fig.text(0.04, 0.054, f"Model: {model.get('name', '?')} version {model.get('version', '?')} "
              f"(sha256 {str(model.get('sha256', ''))[:12]})   Pixel spacing: {sx:g} x {sy:g} mm "
              f"({detection.spacing_source})" + ("  - ASSUMED, distances may be wrong" if
                                                 detection.spacing_source == "assumed" else ""),
              fontsize=6.5, va="top")
-    fig.text(0.04, 0.035, "Classes and thresholds: ISBI 2015 challenge (Wang et al., Med Image Anal 2016). "
-             "ERE: expected radial error from the calibrated heatmap.", fontsize=6.5, va="top")
-    fig.text(0.04, 0.02, DISCLAIMER, fontsize=7, weight="bold", va="top")
+    fig.text(0.04, 0.041, "Classes and thresholds: ISBI 2015 challenge (Wang et al., Med Image Anal 2016). "
+             "ERE: expected radial error from the calibrated heatmap;", fontsize=6.5, va="top")
+    fig.text(0.04, 0.030, "P(>4 mm): the heatmap's probability that the point is more than 4 mm off "
+             "(it cannot see systematic errors).", fontsize=6.5, va="top")
+    fig.text(0.04, 0.016, DISCLAIMER, fontsize=7, weight="bold", va="top")
 
     return fig
 

@@ -88,7 +88,7 @@ def syntheticDetection(image_size=(200, 240), spacing=(0.1, 0.1), model_size=(96
         landmarks.append(LandmarkResult(
             lm.index, lm.name, lm.abbreviation, float(x), float(y), float(x * spacing[0]), float(y * spacing[1]),
             float(p.max() / p.sum()), 2.5 if is_flagged else 0.8, is_flagged,
-            {"50": [circle(radius)], "90": [circle(2 * radius)]}))
+            {"50": [circle(radius)], "90": [circle(2 * radius)]}, False, 0.2 + 0.01 * lm.index if is_flagged else 0.001))
     return Detection("synthetic.png", image_size, spacing, "user", {"name": "synthetic", "version": "0",
                                                                      "sha256": "0" * 64},
                      1.5, landmarks, np.asarray(probs, dtype=np.float32), frame)

@@ -28,12 +28,17 @@ def test_detect_writes_json_markups_and_png(tiny_model, generic_dataset, tmp_pat
     assert set(d["model"]) == {"name", "version", "sha256"} and len(d["model"]["sha256"]) == 64
     lms = d["landmarks"]
     assert [lm["index"] for lm in lms] == list(range(1, 20))
-    keys = {"index", "name", "abbreviation", "x_px", "y_px", "x_mm", "y_mm", "confidence", "ere_mm", "flagged"}
+    keys = {"index", "name", "abbreviation", "x_px", "y_px", "x_mm", "y_mm", "confidence", "ere_mm", "flagged",
+            "p_large_error"}
     assert all(set(lm) == keys for lm in lms)
+    assert d["large_error_mm"] == 4.0
+    implausible = set(d.get("alignment", {}).get("implausible", []))
     for lm in lms:
         assert 0 <= lm["x_px"] < 96 and 0 <= lm["y_px"] < 120 and 0 < lm["confidence"] <= 1 and lm["ere_mm"] >= 0
+        assert 0 <= lm["p_large_error"] <= 1
         assert lm["x_mm"] == pytest.approx(lm["x_px"] * 0.3, abs=2e-3)
-        assert lm["flagged"] == (lm["ere_mm"] > d["ere_threshold_mm"])
+        rule = lm["ere_mm"] > d["ere_threshold_mm"]
+        assert lm["flagged"] == (rule or lm.get("missing", False) or lm["abbreviation"] in implausible)
     mrk = json.loads((tmp_path / "o" / "case.mrk.json").read_text())["markups"][0]
     assert mrk["type"] == "Fiducial" and mrk["coordinateSystem"] == "LPS"
     pts = mrk["controlPoints"]
@@ -97,8 +102,10 @@ def test_evaluate_and_calibrate(tiny_model, generic_dataset, tmp_path, capsys):
     assert code == 0, err
     m = json.loads((tmp_path / "ev" / "metrics.json").read_text())
     for key in ("n_images", "mre_mm", "mre_std_mm", "sdr", "per_landmark", "ece", "ece_uncalibrated",
-                "ere_error_pearson", "roc_auc_2mm", "roc_auc_4mm", "ere_threshold_mm"):
+                "ere_error_pearson", "roc_auc_2mm", "roc_auc_4mm", "ere_threshold_mm", "p_large_error_roc_auc_4mm",
+                "p_large_error_reliability"):
         assert key in m, key
+    assert sum(m["p_large_error_reliability"]["counts"]) == 2 * 19
     assert m["n_images"] == 2 and set(m["sdr"]) == {"2.0", "2.5", "3.0", "4.0"} and len(m["per_landmark"]) == 19
     assert isinstance(m["ece"], float) and isinstance(m["ece_uncalibrated"], float)  # never NaN/null
     json.loads((tmp_path / "ev" / "metrics.json").read_text(), parse_constant=lambda c: pytest.fail(c))

@@ -157,6 +157,10 @@ def test_table_rows_edits_and_review(scene, volume, detection):
     assert first.flagged and t.GetValueByName(0, "Landmark").ToString() == first.name
     assert t.GetValueByName(0, "X (mm)").ToDouble() == pytest.approx(first.x_mm)
     assert t.GetValueByName(0, "ERE (mm)").ToDouble() == pytest.approx(first.ere_mm)
+    # flagged rows by decreasing probability of a large error: landmark 12 (0.32) before 7 and 3
+    assert [M.tableRowLandmarkIndex(table, r) for r in range(3)] == [12, 7, 3]
+    assert t.GetValueByName(0, "P(large error) (%)").ToDouble() == pytest.approx(32.0)
+    assert "P(large error) 32 %" in node.GetNthControlPointDescription(11)
 
     # the user drags point 2 (Nasion) by 10 pixels along x
     lm = detection.landmarks[1]

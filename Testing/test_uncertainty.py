@@ -1,7 +1,8 @@
 import numpy as np
 import torch
 
-from CephLandmarksLib.uncertainty import credible_contours, credible_level, expected_radial_error_mm
+from CephLandmarksLib.text import probability_text
+from CephLandmarksLib.uncertainty import credible_contours, credible_level, error_probability, expected_radial_error_mm
 
 
 def ere_reference(p, point, mm):
@@ -35,6 +36,28 @@ def test_ere_of_a_delta_is_zero_and_grows_with_spread():
     wide = np.exp(-((xx - 20) ** 2 + (yy - 20) ** 2) / 2 / 3.0**2)
     e = expected_radial_error_mm(np.stack([narrow / narrow.sum(), wide / wide.sum()]), [[20, 20]] * 2, (0.5, 0.5))
     assert 0 < e[0] < e[1]
+
+
+def test_error_probability_is_the_mass_beyond_the_radius():
+    # A map with 0.7 at the point, 0.2 at 3 mm and 0.1 at 5 mm (anisotropic pixels: 0.5 x 1.0 mm).
+    p = np.zeros((1, 20, 30))
+    p[0, 10, 10] = 0.7
+    p[0, 13, 10] = 0.2  # 3 rows below: 3 mm
+    p[0, 10, 20] = 0.1  # 10 columns right: 5 mm
+    assert error_probability(p, [[10, 10]], (0.5, 1.0), 4.0)[0] == np.float64(0.1).item()
+    assert abs(error_probability(p, [[10, 10]], (0.5, 1.0), 2.0)[0] - 0.3) < 1e-12
+    assert error_probability(p, [[10, 10]], (0.5, 1.0), 6.0)[0] == 0.0
+    # Unlike ERE, faint far pixels count: 100 pixels of 1e-4 (under 5 % of the peak) far away.
+    q = np.zeros((1, 40, 40))
+    q[0, 0, 0] = 0.99
+    q[0, 30:40, 30:40] = 1e-4
+    assert abs(error_probability(q, [[0, 0]], (1, 1), 4.0)[0] - 0.01) < 1e-9
+    assert expected_radial_error_mm(q, [[0, 0]], (1, 1))[0] == 0.0
+
+
+def test_probability_text():
+    assert [probability_text(p) for p in (0.0004, 0.004, 0.0949, 0.32, float("nan"), None)] == [
+        "< 0.1 %", "0.4 %", "9.5 %", "32 %", "", ""]
 
 
 def test_credible_level_holds_the_mass():

@@ -20,12 +20,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from CephLandmarksLib.cli import default_model_path  # noqa: E402
 from CephLandmarksLib.datasets import load_dataset  # noqa: E402
 from CephLandmarksLib.detect import LandmarkDetector  # noqa: E402
-from CephLandmarksLib.evaluate import evaluate  # noqa: E402
+from CephLandmarksLib.evaluate import P_LARGE_BIN_EDGES, evaluate  # noqa: E402
 from CephLandmarksLib.images import read_radiograph  # noqa: E402
 from CephLandmarksLib.metrics import ECE_DEFINITION  # noqa: E402
 from CephLandmarksLib.metrics import radial_errors_mm, summarise  # noqa: E402
 from CephLandmarksLib.modelfile import atomic_write  # noqa: E402
 from CephLandmarksLib.plots import render_overlay  # noqa: E402
+from CephLandmarksLib.uncertainty import LARGE_ERROR_MM  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -65,7 +66,7 @@ def main():
             target = out / "overlays" / f"{split}_{label}_{image_id}.png"
             atomic_write(target, lambda p: render_overlay(rad.pixels, det.detect(rad), p))
         print(f"{split}: MRE {m['mre_mm']:.3f} mm, SDR2 {m['sdr']['2.0']:.1f} %, ECE {m['ece_uncalibrated']:.2f} -> "
-              f"{m['ece']:.2f} %, AUC4 {m['roc_auc_4mm']:.3f}", flush=True)
+              f"{m['ece']:.2f} %, AUC4 ERE {m['roc_auc_4mm']:.3f}, P {m['p_large_error_roc_auc_4mm']:.3f}", flush=True)
 
     info = det.info
     lines = [
@@ -78,14 +79,15 @@ def main():
         "",
         "## Headline (ground truth: mean of the two doctors)",
         "",
-        "| | MRE (mm) | SD | SDR 2 | 2.5 | 3 | 4 mm (%) | ECE before → after (%) | AUC ERE, err > 2 mm | > 4 mm | Pearson r (groups of 36) | flagged (%) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| | MRE (mm) | SD | SDR 2 | 2.5 | 3 | 4 mm (%) | ECE before → after (%) | AUC ERE, err > 2 mm | > 4 mm "
+        f"| AUC P(error > {LARGE_ERROR_MM:g} mm), err > 4 mm | Pearson r ERE (groups of 36) | flagged (%) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for split, (m, _) in results.items():
         lines.append(
             f"| {split} | {m['mre_mm']:.3f} | {m['mre_std_mm']:.2f} | {fmt_sdr(m['sdr'])} | "
             f"{m['ece_uncalibrated']:.2f} → {m['ece']:.2f} | {m['roc_auc_2mm']:.3f} | {m['roc_auc_4mm']:.3f} | "
-            f"{m['ere_error_pearson']:.3f} | {m['flagged_percent']:.1f} |"
+            f"{m['p_large_error_roc_auc_4mm']:.3f} | {m['ere_error_pearson']:.3f} | {m['flagged_percent']:.1f} |"
         )
     lines += ["", ECE_DEFINITION + " With 10 uniform bins on [0, 1] instead: " + "; ".join(
                   f"{split} {m['ece_uniform_bins_before_after'][0]:.2f} → {m['ece_uniform_bins_before_after'][1]:.2f} %"
@@ -99,11 +101,21 @@ def main():
     for split, (m, _) in results.items():
         r = m["mre_mm_by_refine_radius"]
         lines.append(f"| {split} | {r['0']:.3f} | {r['1']:.3f} | {r['2']:.3f} |")
-    lines += ["", "Flags: share of errors > 4 mm that are flagged, and of points within 2 mm that are flagged:", "",
+    lines += ["", f"Flags (ERE > {info.ere_threshold_mm:.2f} mm): share of errors > 4 mm that are flagged, and of "
+              "points within 2 mm that are flagged:", "",
               "| | errors > 4 mm flagged | points ≤ 2 mm flagged |", "|---|---|---|"]
     for split, (m, _) in results.items():
         lines.append(f"| {split} | {100 * (m['flagged_share_of_errors_over_4mm'] or 0):.1f} % | "
                      f"{100 * m['flagged_share_of_points_under_2mm']:.1f} % |")
+    lines += ["", f"Probability of an error over {LARGE_ERROR_MM:g} mm (`p_large_error`), as given and as observed "
+              "(points per bin in brackets):", "",
+              "| | " + " | ".join(f"{a:g}–{b:g}" for a, b in zip(P_LARGE_BIN_EDGES[:-1], P_LARGE_BIN_EDGES[1:])) + " |",
+              "|---|" + "---|" * (len(P_LARGE_BIN_EDGES) - 1)]
+    for split, (m, _) in results.items():
+        r = m["p_large_error_reliability"]
+        lines.append(f"| {split} | " + " | ".join(
+            f"{100 * c:.2g} % → {100 * a:.2g} % ({n})" if n else "–"
+            for c, a, n in zip(r["confidence"], r["accuracy"], r["counts"])) + " |")
     for split, (m, s) in results.items():
         lines += ["", f"## {split}: per landmark", "",
                   "| # | landmark | MRE (mm) | SD | SDR 2 | 2.5 | 3 | 4 mm (%) | MRE senior |",
@@ -118,7 +130,9 @@ def main():
     atomic_write(out / "REPORT.md", lambda p: Path(p).write_text("\n".join(lines)))
     atomic_write(out / "summary.json", lambda p: Path(p).write_text(json.dumps(
         {k: {"mean": {x: v[0][x] for x in ("mre_mm", "sdr", "ece", "ece_uncalibrated", "roc_auc_2mm", "roc_auc_4mm",
-                                            "ere_error_pearson", "flagged_percent", "mre_mm_by_refine_radius")},
+                                            "p_large_error_roc_auc_4mm", "ere_error_pearson",
+                                            "flagged_percent", "flagged_share_of_errors_over_4mm",
+                                            "flagged_share_of_points_under_2mm", "mre_mm_by_refine_radius")},
              "senior": {"mre_mm": v[1]["mre_mm"], "sdr": v[1]["sdr"]}} for k, v in results.items()}, indent=2)))
     print(out / "REPORT.md")
 

@@ -13,6 +13,7 @@ import json  # noqa: E402
 
 from CephLandmarksLib.metrics import ECE_DEFINITION  # noqa: E402
 from CephLandmarksLib.modelfile import atomic_write, load_model  # noqa: E402
+from CephLandmarksLib.uncertainty import LARGE_ERROR_MM  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -56,7 +57,8 @@ def main():
         f"# Model card: {Path(a.model).name}",
         "",
         "Cephalometric landmark detector (19 ISBI 2015 landmarks), contour-hugging heatmaps "
-        "(McCouat & Voiculescu, CVPR 2022), with per-landmark temperature scaling and an ERE flag threshold.",
+        "(McCouat & Voiculescu, CVPR 2022), with per-landmark temperature scaling, an ERE flag threshold, and the probability of an error over "
+        f"{LARGE_ERROR_MM:g} mm read from each heatmap.",
         "",
         "**Licence of the training data: ISBI 2015 (Wang et al., Medical Image Analysis 2016) is for "
         "non-commercial research use; so is this model. Not a medical device.**",
@@ -86,19 +88,23 @@ def main():
     ]
     if summary:
         lines += ["", "## Test results (mean of doctors; senior only in brackets)", "",
-                  "| | MRE (mm) | SDR 2 mm | 2.5 | 3 | 4 mm | ECE before → after (%) | AUC ERE > 4 mm | flagged |",
-                  "|---|---|---|---|---|---|---|---|---|"]
+                  "| | MRE (mm) | SDR 2 mm | 2.5 | 3 | 4 mm | ECE before → after (%) | AUC ERE > 4 mm "
+                  f"| AUC P(error > {LARGE_ERROR_MM:g} mm) | flagged: all / errors > 4 mm / points ≤ 2 mm |",
+                  "|---|---|---|---|---|---|---|---|---|---|"]
         for split, s in summary.items():
             mn, sn = s["mean"], s["senior"]
             lines.append(
                 f"| {split} | {mn['mre_mm']:.3f} ({sn['mre_mm']:.3f}) | {mn['sdr']['2.0']:.1f} ({sn['sdr']['2.0']:.1f}) | "
                 f"{mn['sdr']['2.5']:.1f} | {mn['sdr']['3.0']:.1f} | {mn['sdr']['4.0']:.1f} | "
-                f"{mn['ece_uncalibrated']:.2f} → {mn['ece']:.2f} | {mn['roc_auc_4mm']:.3f} | {mn['flagged_percent']:.1f} % |")
+                f"{mn['ece_uncalibrated']:.2f} → {mn['ece']:.2f} | {mn['roc_auc_4mm']:.3f} | "
+                f"{mn['p_large_error_roc_auc_4mm']:.3f} | {mn['flagged_percent']:.1f} / "
+                f"{100 * mn['flagged_share_of_errors_over_4mm']:.1f} / {100 * mn['flagged_share_of_points_under_2mm']:.1f} % |")
         lines += ["", ECE_DEFINITION, "", "Full report: [docs/evaluation/REPORT.md](../../docs/evaluation/REPORT.md)."]
     lines += ["", "## Intended use and limits", "",
               "- Lateral cephalograms like ISBI 2015 (right-facing, whole skull in view). Other framings, "
               "scales and exposures: see docs/robustness.md.",
-              "- Every point has an ERE; flagged points must be reviewed. Unflagged points can still be wrong.",
+              f"- Every point has an ERE and a probability of an error over {LARGE_ERROR_MM:g} mm; flagged points "
+              "must be reviewed. Unflagged points can still be wrong.",
               ""]
     out = Path(a.model).with_suffix(".md")
     atomic_write(out, lambda p: Path(p).write_text("\n".join(lines)))
