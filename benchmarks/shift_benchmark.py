@@ -18,7 +18,10 @@ reported missing.  MRE, SDR and the flag shares are over the points whose truth 
 the image and that were not reported missing; those reported missing although inside are
 counted apart ("missing, truth inside").
 
-Prints a markdown table; writes shift_benchmark.json and shift_mre.png into --out.
+Prints a markdown table; writes shift_benchmark.json and shift_mre.png into --out.  Test1 and
+Test2 images are processed alternately and the figures so far are rewritten after each image
+to shift_benchmark.partial.json (removed at the end), so a long run stopped early still says
+something.
 """
 
 import argparse
@@ -107,7 +110,8 @@ def summarise(rows):
     }
 
 
-def run(det, samples, limit_s=None):
+def run(det, samples, on_image=None):
+    """{shift: [per image dict]}; on_image(table, n_done) is called after each image."""
     table = {name: [] for name in shifts()}
     for k, s in enumerate(samples):
         base = read_radiograph(s.image_path).pixels
@@ -126,6 +130,8 @@ def run(det, samples, limit_s=None):
                 left=d.orientation == LEFT_FACING, framing=d.framing,
             ))
         print(f"  {s.id} done", file=sys.stderr, flush=True)
+        if on_image is not None:
+            on_image(table, k + 1)
     return table
 
 
@@ -177,23 +183,33 @@ def main():
     torch.set_num_threads(a.threads)
     det = LandmarkDetector(a.model, a.device)
     t0 = time.time()
-    samples = []
+    per_split = []
     for split in ("test1", "test2"):
         ss = load_dataset(a.dataset, split)
-        samples += ss[:: max(1, len(ss) // a.limit)][: a.limit] if a.limit else ss
-    table = run(det, samples)
+        per_split.append(ss[:: max(1, len(ss) // a.limit)][: a.limit] if a.limit else ss)
+    # Test1 and Test2 interleaved, so that the partial results written along the way are balanced.
+    samples = [x for pair in zip(*per_split) for x in pair]
+    samples += per_split[0][len(per_split[1]):] + per_split[1][len(per_split[0]):]
+    out = Path(a.out)
+
+    def partial(table, n_done):
+        done = {name: summarise(rows) for name, rows in table.items()}
+        atomic_write(out / "shift_benchmark.partial.json", lambda p: Path(p).write_text(json.dumps(
+            {"images_done": [x.id for x in samples[:n_done]], "results": done}, indent=2)))
+
+    table = run(det, samples, partial)
     results = {name: summarise(rows) for name, rows in table.items()}
     clean = results["clean"]["mre_mm"]
     print(f"model {det.info.name} ({det.model.sha256[:12]}), {len(samples)} images (Test1 + Test2), "
           f"ERE threshold {det.info.ere_threshold_mm:.2f} mm, model scale {det.mm_per_px:.4f} mm/px, "
           f"{time.time() - t0:.0f} s\n")
     print(markdown(results, clean))
-    out = Path(a.out)
     meta = {"model": det.info.name, "sha256": det.model.sha256, "images": [s.id for s in samples],
             "ere_threshold_mm": det.info.ere_threshold_mm, "model_mm_per_px": det.mm_per_px,
             "geometric_shifts": list(GEOMETRIC), "results": results}
     atomic_write(out / "shift_benchmark.json", lambda p: Path(p).write_text(json.dumps(meta, indent=2)))
     atomic_write(out / "shift_mre.png", lambda p: plot(results, p))
+    (out / "shift_benchmark.partial.json").unlink(missing_ok=True)
 
 
 if __name__ == "__main__":
