@@ -42,7 +42,8 @@ class CephLandmarks(ScriptedLoadableModule):
         self.parent.helpText = _(
             "Detects the 19 ISBI-2015 cephalometric landmarks on a lateral skull radiograph and shows how "
             "certain each one is: red points are flagged (expected radial error above the model's threshold), "
-            "green points are confident. Contours are the 50 % and 90 % credible regions of each heatmap.")
+            "green points are confident. The table gives each point's probability of an error over 4 mm. "
+            "Contours are the 50 % and 90 % credible regions of each heatmap.")
         self.parent.acknowledgementText = _(
             "Landmarks and data conventions of the ISBI 2015 Grand Challenge in cephalometric X-ray analysis.")
 
@@ -661,6 +662,7 @@ class CephLandmarksTest(ScriptedLoadableModuleTest):
         for row in mrml.landmarkRows(node):
             self.assertTrue(0.0 <= row["confidence"] <= 1.0)
             self.assertTrue(row["ere_mm"] >= 0.0)
+            self.assertTrue(0.0 <= row["p_large_error"] <= 1.0)
             self.assertTrue(-0.5 <= row["x_px"] <= detection.image_size[0] - 0.5)
             self.assertTrue(-0.5 <= row["y_px"] <= detection.image_size[1] - 0.5)
         self.assertEqual(len(mrml.contourModels(node)), 2)
