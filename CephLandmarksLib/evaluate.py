@@ -27,11 +27,10 @@ class Scored:
     ere_mm: np.ndarray  # (N, L)
     confidence: np.ndarray  # (N, L) heatmap maximum
     correct: np.ndarray  # (N, L) true point rounds to the argmax pixel
-    p_large: np.ndarray  # (N, L) P(error > large_error_mm) read from the heatmap
+    p_large: np.ndarray  # (N, L) P(error > LARGE_ERROR_MM) read from the heatmap
 
 
-def score_logits(logits: torch.Tensor, data, temperatures=None, refine_radius: int = 1,
-                 large_error_mm: float = LARGE_ERROR_MM) -> Scored:
+def score_logits(logits: torch.Tensor, data, temperatures=None, refine_radius: int = 1) -> Scored:
     """Decode logits (N, L, H, W) of a PreparedSet (training.prepare) and score them."""
     probs = softmax_2d(logits, temperatures)
     uv = decode_points(probs, refine_radius).numpy()
@@ -41,7 +40,7 @@ def score_logits(logits: torch.Tensor, data, temperatures=None, refine_radius: i
     errors = radial_errors_mm(pred_px, data.landmarks_px, data.spacings_mm)
     mm = [f.model_pixel_mm(s) for f, s in zip(data.frames, data.spacings_mm)]
     ere = np.stack([expected_radial_error_mm(probs[i], uv[i], mm[i]) for i in range(len(mm))])
-    p_large = np.stack([error_probability(probs[i], uv[i], mm[i], large_error_mm) for i in range(len(mm))])
+    p_large = np.stack([error_probability(probs[i], uv[i], mm[i], LARGE_ERROR_MM) for i in range(len(mm))])
     return Scored(pred_px, errors, ere, probs.amax(dim=(2, 3)).numpy(), correct, p_large)
 
 
