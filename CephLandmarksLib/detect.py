@@ -8,7 +8,8 @@ Landmarks outside the image are reported missing (coordinates None) and flagged.
 Alignment: when the confident landmarks sit far from their training positions in the
 canvas, the image is moved and run again (alignment.py).  Shape check: a landmark over
 25 mm from where the confident ones put it is flagged, and reported missing when that
-place is outside the image.  The JSON's "alignment" records both.
+place is outside the image.  A point within 4 mm of the image's edge is flagged (the
+anatomy may be cut off there).  The JSON's "alignment" records all three.
 """
 
 from dataclasses import dataclass, field
@@ -23,7 +24,7 @@ from .heatmaps import decode_points, mask_padding, softmax_2d
 from .images import FRAMING_FIT, Radiograph, framing_for, model_input, read_radiograph
 from .alignment import realigned_frame, reference_uv, shape_check
 from .images import normalise
-from .missing import missing_landmarks, outside_mass
+from .missing import NEAR_EDGE_MM, missing_landmarks, near_edge, outside_mass
 from .model import run_network
 from .modelfile import LoadedModel, load_model, model_mm_per_px
 from .uncertainty import LARGE_ERROR_MM, credible_contours, error_probability, expected_radial_error_mm
@@ -79,7 +80,8 @@ class Detection:
     extra: dict = field(default_factory=dict)  # further JSON sections (e.g. measurements)
     framing: str = FRAMING_FIT  # "physical" or "fit-width" (images.framing_for)
     orientation: str = RIGHT_FACING  # or LEFT_FACING
-    alignment: dict = field(default_factory=dict)  # {"shift_model_px"} (second pass kept), {"implausible": [...]}
+    # {"shift_model_px"} (second pass kept), {"implausible": [...]}, {"near_edge": [...]} (abbreviations)
+    alignment: dict = field(default_factory=dict)
     large_error_mm: float = LARGE_ERROR_MM  # the radius of the landmarks' p_large_error
 
     @property
@@ -115,6 +117,9 @@ class Detection:
         missing = [lm.abbreviation for lm in self.landmarks if lm.missing]
         if missing:
             warnings.append(f"landmarks outside the image (reported missing): {', '.join(missing)}")
+        if self.alignment.get("near_edge"):
+            warnings.append(f"landmarks within {NEAR_EDGE_MM:g} mm of the image's edge (flagged: the anatomy may be "
+                            f"cut off): {', '.join(self.alignment['near_edge'])}")
         if warnings:
             out["warnings"] = warnings
         out.update(self.extra)
@@ -205,7 +210,8 @@ class LandmarkDetector:
         implausible, expected_outside = shape_check(
             uv, reference_uv(self.info, self.mm_per_px), ~missing & ~uncertain, frame, self.mm_per_px)
         missing = missing | (implausible & expected_outside)
-        flagged = missing | implausible | uncertain
+        edge = ~missing & near_edge(uv, frame, frame.model_pixel_mm(radiograph.spacing_mm))
+        flagged = missing | implausible | uncertain | edge
         xy_px = frame.model_to_image(uv)
         xy_px[missing] = np.nan
         xy_mm = px_to_mm(xy_px, radiograph.spacing_mm)
@@ -224,6 +230,8 @@ class LandmarkDetector:
         if implausible.any():
             alignment = dict(alignment, implausible=[self.info.landmark_abbreviations[i]
                                                      for i in np.nonzero(implausible)[0]])
+        if edge.any():
+            alignment = dict(alignment, near_edge=[self.info.landmark_abbreviations[i] for i in np.nonzero(edge)[0]])
         return Detection(
             radiograph.path, radiograph.size, tuple(radiograph.spacing_mm), radiograph.spacing_source,
             {"name": self.info.name, "version": self.info.version, "sha256": self.model.sha256},

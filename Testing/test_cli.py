@@ -32,7 +32,8 @@ def test_detect_writes_json_markups_and_png(tiny_model, generic_dataset, tmp_pat
             "p_large_error"}
     assert all(set(lm) == keys for lm in lms)
     assert d["large_error_mm"] == 4.0
-    implausible = set(d.get("alignment", {}).get("implausible", []))
+    alignment = d.get("alignment", {})
+    implausible = set(alignment.get("implausible", [])) | set(alignment.get("near_edge", []))
     for lm in lms:
         assert 0 <= lm["x_px"] < 96 and 0 <= lm["y_px"] < 120 and 0 < lm["confidence"] <= 1 and lm["ere_mm"] >= 0
         assert 0 <= lm["p_large_error"] <= 1

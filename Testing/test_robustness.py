@@ -13,7 +13,7 @@ from CephLandmarksLib.detect import LEFT_FACING, RIGHT_FACING, Detection, Landma
 from CephLandmarksLib.geometry import ModelFrame, to_model_input
 from CephLandmarksLib.images import Radiograph, framing_for, model_frame
 from CephLandmarksLib.landmarks import ISBI_LANDMARKS
-from CephLandmarksLib.missing import missing_landmarks
+from CephLandmarksLib.missing import missing_landmarks, near_edge
 from CephLandmarksLib.modelfile import ModelInfo, model_mm_per_px
 from CephLandmarksLib.outputs import markups_dict
 
@@ -137,6 +137,19 @@ def test_missing_rules():
     assert not missing_landmarks(uv[:3], f, np.full(3, flat_mass), np.full(3, flat_peak)).any()
 
 
+def test_points_near_the_edge_are_found_in_millimetres():
+    # 200 x 100 px image at 0.5 mm = 100 x 50 mm, seen at 2 mm per model pixel: 50 x 25 model px.
+    f = ModelFrame.physical((200, 100), (0.5, 0.5), (64, 64), 2.0)
+    mm = f.model_pixel_mm((0.5, 0.5))
+    assert mm.tolist() == [2.0, 2.0]
+    centre = f.image_to_model([[100, 50]])[0]
+    (u0, u1), (v0, v1) = f.visible_box()
+    # 3 mm (1.5 model px) and 6 mm (3 model px) from the bottom row; 3 mm from the left column.
+    uv = np.array([centre, [centre[0], v1 - 1 - 1.5], [centre[0], v1 - 1 - 3.0], [u0 + 1.5, centre[1]]])
+    assert near_edge(uv, f, mm).tolist() == [False, True, False, True]
+    assert near_edge(uv, f, mm, margin_mm=8.0).tolist() == [False, True, True, True]
+
+
 def _peaked_logits(frame, uv, L=19):
     mh, mw = frame.model_size[1], frame.model_size[0]
     yy, xx = np.mgrid[0:mh, 0:mw]
@@ -164,6 +177,24 @@ def test_landmark_peaking_in_the_padding_is_missing_not_snapped(tiny_model, monk
     assert cp[3]["positionStatus"] == "missing" and cp[0]["positionStatus"] == "defined"
     for lm in d.landmarks:  # no point that is not missing lies outside the image
         assert lm.missing or (-0.5 <= lm.x_px <= rad.size[0] - 0.5 and -0.5 <= lm.y_px <= rad.size[1] - 0.5)
+
+
+def test_landmark_near_the_edge_is_flagged_not_missing(tiny_model, monkeypatch):
+    """A point a few millimetres inside the border is kept but flagged, and the JSON says why."""
+    det = LandmarkDetector(tiny_model, orientation_check=False, align=False)
+    rad = Radiograph(np.random.default_rng(0).random((80, 96)).astype(np.float32), (0.5, 0.5), "user")
+    frame = ModelFrame.physical(rad.size, rad.spacing_mm, det.info.input_size, det.mm_per_px)
+    (u0, u1), (v0, v1) = frame.visible_box()
+    mm_v = frame.model_pixel_mm(rad.spacing_mm)[1]
+    uv = np.tile([(u0 + u1) / 2, (v0 + v1) / 2], (19, 1))
+    uv[4, 1] = (v1 - 1) - 2.0 / mm_v  # landmark 5: 2 mm above the bottom row
+    assert (v1 - 1) - uv[4, 1] > 1.5 and (v0 + v1) / 2 - v0 > 4.5 / mm_v  # not "at the border"; centre far
+    monkeypatch.setattr("CephLandmarksLib.detect.run_network", lambda net, x, device: _peaked_logits(frame, uv)[None])
+    d = det.detect(rad, contours=False)
+    assert d.landmarks[4].flagged and not d.landmarks[4].missing and np.isfinite(d.landmarks[4].y_px)
+    assert d.alignment["near_edge"] == [d.landmarks[4].abbreviation]
+    j = d.to_json_dict()
+    assert any("within 4 mm of the image's edge" in w and d.landmarks[4].abbreviation in w for w in j["warnings"])
 
 
 def test_outputs_and_measurements_accept_a_missing_landmark(tmp_path):
