@@ -2,6 +2,8 @@
 
 import numpy as np
 
+CAPTION_IN = 0.45  # inches of caption under an overlay: two lines
+
 
 def _figure(w_in, h_in):
     from matplotlib.figure import Figure
@@ -28,8 +30,10 @@ def render_overlay(pixels: np.ndarray, detection, path, max_height_px: int = 120
     step = max(1, int(np.ceil(h / max_height_px)))
     shown = normalise(pixels[::step, ::step])
     scale = 1.0 / step
-    fig = _figure(shown.shape[1] / 100, shown.shape[0] / 100 + 0.35)
-    ax = fig.add_axes((0, 0.35 / (shown.shape[0] / 100 + 0.35), 1, 1 - 0.35 / (shown.shape[0] / 100 + 0.35)))
+    height_in = shown.shape[0] / 100 + CAPTION_IN
+    band = CAPTION_IN / height_in  # the caption band under the picture, as a fraction of the figure
+    fig = _figure(shown.shape[1] / 100, height_in)
+    ax = fig.add_axes((0, band, 1, 1 - band))
     ax.imshow(shown, cmap="gray", vmin=0, vmax=1, interpolation="bilinear")
     thr = detection.ere_threshold_mm
     for lm in detection.landmarks:
@@ -53,9 +57,10 @@ def render_overlay(pixels: np.ndarray, detection, path, max_height_px: int = 120
     n_flag = sum(lm.flagged for lm in detection.landmarks)
     missing = [lm.abbreviation for lm in detection.landmarks if lm.missing]
     if missing:
-        fig.text(0.01, 0.5 * 0.35 / (shown.shape[0] / 100 + 0.35), f"Outside the image (missing): {', '.join(missing)}",
+        fig.text(0.01, 0.58 * band, f"Outside the image (missing): {', '.join(missing)}",
                  fontsize=8, color="red")
-    fig.text(0.01, 0.012, f"{n_flag} of {len(detection.landmarks)} points flagged (ERE > {thr:.2f} mm, ringed red). "
+    fig.text(0.01, 0.15 * band, f"{n_flag} of {len(detection.landmarks)} points flagged, ringed red (ERE > {thr:.2f} mm, "
+             "missing, implausible or within 4 mm of the edge). "
              f"Contours: 50 % solid, 90 % dashed. Spacing {detection.spacing_mm[0]:.3g} mm ({detection.spacing_source}).",
              fontsize=8)
     fig.savefig(path, format="png", facecolor="white")
