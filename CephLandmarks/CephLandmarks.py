@@ -242,8 +242,12 @@ class CephLandmarksWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._parameterNode.landmarks = node
             self.refreshTable()  # landmark and measurement tables, also when a node was overwritten
             flagged = sum(lm.flagged for lm in detection.landmarks)
-            self.ui.statusLabel.text = _("{n} landmarks, {f} flagged for review.").format(
-                n=len(detection.landmarks), f=flagged)
+            # The detection's warnings (left-facing, landmarks missing or near the edge, unknown spacing)
+            # under the count, one a line.
+            self.ui.statusLabel.wordWrap = True
+            self.ui.statusLabel.text = "\n".join(
+                [_("{n} landmarks, {f} flagged for review.").format(n=len(detection.landmarks), f=flagged)]
+                + [f"• {w[:1].upper()}{w[1:]}." for w in detection.warnings()])
             if detection.spacing_source == "assumed":
                 slicer.util.warningDisplay(_("The image has no pixel spacing; 0.1 mm per pixel was assumed. "
                                              "Set the pixel spacing and detect again for correct millimetres."))

@@ -92,20 +92,8 @@ class Detection:
     def points_lps(self) -> np.ndarray:
         return px_to_lps(self.points_px, self.spacing_mm, self.origin_lps, self.direction_lps)
 
-    def to_json_dict(self) -> dict:
-        out = {
-            "image": self.image_path,
-            "image_size_px": list(self.image_size),
-            "spacing_mm": [float(s) for s in self.spacing_mm],
-            "spacing_source": self.spacing_source,
-            "model": dict(self.model),
-            "ere_threshold_mm": round(float(self.ere_threshold_mm), 3),
-            "large_error_mm": self.large_error_mm,
-            "framing": self.framing,
-            "orientation": self.orientation,
-            **({"alignment": self.alignment} if self.alignment else {}),
-            "landmarks": [lm.to_json_dict() for lm in self.landmarks],
-        }
+    def warnings(self) -> list:
+        """What the user must know about this detection, in words (the JSON's "warnings")."""
         warnings = []
         if self.spacing_source == "assumed":
             warnings.append("the image has no pixel spacing; 0.1 mm per pixel was assumed (use --spacing)")
@@ -120,6 +108,23 @@ class Detection:
         if self.alignment.get("near_edge"):
             warnings.append(f"landmarks within {NEAR_EDGE_MM:g} mm of the image's edge (flagged: the anatomy may be "
                             f"cut off): {', '.join(self.alignment['near_edge'])}")
+        return warnings
+
+    def to_json_dict(self) -> dict:
+        out = {
+            "image": self.image_path,
+            "image_size_px": list(self.image_size),
+            "spacing_mm": [float(s) for s in self.spacing_mm],
+            "spacing_source": self.spacing_source,
+            "model": dict(self.model),
+            "ere_threshold_mm": round(float(self.ere_threshold_mm), 3),
+            "large_error_mm": self.large_error_mm,
+            "framing": self.framing,
+            "orientation": self.orientation,
+            **({"alignment": self.alignment} if self.alignment else {}),
+            "landmarks": [lm.to_json_dict() for lm in self.landmarks],
+        }
+        warnings = self.warnings()
         if warnings:
             out["warnings"] = warnings
         out.update(self.extra)
