@@ -182,19 +182,17 @@ class LandmarkDetector:
         return (*result, RIGHT_FACING)
 
     def _decode(self, probs, frame, outside, spacing_mm):
-        """(uv, confidence, missing, ERE, P(large error), ERE over the model's threshold) of one pass."""
+        """(uv, confidence, missing, ERE, ERE over the model's threshold) of one pass."""
         uv = decode_points(probs[None], self.info.refine_radius)[0].numpy()
         conf = probs.amax(dim=(1, 2)).numpy()
         missing = missing_landmarks(uv, frame, outside, conf)
-        mm = frame.model_pixel_mm(spacing_mm)
-        ere = expected_radial_error_mm(probs, uv, mm)
-        p_large = error_probability(probs, uv, mm, LARGE_ERROR_MM)
-        return uv, conf, missing, ere, p_large, ere > self.info.ere_threshold_mm
+        ere = expected_radial_error_mm(probs, uv, frame.model_pixel_mm(spacing_mm))
+        return uv, conf, missing, ere, ere > self.info.ere_threshold_mm
 
     def aligned_pass(self, radiograph: Radiograph, probs, frame, outside):
         """A second pass on a frame that puts the anatomy where training had it; None if not needed
         or not better (mean confidence)."""
-        uv, _, missing, _, _, uncertain = self._decode(probs, frame, outside, radiograph.spacing_mm)
+        uv, _, missing, _, uncertain = self._decode(probs, frame, outside, radiograph.spacing_mm)
         ref = reference_uv(self.info, self.mm_per_px)
         moved = realigned_frame(frame, uv, ref, ~missing & ~uncertain, allow_scale=False)
         if moved is None:
@@ -211,7 +209,9 @@ class LandmarkDetector:
             if again is not None:
                 alignment = {"shift_model_px": [int(a - b) for a, b in zip(again[1].offset, frame.offset)]}
                 probs, frame, outside = again
-        uv, conf, missing, ere, p_large, uncertain = self._decode(probs, frame, outside, radiograph.spacing_mm)
+        uv, conf, missing, ere, uncertain = self._decode(probs, frame, outside, radiograph.spacing_mm)
+        # Only for the kept pass (not in aligned_pass's look at the first one): shown, never used to decide.
+        p_large = error_probability(probs, uv, frame.model_pixel_mm(radiograph.spacing_mm), LARGE_ERROR_MM)
         implausible, expected_outside = shape_check(
             uv, reference_uv(self.info, self.mm_per_px), ~missing & ~uncertain, frame, self.mm_per_px)
         missing = missing | (implausible & expected_outside)

@@ -25,6 +25,7 @@ def render_overlay(pixels: np.ndarray, detection, path, max_height_px: int = 120
     from matplotlib import patheffects
 
     from .images import normalise
+    from .missing import NEAR_EDGE_MM
 
     h, w = pixels.shape
     step = max(1, int(np.ceil(h / max_height_px)))
@@ -60,7 +61,7 @@ def render_overlay(pixels: np.ndarray, detection, path, max_height_px: int = 120
         fig.text(0.01, 0.58 * band, f"Outside the image (missing): {', '.join(missing)}",
                  fontsize=8, color="red")
     fig.text(0.01, 0.15 * band, f"{n_flag} of {len(detection.landmarks)} points flagged, ringed red (ERE > {thr:.2f} mm, "
-             "missing, implausible or within 4 mm of the edge). "
+             f"missing, implausible or within {NEAR_EDGE_MM:g} mm of the edge). "
              f"Contours: 50 % solid, 90 % dashed. Spacing {detection.spacing_mm[0]:.3g} mm ({detection.spacing_source}).",
              fontsize=8)
     fig.savefig(path, format="png", facecolor="white")

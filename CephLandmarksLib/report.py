@@ -133,7 +133,8 @@ def report_figure(pixels, detection, results: list, when=None):
              fontsize=6.5, va="top")
     fig.text(0.04, 0.041, "Classes and thresholds: ISBI 2015 challenge (Wang et al., Med Image Anal 2016). "
              "ERE: expected radial error from the calibrated heatmap;", fontsize=6.5, va="top")
-    fig.text(0.04, 0.030, "P(>4 mm): the heatmap's probability that the point is more than 4 mm off "
+    r = f"{detection.large_error_mm:g} mm"
+    fig.text(0.04, 0.030, f"P(>{r}): the heatmap's probability that the point is more than {r} off "
              "(it cannot see systematic errors).", fontsize=6.5, va="top")
     fig.text(0.04, 0.016, DISCLAIMER, fontsize=7, weight="bold", va="top")
 

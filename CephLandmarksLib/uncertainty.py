@@ -1,5 +1,5 @@
-"""Uncertainty read from the heatmaps: Expected Radial Error, the probability of a large
-error (the flag score) and credible-region contours."""
+"""Uncertainty read from the heatmaps: Expected Radial Error (the flag score), the probability
+of a large error (shown beside it) and credible-region contours."""
 
 import numpy as np
 import torch

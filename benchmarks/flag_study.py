@@ -30,27 +30,11 @@ from CephLandmarksLib.detect import LandmarkDetector  # noqa: E402
 from CephLandmarksLib.geometry import to_model_input  # noqa: E402
 from CephLandmarksLib.heatmaps import decode_points  # noqa: E402
 from CephLandmarksLib.images import Radiograph, normalise, read_radiograph  # noqa: E402
-from CephLandmarksLib.uncertainty import expected_radial_error_mm  # noqa: E402
+from CephLandmarksLib.uncertainty import error_probability, expected_radial_error_mm  # noqa: E402
 from shift_benchmark import ISBI, inside, shifts  # noqa: E402
 
 TTA_SCALE, TTA_SHIFT = 0.9, (7, 5)
-
-
 RADII_MM = (2, 3, 4, 5, 6, 8)
-
-
-def far_masses(probs, uv, mm_xy, radii_mm=RADII_MM):
-    """{R: (L,) probability mass more than R mm from each predicted point}."""
-    l, h, w = probs.shape
-    yy, xx = torch.meshgrid(torch.arange(h, dtype=torch.float64), torch.arange(w, dtype=torch.float64),
-                            indexing="ij")
-    out = {r: np.zeros(l) for r in radii_mm}
-    for i in range(l):
-        d = torch.sqrt(((xx - uv[i, 0]) * mm_xy[0]) ** 2 + ((yy - uv[i, 1]) * mm_xy[1]) ** 2)
-        p = probs[i].double()
-        for r in radii_mm:
-            out[r][i] = float(p[d > r].sum())
-    return out
 
 
 def features(det, rad, truth):
@@ -74,7 +58,7 @@ def features(det, rad, truth):
         conf=np.array([lm.confidence for lm in d.landmarks]),
         flag=np.array([lm.flagged for lm in d.landmarks]),
         ere0=expected_radial_error_mm(probs, uv, mm_xy, floor=0.0),
-        **{f"far{r}": v for r, v in far_masses(probs, uv, mm_xy).items()},
+        **{f"far{r}": error_probability(probs, uv, mm_xy, r) for r in RADII_MM},
         tta=np.linalg.norm((np.nan_to_num(pred) - xy2) * spacing, axis=1),
         pred_mm=np.nan_to_num(pred) * spacing,
         landmark=np.arange(len(pred)),
