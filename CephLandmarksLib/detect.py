@@ -12,127 +12,24 @@ place is outside the image.  A point within 4 mm of the image's edge is flagged 
 anatomy may be cut off there).  The JSON's "alignment" records all three.
 """
 
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from .errors import CephError
-from .geometry import ModelFrame, px_to_lps, px_to_mm, to_model_input
+from .detection import LEFT_FACING, RIGHT_FACING, Detection, LandmarkResult
+from .geometry import ModelFrame, px_to_mm, to_model_input
 from .heatmaps import decode_points, mask_padding, softmax_2d
-from .images import FRAMING_FIT, Radiograph, framing_for, model_input, read_radiograph
+from .images import Radiograph, framing_for, model_input, read_radiograph
 from .alignment import realigned_frame, reference_uv, shape_check
 from .images import normalise
-from .missing import NEAR_EDGE_MM, missing_landmarks, near_edge, outside_mass
+from .missing import missing_landmarks, near_edge, outside_mass
 from .model import run_network
 from .modelfile import LoadedModel, load_model, model_mm_per_px
 from .uncertainty import LARGE_ERROR_MM, credible_contours, error_probability, expected_radial_error_mm
 
 CONTOUR_MASSES = (0.5, 0.9)
-RIGHT_FACING = "right-facing"
-LEFT_FACING = "left-facing (mirrored for detection)"
-
-
-@dataclass
-class LandmarkResult:
-    index: int  # 1-based
-    name: str
-    abbreviation: str
-    x_px: float
-    y_px: float
-    x_mm: float
-    y_mm: float
-    confidence: float  # the heatmap's maximum probability (calibrated)
-    ere_mm: float  # expected radial error
-    flagged: bool  # ere_mm above the model's threshold, missing or implausible
-    contours_px: dict = field(default_factory=dict)  # {"50": [(K, 2) x, y image px], "90": [...]}
-    missing: bool = False  # outside the image: x/y are NaN (None in JSON) and the point is flagged
-    p_large_error: float = float("nan")  # P(error > LARGE_ERROR_MM, 4 mm), from the calibrated heatmap
-
-    def to_json_dict(self) -> dict:
-        keys = ("index", "name", "abbreviation", "x_px", "y_px", "x_mm", "y_mm", "confidence", "ere_mm", "flagged")
-        d = {k: getattr(self, k) for k in keys}
-        for k in ("x_px", "y_px", "x_mm", "y_mm", "ere_mm"):
-            d[k] = round(float(d[k]), 3) if np.isfinite(d[k]) and not (self.missing and k != "ere_mm") else None
-        d["confidence"] = round(float(d["confidence"]), 4)
-        d["flagged"] = bool(d["flagged"])
-        if np.isfinite(self.p_large_error):
-            d["p_large_error"] = round(float(self.p_large_error), 6)
-        if self.missing:
-            d["missing"] = True
-        return d
-
-
-@dataclass
-class Detection:
-    image_path: str
-    image_size: tuple  # (width, height)
-    spacing_mm: tuple
-    spacing_source: str
-    model: dict  # {"name", "version", "sha256"}
-    ere_threshold_mm: float
-    landmarks: list
-    probs: np.ndarray  # (L, h, w) calibrated heatmaps in model pixels
-    frame: ModelFrame
-    origin_lps: tuple = (0.0, 0.0, 0.0)
-    direction_lps: tuple = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0)
-    extra: dict = field(default_factory=dict)  # further JSON sections (e.g. measurements)
-    framing: str = FRAMING_FIT  # "physical" or "fit-width" (images.framing_for)
-    orientation: str = RIGHT_FACING  # or LEFT_FACING
-    # {"shift_model_px"} (second pass kept), {"implausible": [...]}, {"near_edge": [...]} (abbreviations)
-    alignment: dict = field(default_factory=dict)
-    large_error_mm: float = LARGE_ERROR_MM  # the radius of the landmarks' p_large_error
-
-    @property
-    def points_px(self) -> np.ndarray:
-        return np.array([[lm.x_px, lm.y_px] for lm in self.landmarks])
-
-    @property
-    def points_lps(self) -> np.ndarray:
-        return px_to_lps(self.points_px, self.spacing_mm, self.origin_lps, self.direction_lps)
-
-    def warnings(self) -> list:
-        """What the user must know about this detection, in words (the JSON's "warnings")."""
-        warnings = []
-        if self.spacing_source == "assumed":
-            warnings.append("the image has no pixel spacing; 0.1 mm per pixel was assumed (use --spacing)")
-        if self.framing == FRAMING_FIT:
-            warnings.append("the pixel spacing is unknown: the image was fitted to the model's width instead of "
-                            "resampled to the model's millimetres per pixel; anatomy of unusual size may be missed")
-        if self.orientation == LEFT_FACING:
-            warnings.append("the profile faces left: the image was mirrored for detection and the points mapped back")
-        missing = [lm.abbreviation for lm in self.landmarks if lm.missing]
-        if missing:
-            warnings.append(f"landmarks outside the image (reported missing): {', '.join(missing)}")
-        if self.alignment.get("near_edge"):
-            warnings.append(f"landmarks within {NEAR_EDGE_MM:g} mm of the image's edge (flagged: the anatomy may be "
-                            f"cut off): {', '.join(self.alignment['near_edge'])}")
-        return warnings
-
-    def to_json_dict(self) -> dict:
-        out = {
-            "image": self.image_path,
-            "image_size_px": list(self.image_size),
-            "spacing_mm": [float(s) for s in self.spacing_mm],
-            "spacing_source": self.spacing_source,
-            "model": dict(self.model),
-            "ere_threshold_mm": round(float(self.ere_threshold_mm), 3),
-            "large_error_mm": self.large_error_mm,
-            "framing": self.framing,
-            "orientation": self.orientation,
-            **({"alignment": self.alignment} if self.alignment else {}),
-            "landmarks": [lm.to_json_dict() for lm in self.landmarks],
-        }
-        warnings = self.warnings()
-        if warnings:
-            out["warnings"] = warnings
-        out.update(self.extra)
-        if "measurements" not in out and len(self.landmarks) == 19:  # the 19 ISBI landmarks
-            from .measurement_uncertainty import detection_measurements_json
-
-            out["measurements"] = detection_measurements_json(self)
-        return out
 
 
 class LandmarkDetector:

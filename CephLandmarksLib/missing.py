@@ -17,13 +17,12 @@ landmark of the 400 ISBI 2015 images lies within 10 mm of its image's border.)
 import numpy as np
 import torch
 
-from .uncertainty import LARGE_ERROR_MM
+from .detection import NEAR_EDGE_MM
 
 MISSING_MASS = 0.5
 OUTSIDE_DENSITY_RATIO = 2.0
 EDGE_MARGIN_PX = 1.0  # model pixels from the outermost pixel centres of the image in the canvas
 PEAK_OVER_UNIFORM = 20.0
-NEAR_EDGE_MM = LARGE_ERROR_MM  # within this of the border, a large error may hide beyond it
 
 
 def outside_mass(logits: torch.Tensor, mask: np.ndarray, temperatures=None) -> np.ndarray:

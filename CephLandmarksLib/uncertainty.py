@@ -4,8 +4,9 @@ of a large error (shown beside it) and credible-region contours."""
 import numpy as np
 import torch
 
+from .metrics import LARGE_ERROR_MM
+
 ERE_PIXEL_FLOOR = 0.05  # the paper: pixels below 5 % of the map's maximum are dropped
-LARGE_ERROR_MM = 4.0  # p_large_error: the probability of a radial error above this
 
 
 def _distances_mm(shape, points_uv, mm_per_px) -> torch.Tensor:

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from CephLandmarksLib import measurements as M
-from CephLandmarksLib.detect import Detection, LandmarkResult
+from CephLandmarksLib.detection import Detection, LandmarkResult
 from CephLandmarksLib.geometry import ModelFrame
 from CephLandmarksLib.landmarks import ISBI_LANDMARKS
 from CephLandmarksLib.measurement_uncertainty import (

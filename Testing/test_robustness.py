@@ -9,7 +9,8 @@ import torch
 
 from CephLandmarksLib.alignment import realigned_frame, shape_check
 from CephLandmarksLib.augment import AugmentSettings, augment_batch, cut_band, jpeg_like
-from CephLandmarksLib.detect import LEFT_FACING, RIGHT_FACING, Detection, LandmarkDetector, LandmarkResult
+from CephLandmarksLib.detect import LandmarkDetector
+from CephLandmarksLib.detection import LEFT_FACING, RIGHT_FACING, Detection, LandmarkResult
 from CephLandmarksLib.geometry import ModelFrame, to_model_input
 from CephLandmarksLib.images import Radiograph, framing_for, model_frame
 from CephLandmarksLib.landmarks import ISBI_LANDMARKS

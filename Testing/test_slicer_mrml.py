@@ -1,4 +1,4 @@
-"""CephLandmarksMRML against a real vtkMRMLScene from slicer-core (headless, no trained model)."""
+"""CephLandmarksSlicer.mrml against a real vtkMRMLScene from slicer-core (headless, no trained model)."""
 
 import csv
 import json
@@ -12,7 +12,7 @@ if not hasattr(slicer, "vtkMRMLScene"):
 
 from slicer_fixtures import headlessScene, makeVolume, syntheticDetection  # noqa: E402
 
-import CephLandmarksMRML as M  # noqa: E402
+from CephLandmarksSlicer import mrml as M  # noqa: E402
 
 # A rotated, anisotropic, off-origin placement: pixel (x, y) -> RAS is not a plain scaling.
 ANGLE = np.deg2rad(30)

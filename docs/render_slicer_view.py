@@ -3,7 +3,7 @@ markups and model displayable managers, offscreen) with detected landmarks and c
 
     python docs/render_slicer_view.py IMAGE MODEL.safetensors [--out docs/slicer_view.png] [--spacing 0.1]
 
-The nodes are made by CephLandmarks/CephLandmarksMRML.py exactly as in Slicer.  Needs slicer-core and
+The nodes are made by CephLandmarks/CephLandmarksSlicer/mrml.py exactly as in Slicer.  Needs slicer-core and
 an offscreen OpenGL (EGL or OSMesa) VTK.  The image is placed as Slicer places a PNG/JPEG
 (IJK-to-RAS = diag(-1, -1, 1)), so the axial slice view shows it upright.
 """
@@ -33,7 +33,7 @@ def main():
     import slicer
     from slicer_fixtures import headlessScene, makeVolume
 
-    import CephLandmarksMRML as M
+    from CephLandmarksSlicer import mrml as M
     from CephLandmarksLib.detect import LandmarkDetector
     from CephLandmarksLib.images import read_radiograph
 
