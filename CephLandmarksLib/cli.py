@@ -10,6 +10,7 @@ from pathlib import Path
 
 from .errors import CephError
 
+PROGRESS_PREFIX = "[progress]"
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent.parent / "Resources" / "Models"
 
 
@@ -70,8 +71,14 @@ def _cmd_detect(a):
     model = a.model or default_model_path()
     warn = lambda m: print(f"ceph-landmarks: error: {m}", file=sys.stderr)  # noqa: E731
     for out in detect_files(a.images, model, a.out_dir, a.spacing, a.device, on_error=warn,
-                            orientation_check=not a.no_orientation_check):
+                            orientation_check=not a.no_orientation_check, overlay=not a.no_overlay,
+                            heatmaps=a.heatmaps, progress=_print_progress if a.progress else None):
         print(out)
+
+
+def _print_progress(fraction, stage):
+    """One line per step on stderr, `PROGRESS_PREFIX 0.40 stage`: what the Slicer module reads."""
+    print(f"{PROGRESS_PREFIX} {fraction:.2f} {stage}", file=sys.stderr, flush=True)
 
 
 def _cmd_evaluate(a):
@@ -94,13 +101,18 @@ def build_parser():
     sub = p.add_subparsers(dest="command", required=True)
 
     d = sub.add_parser("detect", help="detect the 19 landmarks on radiographs")
-    d.add_argument("images", nargs="+", help="image files (DICOM, PNG, JPEG, BMP, TIFF, NRRD, ...)")
+    d.add_argument("images", nargs="+", help="image files (DICOM, PNG, JPEG, BMP, TIFF, NRRD, ...; or a NAME.radiograph.npz)")
     d.add_argument("--model", help="model file (default: the shipped model)")
     d.add_argument("--spacing", type=_spacing, help="pixel spacing in mm (overrides the file's)")
     d.add_argument("--out-dir", default=".", help="folder for NAME.json, NAME.mrk.json, NAME.png")
     d.add_argument("--device", default="cpu")
     d.add_argument("--no-orientation-check", action="store_true",
                    help="skip the mirrored second pass that recognises left-facing profiles (saves one forward)")
+    d.add_argument("--no-overlay", action="store_true", help="do not render NAME.png")
+    d.add_argument("--heatmaps", action="store_true",
+                   help="also write NAME.heatmaps.npz: the calibrated heatmaps and contours (for the Slicer module)")
+    d.add_argument("--progress", action="store_true",
+                   help="print '[progress] FRACTION STAGE' lines on stderr as the run advances")
     d.set_defaults(func=_cmd_detect)
 
     t = sub.add_parser("train", help="train a model on a dataset (ISBI 2015 layout or generic CSV)")

@@ -65,6 +65,8 @@ def read_radiograph(path, spacing_mm=None) -> Radiograph:
     path = Path(path)
     if not path.is_file():
         raise CephError(f"image not found: {path}")
+    if path.name.endswith(RADIOGRAPH_SUFFIX):
+        return _read_radiograph_file(path, spacing_mm)
     reader = sitk.ImageFileReader()
     reader.SetFileName(str(path))
     try:
@@ -112,6 +114,37 @@ def read_radiograph(path, spacing_mm=None) -> Radiograph:
     d = np.eye(3)
     d[:dim, :dim] = np.reshape(image.GetDirection(), (dim, dim))
     return Radiograph(pixels, spacing, source, str(path), origin, tuple(d.ravel()))
+
+
+# A Radiograph saved as it is (pixels, spacing and where the spacing came from, name, LPS
+# placement): how the Slicer module hands a volume to the detection process without a
+# format round trip changing the spacing's meaning (an "assumed" spacing stays assumed).
+RADIOGRAPH_SUFFIX = ".radiograph.npz"
+
+
+def save_radiograph(path, radiograph: Radiograph) -> None:
+    with open(path, "wb") as f:
+        np.savez(f, pixels=np.asarray(radiograph.pixels, dtype=np.float32),
+                 spacing_mm=np.asarray(radiograph.spacing_mm, dtype=np.float64),
+                 spacing_source=np.array(radiograph.spacing_source), path=np.array(radiograph.path),
+                 origin_lps=np.asarray(radiograph.origin_lps, dtype=np.float64),
+                 direction_lps=np.asarray(radiograph.direction_lps, dtype=np.float64))
+
+
+def _read_radiograph_file(path: Path, spacing_mm=None) -> Radiograph:
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            rad = Radiograph(z["pixels"].astype(np.float32), tuple(float(v) for v in z["spacing_mm"]),
+                             str(z["spacing_source"]), str(z["path"]) or str(path),
+                             tuple(float(v) for v in z["origin_lps"]), tuple(float(v) for v in z["direction_lps"]))
+    except (OSError, ValueError, KeyError):
+        raise CephError(f"cannot read {path}: not a radiograph file written by CephLandmarks") from None
+    if rad.pixels.ndim != 2 or min(rad.pixels.shape) < 16 or not np.isfinite(rad.pixels).all():
+        raise CephError(f"{path}: the radiograph's pixels are not a finite 2D image")
+    if spacing_mm is not None:
+        s = np.broadcast_to(np.asarray(spacing_mm, dtype=float), (2,))
+        rad.spacing_mm, rad.spacing_source = (float(s[0]), float(s[1])), "user"
+    return rad
 
 
 def normalise(pixels: np.ndarray) -> np.ndarray:

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .modelfile import atomic_write
+from .files import atomic_write
 from .text import probability_text
 
 MARKUPS_SCHEMA = (
@@ -71,12 +71,15 @@ def markups_dict(detection) -> dict:
     }
 
 
-def write_detection(detection, radiograph, out_dir: Path, stem: str) -> list:
-    from .plots import render_overlay
-
+def write_detection(detection, radiograph, out_dir: Path, stem: str, overlay: bool = True) -> list:
+    """NAME.json, NAME.mrk.json and (unless overlay=False) the overlay NAME.png; returns their paths."""
     out_dir = Path(out_dir)
-    paths = [out_dir / f"{stem}.json", out_dir / f"{stem}.mrk.json", out_dir / f"{stem}.png"]
+    paths = [out_dir / f"{stem}.json", out_dir / f"{stem}.mrk.json"]
     _write_text(paths[0], json.dumps(detection.to_json_dict(), indent=2))
     _write_text(paths[1], json.dumps(markups_dict(detection), indent=2))
-    atomic_write(paths[2], lambda tmp: render_overlay(radiograph.pixels, detection, tmp))
+    if overlay:
+        from .plots import render_overlay  # matplotlib: only for the picture
+
+        paths.append(out_dir / f"{stem}.png")
+        atomic_write(paths[2], lambda tmp: render_overlay(radiograph.pixels, detection, tmp))
     return paths
