@@ -80,14 +80,28 @@ def test_no_installs_in_setup_and_no_pins():
 
 
 def test_cmake_lists_name_existing_files():
+    """The CMake lists name files and globs that exist (the build itself: test_extension_build.py)."""
     top = (ROOT / "CMakeLists.txt").read_text()
     assert "project(CephLandmarks)" in top and "add_subdirectory(CephLandmarks)" in top
     assert re.search(r'EXTENSION_DEPENDS\s+"?PyTorch', top)
-    module = (ROOT / "CephLandmarks" / "CMakeLists.txt").read_text()
+    assert re.search(r"if\(Slicer_VERSION VERSION_LESS", top), "the minimum Slicer version check"
+    # Extension URLs into this repository's main branch name files that exist.
+    for text in (top, (ROOT / "CephLandmarks.s4ext").read_text()):
+        for path in re.findall(r'raw\.githubusercontent\.com/CephLandmarks/CephLandmarks/main/([^\s")]+)', text):
+            assert (ROOT / path).is_file(), path
+    module = (ROOT / "CephLandmarks" / "CMakeLists.txt").read_text().replace("${MODULE_NAME}", "CephLandmarks")
     assert "slicerMacroBuildScriptedModule" in module
-    for name in re.findall(r"Resources/[\w/]+\.\w+", module.replace("${MODULE_NAME}", "CephLandmarks")):
-        assert (ROOT / "CephLandmarks" / name).is_file() or (ROOT / name).is_file(), name
-    assert list((ROOT / "CephLandmarksLib").glob("*.py"))
+    assert "CephLandmarksMRML" not in module
+    listed = re.findall(r"^\s+((?:Resources/)?[\w/]+\.\w+)\s*$", module, re.M)  # SCRIPTS / RESOURCES entries
+    assert {"CephLandmarks.py", "Resources/UI/CephLandmarks.ui", "Resources/Icons/CephLandmarks.png",
+            "Resources/requirements.txt"} <= set(listed), listed
+    for name in listed:
+        assert (ROOT / "CephLandmarks" / name).is_file(), name
+    globs = re.findall(r"\$\{(CMAKE_CURRENT_SOURCE_DIR|PROJECT_SOURCE_DIR)\}/([\w/]+/\*\.\w+)", module)
+    assert {g for _, g in globs} >= {"CephLandmarksSlicer/*.py", "CephLandmarksLib/*.py", "Resources/Models/*.safetensors"}
+    for base, pattern in globs:
+        folder = ROOT / "CephLandmarks" if base == "CMAKE_CURRENT_SOURCE_DIR" else ROOT
+        assert list(folder.glob(pattern)), f"{base}/{pattern} matches nothing"
 
 
 def test_mrml_module_needs_no_torch():
