@@ -1,0 +1,210 @@
+"""The ceph-landmarks CLI run by PythonSlicer in a separate process, as SlicerMONAIAuto3DSeg does.
+
+Slicer holds Python's interpreter lock around its event loop, so heavy work in a Python
+thread is starved; a separate process runs at full speed and can really be cancelled (killed).
+`BackgroundProcess` wraps a qt.QProcess: output arrives line by line (QByteArray.data(), as
+PythonQt has no buffer protocol), and the end through `finished(int,QProcess::ExitStatus)`,
+connected by its full signature (a bare `.finished.connect` takes Qt's first overload,
+`finished(int)`).  `DetectionJob` is one Detect press: the volume goes in as a
+NAME.radiograph.npz, `detect --heatmaps` writes the JSON and the heatmaps into a temporary
+folder, and the result is loaded on the main thread; the folder is removed in every case.
+"""
+
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ERROR_PREFIX = "ceph-landmarks: error:"
+PROGRESS_PREFIX = "[progress]"  # CephLandmarksLib.cli prints "[progress] FRACTION STAGE"
+_EPOCH = re.compile(r"\s*epoch (\d+)/(\d+)(?::\s*\d+%\|[^|]*\|\s*(\d+)/(\d+))?")
+
+
+def pythonSlicerExecutable(applicationFilePath="") -> str:
+    """Slicer's own Python interpreter: on PATH in Slicer, else beside the application."""
+    found = shutil.which("PythonSlicer")
+    if found:
+        return found
+    folder = os.path.dirname(applicationFilePath or sys.executable)
+    return os.path.join(folder, "PythonSlicer.exe" if os.name == "nt" else "PythonSlicer")
+
+
+def cliCommand(python, command, *args) -> list:
+    """[python, -m, CephLandmarksLib, command, args...]: the CLI, as `ceph-landmarks command args...`."""
+    return [python, "-m", "CephLandmarksLib", command, *[str(a) for a in args]]
+
+
+def displayCommand(commandLine) -> str:
+    """The command line as the user would type it: `ceph-landmarks train --dataset ...`."""
+    return "ceph-landmarks " + shlex.join(commandLine[3:])
+
+
+def processEnvironment(libraryFolder) -> dict:
+    """Variables for the child: the folder holding CephLandmarksLib first on PYTHONPATH, unbuffered output."""
+    path = os.pathsep.join(p for p in (str(libraryFolder), os.environ.get("PYTHONPATH", "")) if p)
+    return {"PYTHONPATH": path, "PYTHONUNBUFFERED": "1"}
+
+
+def progressFromLine(line):
+    """Fraction done (0-1) from a '[progress] F stage' line or a training line 'epoch E/N: ... k/K', else None."""
+    if line.startswith(PROGRESS_PREFIX):
+        try:
+            return min(1.0, max(0.0, float(line.split()[1])))
+        except (IndexError, ValueError):
+            return None
+    match = _EPOCH.match(line)
+    if not match:
+        return None
+    epoch, epochs = int(match.group(1)), int(match.group(2))
+    within = int(match.group(3)) / max(1, int(match.group(4))) if match.group(3) else 0.0
+    return min(1.0, (epoch - 1 + within) / max(1, epochs))
+
+
+def failureMessage(exitCode, crashed, lines) -> str:
+    """One line for the user: the CLI's own error line, else the last line it printed."""
+    errors = [line[len(ERROR_PREFIX):].strip() for line in lines if line.startswith(ERROR_PREFIX)]
+    if errors:
+        return errors[-1]
+    printed = [line for line in lines if line.strip() and not line.startswith(PROGRESS_PREFIX)]
+    what = "stopped unexpectedly" if crashed else f"failed (exit code {exitCode})"
+    return f"the process {what}" + (f": {printed[-1].strip()}" if printed else "")
+
+
+class BackgroundProcess:
+    """One CLI run in a qt.QProcess: onLine(text) per output line, onFinished(exitCode, crashed) once."""
+
+    def __init__(self, commandLine, environment, onLine, onFinished):
+        import qt
+
+        self.commandLine = list(commandLine)
+        self._onLine, self._onFinished = onLine, onFinished
+        self._pending = ""
+        self._done = False
+        self._process = qt.QProcess()
+        self._process.setProcessChannelMode(qt.QProcess.MergedChannels)
+        env = qt.QProcessEnvironment.systemEnvironment()
+        for key, value in environment.items():
+            env.insert(key, value)
+        self._process.setProcessEnvironment(env)
+        self._process.connect("readyReadStandardOutput()", self._readOutput)
+        self._process.connect("finished(int,QProcess::ExitStatus)", self._finished)
+        self._process.connect("errorOccurred(QProcess::ProcessError)", self._error)
+
+    def start(self) -> None:
+        self._process.start(self.commandLine[0], self.commandLine[1:])
+
+    @property
+    def running(self) -> bool:
+        return not self._done
+
+    def kill(self) -> None:
+        """Stop the process now; onFinished still comes, with crashed=True."""
+        import qt
+
+        if self._process.state() != qt.QProcess.NotRunning:
+            self._process.kill()
+            self._process.waitForFinished(3000)
+
+    def _readOutput(self) -> None:
+        text = self._pending + self._process.readAllStandardOutput().data().decode("utf-8", "replace")
+        lines = text.replace("\r", "\n").split("\n")
+        self._pending = lines.pop()
+        for line in lines:
+            if line.strip():
+                self._onLine(line)
+
+    def _finished(self, exitCode, exitStatus) -> None:
+        import qt
+
+        if self._done:
+            return
+        self._readOutput()
+        if self._pending.strip():
+            self._onLine(self._pending)
+        self._pending = ""
+        self._done = True
+        self._onFinished(int(exitCode), exitStatus != qt.QProcess.NormalExit)
+
+    def _error(self, error) -> None:
+        import qt
+
+        if error == qt.QProcess.FailedToStart and not self._done:
+            self._done = True
+            self._onLine(f"{ERROR_PREFIX} could not start {self.commandLine[0]}")
+            self._onFinished(-1, True)
+
+
+class DetectionJob:
+    """One detection: radiograph file in, `detect --heatmaps` in a process, Detection out.
+
+    onProgress(fraction, stage); onDone(detection, errorMessage, cancelled) is called once,
+    on the main thread, after the temporary folder is gone.
+    """
+
+    def __init__(self, radiograph, modelPath, python, libraryFolder, device="cpu"):
+        from CephLandmarksLib.images import RADIOGRAPH_SUFFIX, save_radiograph
+
+        self.folder = Path(tempfile.mkdtemp(prefix="CephLandmarks-detect-"))
+        self.cancelled = False
+        self._lines = []
+        self._process = None
+        try:
+            inputPath = self.folder / f"input{RADIOGRAPH_SUFFIX}"
+            save_radiograph(inputPath, radiograph)
+        except BaseException:
+            self._removeFolder()
+            raise
+        self.commandLine = cliCommand(python, "detect", inputPath, "--model", modelPath, "--out-dir", self.folder,
+                                      "--device", device, "--heatmaps", "--no-overlay", "--progress")
+        self.environment = processEnvironment(libraryFolder)
+
+    def start(self, onProgress, onDone) -> None:
+        def onLine(line):
+            self._lines.append(line)
+            fraction = progressFromLine(line)
+            if fraction is not None:
+                onProgress(fraction, line.split(None, 2)[2] if len(line.split(None, 2)) > 2 else "")
+
+        self._process = BackgroundProcess(self.commandLine, self.environment, onLine,
+                                          lambda code, crashed: onDone(*self.finish(code, crashed)))
+        self._process.start()
+
+    def run(self):
+        """Synchronous (scripts and the self-test): (detection, errorMessage, cancelled)."""
+        env = dict(os.environ, **self.environment)
+        result = subprocess.run(self.commandLine, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        self._lines = result.stdout.decode("utf-8", "replace").splitlines()
+        return self.finish(result.returncode, result.returncode < 0)
+
+    @property
+    def running(self) -> bool:
+        return self._process is not None and self._process.running
+
+    def cancel(self) -> None:
+        self.cancelled = True
+        if self._process is not None:
+            self._process.kill()
+
+    def finish(self, exitCode, crashed):
+        """(detection or None, error message or None, cancelled); removes the temporary folder."""
+        try:
+            if self.cancelled:
+                return None, None, True
+            if exitCode != 0:
+                return None, failureMessage(exitCode, crashed, self._lines), False
+            from CephLandmarksLib.detection import load_detection
+            from CephLandmarksLib.errors import CephError
+
+            try:
+                return load_detection(self.folder / "input.json"), None, False
+            except CephError as e:
+                return None, str(e), False
+        finally:
+            self._removeFolder()
+
+    def _removeFolder(self) -> None:
+        shutil.rmtree(self.folder, ignore_errors=True)
