@@ -3,6 +3,7 @@ exists in the .ui file, the .ui's parameter bindings exist, the MRML module's im
 and the CMake lists name files that exist."""
 
 import ast
+import sys
 import py_compile
 import re
 import xml.etree.ElementTree as ET
@@ -23,6 +24,30 @@ def uiWidgets():
 @pytest.mark.parametrize("path", [MODULE, MRML], ids=lambda p: p.name)
 def test_compiles(path, tmp_path):
     py_compile.compile(str(path), cfile=str(tmp_path / "out.pyc"), doraise=True)
+
+
+def test_module_file_parses_as_python_3_9():
+    """Slicer 5.8 and older run Python 3.9: the module file must load there to tell the user to upgrade."""
+    ast.parse(MODULE.read_text(), feature_version=(3, 9))
+
+
+def test_one_dependency_list():
+    """pyproject.toml reads the module's requirements list, and every third-party import of the library is on it."""
+    pyproject = (ROOT / "pyproject.toml").read_text()
+    assert 'dependencies = { file = ["CephLandmarks/Resources/requirements.txt"] }' in pyproject
+    listed = {re.match(r"[A-Za-z0-9_.\-]+", line).group(0) for line in
+              (ROOT / "CephLandmarks" / "Resources" / "requirements.txt").read_text().splitlines()
+              if line.strip() and not line.startswith("#")}
+    imported = set()
+    for path in (ROOT / "CephLandmarksLib").glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                imported |= {a.name.split(".")[0] for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.level == 0:
+                imported.add(node.module.split(".")[0])
+    third_party = {m for m in imported if m not in sys.stdlib_module_names and m != "CephLandmarksLib"}
+    assert third_party <= listed, third_party - listed
+    assert "torchvision" in listed and "tqdm" in listed and "matplotlib" in listed
 
 
 def test_every_ui_name_used_exists():
@@ -65,7 +90,8 @@ def test_mrml_module_stays_headless():
             imported |= {a.name.split(".")[0] for a in node.names}
         elif isinstance(node, ast.ImportFrom):
             imported.add(node.module.split(".")[0])
-    assert imported <= {"csv", "json", "numpy", "vtk", "slicer", "CephLandmarksLib"}, imported
+    allowed = {"numpy", "vtk", "slicer", "CephLandmarksLib"}  # third-party: only what Slicer bundles
+    assert {m for m in imported if m not in sys.stdlib_module_names} <= allowed, imported
     used = {n.attr for n in ast.walk(tree)
             if isinstance(n, ast.Attribute) and isinstance(n.value, ast.Name) and n.value.id == "slicer"}
     assert all(name.startswith("vtk") for name in used), used  # MRML classes only: no app, mrmlScene, util

@@ -1,0 +1,58 @@
+"""CephLandmarksSlicer.process and .dependencies: the pure parts, without Slicer or Qt."""
+
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "CephLandmarks"))
+
+from CephLandmarksSlicer import dependencies, process  # noqa: E402
+
+REQUIREMENTS = ROOT / "CephLandmarks" / "Resources" / "requirements.txt"
+
+
+def test_progress_lines_of_detect_and_train():
+    assert process.progressFromLine("[progress] 0.40 detecting on x.png") == 0.40
+    assert process.progressFromLine("epoch 3/10: 50%|#####     | 8/16") == (2 + 0.5) / 10
+    assert process.progressFromLine("epoch 1/4") == 0.0
+    assert process.progressFromLine("loading the model") is None
+
+
+def test_failure_message_is_the_cli_error_line():
+    lines = ["[progress] 0.10 reading x", "ceph-landmarks: error: cannot read image x: not a readable image file"]
+    assert process.failureMessage(2, False, lines) == "cannot read image x: not a readable image file"
+    assert process.failureMessage(-9, True, ["[progress] 0.2 detecting", "Traceback ...", "Killed"]) == (
+        "the process stopped unexpectedly: Killed")
+    assert process.failureMessage(1, False, []) == "the process failed (exit code 1)"
+
+
+def test_display_command_reads_like_the_cli():
+    line = process.cliCommand("/opt/Slicer/bin/PythonSlicer", "train", "--dataset", "/data/my set", "--epochs", 3)
+    assert line[:4] == ["/opt/Slicer/bin/PythonSlicer", "-m", "CephLandmarksLib", "train"]
+    assert process.displayCommand(line) == "ceph-landmarks train --dataset '/data/my set' --epochs 3"
+
+
+def test_environment_puts_the_library_folder_first(monkeypatch):
+    monkeypatch.setenv("PYTHONPATH", "/elsewhere")
+    env = process.processEnvironment("/slicer/qt-scripted-modules")
+    assert env["PYTHONPATH"].split(":")[0] == "/slicer/qt-scripted-modules" and env["PYTHONUNBUFFERED"] == "1"
+
+
+def test_requirements_list_and_what_is_missing():
+    requirements = dependencies.readRequirements(REQUIREMENTS)
+    names = [name for name, _ in requirements]
+    assert {"torch", "torchvision", "matplotlib", "tqdm", "safetensors", "SimpleITK"} <= set(names)
+    slicerBundles = {"numpy", "scipy", "SimpleITK"}
+    missing = dependencies.missingRequirements(requirements, lambda m: object() if m in slicerBundles else None)
+    assert [name for name, _ in missing] == [n for n in names if n not in slicerBundles]
+
+
+def test_torch_and_torchvision_go_through_pytorch_utils_or_pip_together():
+    missing = [("torch", "torch>=2.1"), ("torchvision", "torchvision>=0.16"), ("tqdm", "tqdm>=4.60")]
+    calls = []
+    dependencies.installRequirements(missing, lambda reqs: calls.append(("pip", reqs)),
+                                     lambda t, tv: calls.append(("pytorchutils", t, tv)))
+    assert calls == [("pytorchutils", "torch>=2.1", "torchvision>=0.16"), ("pip", ["tqdm>=4.60"])]
+    calls.clear()
+    dependencies.installRequirements(missing, lambda reqs: calls.append(("pip", reqs)), None)
+    assert calls == [("pip", ["torch>=2.1", "torchvision>=0.16"]), ("pip", ["tqdm>=4.60"])]
