@@ -8,20 +8,16 @@ import argparse
 import sys
 from pathlib import Path
 
+from . import registry
 from .errors import CephError
+from .registry import SHIPPED_MODELS_DIR as DEFAULT_MODEL_DIR
 
 PROGRESS_PREFIX = "[progress]"
-DEFAULT_MODEL_DIR = Path(__file__).resolve().parent.parent / "Resources" / "Models"
 
 
 def default_model_path() -> Path:
-    models = sorted(DEFAULT_MODEL_DIR.glob("*.safetensors"))
-    if not models:
-        raise CephError(
-            f"no default model is installed (looked in {DEFAULT_MODEL_DIR}); "
-            "pass --model FILE, or train one with `ceph-landmarks train`"
-        )
-    return models[0]
+    """registry.default_model_path, in DEFAULT_MODEL_DIR (a module global: tests point it elsewhere)."""
+    return registry.default_model_path(DEFAULT_MODEL_DIR)
 
 
 def _size(text):
@@ -96,6 +92,18 @@ def _cmd_report(a):
         print(out)
 
 
+def _cmd_models(a):
+    if a.user_dir and Path(a.user_dir).exists() and not Path(a.user_dir).is_dir():
+        raise CephError(f"--user-dir {a.user_dir} is not a folder")
+    entries = registry.ModelRegistry(a.user_dir, shipped_dir=DEFAULT_MODEL_DIR).models() if a.user_dir \
+        else registry.shipped_models(DEFAULT_MODEL_DIR)
+    for e in entries:
+        print(f"{e.label}\t{e.path}")
+    if not entries:
+        print(f"ceph-landmarks: no models (looked in {DEFAULT_MODEL_DIR}"
+              + (f" and {a.user_dir})" if a.user_dir else ")"), file=sys.stderr)
+
+
 def build_parser():
     p = argparse.ArgumentParser(prog="ceph-landmarks", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
@@ -158,6 +166,10 @@ def build_parser():
     r.add_argument("--out-dir", default=".", help="folder for NAME_report.pdf and NAME_report.png")
     r.add_argument("--device", default="cpu")
     r.set_defaults(func=_cmd_report)
+
+    m = sub.add_parser("models", help="list the models: shipped, then imported and trained (one per line: label, path)")
+    m.add_argument("--user-dir", help="the per-user model folder holding models.json (default: shipped models only)")
+    m.set_defaults(func=_cmd_models)
     return p
 
 

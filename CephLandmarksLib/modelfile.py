@@ -16,9 +16,8 @@ from .errors import CephError
 from .files import atomic_write, file_sha256  # noqa: F401 - re-exported: callers import them from here
 from .landmarks import ISBI_LANDMARKS
 from .model import LandmarkUNet
-
-FORMAT = "ceph-landmarks-model/1"
-_META_KEY = "ceph_landmarks"
+from .registry import FORMAT  # noqa: F401 - one definition, shared with the torch-free registry
+from .registry import META_KEY as _META_KEY
 
 
 @dataclass
