@@ -8,7 +8,16 @@ on every draw.  A measurement is reported as its value at the detected points, t
 median and the 5th-95th percentile interval of the draws (a 90 % interval), and the
 share of draws in each class.  Independence ignores correlations between
 landmarks; benchmarks/measurement_coverage.py checks whether the intervals hold.
+
+After review, `measure_corrected` measures the *current* points: a landmark the
+clinician corrected is taken as certain (every draw puts it exactly at its corrected
+position), the others are drawn from their heatmaps with the very same random
+stream as `measure_detection`, so an unedited detection gives identical numbers and a
+correction changes only the measurements that use the corrected landmark.  Each
+result then names the corrected landmarks it rests on ("corrected").
 """
+
+from functools import lru_cache
 
 import numpy as np
 
@@ -79,6 +88,61 @@ def measure_detection(detection, n: int = DEFAULT_SAMPLES, seed: int = DEFAULT_S
     return measure_points(points_mm, sample_landmarks_mm(detection, n, seed, jitter))
 
 
+_PROBE = np.random.default_rng(12345).uniform(10.0, 200.0, (19, 2))  # any non-degenerate configuration
+
+
+@lru_cache(maxsize=None)
+def landmarks_used(m) -> tuple:
+    """0-based indices of the landmarks measurement m reads.
+
+    Found by the rule that skips a measurement when a landmark is missing: m uses
+    landmark i exactly when a NaN at i makes its value NaN (every formula in
+    measurements.py combines each landmark it reads arithmetically).
+    """
+    if not np.isfinite(m(_PROBE)):
+        raise ValueError(f"measurement {m.key} is not finite on the probe configuration")
+    used = []
+    for i in range(len(_PROBE)):
+        p = _PROBE.copy()
+        p[i] = np.nan
+        with np.errstate(invalid="ignore"):
+            if not np.isfinite(m(p)):
+                used.append(i)
+    return tuple(used)
+
+
+def measure_corrected(detection, points_mm=None, corrected=(), n: int = DEFAULT_SAMPLES, seed: int = DEFAULT_SEED,
+                      jitter: bool = True, measurements=MEASUREMENTS) -> list:
+    """Measurements at the current points, landmarks in `corrected` held fixed (list of dicts).
+
+    points_mm: (L, 2) current positions in mm (image axes), NaN for a landmark that is
+    missing, deleted or not placed (its measurements are skipped); default: the
+    detection's points.  corrected: 0-based indices of landmarks the clinician placed:
+    every draw puts them exactly at points_mm (no sampling, a corrected point counts as
+    certain).  The other landmarks are drawn from the detection's heatmaps with the same
+    random stream as `measure_detection` (all maps are sampled, then the corrected ones
+    overwritten), so with nothing corrected the numbers are identical to it.  Each result
+    gets "corrected": the abbreviations of the corrected landmarks the measurement uses.
+    """
+    if points_mm is None:
+        points_mm = px_to_mm(detection.points_px, detection.spacing_mm)
+    points_mm = np.asarray(points_mm, dtype=np.float64)
+    fixed = sorted({int(i) for i in corrected})
+    samples = sample_landmarks_mm(detection, n, seed, jitter)
+    if fixed:
+        samples[:, fixed] = points_mm[fixed]
+    names = [lm.abbreviation for lm in detection.landmarks]
+    results = []
+    for m in measurements:
+        value = m(points_mm)
+        if not np.isfinite(value):
+            continue
+        r = summarise(m, value, m(samples))
+        r["corrected"] = [names[i] for i in landmarks_used(m) if i in fixed]
+        results.append(r)
+    return results
+
+
 def method_dict(n: int = DEFAULT_SAMPLES, seed: int = DEFAULT_SEED) -> dict:
     return {
         "samples": n, "seed": seed, "interval_percentiles": list(INTERVAL_PERCENTILES),
@@ -105,10 +169,31 @@ def measurements_json(results: list, n: int = DEFAULT_SAMPLES, seed: int = DEFAU
     return {"method": method_dict(n, seed), "items": [_rounded(r) for r in results]}
 
 
-def detection_measurements_json(detection, n: int = DEFAULT_SAMPLES, seed: int = DEFAULT_SEED) -> dict:
-    out = measurements_json(measure_detection(detection, n, seed), n, seed)
+CORRECTED_RULE = ("landmarks corrected by the clinician are taken as exact: every draw puts them at their "
+                  "corrected position; each item's \"corrected\" lists the corrected landmarks it uses")
+
+
+def results_json(results: list, n: int = DEFAULT_SAMPLES, seed: int = DEFAULT_SEED, corrected_landmarks=None) -> dict:
+    """The "measurements" section for reports `results`: items, the skipped measurements (a landmark
+    they use is missing) and, when corrected_landmarks is given (abbreviations), the correction rule."""
+    out = measurements_json(results, n, seed)
     done = {item["key"] for item in out["items"]}
     skipped = [m.key for m in MEASUREMENTS if m.key not in done]
     if skipped:
         out["skipped_missing_landmarks"] = skipped
+    if corrected_landmarks is not None:
+        out["method"]["corrected"] = CORRECTED_RULE
+        out["corrected_landmarks"] = list(corrected_landmarks)
     return out
+
+
+def detection_measurements_json(detection, n: int = DEFAULT_SAMPLES, seed: int = DEFAULT_SEED) -> dict:
+    return results_json(measure_detection(detection, n, seed), n, seed)
+
+
+def corrected_measurements_json(detection, points_mm, corrected=(), n: int = DEFAULT_SAMPLES,
+                                seed: int = DEFAULT_SEED) -> dict:
+    """The "measurements" section at the current points, corrected landmarks (0-based) held fixed."""
+    results = measure_corrected(detection, points_mm, corrected, n, seed)
+    names = [detection.landmarks[i].abbreviation for i in sorted({int(i) for i in corrected})]
+    return results_json(results, n, seed, names)

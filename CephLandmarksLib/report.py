@@ -1,7 +1,11 @@
 """A one-page (A4) printable report: overlay, landmark table, measurements with intervals.
 
 Written as NAME_report.pdf and NAME_report.png, each atomically; if either fails,
-neither is left behind.  Uses matplotlib's object API (no pyplot state).
+neither is left behind.  Uses matplotlib's object API (no pyplot state); needs no torch.
+
+After review in Slicer, the points the clinician corrected are marked: CORRECTED_MARK
+after the abbreviation in the landmark table and after each measurement that uses one,
+a blue x in the overlay, and a footnote.
 """
 
 import datetime
@@ -12,7 +16,7 @@ import numpy as np
 
 from .errors import CephError
 from .measurement_uncertainty import DEFAULT_SAMPLES, DEFAULT_SEED, UNCERTAIN_BELOW, measure_detection
-from .modelfile import atomic_write
+from .files import atomic_write
 from .text import probability_text
 
 A4_INCHES = (8.27, 11.69)
@@ -22,6 +26,8 @@ CONFIDENT_RGB = (0.1, 0.75, 0.2)
 UNCERTAIN_ROW_RGB = (1.0, 0.88, 0.55)
 FLAGGED_ROW_RGB = (1.0, 0.82, 0.82)
 HEADER_RGB = (0.86, 0.89, 0.94)
+CORRECTED_RGB = (0.15, 0.35, 0.95)
+CORRECTED_MARK = "*"
 CONTOUR_MAX_ERE_MM = 5.0  # diffuse maps' 90 % regions would clutter the overlay: not drawn
 DISCLAIMER = "Research use only - not a medical device. Check every point and value before clinical use."
 
@@ -49,8 +55,15 @@ def measurement_rows(results: list) -> list:
     return rows
 
 
-def landmark_rows(detection) -> list:
-    return [[str(lm.index), f"{lm.abbreviation}  {lm.name}", "missing" if lm.missing else f"{lm.x_mm:.1f}",
+def corrected_landmarks(detection, corrected=None) -> set:
+    """Abbreviations of the points the clinician corrected: `corrected`, else the detection's
+    extra "corrected_landmarks" (set by the Slicer module's reviewedDetection)."""
+    return set(detection.extra.get("corrected_landmarks", ()) if corrected is None else corrected)
+
+
+def landmark_rows(detection, corrected=()) -> list:
+    mark = lambda lm: CORRECTED_MARK if lm.abbreviation in corrected else ""  # noqa: E731
+    return [[str(lm.index), f"{lm.abbreviation}{mark(lm)}  {lm.name}", "missing" if lm.missing else f"{lm.x_mm:.1f}",
              "" if lm.missing else f"{lm.y_mm:.1f}", f"{lm.confidence:.3f}", f"{lm.ere_mm:.2f}",
              probability_text(lm.p_large_error), "FLAG" if lm.flagged else ""] for lm in detection.landmarks]
 
@@ -72,7 +85,7 @@ def _table(ax, header, rows, col_widths, fontsize, highlight):
     return t
 
 
-def _overlay(ax, pixels, detection):
+def _overlay(ax, pixels, detection, corrected=()):
     from .images import normalise
 
     step = max(1, math.ceil(max(pixels.shape) / 900))  # keep the embedded image small
@@ -85,21 +98,26 @@ def _overlay(ax, pixels, detection):
             line = np.asarray(line)
             if len(line) > 1:
                 ax.plot(line[:, 0], line[:, 1], color=colour, linewidth=0.5, alpha=0.8)
-        ax.plot(lm.x_px, lm.y_px, "+", color=colour, markersize=6, markeredgewidth=1.0)
+        if lm.abbreviation in corrected:
+            colour = CORRECTED_RGB
+        ax.plot(lm.x_px, lm.y_px, "x" if lm.abbreviation in corrected else "+", color=colour, markersize=6,
+                markeredgewidth=1.0)
         ax.annotate(lm.abbreviation, (lm.x_px, lm.y_px), xytext=(3, 3), textcoords="offset points",
                     fontsize=5.5, color=colour)
     ax.set_xlim(-0.5, w - 0.5)
     ax.set_ylim(h - 0.5, -0.5)
     ax.set_xticks([])
     ax.set_yticks([])
-    ax.set_title("+ landmark (green: confident, red: flagged)\n"
+    ax.set_title("+ landmark (green: confident, red: flagged" + (", blue x: corrected" if corrected else "") + ")\n"
                  f"lines: 90 % regions (drawn when ERE <= {CONTOUR_MAX_ERE_MM:g} mm)", fontsize=6.5)
 
 
-def report_figure(pixels, detection, results: list, when=None):
-    """The page as a matplotlib Figure (A4 portrait)."""
+def report_figure(pixels, detection, results: list, when=None, corrected=None):
+    """The page as a matplotlib Figure (A4 portrait).  corrected: abbreviations of the points the
+    clinician corrected (default: the detection's extra "corrected_landmarks")."""
     from matplotlib.figure import Figure
 
+    corrected = corrected_landmarks(detection, corrected)
     fig = Figure(figsize=A4_INCHES)
     model = detection.model
     when = when or datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
@@ -107,24 +125,33 @@ def report_figure(pixels, detection, results: list, when=None):
     fig.text(0.04, 0.955, f"Image: {Path(detection.image_path).name or '(unnamed)'}   "
              f"{detection.image_size[0]} x {detection.image_size[1]} px   Report: {when}", fontsize=7.5, va="top")
 
-    _overlay(fig.add_axes((0.03, 0.535, 0.40, 0.40)), pixels, detection)
+    _overlay(fig.add_axes((0.03, 0.535, 0.40, 0.40)), pixels, detection, corrected)
 
     lm_ax = fig.add_axes((0.45, 0.535, 0.52, 0.40))
     lm_ax.set_title(f"Landmarks (mm from the image's top-left; FLAG: ERE > {detection.ere_threshold_mm:.2f} mm)",
                     fontsize=7)
     _table(lm_ax, ["#", "Landmark", "x mm", "y mm", "conf.", "ERE mm", f"P(>{detection.large_error_mm:g} mm)", ""],
-           landmark_rows(detection), [0.05, 0.36, 0.09, 0.09, 0.09, 0.10, 0.14, 0.08], 6.2,
+           landmark_rows(detection, corrected), [0.05, 0.36, 0.09, 0.09, 0.09, 0.10, 0.14, 0.08], 6.2,
            [FLAGGED_ROW_RGB if lm.flagged else None for lm in detection.landmarks])
 
     m_ax = fig.add_axes((0.03, 0.075, 0.94, 0.43))
-    m_ax.set_title("Measurements: value at the detected points, median and 90 % interval of "
+    m_ax.set_title(f"Measurements: value at the {'current' if corrected else 'detected'} points, median and "
+                   "90 % interval of "
                    f"{DEFAULT_SAMPLES} draws from the heatmaps, most probable class "
                    f"(highlighted: below {100 * UNCERTAIN_BELOW:.0f} %)", fontsize=7)
     rows = measurement_rows(results)
+    for row, r in zip(rows, results):
+        if r.get("corrected"):
+            row[0] += f" {CORRECTED_MARK}"
     _table(m_ax, ["Measurement", "unit", "value", "median", "90 % interval", "class (ISBI 2015 thresholds)", ""],
            rows, [0.32, 0.05, 0.07, 0.07, 0.14, 0.27, 0.08], 6.2,
            [UNCERTAIN_ROW_RGB if r[-1] else None for r in rows])
 
+    if corrected:
+        fig.text(0.04, 0.068, f"{CORRECTED_MARK} corrected by the clinician ({', '.join(sorted(corrected))}): the "
+                 "point is where the clinician put it (confidence, ERE and P describe the detected point); "
+                 f"measurements marked {CORRECTED_MARK} take it as exact.", fontsize=6.5, va="top",
+                 color=CORRECTED_RGB)
     sx, sy = detection.spacing_mm
     fig.text(0.04, 0.054, f"Model: {model.get('name', '?')} version {model.get('version', '?')} "
              f"(sha256 {str(model.get('sha256', ''))[:12]})   Pixel spacing: {sx:g} x {sy:g} mm "
@@ -141,11 +168,11 @@ def report_figure(pixels, detection, results: list, when=None):
     return fig
 
 
-def write_report(pixels, detection, results, out_dir, stem) -> list:
-    """NAME_report.png and NAME_report.pdf in out_dir; both or neither."""
+def write_report(pixels, detection, results, out_dir, stem, corrected=None) -> list:
+    """NAME_report.png and NAME_report.pdf in out_dir; both or neither.  corrected: see report_figure."""
     out_dir = Path(out_dir)
     png, pdf = out_dir / f"{stem}_report.png", out_dir / f"{stem}_report.pdf"
-    fig = report_figure(pixels, detection, results)
+    fig = report_figure(pixels, detection, results, corrected=corrected)
     atomic_write(png, lambda tmp: fig.savefig(tmp, format="png", dpi=PNG_DPI))
     try:
         atomic_write(pdf, lambda tmp: fig.savefig(tmp, format="pdf"))

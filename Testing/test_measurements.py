@@ -200,6 +200,79 @@ def test_sampling_is_repeatable_and_json_ready():
     assert {i["key"] for i in j["items"]} >= {"ANB", "SNB", "SNA", "ODI", "APDI", "FHI", "FMA", "MW"}
 
 
+# ---- corrected points ---------------------------------------------------------------
+
+def test_landmarks_used_follow_the_definitions():
+    from CephLandmarksLib.measurement_uncertainty import landmarks_used
+
+    names = lambda key: {ISBI_LANDMARKS[i].abbreviation for i in landmarks_used(M.BY_KEY[key])}  # noqa: E731
+    assert names("ANB") == {"S", "N", "A", "B"}
+    assert names("SNB") == {"S", "N", "B"}
+    assert names("MW") == {"LIT", "UIT"}
+    assert names("Gonial") == {"Ar", "Go", "Me"}
+    assert names("ODI") == {"A", "B", "Go", "Me", "PNS", "ANS", "Po", "Or"}
+    assert names("UL-SnPog'") == {"UL", "Sn", "Pog'"}
+
+
+def profile_mm():
+    return PROFILE_PX * np.asarray(SPACING)
+
+
+def test_nothing_corrected_is_measure_detection():
+    from CephLandmarksLib.measurement_uncertainty import measure_corrected
+
+    d = detection_from_profile(sigma=2.0)
+    expected = measure_detection(d, n=300, seed=3)
+    got = measure_corrected(d, n=300, seed=3)
+    assert [dict(r, corrected=None) for r in got] == [dict(r, corrected=None) for r in expected]
+    assert all(r["corrected"] == [] for r in got)
+    assert measure_corrected(d, profile_mm(), (), n=300, seed=3) == got
+
+
+def test_corrected_landmarks_are_exact_and_only_their_measurements_change():
+    from CephLandmarksLib.measurement_uncertainty import landmarks_used, measure_corrected
+
+    d = detection_from_profile(sigma=2.0)
+    before = {r["key"]: r for r in measure_corrected(d, n=500)}
+    points = profile_mm()
+    points[M.B] += (1.5, -0.8)
+    after = {r["key"]: r for r in measure_corrected(d, points, [M.B], n=500)}
+    for key, r in after.items():
+        if M.B in landmarks_used(M.BY_KEY[key]):
+            assert r["corrected"] == ["B"] and r["value"] != before[key]["value"], key
+        else:
+            assert r == before[key], key
+    # every landmark of SNB corrected: no interval left; ANB still draws A
+    points[M.S] += (0.5, 0.5)
+    fixed = {r["key"]: r for r in measure_corrected(d, points, [M.S, M.N, M.B], n=500)}
+    snb = fixed["SNB"]
+    assert snb["corrected"] == ["S", "N", "B"] and snb["median"] == pytest.approx(snb["value"], abs=1e-9)
+    assert snb["p05"] == pytest.approx(snb["p95"], abs=1e-9) and snb["class_probability"] == 1.0
+    assert fixed["ANB"]["p95"] - fixed["ANB"]["p05"] > 0.05 and fixed["ANB"]["corrected"] == ["S", "N", "B"]
+    # a deleted landmark (NaN) skips its measurements, corrected or not
+    points[M.AR] = np.nan
+    keys = {r["key"] for r in measure_corrected(d, points, [M.AR], n=200)}
+    assert {"Gonial", "Saddle", "Articular", "Bjork"}.isdisjoint(keys) and "SNB" in keys
+
+
+def test_corrected_measurements_json():
+    import json
+
+    from CephLandmarksLib.measurement_uncertainty import corrected_measurements_json, detection_measurements_json
+
+    d = detection_from_profile(sigma=2.0)
+    points = profile_mm()
+    points[M.B] += (1.5, -0.8)
+    points[M.AR] = np.nan
+    j = json.loads(json.dumps(corrected_measurements_json(d, points, [M.B], n=200)))
+    assert j["corrected_landmarks"] == ["B"] and "corrected" in j["method"]
+    assert set(j["skipped_missing_landmarks"]) == {"Gonial", "Saddle", "Articular", "Bjork"}
+    items = {i["key"]: i for i in j["items"]}
+    assert items["SNB"]["corrected"] == ["B"] and items["MW"]["corrected"] == []
+    plain = detection_measurements_json(d, n=200)  # the CLI's section is unchanged
+    assert "corrected_landmarks" not in plain and "corrected" not in plain["items"][0]
+
+
 # ---- report -------------------------------------------------------------------------
 
 def _image():
@@ -219,6 +292,39 @@ def test_report_writes_pdf_and_png(tmp_path):
     assert pdf.read_bytes()[:5] == b"%PDF-"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["case_report.pdf", "case_report.png"]
+
+
+def test_report_marks_corrected_points():
+    pytest.importorskip("matplotlib")
+    from CephLandmarksLib.report import report_figure
+
+    def texts(fig):
+        return [t.get_text() for t in fig.texts] + [c.get_text().get_text() for ax in fig.axes for t in ax.tables
+                                                    for c in t.get_celld().values()]
+
+    d = detection_from_profile(sigma=2.0)
+    results = measure_detection(d, n=100)
+    plain = texts(report_figure(_image()[::4, ::4], d, results))
+    assert not any("corrected" in t for t in plain) and "B  Supramentale (B point)" in plain
+    from CephLandmarksLib.measurement_uncertainty import measure_corrected
+
+    results = measure_corrected(d, corrected=[M.B], n=100)
+    marked = texts(report_figure(_image()[::4, ::4], d, results, corrected=["B"]))
+    assert "B*  Supramentale (B point)" in marked and "A  Subspinale (A point)" in marked
+    assert any("corrected by the clinician (B)" in t for t in marked)
+    assert "SNB angle *" in marked and "SNA angle" in marked
+    d.extra["corrected_landmarks"] = ["B"]  # reviewedDetection's way of saying it
+    assert "B*  Supramentale (B point)" in texts(report_figure(_image()[::4, ::4], d, results))
+
+
+def test_report_needs_no_torch():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = ("import sys; import CephLandmarksLib.report, CephLandmarksLib.measurement_uncertainty; "
+            "sys.exit(1 if 'torch' in sys.modules else 0)")
+    assert subprocess.run([sys.executable, "-c", code], cwd=str(Path(__file__).resolve().parent.parent)).returncode == 0
 
 
 def test_report_leaves_nothing_on_error(tmp_path, monkeypatch):

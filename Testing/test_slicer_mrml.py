@@ -330,3 +330,318 @@ def test_missing_landmark_has_no_position(scene, volume):
     assert rows[1]["present"] and not M.isEdited(node)
     table = M.updateTable(scene, node)
     assert table.GetTable().GetNumberOfRows() == 19
+
+
+# --- measurements that follow the clinician's corrections ----------------------------------------
+
+N_DRAWS = 400
+
+
+def landmarkIndex(abbreviation):
+    from CephLandmarksLib.landmarks import ISBI_LANDMARKS
+
+    return next(i for i, lm in enumerate(ISBI_LANDMARKS) if lm.abbreviation == abbreviation)
+
+
+def usesLandmark(key, abbreviation):
+    from CephLandmarksLib.measurement_uncertainty import landmarks_used
+    from CephLandmarksLib.measurements import BY_KEY
+
+    return landmarkIndex(abbreviation) in landmarks_used(BY_KEY[key])
+
+
+def movePoint(node, volume, detection, abbreviation, dx, dy):
+    i = landmarkIndex(abbreviation)
+    lm = detection.landmarks[i]
+    node.SetNthControlPointPosition(M.controlPointIndex(node, lm.index), *ijkToRAS(volume, lm.x_px + dx, lm.y_px + dy))
+
+
+def tableCells(tableNode):
+    t = tableNode.GetTable()
+    return [[t.GetValue(r, c).ToString() for c in range(t.GetNumberOfColumns())] for r in range(t.GetNumberOfRows())]
+
+
+def byKey(results):
+    return {r["key"]: r for r in results}
+
+
+NUMBERS = ("value", "median", "p05", "p95")
+
+
+def rowNames(keys):
+    """The table's names of measurements `keys`, without marks."""
+    from CephLandmarksLib.measurements import BY_KEY
+
+    return {f"{k}: {BY_KEY[k].name}" if k not in BY_KEY[k].name else BY_KEY[k].name for k in keys}
+
+
+def unmarked(name):
+    return name.removeprefix(M.UNCERTAIN_MARK).removesuffix(M.CORRECTED_MARK)
+
+
+def test_landmark_maps_are_kept_hidden_and_replaced_on_redo(scene, volume, detection):
+    node = M.createLandmarksNode(scene, detection, volume)
+    maps = node.GetNodeReference(M.MAPS_REFERENCE)
+    assert maps is not None and maps.GetHideFromEditors() and maps.IsA("vtkMRMLScalarVolumeNode")
+    assert np.array_equal(M.landmarkMaps(node), detection.probs)
+    assert M.landmarkMaps(node).dtype == np.float32
+    assert M.detectionRecord(node)["model_frame"] == {
+        "image_size": list(detection.frame.image_size), "model_size": list(detection.frame.model_size),
+        "scaled_size": list(detection.frame.scaled_size), "offset": list(detection.frame.offset), "mirror_x": False}
+    assert M.canRecomputeMeasurements(node)
+    # slice k of the maps sits over the radiograph like the heatmap volume
+    import vtk
+
+    m = vtk.vtkMatrix4x4()
+    maps.GetIJKToRASMatrix(m)
+    lm = detection.landmarks[3]
+    u, v = detection.frame.image_to_model([lm.x_px, lm.y_px])
+    assert np.array(m.MultiplyPoint((u, v, 0, 1))[:3]) == pytest.approx(ijkToRAS(volume, lm.x_px, lm.y_px), abs=1e-6)
+
+    # detection redone on the same node: the maps are replaced, never accumulated
+    other = syntheticDetection(SIZE, SPACING, seed=7)
+    assert M.createLandmarksNode(scene, other, volume, node) is node
+    hidden = [scene.GetNthNodeByClass(i, "vtkMRMLScalarVolumeNode")
+              for i in range(scene.GetNumberOfNodesByClass("vtkMRMLScalarVolumeNode"))]
+    hidden = [n for n in hidden if n.GetHideFromEditors()]
+    assert hidden == [node.GetNodeReference(M.MAPS_REFERENCE)] and scene.GetNodeByID(maps.GetID()) is None
+    assert np.array_equal(M.landmarkMaps(node), other.probs)
+
+
+def test_unedited_node_gives_the_detection_time_table(scene, volume, detection):
+    from CephLandmarksLib.measurement_uncertainty import measure_detection
+
+    node = M.createLandmarksNode(scene, detection, volume)
+    table = M.createMeasurementsTable(scene, detection, landmarksNode=node, n=N_DRAWS)
+    expected = M.measurementResultRows(measure_detection(detection, n=N_DRAWS))
+    assert tableCells(table) == [[vtkString(v) for v in row] for row in expected]
+    assert all(row[9] == "" and not row[0].endswith(M.CORRECTED_MARK) for row in tableCells(table))
+    results = M.measureLandmarks(node, n=N_DRAWS)
+    for r, e in zip(results, measure_detection(detection, n=N_DRAWS)):
+        assert r["corrected"] == [] and r["key"] == e["key"]
+        assert r["value"] == pytest.approx(e["value"], rel=1e-12, abs=1e-12)  # points went through RAS and back
+        assert all(r[k] == e[k] for k in ("median", "p05", "p95")) and r.get("classes") == e.get("classes")
+    # updating reuses the table; a detection-less table goes through the same rows
+    assert M.updateMeasurementsTable(scene, node, n=N_DRAWS) is table
+    free = M.createMeasurementsTable(scene, detection, name="free", n=N_DRAWS)
+    assert tableCells(free) == tableCells(table)
+
+
+def vtkString(value):
+    import vtk
+
+    return vtk.vtkVariant(value).ToString()
+
+
+def test_moving_a_point_changes_exactly_the_measurements_that_use_it(scene, volume, detection):
+    node = M.createLandmarksNode(scene, detection, volume)
+    table = M.createMeasurementsTable(scene, detection, landmarksNode=node, n=N_DRAWS)
+    before = byKey(M.measureLandmarks(node, n=N_DRAWS))
+    movePoint(node, volume, detection, "B", 15, -6)
+    after = byKey(M.measureLandmarks(node, n=N_DRAWS))
+    assert after.keys() == before.keys()
+    using = {k for k in after if usesLandmark(k, "B")}
+    assert using == {"ANB", "SNB", "ODI", "APDI"}
+    for key, r in after.items():
+        if key in using:
+            assert r["value"] != before[key]["value"] and r["corrected"] == ["B"], key
+        else:
+            assert all(r[k] == before[key][k] for k in NUMBERS) and r["corrected"] == [], key
+    # the table marks the rows resting on B (name and column), uncertain rows still first
+    M.updateMeasurementsTable(scene, node, n=N_DRAWS)
+    t = table.GetTable()
+    names = [t.GetValueByName(r, "Measurement").ToString() for r in range(t.GetNumberOfRows())]
+    corrected = [t.GetValueByName(r, "Corrected landmarks").ToString() for r in range(t.GetNumberOfRows())]
+    uncertain = [t.GetValueByName(r, "Uncertain").ToInt() for r in range(t.GetNumberOfRows())]
+    marked = {n for n, c in zip(names, corrected) if c}
+    assert len(marked) == 4 and set(corrected) == {"", "B"}
+    assert all(n.endswith(M.CORRECTED_MARK) == bool(c) for n, c in zip(names, corrected))
+    assert {unmarked(n) for n in marked} == rowNames(using)
+    assert uncertain == sorted(uncertain, reverse=True)
+    snb = next(r for r in range(t.GetNumberOfRows()) if "SNB" in names[r])
+    assert t.GetValueByName(snb, "Value").ToDouble() == pytest.approx(after["SNB"]["value"])
+
+
+def test_corrected_points_are_exact_in_every_draw(scene, volume, detection):
+    node = M.createLandmarksNode(scene, detection, volume)
+    before = byKey(M.measureLandmarks(node, n=N_DRAWS))
+    assert before["SNB"]["p95"] > before["SNB"]["p05"]
+    for abbreviation, (dx, dy) in {"S": (4, 2), "N": (-3, 5), "B": (6, -2)}.items():
+        movePoint(node, volume, detection, abbreviation, dx, dy)
+    after = byKey(M.measureLandmarks(node, n=N_DRAWS))
+    snb = after["SNB"]  # S, N and B all corrected: no uncertainty left
+    assert snb["corrected"] == ["S", "N", "B"]
+    assert snb["median"] == pytest.approx(snb["value"], abs=1e-9)
+    assert snb["p05"] == pytest.approx(snb["p95"], abs=1e-9) and snb["class_probability"] == 1.0
+    anb = after["ANB"]  # A is still drawn from its heatmap
+    assert anb["corrected"] == ["S", "N", "B"] and anb["p95"] - anb["p05"] > 1e-3
+    # three of its four points fixed: no wider than with all four drawn
+    assert anb["p95"] - anb["p05"] <= before["ANB"]["p95"] - before["ANB"]["p05"] + 1e-9
+
+
+@pytest.mark.parametrize("how", ["delete", "unplace"])
+def test_deleted_or_unplaced_point_skips_its_measurements(scene, volume, detection, how):
+    node = M.createLandmarksNode(scene, detection, volume)
+    table = M.createMeasurementsTable(scene, detection, landmarksNode=node, n=N_DRAWS)
+    before = byKey(M.measureLandmarks(node, n=N_DRAWS))
+    i = M.controlPointIndex(node, detection.landmarks[landmarkIndex("Ar")].index)
+    if how == "delete":
+        node.RemoveNthControlPoint(i)
+    else:
+        node.SetNthControlPointPositionMissing(i)
+    after = byKey(M.measureLandmarks(node, n=N_DRAWS))
+    assert set(before) - set(after) == {"Gonial", "Saddle", "Articular", "Bjork"}
+    for key, r in after.items():
+        assert all(r[k] == before[key][k] for k in NUMBERS) and r["corrected"] == []
+    M.updateMeasurementsTable(scene, node, n=N_DRAWS)
+    t = table.GetTable()
+    skipped = {t.GetValueByName(r, "Measurement").ToString()
+               for r in range(t.GetNumberOfRows()) if t.GetValueByName(r, "Class").ToString() == M.SKIPPED_TEXT}
+    assert skipped == rowNames({"Gonial", "Saddle", "Articular", "Bjork"}) and t.GetNumberOfRows() == len(before)
+    detection2 = M.reviewedDetection(node)
+    ar = detection2.landmarks[landmarkIndex("Ar")]
+    assert ar.missing and np.isnan(ar.x_px)
+    assert detection2.extra["corrected_landmarks"] == []
+
+
+def test_placing_a_missing_landmark_counts_as_corrected(scene, volume):
+    detection = measurementsDetection()  # Gonion missing
+    node = M.createLandmarksNode(scene, detection, volume)
+    assert "Gonial" not in byKey(M.measureLandmarks(node, n=N_DRAWS))
+    i = M.controlPointIndex(node, 10)
+    node.SetNthControlPointPosition(i, *ijkToRAS(volume, 60, 150))
+    gonial = byKey(M.measureLandmarks(node, n=N_DRAWS))["Gonial"]
+    assert gonial["corrected"] == ["Go"]
+
+
+def test_reviewed_detection(scene, volume, detection):
+    node = M.createLandmarksNode(scene, detection, volume)
+    M.createContourModels(scene, detection, volume, node)
+    movePoint(node, volume, detection, "B", 15, -6)
+    reviewed = M.reviewedDetection(node, n=N_DRAWS)
+    b = landmarkIndex("B")
+    assert reviewed.points_px[b] == pytest.approx([detection.landmarks[b].x_px + 15, detection.landmarks[b].y_px - 6])
+    others = [i for i in range(19) if i != b]
+    assert reviewed.points_px[others] == pytest.approx(detection.points_px[others], abs=1e-6)
+    assert reviewed.frame == detection.frame and reviewed.spacing_mm == detection.spacing_mm
+    assert np.array_equal(reviewed.probs, detection.probs)
+    assert reviewed.extra["corrected_landmarks"] == ["B"]
+    # contours read back from the models for uncorrected points, none for the corrected one
+    assert reviewed.landmarks[b].contours_px == {}
+    for level in ("50", "90"):
+        (line,) = reviewed.landmarks[0].contours_px[level]
+        assert line == pytest.approx(detection.landmarks[0].contours_px[level][0], abs=1e-6)
+    out = reviewed.to_json_dict()
+    assert out["measurements"]["corrected_landmarks"] == ["B"]
+    items = {item["key"]: item for item in out["measurements"]["items"]}
+    expected = byKey(M.measureLandmarks(node, n=N_DRAWS))
+    assert items["SNB"]["corrected"] == ["B"] and items["SNB"]["value"] == round(expected["SNB"]["value"], 2)
+    # the origin and axes match the radiograph's
+    rad = M.radiographFromVolume(volume)
+    assert reviewed.origin_lps == pytest.approx(rad.origin_lps) and reviewed.direction_lps == pytest.approx(
+        rad.direction_lps)
+
+
+def test_cli_json_carries_the_recomputed_measurements(scene, volume, detection):
+    node = M.createLandmarksNode(scene, detection, volume)
+    unedited = M.cliJson(node)
+    assert "model_frame" not in unedited and unedited["measurements"]["corrected_landmarks"] == []
+    movePoint(node, volume, detection, "B", 15, -6)
+    cli = M.cliJson(node)
+    assert cli["measurements"]["corrected_landmarks"] == ["B"] and "corrected" in cli["measurements"]["method"]
+    new = {item["key"]: item for item in cli["measurements"]["items"]}
+    old = {item["key"]: item for item in unedited["measurements"]["items"]}
+    expected = byKey(M.measureLandmarks(node))
+    for key, item in new.items():
+        assert item["value"] == pytest.approx(expected[key]["value"], abs=0.006)
+        if usesLandmark(key, "B"):
+            assert item["corrected"] == ["B"] and item["value"] != old[key]["value"], key
+        else:
+            assert item == old[key], key
+    json.dumps(cli)  # JSON-ready
+
+
+def test_report_export_marks_corrected_points(scene, volume, detection, tmp_path, monkeypatch):
+    pytest.importorskip("matplotlib")
+    from CephLandmarksLib import report
+
+    node = M.createLandmarksNode(scene, detection, volume)
+    M.createContourModels(scene, detection, volume, node)
+    movePoint(node, volume, detection, "B", 15, -6)
+    seen = {}
+    real = report.write_report
+
+    def spy(pixels, det, results, outDir, stem, corrected=None):
+        seen.update(pixels=pixels, detection=det, results=results, corrected=corrected)
+        fig = report.report_figure(pixels, det, results, corrected=corrected)
+        seen["texts"] = [t.get_text() for t in fig.texts] + [
+            cell.get_text().get_text() for ax in fig.axes for table in ax.tables for cell in table.get_celld().values()]
+        return real(pixels, det, results, outDir, stem, corrected)
+
+    monkeypatch.setattr(report, "write_report", spy)
+    paths = M.exportReport(node, volume, tmp_path, stem="case", n=N_DRAWS)
+    pdf, png = tmp_path / "case_report.pdf", tmp_path / "case_report.png"
+    assert set(paths) == {pdf, png}
+    assert pdf.read_bytes()[:5] == b"%PDF-" and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert seen["pixels"].shape == (SIZE[1], SIZE[0]) and seen["corrected"] == ["B"]
+    assert byKey(seen["results"])["SNB"]["corrected"] == ["B"]
+    assert seen["detection"].points_px[landmarkIndex("B"), 0] == pytest.approx(
+        detection.landmarks[landmarkIndex("B")].x_px + 15)
+    assert any(t.startswith("B*  ") for t in seen["texts"]) and not any(t.startswith("A*  ") for t in seen["texts"])
+    assert any("corrected by the clinician (B)" in t for t in seen["texts"])
+    assert any(t.startswith("SNB") and t.endswith(" *") for t in seen["texts"])
+
+
+def test_mrb_round_trip_keeps_what_recomputation_needs(scene, volume, detection, tmp_path):
+    import dataclasses
+
+    from CephLandmarksLib.geometry import ModelFrame
+
+    f = detection.frame  # an offset, mirrored frame: every field must survive the round trip
+    detection = dataclasses.replace(detection, frame=ModelFrame(f.image_size, f.model_size, f.scaled_size, (2, -1),
+                                                                True))
+    node = M.createLandmarksNode(scene, detection, volume)
+    M.createContourModels(scene, detection, volume, node)
+    M.createHeatmapVolume(scene, detection, volume, node)
+    M.createMeasurementsTable(scene, detection, landmarksNode=node, n=N_DRAWS)
+    movePoint(node, volume, detection, "B", 15, -6)
+    M.updateMeasurementsTable(scene, node, n=N_DRAWS)
+    expected = M.measureLandmarks(node, n=N_DRAWS)
+    expectedCells = tableCells(node.GetNodeReference(M.MEASUREMENTS_REFERENCE))
+    assert scene.WriteToMRB(str(tmp_path / "case.mrb"))
+
+    again = headlessScene()
+    assert again.ReadFromMRB(str(tmp_path / "case.mrb"))
+    loaded = next(n for n in (again.GetNthNodeByClass(i, "vtkMRMLMarkupsFiducialNode")
+                              for i in range(again.GetNumberOfNodesByClass("vtkMRMLMarkupsFiducialNode")))
+                  if M.isLandmarksNode(n))
+    maps = loaded.GetNodeReference(M.MAPS_REFERENCE)
+    assert maps is not None and maps.GetHideFromEditors()
+    assert M.canRecomputeMeasurements(loaded) and np.array_equal(M.landmarkMaps(loaded), detection.probs)
+    assert M.reviewedDetection(loaded, measurements=False).frame == detection.frame
+    got = M.measureLandmarks(loaded, n=N_DRAWS)
+    assert [r["key"] for r in got] == [r["key"] for r in expected]
+    for r, e in zip(got, expected):
+        assert r["corrected"] == e["corrected"]
+        assert all(r[k] == pytest.approx(e[k], rel=1e-9, abs=1e-9) for k in NUMBERS), r["key"]
+    assert byKey(got)["SNB"]["corrected"] == ["B"]
+    table = M.updateMeasurementsTable(again, loaded, n=N_DRAWS)
+    assert table is loaded.GetNodeReference(M.MEASUREMENTS_REFERENCE) and tableCells(table) == expectedCells
+    assert again.GetNumberOfNodesByClass("vtkMRMLTableNode") == 1
+
+
+def test_scene_without_stored_maps_keeps_the_old_measurements(scene, volume, detection):
+    node = M.createLandmarksNode(scene, detection, volume)
+    table = M.createMeasurementsTable(scene, detection, landmarksNode=node, n=N_DRAWS)
+    scene.RemoveNode(node.GetNodeReference(M.MAPS_REFERENCE))  # as in a scene saved before the maps were kept
+    assert not M.canRecomputeMeasurements(node)
+    before = tableCells(table)
+    movePoint(node, volume, detection, "B", 15, -6)
+    assert M.updateMeasurementsTable(scene, node) is None and tableCells(table) == before
+    cli = M.cliJson(node)
+    assert cli["measurements"]["note"] == M.STALE_MEASUREMENTS_NOTE
+    assert cli["measurements"]["items"] == M.detectionRecord(node)["measurements"]["items"]
+    from CephLandmarksLib.errors import CephError
+
+    with pytest.raises(CephError, match="no heatmaps"):
+        M.exportReport(node, volume, ".")

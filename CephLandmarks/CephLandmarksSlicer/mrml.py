@@ -1,4 +1,5 @@
-"""MRML side of CephLandmarks: volume -> Radiograph, Detection -> markups, contours, heatmap, table.
+"""MRML side of CephLandmarks: volume -> Radiograph, Detection -> markups, contours, heatmap, tables,
+measurements that follow the clinician's corrections, exports and the report.
 
 Imports only Slicer's MRML classes (``import slicer`` for the vtkMRML* names), vtk, numpy and
 CephLandmarksLib, so it runs in Slicer and, headless, under the ``slicer-core`` wheel.  It never
@@ -10,12 +11,25 @@ flagged points are "unselected" and drawn in its Color (red).  The selection sta
 point in .mrk.json and .mrb files and is unchanged by dragging; `updatePointColors` reapplies it
 from the detection record kept on the node.
 
-The detection record (model, spacing, per-landmark confidence, ERE, flag, reviewed, original
-position) is a JSON node attribute, ``CephLandmarks.Detection``, saved with the scene.
+The detection record (model, spacing, model frame, per-landmark confidence, ERE, flag, reviewed,
+original position) is a JSON node attribute, ``CephLandmarks.Detection``, saved with the scene.
+
+Measurements follow the points.  `createLandmarksNode` also keeps the per-landmark calibrated
+heatmaps, float32 (L, h, w) in model pixels (19 x 480 x 384: 14 MB in memory, about 12 MB as the
+gzipped .nrrd in a .mrb: softmax tails compress poorly; kept exact so recomputed numbers equal the
+detection-time ones), in a hidden scalar volume ("... landmark maps", HideFromEditors,
+role CephLandmarksMaps; replaced when a detection is redone on the node) and the ModelFrame in the
+record, so `updateMeasurementsTable` can recompute the measurements from the *current* points at
+any time, also after a scene reload: a corrected point (moved, or placed after being missing) is
+taken as exact, the others are drawn from their heatmaps as at detection (same seed, so an
+unedited node gives the detection-time numbers), a deleted or unplaced point counts as missing.
+Rows resting on corrected points are marked (CORRECTED_MARK, column "Corrected landmarks").
+`cliJson`, `reviewedDetection` and `exportReport` use the same recomputed measurements.
 """
 
 import csv
 import json
+import re
 
 import numpy as np
 import vtk
@@ -23,11 +37,12 @@ from vtk.util import numpy_support
 
 import slicer
 
+from CephLandmarksLib.detection import Detection, LandmarkResult
 from CephLandmarksLib.errors import CephError
-from CephLandmarksLib.geometry import ijk_to_ras, ras_to_ijk
+from CephLandmarksLib.geometry import ModelFrame, ijk_to_ras, px_to_mm, ras_to_ijk
 from CephLandmarksLib.images import DEFAULT_SPACING_MM, Radiograph
 from CephLandmarksLib.measurement_uncertainty import (DEFAULT_SAMPLES, DEFAULT_SEED, UNCERTAIN_BELOW,
-                                                      measure_detection)
+                                                      measure_corrected, results_json)
 from CephLandmarksLib.measurements import MEASUREMENTS
 from CephLandmarksLib.text import probability_text
 
@@ -37,6 +52,7 @@ TABLE_REFERENCE = "CephLandmarksTable"
 CONTOUR_REFERENCE = "CephLandmarksContours"
 HEATMAP_REFERENCE = "CephLandmarksHeatmap"
 MEASUREMENTS_REFERENCE = "CephLandmarksMeasurements"
+MAPS_REFERENCE = "CephLandmarksMaps"  # hidden volume: the per-landmark calibrated heatmaps (L slices)
 
 CONFIDENT_COLOR = (0.2, 0.9, 0.3)
 FLAGGED_COLOR = (1.0, 0.1, 0.1)
@@ -176,6 +192,8 @@ def createLandmarksNode(scene, detection, volumeNode, node=None, name=None):
     """Put a Detection on a markups fiducial node (a new one, or `node`, replacing its points).
 
     Points are placed in the volume's RAS space; the node observes the volume's parent transform.
+    The record keeps the model frame, and the hidden maps volume (`storeLandmarkMaps`, replacing the
+    node's earlier one) the heatmaps, so the measurements can be recomputed after corrections.
     """
     m = pixelToRASMatrix(volumeNode)
     if node is None:
@@ -199,8 +217,9 @@ def createLandmarksNode(scene, detection, volumeNode, node=None, name=None):
             node.SetNthControlPointPositionMissing(i)
         node.SetNthControlPointDescription(i, _describe(entry))
     record = detection.to_json_dict()
-    record.update(landmarks=landmarks, pixel_to_ras=m.tolist())
+    record.update(landmarks=landmarks, pixel_to_ras=m.tolist(), model_frame=_frameRecord(detection.frame))
     _setRecord(node, record)
+    storeLandmarkMaps(scene, detection, node)
     display = node.GetDisplayNode()
     display.SetSelectedColor(*CONFIDENT_COLOR)
     display.SetColor(*FLAGGED_COLOR)
@@ -274,6 +293,173 @@ def setReviewed(node, landmarkIndex, reviewed=True):
             if i >= 0:
                 node.SetNthControlPointDescription(i, _describe(entry))
     _setRecord(node, record)
+
+
+# --- what recomputing the measurements needs: heatmaps and model frame ---------------------------
+
+
+def _frameRecord(frame):
+    return {"image_size": list(frame.image_size), "model_size": list(frame.model_size),
+            "scaled_size": list(frame.scaled_size), "offset": list(frame.offset), "mirror_x": bool(frame.mirror_x)}
+
+
+def _frameFromRecord(record):
+    f = record.get("model_frame")
+    if not f:
+        return None
+    return ModelFrame(tuple(int(v) for v in f["image_size"]), tuple(int(v) for v in f["model_size"]),
+                      tuple(int(v) for v in f["scaled_size"]), tuple(int(v) for v in f["offset"]),
+                      bool(f["mirror_x"]))
+
+
+def _modelToPixelMatrix(frame):
+    """4x4: model pixel (u, v, k, 1) -> image pixel (x, y, k, 1), mirroring of left-facing images included."""
+    m = frame.model_to_image_matrix()
+    return np.array([[m[0, 0], m[0, 1], 0, m[0, 2]], [m[1, 0], m[1, 1], 0, m[1, 2]], [0, 0, 1, 0], [0, 0, 0, 1.0]])
+
+
+def storeLandmarkMaps(scene, detection, landmarksNode):
+    """Keep the detection's calibrated heatmaps (L, h, w) as float32 in a hidden scalar volume of L slices
+    (HideFromEditors, so no node selector lists it), referenced by the landmarks node (role
+    CephLandmarksMaps) and saved with the scene; replaces the node's earlier one.  Also records the
+    model frame.  Returns the volume node."""
+    record = detectionRecord(landmarksNode)
+    record["model_frame"] = _frameRecord(detection.frame)
+    _setRecord(landmarksNode, record)
+    old = landmarksNode.GetNodeReference(MAPS_REFERENCE)
+    if old is not None:
+        scene.RemoveNode(old)
+    probs = np.ascontiguousarray(detection.probs, dtype=np.float32)
+    count, h, w = probs.shape
+    imageData = vtk.vtkImageData()
+    imageData.SetDimensions(w, h, count)
+    imageData.GetPointData().SetScalars(numpy_support.numpy_to_vtk(probs.ravel(), deep=True,
+                                                                   array_type=vtk.VTK_FLOAT))
+    maps = slicer.vtkMRMLScalarVolumeNode()
+    maps.SetName(scene.GenerateUniqueName(f"{landmarksNode.GetName()} landmark maps"))
+    maps.SetHideFromEditors(True)  # set before adding: selectors never see it
+    maps.SetAttribute("CephLandmarks.Role", "per-landmark calibrated heatmaps, slice k = landmark k + 1")
+    maps.SetAndObserveImageData(imageData)
+    # Slice 0 lies over the radiograph like the heatmap volume.  The slice axis is chosen so that the
+    # matrix is right-handed: volume files keep a left-handed one (a mirrored frame) by reversing the slices.
+    ijkToRAS = np.asarray(record["pixel_to_ras"]) @ _modelToPixelMatrix(detection.frame)
+    column, row = (ijkToRAS[:3, a] / max(np.linalg.norm(ijkToRAS[:3, a]), 1e-12) for a in (0, 1))
+    ijkToRAS[:3, 2] = np.cross(column, row) * max(np.linalg.norm(ijkToRAS[:3, 2]), 1e-3)
+    maps.SetIJKToRASMatrix(_arrayToMatrix(ijkToRAS))
+    maps = scene.AddNode(maps)
+    landmarksNode.SetNodeReferenceID(MAPS_REFERENCE, maps.GetID())
+    return maps
+
+
+def landmarkMaps(landmarksNode):
+    """The stored heatmaps (L, h, w) float32 (a view of the volume's data), or None if the node has none."""
+    maps = landmarksNode.GetNodeReference(MAPS_REFERENCE) if landmarksNode else None
+    imageData = maps.GetImageData() if maps is not None else None
+    if imageData is None or imageData.GetPointData().GetScalars() is None:
+        return None
+    w, h, count = imageData.GetDimensions()
+    return numpy_support.vtk_to_numpy(imageData.GetPointData().GetScalars()).reshape(count, h, w)
+
+
+def canRecomputeMeasurements(landmarksNode):
+    """True if the node keeps what recomputing its measurements needs (heatmaps and model frame);
+    scenes saved before this was kept do not."""
+    record = detectionRecord(landmarksNode)
+    maps = landmarkMaps(landmarksNode)
+    return bool(record and record.get("model_frame") and maps is not None
+                and len(maps) == len(record["landmarks"]))
+
+
+def _contoursFromModels(landmarksNode, pixelToRAS):
+    """{landmark index: {"50": [(K, 2) image px], "90": [...]}} read back from the contour ribbons."""
+    contours = {}
+    for level, model in zip(CONTOUR_LEVELS, contourModels(landmarksNode)):  # createContourModels' order
+        poly = model.GetPolyData() if model is not None else None
+        ids = poly.GetCellData().GetArray("Landmark") if poly is not None else None
+        if ids is None or poly.GetNumberOfCells() == 0:
+            continue
+        xy = ras_to_ijk(numpy_support.vtk_to_numpy(poly.GetPoints().GetData()), pixelToRAS)[:, :2]
+        chain, chainLandmark = [], None
+        for c in range(poly.GetNumberOfCells()):  # quads (k, k+1, ...) of one polyline are consecutive
+            cell = poly.GetCell(c)
+            a, b, landmark = cell.GetPointId(0), cell.GetPointId(1), int(ids.GetValue(c))
+            if chain and landmark == chainLandmark and chain[-1] == a:
+                chain.append(b)
+                continue
+            if chain:
+                contours.setdefault(chainLandmark, {}).setdefault(level, []).append(xy[chain])
+            chain, chainLandmark = [a, b], landmark
+        if chain:
+            contours.setdefault(chainLandmark, {}).setdefault(level, []).append(xy[chain])
+    return contours
+
+
+def _reviewState(landmarksNode):
+    """(rows, points in mm (L, 2) with NaN where absent, 0-based indices of corrected points)."""
+    record = detectionRecord(landmarksNode)
+    rows = landmarkRows(landmarksNode)
+    pointsPx = np.array([[row["x_px"], row["y_px"]] if row.get("present") else [np.nan, np.nan] for row in rows],
+                        dtype=np.float64)
+    corrected = [i for i, row in enumerate(rows) if row.get("present") and row["edited"]]
+    return rows, px_to_mm(pointsPx, record["spacing_mm"]), corrected
+
+
+def _reviewed(landmarksNode, withContours=True):
+    """(Detection at the current points, without measurements; points in mm; corrected indices)."""
+    record = detectionRecord(landmarksNode)
+    if record is None:
+        raise CephError("the node holds no CephLandmarks detection")
+    rows, pointsMm, corrected = _reviewState(landmarksNode)
+    m = np.asarray(record["pixel_to_ras"])
+    contours = _contoursFromModels(landmarksNode, m) if withContours else {}
+    nan = float("nan")
+    landmarks = []
+    for i, row in enumerate(rows):
+        present = bool(row.get("present"))
+        x, y = (float(row["x_px"]), float(row["y_px"])) if present else (nan, nan)
+        p = row.get("p_large_error")
+        landmarks.append(LandmarkResult(
+            int(row["index"]), row["name"], row["abbreviation"], x, y, float(pointsMm[i, 0]), float(pointsMm[i, 1]),
+            float(row["confidence"]), nan if row.get("ere_mm") is None else float(row["ere_mm"]),
+            bool(row["flagged"]), {} if i in corrected or not present else contours.get(int(row["index"]), {}),
+            not present, nan if p is None else float(p)))
+    rasToLps = np.diag([-1.0, -1.0, 1.0])
+    axes = m[:3, :3] / np.maximum(np.linalg.norm(m[:3, :3], axis=0), 1e-12)
+    probs = landmarkMaps(landmarksNode) if canRecomputeMeasurements(landmarksNode) else None
+    detection = Detection(
+        record["image"], tuple(record["image_size_px"]), tuple(record["spacing_mm"]), record["spacing_source"],
+        dict(record["model"]), float(record["ere_threshold_mm"]), landmarks, probs, _frameFromRecord(record),
+        tuple(rasToLps @ m[:3, 3]), tuple((rasToLps @ axes).ravel()),
+        {"corrected_landmarks": [rows[i]["abbreviation"] for i in corrected]},
+        **{k: record[k] for k in ("framing", "orientation", "alignment", "large_error_mm") if k in record})
+    return detection, pointsMm, corrected
+
+
+def measureLandmarks(landmarksNode, n=DEFAULT_SAMPLES, seed=DEFAULT_SEED):
+    """The measurements at the node's current points (list of the library's dicts, each with
+    "corrected"), or None if the node keeps no heatmaps.  Corrected points are exact, deleted or
+    unplaced points missing, the others drawn from the stored heatmaps (measure_corrected)."""
+    detection, pointsMm, corrected = _reviewed(landmarksNode, withContours=False)
+    if detection.probs is None:
+        return None
+    return measure_corrected(detection, pointsMm, corrected, n, seed)
+
+
+def reviewedDetection(landmarksNode, n=DEFAULT_SAMPLES, seed=DEFAULT_SEED, measurements=True):
+    """A CephLandmarksLib Detection with the node's current (corrected) points, for exports and the report.
+
+    A deleted or unplaced point is `missing`; confidence, ERE, P(large error) and flag are the
+    detection's.  Contours (read back from the contour models) are kept for uncorrected points
+    only.  probs are the stored heatmaps (None for a scene saved without them).  extra holds
+    "corrected_landmarks" (abbreviations) and, when `measurements` is true and heatmaps are
+    stored, "measurements" recomputed at the current points (so to_json_dict never falls back to
+    the detection's points).
+    """
+    detection, pointsMm, corrected = _reviewed(landmarksNode)
+    if measurements and detection.probs is not None:
+        results = measure_corrected(detection, pointsMm, corrected, n, seed)
+        detection.extra["measurements"] = results_json(results, n, seed, detection.extra["corrected_landmarks"])
+    return detection
 
 
 # --- contours and heatmap ----------------------------------------------------------------------
@@ -375,9 +561,7 @@ def createHeatmapVolume(scene, detection, volumeNode, landmarksNode, colorNodeID
     probs = np.asarray(detection.probs, dtype=np.float32)
     peaks = probs.max(axis=(1, 2), keepdims=True)
     combined = (probs / np.maximum(peaks, 1e-12)).max(axis=0)  # (h, w)
-    m = detection.frame.model_to_image_matrix()  # mirroring of left-facing images included
-    modelToPixel = np.array([[m[0, 0], m[0, 1], 0, m[0, 2]], [m[1, 0], m[1, 1], 0, m[1, 2]],
-                             [0, 0, 1, 0], [0, 0, 0, 1.0]])
+    modelToPixel = _modelToPixelMatrix(detection.frame)  # mirroring of left-facing images included
     old = landmarksNode.GetNodeReference(HEATMAP_REFERENCE)
     if old is not None:
         scene.RemoveNode(old)
@@ -464,45 +648,45 @@ def tableRowLandmarkIndex(tableNode, row):
 
 # Table nodes have no per-row colour: an uncertain row (most probable class below
 # UNCERTAIN_BELOW) is put first, its name starts with UNCERTAIN_MARK and its "Uncertain" column is 1.
+# A row resting on corrected points ends with CORRECTED_MARK and names them in "Corrected landmarks".
 MEASUREMENT_COLUMNS = (("Measurement", "string"), ("Unit", "string"), ("Value", "double"), ("Median", "double"),
                        ("5 %", "double"), ("95 %", "double"), ("Class", "string"), ("Class probability", "double"),
-                       ("Uncertain", "bit"), ("Definition", "string"))
+                       ("Uncertain", "bit"), ("Corrected landmarks", "string"), ("Definition", "string"))
 UNCERTAIN_MARK = "\u26a0 "
+CORRECTED_MARK = " \u270e"
 SKIPPED_TEXT = "skipped: landmark missing"
 
 
-def measurementTableRows(detection, n=DEFAULT_SAMPLES, seed=DEFAULT_SEED):
-    """Rows (tuples in MEASUREMENT_COLUMNS order) of a Detection's measurements: uncertain first, then the
-    others, then the skipped ones (a landmark they use is missing), each group in the library's order."""
-    from CephLandmarksLib.report import measurement_rows  # report imports torch (modelfile): import on use
+def measurementResultRows(results):
+    """Rows (tuples in MEASUREMENT_COLUMNS order) of measurement reports (measure_corrected's dicts):
+    uncertain first, then the others, then the skipped ones (a landmark they use is missing or was
+    deleted), each group in the library's order."""
+    from CephLandmarksLib.report import measurement_rows  # the report module: imported on use
 
-    results = measure_detection(detection, n, seed)
     rows = []
     for r, strings in zip(results, measurement_rows(results)):
         uncertain = bool(r.get("uncertain"))
-        rows.append(((UNCERTAIN_MARK if uncertain else "") + strings[0], strings[1], r["value"], r["median"],
-                     r["p05"], r["p95"], r.get("class_label", ""), r.get("class_probability", float("nan")),
-                     int(uncertain), r["definition"]))
+        corrected = r.get("corrected") or []
+        rows.append(((UNCERTAIN_MARK if uncertain else "") + strings[0] + (CORRECTED_MARK if corrected else ""),
+                     strings[1], r["value"], r["median"], r["p05"], r["p95"], r.get("class_label", ""),
+                     r.get("class_probability", float("nan")), int(uncertain), ", ".join(corrected), r["definition"]))
     rows.sort(key=lambda row: not row[8])  # stable: uncertain first
     done = {r["key"] for r in results}
     nan = float("nan")
     for m in MEASUREMENTS:
         if m.key not in done:
             rows.append((f"{m.key}: {m.name}" if m.key not in m.name else m.name,
-                         {"deg": "\u00b0"}.get(m.unit, m.unit), nan, nan, nan, nan, SKIPPED_TEXT, nan, 0,
+                         {"deg": "\u00b0"}.get(m.unit, m.unit), nan, nan, nan, nan, SKIPPED_TEXT, nan, 0, "",
                          m.definition))
     return rows
 
 
-def createMeasurementsTable(scene, detection, name=None, tableNode=None, landmarksNode=None,
-                            n=DEFAULT_SAMPLES, seed=DEFAULT_SEED):
-    """Fill a vtkMRMLTableNode with the Detection's measurements (value, median, 90 % interval, most
-    probable class and its probability, uncertain flag, definition); returns it.
+def measurementTableRows(detection, n=DEFAULT_SAMPLES, seed=DEFAULT_SEED):
+    """Rows of a Detection's measurements at its own points (nothing corrected)."""
+    return measurementResultRows(measure_corrected(detection, n=n, seed=seed))
 
-    Updates `tableNode`, or the one `landmarksNode` references (role CephLandmarksMeasurements), and
-    creates one if neither exists; the landmarks node then references it, so it is kept with the
-    scene.  Computed from the detection's heatmaps: it is not updated when points are moved.
-    """
+
+def _measurementsTableNode(scene, landmarksNode, tableNode, name):
     if tableNode is None and landmarksNode is not None:
         tableNode = landmarksNode.GetNodeReference(MEASUREMENTS_REFERENCE)
     if tableNode is None:
@@ -512,21 +696,64 @@ def createMeasurementsTable(scene, detection, name=None, tableNode=None, landmar
         tableNode.SetName(name)
     if landmarksNode is not None:
         landmarksNode.SetNodeReferenceID(MEASUREMENTS_REFERENCE, tableNode.GetID())
-    rows = measurementTableRows(detection, n, seed)
+    return tableNode
+
+
+def _fillMeasurementsTable(tableNode, results):
+    rows = measurementResultRows(results)
     wasModifying = tableNode.StartModify()
+    tableNode.SetLocked(False)
     table, arrays = _resetTable(tableNode, MEASUREMENT_COLUMNS)
     for row in rows:
         for array, value in zip(arrays, row):
             array.InsertNextValue(value)
     table.Modified()
     tableNode.SetUseColumnTitleAsColumnHeader(True)
+    tableNode.SetColumnDescription("Value", "the measurement at the current points (corrected ones as placed)")
     tableNode.SetColumnDescription("5 %", "5th percentile of the measurement over draws from the heatmaps")
     tableNode.SetColumnDescription("95 %", "95th percentile of the measurement over draws from the heatmaps")
     tableNode.SetColumnDescription("Uncertain", f"1: the most probable class has probability below {UNCERTAIN_BELOW:g} "
                                                 "(row first, name marked \u26a0)")
+    tableNode.SetColumnDescription("Corrected landmarks", "corrected points this measurement uses (name marked "
+                                   "\u270e): taken as exact, only the other points are drawn from their heatmaps")
     tableNode.SetLocked(True)
     tableNode.EndModify(wasModifying)
     return tableNode
+
+
+def updateMeasurementsTable(scene, landmarksNode, tableNode=None, name=None, n=DEFAULT_SAMPLES, seed=DEFAULT_SEED):
+    """Recompute the landmarks node's measurements table from its *current* points; returns the table node.
+
+    Corrected points (moved, or placed after being missing) are exact; the others are drawn from the
+    heatmaps stored with the node (same seed as at detection: an unedited node gives the detection-time
+    table); a deleted or unplaced point counts as missing (its measurements are skipped).  Rows resting
+    on corrected points are marked.  Fills `tableNode`, or the one the node references (role
+    CephLandmarksMeasurements), creating it if needed.  Fast enough to run (debounced) on every edit.
+    Returns None, leaving any table unchanged, for a node saved without heatmaps (an older scene:
+    see canRecomputeMeasurements).
+    """
+    results = measureLandmarks(landmarksNode, n, seed)
+    if results is None:
+        return None
+    return _fillMeasurementsTable(_measurementsTableNode(scene, landmarksNode, tableNode, name), results)
+
+
+def createMeasurementsTable(scene, detection, name=None, tableNode=None, landmarksNode=None,
+                            n=DEFAULT_SAMPLES, seed=DEFAULT_SEED):
+    """Fill a vtkMRMLTableNode with measurements (value, median, 90 % interval, most probable class and
+    its probability, uncertain flag, corrected landmarks, definition); returns it.
+
+    With `landmarksNode` (the usual call, at detection): the same as `updateMeasurementsTable`, from the
+    node's current points and stored heatmaps (stored from `detection` first if the node has none);
+    the node references the table, so it is kept with the scene.  Without it: the detection's own
+    points, nothing corrected.
+    """
+    if landmarksNode is None:
+        return _fillMeasurementsTable(_measurementsTableNode(scene, None, tableNode, name),
+                                      measure_corrected(detection, n=n, seed=seed))
+    if not canRecomputeMeasurements(landmarksNode):
+        storeLandmarkMaps(scene, detection, landmarksNode)
+    return updateMeasurementsTable(scene, landmarksNode, tableNode, name, n, seed)
 
 
 # --- export ------------------------------------------------------------------------------------
@@ -557,18 +784,52 @@ def exportCsv(landmarksNode, path):
             writer.writerow([row.get(k, "") for k in CSV_FIELDS] + list(ras))
 
 
-def cliJson(landmarksNode):
-    """The CLI's JSON (`ceph-landmarks detect`), with the current (possibly corrected) positions
-    and, per landmark, "reviewed" and "edited"."""
+STALE_MEASUREMENTS_NOTE = ("computed at detection from the detected points: this scene keeps no heatmaps, "
+                           "so they do not follow the corrected points")
+
+
+def cliJson(landmarksNode, n=DEFAULT_SAMPLES, seed=DEFAULT_SEED):
+    """The CLI's JSON (`ceph-landmarks detect`), with the current (possibly corrected) positions,
+    per landmark "reviewed" and "edited", and "measurements" recomputed at the current points
+    (updateMeasurementsTable's rule): "corrected_landmarks" lists the corrected points and each
+    item's "corrected" those it rests on.  A scene saved without heatmaps keeps the detection-time
+    measurements, with a "note" saying so when points were corrected."""
     record = detectionRecord(landmarksNode)
-    out = {k: v for k, v in record.items() if k not in ("landmarks", "pixel_to_ras")}
+    out = {k: v for k, v in record.items() if k not in ("landmarks", "pixel_to_ras", "model_frame")}
     keys = ("index", "name", "abbreviation", "x_px", "y_px", "x_mm", "y_mm", "confidence", "ere_mm", "p_large_error",
             "flagged", "reviewed", "edited")
-    out["landmarks"] = [{k: row[k] for k in keys if k in row} for row in landmarkRows(landmarksNode)
-                        if row.get("present", True)]
+    rows = landmarkRows(landmarksNode)
+    out["landmarks"] = [{k: row[k] for k in keys if k in row} for row in rows if row.get("present", True)]
+    results = measureLandmarks(landmarksNode, n, seed)
+    if results is not None:
+        corrected = [row["abbreviation"] for row in rows if row.get("present") and row["edited"]]
+        out["measurements"] = results_json(results, n, seed, corrected)
+    elif "measurements" in out and any(row["edited"] for row in rows):
+        out["measurements"] = dict(out["measurements"], note=STALE_MEASUREMENTS_NOTE)
     return out
 
 
 def exportCliJson(landmarksNode, path):
     with open(path, "w", encoding="utf-8") as f:
         json.dump(cliJson(landmarksNode), f, indent=2)
+
+
+def exportReport(landmarksNode, volumeNode=None, outDir=".", stem=None, n=DEFAULT_SAMPLES, seed=DEFAULT_SEED):
+    """The library's one-page report (NAME_report.pdf and NAME_report.png in outDir) at the current
+    (corrected) points, with the recomputed measurements; corrected points are marked.  volumeNode:
+    the radiograph (default: the one the node references).  Needs matplotlib, not torch.  Returns
+    the two paths."""
+    from CephLandmarksLib.report import write_report  # needs matplotlib: imported on use
+
+    volumeNode = volumeNode or landmarksNode.GetNodeReference(VOLUME_REFERENCE)
+    if volumeNode is None:
+        raise CephError("the landmarks' radiograph is not in the scene")
+    detection, pointsMm, corrected = _reviewed(landmarksNode)
+    if detection.probs is None:
+        raise CephError("this scene keeps no heatmaps, so the measurements cannot be recomputed: detect again")
+    pixels = radiographFromVolume(volumeNode).pixels
+    if pixels.shape != (detection.image_size[1], detection.image_size[0]):
+        raise CephError(f"volume '{volumeNode.GetName()}' is not the image the landmarks were detected on")
+    results = measure_corrected(detection, pointsMm, corrected, n, seed)
+    stem = stem or re.sub(r"[^\w.-]+", "_", volumeNode.GetName()).strip("._") or "radiograph"
+    return write_report(pixels, detection, results, outDir, stem, corrected=detection.extra["corrected_landmarks"])
