@@ -199,10 +199,12 @@ class CephLandmarksWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def initializeParameterNode(self) -> None:
         self.setParameterNode(self.logic.getParameterNode())
-        if not self._parameterNode.inputVolume:
-            firstVolumeNode = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLScalarVolumeNode")
-            if firstVolumeNode and not firstVolumeNode.GetAttribute("CephLandmarks.Heatmap"):
-                self._parameterNode.inputVolume = firstVolumeNode
+        if not self._parameterNode.inputVolume:  # the first radiograph: not a heatmap or a hidden node of ours
+            volumes = slicer.util.getNodesByClass("vtkMRMLScalarVolumeNode")
+            radiographs = [v for v in volumes if not v.GetHideFromEditors() and not v.GetAttribute("CephLandmarks.Heatmap")
+                           and not v.IsA("vtkMRMLLabelMapVolumeNode")]
+            if radiographs:
+                self._parameterNode.inputVolume = radiographs[0]
 
     def setParameterNode(self, inputParameterNode) -> None:
         if self._parameterNode:
@@ -392,7 +394,9 @@ class CephLandmarksWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         helpers = mrml()
         helpers.updatePointColors(node)  # colour = stored flag, even if a Selected box was toggled
         self.ui.landmarksTable.setMRMLTableNode(helpers.updateTable(slicer.mrmlScene, node))
-        self.ui.measurementsTableView.setMRMLTableNode(helpers.updateMeasurementsTable(slicer.mrmlScene, node))
+        measurements = helpers.updateMeasurementsTable(slicer.mrmlScene, node)  # None: a scene saved without the maps
+        self.ui.measurementsTableView.setMRMLTableNode(
+            measurements or node.GetNodeReference(helpers.MEASUREMENTS_REFERENCE))
 
     def onTableClicked(self, index) -> None:
         node, table = self._observedLandmarks, self.ui.landmarksTable.mrmlTableNode()
@@ -442,7 +446,7 @@ class CephLandmarksWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         folder = qt.QFileDialog.getExistingDirectory(self.parent, _("Save the report (PDF and PNG) to"))
         if folder and self.ensureDependencies():
             with slicer.util.tryWithErrorDisplay(_("The report could not be written."), waitCursor=True):
-                written = mrml().exportReport(node, folder)
+                written = mrml().exportReport(node, outDir=folder)
                 self.ui.statusLabel.text = _("Report written: {p}").format(p=", ".join(str(p) for p in written))
 
     # --- training, calibration and evaluation (the CLI in a background process) ----------------
