@@ -3,7 +3,6 @@ as PythonQt, and Slicer 5.12's real Python layer must run on them."""
 
 import shutil
 import sys
-import textwrap
 import threading
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -462,3 +461,26 @@ def test_slicer_template_module_runs(tmp_path):
         widget.ui.imageThresholdSliderWidget.value = 42
         assert widget._parameterNode.imageThreshold == 42 and not widget.ui.applyButton.enabled
         assert not h.slot_errors and not h.message_boxes
+
+
+def test_load_volume_reads_with_the_real_volumes_logic(harness, tmp_path):
+    import numpy as np
+    import qt
+    import slicer
+
+    sitk = pytest.importorskip("SimpleITK")
+    rgb = tmp_path / "rgb.nrrd"
+    sitk.WriteImage(sitk.GetImageFromArray(np.zeros((1, 20, 30, 3), np.uint8), isVector=True), str(rgb))
+    node = slicer.util.loadVolume(str(rgb), {"singleFile": True})
+    assert node.GetClassName() == "vtkMRMLVectorVolumeNode"  # as Slicer loads an RGB image
+    composite = slicer.mrmlScene.GetNthNodeByClass(0, "vtkMRMLSliceCompositeNode")
+    assert composite.GetBackgroundVolumeID() == node.GetID()  # shown, as with "show" (default) in Slicer
+    jpeg = tmp_path / "image.jpg"
+    jpeg.write_bytes(b"not really a jpeg")
+    with pytest.raises(RuntimeError, match="Failed to load node"):
+        slicer.util.loadVolume(str(jpeg))
+    combo = qt.QComboBox()
+    combo.addItem("model", "/path/model.safetensors")
+    combo.setItemData(0, "a tooltip", qt.Qt.ToolTipRole)
+    assert (combo.currentData, combo.itemData(0, qt.Qt.ToolTipRole), combo.findData("/path/model.safetensors")) == \
+        ("/path/model.safetensors", "a tooltip", 0)

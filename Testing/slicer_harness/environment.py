@@ -75,6 +75,47 @@ class qSlicerLayoutManager(QObject):
         self.layout = layout
 
 
+class qSlicerCoreIOManager(QObject):
+    """Loads volumes with the real vtkSlicerVolumesLogic (as qSlicerVolumesReader does). Only what
+    slicer-core's readers handle (NRRD, NIfTI, MetaImage...; not PNG/JPEG) loads; other file types fail."""
+
+    def __init__(self, scene):
+        super().__init__()
+        import slicer
+
+        self._scene, self._volumes = scene, slicer.vtkSlicerVolumesLogic()
+        self._volumes.SetMRMLApplicationLogic(scene._harnessKeepAlive[0])  # its colour logic, as in Slicer
+        self._volumes.SetMRMLScene(scene)
+
+    def fileType(self, fileName):
+        return "VolumeFile"
+
+    def loadNodes(self, fileType, properties, loadedNodes=None, userMessages=None):
+        fileName = properties["fileName"]
+        node = None
+        if fileType == "VolumeFile":
+            name = properties.get("name") or Path(fileName).name.split(".")[0]
+            options = sum(bit for key, bit, default in (("labelmap", 1, False), ("center", 2, False),
+                                                         ("singleFile", 4, False), ("autoWindowLevel", 8, True),
+                                                         ("discardOrientation", 16, False))
+                          if properties.get(key, default))
+            node = self._volumes.AddArchetypeVolume(fileName, name, options)
+        if node is None:
+            if userMessages is not None:
+                import vtk
+
+                userMessages.AddMessage(vtk.vtkCommand.ErrorEvent, f"The harness could not read {fileName} as {fileType}")
+            return False
+        if properties.get("show", True):
+            selection = self._scene.GetNodeByID("vtkMRMLSelectionNodeSingleton")
+            if selection is not None:
+                selection.SetActiveVolumeID(node.GetID())
+                self._scene._harnessKeepAlive[0].PropagateVolumeSelection(0)
+        if loadedNodes is not None:
+            loadedNodes.AddItem(node)
+        return True
+
+
 class qSlicerApplication(QObject):
     """What scripted modules and Slicer's util.py use of slicer.app (startupCompleted() is never emitted)."""
 
@@ -97,6 +138,7 @@ class qSlicerApplication(QObject):
         self._module_manager, self._main_window = qSlicerModuleManager(), qSlicerMainWindow()
         self._main_window.objectName = "qSlicerMainWindow"
         self._layout_manager = qSlicerLayoutManager(harness.scene)
+        self._io_manager = qSlicerCoreIOManager(harness.scene)
 
     def testingEnabled(self):
         return self._testing
@@ -115,6 +157,11 @@ class qSlicerApplication(QObject):
 
     def mrmlScene(self):
         return self._harness.scene
+
+    def coreIOManager(self):
+        return self._io_manager
+
+    ioManager = coreIOManager
 
     def layoutManager(self):
         return self._layout_manager
@@ -161,6 +208,7 @@ def headless_scene(cache_dir):
     markups.SetMRMLApplicationLogic(app_logic)
     markups.SetMRMLScene(scene)
     app_logic.SetModuleLogic("Markups", markups)
+    app_logic.SetModuleLogic("Colors", app_logic.GetColorLogic())
     slicer.vtkMRMLSliceNode.AddDefaultSliceOrientationPresets(scene)
     for name, orientation in (("Red", "Axial"), ("Yellow", "Sagittal"), ("Green", "Coronal")):
         for class_name in ("vtkMRMLSliceNode", "vtkMRMLSliceCompositeNode"):

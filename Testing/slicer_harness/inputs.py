@@ -11,6 +11,8 @@ adding the first item to an empty QComboBox makes it current (QListWidget does n
 from .core import QObject, QtProperty, Signal, convert, emit, readonly, stored
 from .widgets import QFrame, QWidget
 
+_USER_ROLE = 0x100  # Qt::UserRole, where QComboBox keeps addItem's userData
+
 
 class _Ranged(QWidget):
     """minimum/maximum/value/singleStep with Qt's clamping; subclasses name their value signals."""
@@ -173,7 +175,7 @@ class QComboBox(QWidget):
     count = readonly(lambda self: len(self._items))
     currentText = QtProperty(lambda self: self._items[self._index][0] if self._index >= 0 else "",
                              lambda self, text: self.setCurrentText(text))
-    currentData = readonly(lambda self: self._items[self._index][1] if self._index >= 0 else None)
+    currentData = readonly(lambda self: self.itemData(self._index))
 
     def setCurrentIndex(self, index):
         index = int(index)
@@ -194,9 +196,9 @@ class QComboBox(QWidget):
     def insertItem(self, index, *args):
         if args and not isinstance(args[0], str):  # (icon, text[, userData])
             args = args[1:]
-        text, data = convert(args[0], str, "QComboBox item text"), (args[1] if len(args) > 1 else None)
+        text = convert(args[0], str, "QComboBox item text")
         index = min(max(int(index), 0), len(self._items))
-        self._items.insert(index, (text, data))
+        self._items.insert(index, [text, {_USER_ROLE: args[1]} if len(args) > 1 else {}])  # [text, {role: data}]
         if len(self._items) == 1 and self._index == -1:
             self.setCurrentIndex(0)  # Qt selects the first item put in an empty combo box
         elif index <= self._index:
@@ -226,22 +228,27 @@ class QComboBox(QWidget):
         self.setCurrentIndex(-1)
 
     def findText(self, text):
-        return next((i for i, (t, _) in enumerate(self._items) if t == text), -1)
+        return next((i for i, item in enumerate(self._items) if item[0] == text), -1)
 
-    def findData(self, data):
-        return next((i for i, (_, d) in enumerate(self._items) if d == data and d is not None), -1)
+    def findData(self, data, role=_USER_ROLE):
+        return next((i for i in range(len(self._items)) if self.itemData(i, role) == data), -1)
 
     def itemText(self, index):
         return self._items[index][0] if 0 <= index < len(self._items) else ""
 
-    def itemData(self, index):
-        return self._items[index][1] if 0 <= index < len(self._items) else None
+    def itemData(self, index, role=_USER_ROLE):
+        if not 0 <= index < len(self._items):
+            return None
+        return self._items[index][0] if role in (0, 2) else self._items[index][1].get(role)
 
     def setItemText(self, index, text):
-        self._items[index] = (text, self._items[index][1])
+        self._items[index][0] = convert(text, str, "QComboBox item text")
 
-    def setItemData(self, index, data):
-        self._items[index] = (self._items[index][0], data)
+    def setItemData(self, index, value, role=_USER_ROLE):
+        if role in (0, 2):
+            self.setItemText(index, value)
+        elif 0 <= index < len(self._items):
+            self._items[index][1][role] = value
 
 
 class QListWidgetItem:
