@@ -442,4 +442,9 @@ class Harness:
 
 def install_slicer_environment(tmp_dir=None, scripted_modules_dir=None):
     """Install a headless Slicer in this process and return its Harness (call teardown() when done)."""
-    return Harness(tmp_dir or tempfile.mkdtemp(prefix="slicer-harness-"), scripted_modules_dir).install()
+    harness = Harness(tmp_dir or tempfile.mkdtemp(prefix="slicer-harness-"), scripted_modules_dir)
+    try:
+        return harness.install()
+    except BaseException:
+        harness.teardown()  # undo what a failed install changed
+        raise
