@@ -126,6 +126,7 @@ class CephLandmarksWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._observedLandmarks = None
         self._detection = None  # the running DetectionJob
         self._training = None  # (command, BackgroundProcess, start time)
+        self._trainingLines = []  # the running command's output, for its failure message
         self._editTimer = qt.QTimer()
         self._editTimer.setSingleShot(True)
         self._editTimer.setInterval(EDIT_DEBOUNCE_MS)
@@ -464,6 +465,7 @@ class CephLandmarksWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 p.trainDevice, p.evaluateSplit, chosenPath(p.evaluateFolder), self.onProcessLine,
                 lambda code, crashed: self.onProcessFinished(command, code, crashed))
             self._training = (command, process, time.time())
+            self._trainingLines = []
             self.ui.trainLogTextEdit.appendPlainText("$ " + self.logic.displayCommand(process.commandLine))
             self.ui.trainProgressBar.setRange(0, 0)
             process.start()
@@ -472,6 +474,7 @@ class CephLandmarksWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def onProcessLine(self, line) -> None:
         from CephLandmarksSlicer.process import progressFromLine
 
+        self._trainingLines.append(line)
         progress = progressFromLine(line)
         if progress is not None:
             self.ui.trainProgressBar.setRange(0, 1000)
@@ -487,6 +490,11 @@ class CephLandmarksWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.trainLogTextEdit.appendPlainText(
             _("{c} cancelled.").format(c=command) if crashed else
             _("{c} finished (exit code {e}).").format(c=command, e=exitCode))
+        if exitCode != 0 and not crashed:
+            from CephLandmarksSlicer.process import failureMessage
+
+            slicer.util.errorDisplay(_("{c} failed: {e}").format(
+                c=command.capitalize(), e=failureMessage(exitCode, crashed, self._trainingLines)))
         if exitCode == 0 and not crashed:
             with slicer.util.tryWithErrorDisplay(_("The results of {c} could not be shown.").format(c=command)):
                 if command in ("train", "calibrate"):

@@ -1,0 +1,336 @@
+"""The Slicer module as a user gets it: built and installed by CMake with Slicer 5.12's own macros,
+imported from the installed qt-scripted-modules folder (the source tree off sys.path), and driven on
+Slicer 5.12's real Python layer (ScriptedLoadableModule, parameterNodeWrapper, slicer.util) over
+slicer-core's MRML, with the strict qt/ctk stand-ins of Testing/slicer_harness.
+
+Skips when ../shared/slicer-5.12, slicer-core or cmake is missing (CI has all three)."""
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from slicer_harness import build, install_slicer_environment, missing_reason
+
+ROOT = Path(__file__).resolve().parent.parent
+ON_DEMAND = ("torch", "torchvision", "safetensors", "tqdm", "matplotlib", "contourpy")
+
+pytestmark = pytest.mark.skipif(bool(missing_reason() or build.skip_reason()),
+                                reason=str(missing_reason() or build.skip_reason()))
+
+
+@pytest.fixture(scope="module")
+def installed():
+    return build.installed_scripted_modules()
+
+
+@pytest.fixture
+def harness(tmp_path, installed):
+    h = install_slicer_environment(tmp_path / "slicer", installed)
+    try:
+        yield h
+    finally:
+        h.teardown()
+
+
+@pytest.fixture
+def widget(harness):
+    harness.load_module("CephLandmarks")
+    return harness.create_widget("CephLandmarks")
+
+
+def skull(width=384, height=480):
+    """A smooth synthetic 'radiograph' (no anatomy: detection runs, its points mean nothing)."""
+    yy, xx = np.mgrid[0:height, 0:width]
+    return (200.0 * np.exp(-(((xx - 190) / 120.0) ** 2 + ((yy - 230) / 160.0) ** 2)) + 20.0).astype(np.float32)
+
+
+def writeNrrd(path, pixels, spacing=(0.5, 0.5)):
+    import SimpleITK as sitk
+
+    image = sitk.GetImageFromArray(pixels)
+    image.SetSpacing(spacing)
+    sitk.WriteImage(image, str(path))
+    return path
+
+
+def loadRadiograph(harness, widget, path):
+    harness.queue_file_dialog(str(path))
+    widget.ui.loadRadiographButton.click()
+    volume = widget._parameterNode.inputVolume
+    assert volume is not None and harness.message_boxes == []
+    return volume
+
+
+def nodeCounts(scene):
+    return {c: scene.GetNumberOfNodesByClass(c) for c in
+            ("vtkMRMLMarkupsFiducialNode", "vtkMRMLModelNode", "vtkMRMLScalarVolumeNode", "vtkMRMLTableNode")}
+
+
+def detectAndWait(harness, widget, timeout_s=180):
+    widget.ui.detectButton.click()
+    assert widget.ui.detectButton.text == "Cancel"
+    harness.process_events(until=lambda: widget._detection is None, timeout_s=timeout_s)
+
+
+def test_module_loads_and_sets_up_without_torch(harness, monkeypatch):
+    """A fresh install: nothing on demand is importable, yet the panel and the model list are complete."""
+    for name in ON_DEMAND:
+        monkeypatch.setitem(sys.modules, name, None)
+    module = harness.load_module("CephLandmarks")
+    assert Path(module.__file__).parent == harness.scripted_modules_dir
+    widget = harness.create_widget("CephLandmarks")
+    assert harness.slot_errors == [] and harness.message_boxes == []
+    labels = [widget.ui.modelSelector.itemText(i) for i in range(widget.ui.modelSelector.count)]
+    assert any("isbi2015-384x480" in label for label in labels), labels
+    assert widget.ui.modelSelector.currentData.endswith(".safetensors")
+    assert widget.ui.detectButton.text == "Detect landmarks"
+    assert not [m for m in ON_DEMAND if sys.modules.get(m) is not None]
+
+
+def test_library_and_helpers_come_from_the_installed_folder(harness, installed):
+    module = harness.load_module("CephLandmarks")
+    import CephLandmarksLib
+    import CephLandmarksSlicer
+
+    for imported in (module, CephLandmarksLib, CephLandmarksSlicer):
+        assert Path(imported.__file__).resolve().is_relative_to(Path(installed).resolve()), imported.__file__
+    assert [p.name for p in Path(installed).glob("*.py")] == ["CephLandmarks.py"]
+
+
+def test_detect_creates_the_nodes_and_matches_the_cli(harness, widget, tmp_path):
+    image = writeNrrd(tmp_path / "skull.nrrd", skull())
+    volume = loadRadiograph(harness, widget, image)
+    detectAndWait(harness, widget)
+    assert harness.slot_errors == []
+    assert [b["kind"] for b in harness.message_boxes] == [], harness.message_boxes
+    node = widget._parameterNode.landmarks
+    assert node is not None and node.GetNumberOfControlPoints() == 19
+    mrml = sys.modules["CephLandmarksSlicer.mrml"]
+    assert len(mrml.contourModels(node)) == 2
+    assert node.GetNodeReference(mrml.HEATMAP_REFERENCE) is not None
+    assert node.GetNodeReference(mrml.TABLE_REFERENCE).GetTable().GetNumberOfRows() == 19
+    assert node.GetNodeReference(mrml.MEASUREMENTS_REFERENCE) is not None
+    assert widget.ui.landmarksTable.mrmlTableNode() is node.GetNodeReference(mrml.TABLE_REFERENCE)
+    assert widget.ui.detectButton.text == "Detect landmarks" and "landmarks" in widget.ui.statusLabel.text
+    # The same pixels through the command line give the same points.
+    out = tmp_path / "cli"
+    model = widget.ui.modelSelector.currentData
+    r = subprocess.run([sys.executable, "-m", "CephLandmarksLib", "detect", str(image), "--model", model,
+                        "--out-dir", str(out), "--no-overlay"], capture_output=True, text=True, cwd=tmp_path,
+                       env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(harness.scripted_modules_dir)})
+    assert r.returncode == 0, r.stderr[-800:]
+    cli = {lm["abbreviation"]: lm for lm in json.loads((out / "skull.json").read_text())["landmarks"]}
+    rows = {row["abbreviation"]: row for row in mrml.landmarkRows(node)}
+    for abbreviation, lm in cli.items():
+        if lm.get("missing"):
+            assert not rows[abbreviation]["present"]
+            continue
+        assert rows[abbreviation]["x_px"] == pytest.approx(lm["x_px"], abs=2e-3)
+        assert rows[abbreviation]["y_px"] == pytest.approx(lm["y_px"], abs=2e-3)
+        assert rows[abbreviation]["flagged"] == lm["flagged"]
+    assert volume.GetID() == node.GetNodeReferenceID(mrml.VOLUME_REFERENCE)
+
+
+def test_cancel_kills_the_process_and_leaves_nothing(harness, widget, tmp_path):
+    loadRadiograph(harness, widget, writeNrrd(tmp_path / "skull.nrrd", skull()))
+    before = nodeCounts(harness.scene)
+    widget.ui.detectButton.click()
+    job = widget._detection
+    assert job is not None and job.folder.is_dir() and job.running
+    widget.ui.detectButton.click()  # Cancel
+    harness.process_events(until=lambda: widget._detection is None, timeout_s=30)
+    assert not job.folder.exists()
+    assert nodeCounts(harness.scene) == before
+    assert widget.ui.statusLabel.text == "Cancelled." and widget.ui.detectButton.text == "Detect landmarks"
+    assert harness.message_boxes == [] and harness.slot_errors == []
+
+
+def test_a_damaged_model_gives_one_message(harness, widget, tmp_path):
+    """The process fails (the weights' checksum): one message box carrying the CLI's own reason."""
+    damaged = tmp_path / "damaged.safetensors"
+    shutil.copyfile(widget.ui.modelSelector.currentData, damaged)
+    with open(damaged, "r+b") as f:
+        f.seek(-1000, 2)
+        f.write(b"\x00" * 16)
+    widget.logic.registerTrainedModel(str(damaged))
+    widget.updateModelList(select=damaged)
+    loadRadiograph(harness, widget, writeNrrd(tmp_path / "skull.nrrd", skull()))
+    before = nodeCounts(harness.scene)
+    detectAndWait(harness, widget, timeout_s=60)
+    assert [b["kind"] for b in harness.message_boxes] == ["error"]
+    text = harness.message_boxes[0]["text"]
+    assert "damaged" in text and "Traceback" not in text and len(text.splitlines()) == 1
+    assert nodeCounts(harness.scene) == before and harness.slot_errors == []
+
+
+def test_a_volume_that_is_not_a_radiograph_gives_one_message(harness, widget):
+    import slicer
+
+    volume = slicer.util.addVolumeFromArray(np.zeros((3, 40, 40), dtype=np.float32), name="a 3D volume")
+    widget._parameterNode.inputVolume = volume
+    widget.ui.detectButton.click()
+    assert [b["kind"] for b in harness.message_boxes] == ["error"]
+    assert "single 2D image" in harness.message_boxes[0]["text"]
+    assert widget._detection is None and widget.ui.detectButton.text == "Detect landmarks"
+
+
+def test_an_rgb_radiograph_can_be_selected_and_detected(harness, widget):
+    import slicer
+
+    rgb = np.repeat(skull()[None, :, :, None], 3, axis=3).astype(np.uint8)
+    volume = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLVectorVolumeNode", "rgb radiograph")
+    slicer.util.updateVolumeFromArray(volume, rgb)
+    widget.ui.inputSelector.setCurrentNode(volume)
+    assert widget._parameterNode.inputVolume is volume
+    detectAndWait(harness, widget)
+    assert harness.message_boxes == [] and widget._parameterNode.landmarks.GetNumberOfControlPoints() == 19
+
+
+def test_closing_the_scene_during_detection_cancels_it(harness, widget, tmp_path):
+    loadRadiograph(harness, widget, writeNrrd(tmp_path / "skull.nrrd", skull()))
+    widget.ui.detectButton.click()
+    job = widget._detection
+    harness.scene.Clear(0)
+    harness.process_events(until=lambda: widget._detection is None, timeout_s=30)
+    assert job.cancelled and not job.folder.exists()
+    assert harness.scene.GetNumberOfNodesByClass("vtkMRMLMarkupsFiducialNode") == 0
+    assert harness.message_boxes == [] and harness.slot_errors == []
+
+
+def test_measurements_follow_a_corrected_point(harness, widget, tmp_path):
+    loadRadiograph(harness, widget, writeNrrd(tmp_path / "skull.nrrd", skull()))
+    detectAndWait(harness, widget)
+    node = widget._parameterNode.landmarks
+    mrml = sys.modules["CephLandmarksSlicer.mrml"]
+    table = node.GetNodeReference(mrml.MEASUREMENTS_REFERENCE)
+
+    def column(name):
+        t = table.GetTable()
+        return [t.GetValueByName(r, name).ToString() for r in range(t.GetNumberOfRows())]
+
+    assert not any(column("Corrected landmarks"))
+    b = mrml.controlPointIndex(node, 6)  # B point
+    position = np.array(node.GetNthControlPointPosition(b))
+    node.SetNthControlPointPosition(b, *(position + [2.0, 1.0, 0.0]))
+    harness.process_events(until=lambda: any(column("Corrected landmarks")), timeout_s=5)
+    corrected = [c for c in column("Corrected landmarks") if c]
+    assert corrected and all("B" in c.split(", ") for c in corrected)
+    assert widget.ui.measurementsTableView.mrmlTableNode() is table
+    assert harness.slot_errors == []
+
+
+@pytest.fixture(scope="module")
+def training_dataset(tmp_path_factory):
+    """A generic-layout dataset large enough for the default holdout of 20: 26 train, 2 test."""
+    import csv
+
+    from conftest import synthetic_image, write_png
+    from CephLandmarksLib.landmarks import N_LANDMARKS
+
+    root = tmp_path_factory.mktemp("training")
+    rng = np.random.default_rng(1)
+    rows = []
+    for i in range(28):
+        pixels, pts = synthetic_image(rng)
+        write_png(root / f"img{i:02d}.png", pixels)
+        rows.append([f"img{i:02d}.png"] + [f"{v:.3f}" for v in pts.ravel()] + ["0.5", "train" if i < 26 else "test"])
+    with open(root / "landmarks.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["image"] + [f"{a}{i}" for i in range(1, N_LANDMARKS + 1) for a in "xy"] + ["spacing_mm", "split"])
+        w.writerows(rows)
+    return root
+
+
+def test_a_failed_training_run_gives_one_message(harness, widget, generic_dataset, tmp_path):
+    ui = widget.ui
+    ui.datasetPathLineEdit.currentPath = str(generic_dataset)  # 8 training images: fewer than the holdout
+    ui.trainModelPathLineEdit.currentPath = str(tmp_path / "never.safetensors")
+    ui.trainButton.click()
+    harness.process_events(until=lambda: widget._training is None, timeout_s=120)
+    assert [b["kind"] for b in harness.message_boxes] == ["error"]
+    assert "cannot hold out 20 of 8 images" in harness.message_boxes[0]["text"]
+    assert "finished (exit code 2)" in ui.trainLogTextEdit.toPlainText()
+    assert not (tmp_path / "never.safetensors").exists() and ui.trainButton.text == "Train"
+
+
+def test_training_tab_runs_train_calibrate_evaluate(harness, widget, training_dataset, tmp_path):
+    generic_dataset = training_dataset
+    ui = widget.ui
+    model = tmp_path / "trained.safetensors"
+    ui.datasetPathLineEdit.currentPath = str(generic_dataset)
+    ui.trainModelPathLineEdit.currentPath = str(model)
+    ui.evaluateOutputPathLineEdit.currentPath = str(tmp_path / "plots")
+    ui.epochsSpinBox.value = 1
+    ui.inputSizeLineEdit.text = "64x64"
+    ui.trainDeviceComboBox.currentIndex = ui.trainDeviceComboBox.findText("cpu")
+    for command, button in (("train", ui.trainButton), ("calibrate", ui.calibrateButton),
+                            ("evaluate", ui.evaluateButton)):
+        button.click()
+        assert button.text == "Cancel" and not ui.trainButton.enabled == (command != "train")
+        harness.process_events(until=lambda: widget._training is None, timeout_s=240)
+        log = ui.trainLogTextEdit.toPlainText()
+        assert f"$ ceph-landmarks {command} --" in log and f"{command} finished (exit code 0)." in log, log[-1500:]
+        assert button.text != "Cancel" and harness.slot_errors == [] and harness.message_boxes == []
+    assert "CephLandmarksLib" not in log.split("$ ceph-landmarks train")[1].splitlines()[0]
+    labels = [ui.modelSelector.itemText(i) for i in range(ui.modelSelector.count)]
+    assert ui.modelSelector.currentData == str(model.resolve()) or ui.modelSelector.currentData == str(model), labels
+    plots = [ui.plotListWidget.item(i).text() for i in range(ui.plotListWidget.count)]
+    assert plots and all(Path(p).parent == tmp_path / "plots" for p in plots)
+    assert "MRE" in ui.metricsLabel.text
+
+
+def test_cancel_training_kills_it(harness, widget, training_dataset, tmp_path):
+    ui = widget.ui
+    ui.datasetPathLineEdit.currentPath = str(training_dataset)
+    ui.trainModelPathLineEdit.currentPath = str(tmp_path / "never.safetensors")
+    ui.epochsSpinBox.value = 50
+    ui.inputSizeLineEdit.text = "64x64"
+    ui.trainButton.click()
+    process = widget._training[1]
+    ui.trainButton.click()  # Cancel
+    harness.process_events(until=lambda: widget._training is None, timeout_s=30)
+    assert not process.running and "train cancelled." in ui.trainLogTextEdit.toPlainText()
+    assert not (tmp_path / "never.safetensors").exists() and ui.trainButton.text == "Train"
+
+
+def test_unset_dataset_folder_is_refused(harness, widget):
+    """An unset pathlib.Path parameter reads as Path('.'), an existing folder: it must not pass."""
+    assert str(widget._parameterNode.datasetFolder) == "."
+    widget.ui.trainButton.click()
+    assert [b["kind"] for b in harness.message_boxes] == ["error"]
+    assert "Choose the dataset folder" in harness.message_boxes[0]["text"]
+    assert widget._training is None and widget.ui.trainButton.text == "Train"
+
+
+def test_self_test_passes_in_the_installed_layout(harness):
+    """No ../shared/data next to the installed copy: the synthetic image; structure, not accuracy."""
+    module = harness.load_module("CephLandmarks")
+    harness.app.setTestingEnabled(True)
+    test = module.CephLandmarksTest()
+    test.messageDelay = 0
+    test.runTest()
+    assert harness.slot_errors == []
+
+
+def test_an_old_slicer_gets_one_message(harness):
+    module = harness.load_module("CephLandmarks")
+    module.MINIMUM_PYTHON = (99, 0)
+    widget = harness.create_widget("CephLandmarks")
+    assert widget.ui is None and harness.slot_errors == []
+    texts = [w.text for w in widget.parent.findChildren(sys.modules["qt"].QLabel)]
+    assert any("needs 3D Slicer 5.10 or later" in t for t in texts), texts
+
+
+def test_cleanup_stops_timers_and_processes(harness, widget, tmp_path):
+    loadRadiograph(harness, widget, writeNrrd(tmp_path / "skull.nrrd", skull()))
+    widget.ui.detectButton.click()
+    job = widget._detection
+    widget._editTimer.start()
+    widget.cleanup()
+    harness.process_events(until=lambda: not job.running, timeout_s=30)
+    assert not widget._editTimer.isActive() and job.cancelled and not job.folder.exists()
