@@ -6,6 +6,7 @@ slicer-core's MRML, with the strict qt/ctk stand-ins of Testing/slicer_harness.
 Skips when ../shared/slicer-5.12, slicer-core or cmake is missing (CI has all three)."""
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -268,6 +269,10 @@ def test_training_tab_runs_train_calibrate_evaluate(harness, widget, training_da
     ui.epochsSpinBox.value = 1
     ui.inputSizeLineEdit.text = "64x64"
     ui.trainDeviceComboBox.currentIndex = ui.trainDeviceComboBox.findText("cpu")
+    (tmp_path / "plots").mkdir()
+    old = tmp_path / "plots" / "from_an_earlier_run.png"
+    old.write_bytes(b"\x89PNG\r\n\x1a\n")
+    os.utime(old, (1e9, 1e9))
     for command, button in (("train", ui.trainButton), ("calibrate", ui.calibrateButton),
                             ("evaluate", ui.evaluateButton)):
         button.click()
@@ -281,6 +286,7 @@ def test_training_tab_runs_train_calibrate_evaluate(harness, widget, training_da
     assert ui.modelSelector.currentData == str(model.resolve()) or ui.modelSelector.currentData == str(model), labels
     plots = [ui.plotListWidget.item(i).text() for i in range(ui.plotListWidget.count)]
     assert plots and all(Path(p).parent == tmp_path / "plots" for p in plots)
+    assert str(old) not in plots  # only what this run wrote
     assert "MRE" in ui.metricsLabel.text
 
 
@@ -334,3 +340,40 @@ def test_cleanup_stops_timers_and_processes(harness, widget, tmp_path):
     widget.cleanup()
     harness.process_events(until=lambda: not job.running, timeout_s=30)
     assert not widget._editTimer.isActive() and job.cancelled and not job.folder.exists()
+
+
+def test_training_checks_the_requirements_first(harness, widget, training_dataset, tmp_path, monkeypatch):
+    """A missing package (Slicer has no tqdm) is offered for install before the process starts."""
+    import slicer
+
+    deps = sys.modules.get("CephLandmarksSlicer.dependencies") or __import__(
+        "CephLandmarksSlicer.dependencies", fromlist=["x"])
+    installed, missing = [], [("tqdm", "tqdm>=4.60"), ("torchvision", "torchvision>=0.16")]
+    monkeypatch.setattr(deps, "missingRequirements", lambda requirements: [] if installed else missing)
+    monkeypatch.setattr(slicer.util, "pip_install", lambda requirements: installed.append(list(requirements)))
+    ui = widget.ui
+    ui.datasetPathLineEdit.currentPath = str(training_dataset)
+    ui.trainModelPathLineEdit.currentPath = str(tmp_path / "m.safetensors")
+    harness.queue_answer(sys.modules["qt"].QMessageBox.Cancel)
+    ui.trainButton.click()
+    assert [b["kind"] for b in harness.message_boxes] == ["question"] and "tqdm" in harness.message_boxes[0]["text"]
+    assert widget._training is None and installed == []
+    ui.trainButton.click()  # OK this time (the default answer)
+    assert installed == [["torchvision>=0.16"], ["tqdm>=4.60"]]  # no PyTorch Utils here: pip gets torchvision
+    assert widget._training is not None
+    widget._training[1].kill()
+    harness.process_events(until=lambda: widget._training is None, timeout_s=30)
+
+
+def test_from_the_source_tree_without_building(tmp_path):
+    """docs/slicer.md's "from source": CephLandmarks/ added to the module paths, nothing built."""
+    h = install_slicer_environment(tmp_path / "slicer", ROOT / "CephLandmarks")
+    try:
+        module = h.load_module("CephLandmarks")
+        widget = h.create_widget("CephLandmarks")
+        assert Path(module.__file__).parent == ROOT / "CephLandmarks" and widget.ui is not None
+        assert Path(widget.resourcePath("UI/CephLandmarks.ui")).is_file()
+        assert widget.ui.modelSelector.currentData.endswith("isbi2015-384x480.safetensors")
+        assert h.slot_errors == [] and h.message_boxes == []
+    finally:
+        h.teardown()
