@@ -44,14 +44,21 @@ def _cmd_train(a):
     from .augment import AugmentSettings
     from .training import TrainConfig, train
 
+    holdout = a.holdout if a.holdout is not None else (10 if a.folds is not None else 20)
     cfg = TrainConfig(
         dataset=a.dataset, out=a.out, input_size=a.input_size, epochs=a.epochs, batch_size=a.batch_size,
-        lr=a.lr, holdout=a.holdout, seed=a.seed, device=a.device, bf16=not a.no_bf16,
+        lr=a.lr, holdout=holdout, seed=a.seed, device=a.device, bf16=not a.no_bf16,
         imagenet=a.imagenet, ground_truth=a.ground_truth, work_dir=a.work_dir or "",
         augment=asdict(AugmentSettings.robust() if a.augment == "robust" else AugmentSettings()),
         init_from=a.init_from,
     )
-    path = train(cfg, resume=a.resume, log=lambda m: print(m, file=sys.stderr, flush=True))
+    log = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
+    if a.folds is not None:
+        from .folds import train_folds
+
+        path = train_folds(cfg, a.folds, resume=a.resume, log=log)
+    else:
+        path = train(cfg, resume=a.resume, log=log)
     print(path)
 
 
@@ -125,19 +132,27 @@ def build_parser():
 
     t = sub.add_parser("train", help="train a model on a dataset (ISBI 2015 layout or generic CSV)")
     t.add_argument("--dataset", required=True)
-    t.add_argument("--out", required=True, help="model file to write (.safetensors)")
+    t.add_argument("--out", required=True,
+                   help="model file to write (.safetensors); with --folds the ensemble manifest NAME.json "
+                        "(members in NAME.folds/)")
     t.add_argument("--input-size", type=_size, default=(320, 416), help="model input WIDTHxHEIGHT")
     t.add_argument("--epochs", type=int, default=40)
     t.add_argument("--batch-size", type=int, default=4)
     t.add_argument("--lr", type=float, default=1e-3)
-    t.add_argument("--holdout", type=int, default=20, help="training images held out for validation/calibration")
+    t.add_argument("--holdout", type=int, default=None,
+                   help="training images held out for validation/calibration (default 20); with --folds, "
+                        "each fold's inner holdout for best-epoch selection (default 10)")
+    t.add_argument("--folds", type=int, metavar="K",
+                   help="train a K-fold cross-validated ensemble: one member per fold, from scratch, and the "
+                        "out-of-fold logits of every training image (--resume continues the unfinished fold)")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
     t.add_argument("--no-bf16", action="store_true", help="train in float32 (slower)")
     t.add_argument("--imagenet", action="store_true", help="start from ImageNet ResNet-34 weights (downloads)")
     t.add_argument("--ground-truth", default="mean", choices=["mean", "senior", "junior"])
-    t.add_argument("--work-dir", help="checkpoint folder (default: OUT.work)")
-    t.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
+    t.add_argument("--work-dir", help="checkpoint folder (default: OUT.work; with --folds NAME.folds/work)")
+    t.add_argument("--resume", action="store_true",
+                   help="continue from the last checkpoint (with --folds: skip finished folds)")
     t.add_argument("--init-from", default="", metavar="MODEL",
                    help="fine-tune this model file (e.g. the shipped one) instead of starting from scratch")
     t.add_argument("--augment", default="default", choices=["default", "robust"],

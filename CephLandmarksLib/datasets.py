@@ -119,3 +119,16 @@ def split_holdout(samples: list[Sample], n_holdout: int, seed: int = 0):
         [s for i, s in enumerate(samples) if i not in held],
         [s for i, s in enumerate(samples) if i in held],
     )
+
+
+def split_folds(samples: list, k: int, seed: int = 0) -> list[list[int]]:
+    """Deterministic K-fold split: K sorted lists of positions in `samples`, each image in exactly one.
+
+    The rule (recorded with the folds): the positions permuted by numpy's default_rng(seed),
+    fold i (0-based) takes every K-th of them starting at i, so fold sizes differ by at most one.
+    Not stratified.
+    """
+    if isinstance(k, bool) or not isinstance(k, int) or not 2 <= k <= len(samples):
+        raise CephError(f"cannot split {len(samples)} images into {k} folds (need 2 to {len(samples)})")
+    order = np.random.default_rng(seed).permutation(len(samples))
+    return [sorted(order[i::k].tolist()) for i in range(k)]

@@ -75,6 +75,14 @@ def prepare(samples: list[Sample], input_size, desc="preparing") -> PreparedSet:
     )
 
 
+def subset(d: PreparedSet, idx) -> PreparedSet:
+    """The images at positions `idx` of a PreparedSet, in that order."""
+    idx = list(idx)
+    t = torch.as_tensor(idx, dtype=torch.long)
+    return PreparedSet([d.ids[i] for i in idx], d.inputs[t], d.uv[t], [d.frames[i] for i in idx],
+                       d.spacings_mm[idx], d.landmarks_px[idx])
+
+
 def _to_plain(d: PreparedSet) -> dict:
     """A PreparedSet as tensors, lists and numbers only, so the cache loads with weights_only=True."""
     return {"ids": list(d.ids), "inputs": d.inputs, "uv": d.uv, "spacings_mm": torch.as_tensor(d.spacings_mm),
@@ -143,8 +151,14 @@ def _save_checkpoint(path, state):
     atomic_write(path, lambda tmp: torch.save(state, tmp))
 
 
-def train(cfg: TrainConfig, resume: bool = False, log=print, progress: bool = True, should_stop=None) -> Path:
-    """Train a model; returns the path of the model file written (calibrated on the holdout)."""
+def train(cfg: TrainConfig, resume: bool = False, log=print, progress: bool = True, should_stop=None, *,
+          split=None, prepared=None, extra: dict | None = None) -> Path:
+    """Train a model; returns the path of the model file written (calibrated on the holdout).
+
+    `split` = (training samples, held-out samples) replaces loading `cfg.dataset` and taking
+    `cfg.holdout` images out of it; `prepared` = their PreparedSets (skips the cache); `extra` is
+    merged into the model file's training record.  The cross-validated folds (folds.py) use them.
+    """
     from tqdm import tqdm
 
     w, h = cfg.input_size
@@ -180,10 +194,12 @@ def train(cfg: TrainConfig, resume: bool = False, log=print, progress: bool = Tr
             net.load_state_dict(init.net.state_dict())
             log(f"starting from {cfg.init_from} ({init.info.name})")
 
-    samples = load_dataset(cfg.dataset, "train", cfg.ground_truth)
-    train_s, hold_s = _split(samples, cfg, init, log)
+    if split is not None:
+        train_s, hold_s = split
+    else:
+        train_s, hold_s = _split(load_dataset(cfg.dataset, "train", cfg.ground_truth), cfg, init, log)
     cache = work / f"prepared_{w}x{h}.pt"
-    cached = _load_cache(cache, train_s, hold_s)
+    cached = prepared if prepared is not None else _load_cache(cache, train_s, hold_s)
     if cached is not None:
         train_d, hold_d = cached
     else:
@@ -229,7 +245,7 @@ def train(cfg: TrainConfig, resume: bool = False, log=print, progress: bool = Tr
             _save_checkpoint(work / "best.pt", state)
         _save_checkpoint(work / "last.pt", state)
 
-    return finalize(cfg, work, hold_s, hold_d, history, time.time() - t_start, log, init)
+    return finalize(cfg, work, hold_s, hold_d, history, time.time() - t_start, log, init, extra)
 
 
 def _split(samples, cfg: TrainConfig, init, log):
@@ -259,7 +275,7 @@ def _init_record(init) -> dict:
             "config": t.get("config"), "init_model": t.get("init_model")}
 
 
-def finalize(cfg, work, hold_s, hold_d, history, seconds, log, init=None) -> Path:
+def finalize(cfg, work, hold_s, hold_d, history, seconds, log, init=None, extra=None) -> Path:
     """Best checkpoint -> model file, calibrated (temperatures, ERE threshold) on the holdout."""
     from .calibration import calibrate_loaded
 
@@ -276,6 +292,7 @@ def finalize(cfg, work, hold_s, hold_d, history, seconds, log, init=None) -> Pat
             hardware=f"{platform.processor() or platform.machine()}, torch {torch.__version__}",
             train_seconds_this_run=round(seconds),
             **({"init_model": _init_record(init)} if init is not None else {}),
+            **(extra or {}),
         ),
     )
     save_model(cfg.out, net, info)
