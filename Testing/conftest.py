@@ -30,21 +30,25 @@ def write_png(path, pixels):
     sitk.WriteImage(sitk.GetImageFromArray(pixels), str(path))
 
 
-@pytest.fixture(scope="session")
-def generic_dataset(tmp_path_factory):
-    """A generic-layout dataset: 10 PNGs and landmarks.csv (8 train, 2 test)."""
-    root = tmp_path_factory.mktemp("generic")
-    rng = np.random.default_rng(0)
+def make_generic_dataset(root, n_train=8, n_test=2, seed=0):
+    """A generic-layout dataset in root: synthetic PNGs and landmarks.csv (n_train train, n_test test)."""
+    rng = np.random.default_rng(seed)
     rows = []
-    for i in range(10):
+    for i in range(n_train + n_test):
         pixels, pts = synthetic_image(rng)
         write_png(root / f"img{i:02d}.png", pixels)
-        rows.append([f"img{i:02d}.png"] + [f"{v:.3f}" for v in pts.ravel()] + ["0.5", "train" if i < 8 else "test"])
+        rows.append([f"img{i:02d}.png"] + [f"{v:.3f}" for v in pts.ravel()] + ["0.5", "train" if i < n_train else "test"])
     with open(root / "landmarks.csv", "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["image"] + [f"{a}{i}" for i in range(1, N_LANDMARKS + 1) for a in "xy"] + ["spacing_mm", "split"])
         w.writerows(rows)
     return root
+
+
+@pytest.fixture(scope="session")
+def generic_dataset(tmp_path_factory):
+    """A generic-layout dataset: 10 PNGs and landmarks.csv (8 train, 2 test)."""
+    return make_generic_dataset(tmp_path_factory.mktemp("generic"))
 
 
 @pytest.fixture(scope="session")

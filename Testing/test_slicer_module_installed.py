@@ -222,29 +222,26 @@ def test_measurements_follow_a_corrected_point(harness, widget, tmp_path):
     corrected = [c for c in column("Corrected landmarks") if c]
     assert corrected and all("B" in c.split(", ") for c in corrected)
     assert widget.ui.measurementsTableView.mrmlTableNode() is table
-    assert harness.slot_errors == []
+    # The exports after review carry the corrected point and the recomputed measurements.
+    harness.queue_file_dialog(str(tmp_path / "reviewed.json"))
+    widget.ui.exportJsonButton.click()
+    exported = json.loads((tmp_path / "reviewed.json").read_text())
+    assert exported["measurements"]["corrected_landmarks"] == ["B"]
+    assert any("B" in item.get("corrected", []) for item in exported["measurements"]["items"])
+    assert [lm["edited"] for lm in exported["landmarks"] if lm["abbreviation"] == "B"] == [True]
+    harness.queue_file_dialog(str(tmp_path / "report"))
+    (tmp_path / "report").mkdir()
+    widget.ui.exportReportButton.click()
+    assert sorted(p.suffix for p in (tmp_path / "report").iterdir()) == [".pdf", ".png"]
+    assert harness.slot_errors == [] and harness.message_boxes == []
 
 
 @pytest.fixture(scope="module")
 def training_dataset(tmp_path_factory):
     """A generic-layout dataset large enough for the default holdout of 20: 26 train, 2 test."""
-    import csv
+    from conftest import make_generic_dataset
 
-    from conftest import synthetic_image, write_png
-    from CephLandmarksLib.landmarks import N_LANDMARKS
-
-    root = tmp_path_factory.mktemp("training")
-    rng = np.random.default_rng(1)
-    rows = []
-    for i in range(28):
-        pixels, pts = synthetic_image(rng)
-        write_png(root / f"img{i:02d}.png", pixels)
-        rows.append([f"img{i:02d}.png"] + [f"{v:.3f}" for v in pts.ravel()] + ["0.5", "train" if i < 26 else "test"])
-    with open(root / "landmarks.csv", "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["image"] + [f"{a}{i}" for i in range(1, N_LANDMARKS + 1) for a in "xy"] + ["spacing_mm", "split"])
-        w.writerows(rows)
-    return root
+    return make_generic_dataset(tmp_path_factory.mktemp("training"), n_train=26, n_test=2, seed=1)
 
 
 def test_a_failed_training_run_gives_one_message(harness, widget, generic_dataset, tmp_path):
