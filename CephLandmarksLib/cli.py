@@ -12,7 +12,8 @@ from . import registry
 from .errors import CephError
 from .registry import SHIPPED_MODELS_DIR as DEFAULT_MODEL_DIR
 
-PROGRESS_PREFIX = "[progress]"
+PROGRESS_PREFIX = "[progress]"  # `detect --progress` lines: "[progress] FRACTION STAGE" (the Slicer module reads them)
+ERROR_PREFIX = "ceph-landmarks: error:"  # the one line a user error prints
 
 
 def default_model_path() -> Path:
@@ -72,7 +73,7 @@ def _cmd_detect(a):
     from .detect import detect_files
 
     model = a.model or default_model_path()
-    warn = lambda m: print(f"ceph-landmarks: error: {m}", file=sys.stderr)  # noqa: E731
+    warn = lambda m: print(f"{ERROR_PREFIX} {m}", file=sys.stderr)  # noqa: E731
     for out in detect_files(a.images, model, a.out_dir, a.spacing, a.device, on_error=warn,
                             orientation_check=not a.no_orientation_check, overlay=not a.no_overlay,
                             heatmaps=a.heatmaps, progress=_print_progress if a.progress else None):
@@ -127,7 +128,7 @@ def build_parser():
     d.add_argument("--heatmaps", action="store_true",
                    help="also write NAME.heatmaps.npz: the calibrated heatmaps and contours (for the Slicer module)")
     d.add_argument("--progress", action="store_true",
-                   help="print '[progress] FRACTION STAGE' lines on stderr as the run advances")
+                   help=f"print '{PROGRESS_PREFIX} FRACTION STAGE' lines on stderr as the run advances")
     d.set_defaults(func=_cmd_detect)
 
     t = sub.add_parser("train", help="train a model on a dataset (ISBI 2015 layout or generic CSV)")
@@ -193,12 +194,12 @@ def main(argv=None) -> int:
     try:
         args.func(args)
     except CephError as e:
-        print(f"ceph-landmarks: error: {e}", file=sys.stderr)
+        print(f"{ERROR_PREFIX} {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("ceph-landmarks: interrupted", file=sys.stderr)
         return 130
     except OSError as e:  # disk full, permission denied, ...
-        print(f"ceph-landmarks: error: {e.strerror or e}: {e.filename or ''}".rstrip(": "), file=sys.stderr)
+        print(f"{ERROR_PREFIX} {e.strerror or e}: {e.filename or ''}".rstrip(": "), file=sys.stderr)
         return 2
     return 0

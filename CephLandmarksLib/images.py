@@ -55,6 +55,14 @@ def _dicom_spacing(reader):
     return None
 
 
+def user_spacing(spacing_mm) -> tuple[float, float]:
+    """(x, y) mm per pixel from a spacing the user gave (one number or a pair); CephError unless positive."""
+    s = np.broadcast_to(np.asarray(spacing_mm, dtype=float), (2,))
+    if not (np.isfinite(s).all() and (s > 0).all()):
+        raise CephError(f"spacing must be positive millimetres, got {spacing_mm}")
+    return float(s[0]), float(s[1])
+
+
 def read_radiograph(path, spacing_mm=None) -> Radiograph:
     """Read a 2D radiograph (or a one-slice volume) as grey float32.
 
@@ -101,10 +109,7 @@ def read_radiograph(path, spacing_mm=None) -> Radiograph:
         found = (tuple(float(s) for s in image.GetSpacing()[:2]), "file")
 
     if spacing_mm is not None:
-        s = np.broadcast_to(np.asarray(spacing_mm, dtype=float), (2,))
-        if not (np.isfinite(s).all() and (s > 0).all()):
-            raise CephError(f"spacing must be positive millimetres, got {spacing_mm}")
-        spacing, source = (float(s[0]), float(s[1])), "user"
+        spacing, source = user_spacing(spacing_mm), "user"
     elif found is not None:
         spacing, source = found
     else:
@@ -142,8 +147,7 @@ def _read_radiograph_file(path: Path, spacing_mm=None) -> Radiograph:
     if rad.pixels.ndim != 2 or min(rad.pixels.shape) < 16 or not np.isfinite(rad.pixels).all():
         raise CephError(f"{path}: the radiograph's pixels are not a finite 2D image")
     if spacing_mm is not None:
-        s = np.broadcast_to(np.asarray(spacing_mm, dtype=float), (2,))
-        rad.spacing_mm, rad.spacing_source = (float(s[0]), float(s[1])), "user"
+        rad.spacing_mm, rad.spacing_source = user_spacing(spacing_mm), "user"
     return rad
 
 

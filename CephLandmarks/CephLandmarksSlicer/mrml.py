@@ -37,10 +37,10 @@ from vtk.util import numpy_support
 
 import slicer
 
-from CephLandmarksLib.detection import Detection, LandmarkResult
+from CephLandmarksLib.detection import CONTOUR_LEVELS, Detection, LandmarkResult
 from CephLandmarksLib.errors import CephError
 from CephLandmarksLib.geometry import ModelFrame, ijk_to_ras, px_to_mm, ras_to_ijk
-from CephLandmarksLib.images import DEFAULT_SPACING_MM, Radiograph
+from CephLandmarksLib.images import DEFAULT_SPACING_MM, Radiograph, user_spacing
 from CephLandmarksLib.measurement_uncertainty import (DEFAULT_SAMPLES, DEFAULT_SEED, UNCERTAIN_BELOW,
                                                       measure_corrected, results_json)
 from CephLandmarksLib.measurements import MEASUREMENTS
@@ -56,7 +56,6 @@ MAPS_REFERENCE = "CephLandmarksMaps"  # hidden volume: the per-landmark calibrat
 
 CONFIDENT_COLOR = (0.2, 0.9, 0.3)
 FLAGGED_COLOR = (1.0, 0.1, 0.1)
-CONTOUR_LEVELS = ("50", "90")
 EDIT_TOLERANCE_MM = 1e-3
 # Formats whose files carry no pixel spacing: Slicer shows them with 1 mm pixels.
 _NO_SPACING_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif")
@@ -138,8 +137,7 @@ def radiographFromVolume(volumeNode, spacingMm=None):
     if not np.isfinite(pixels).all():
         raise CephError(f"volume '{volumeNode.GetName()}' contains NaN or infinite values")
     if spacingMm:
-        s = np.broadcast_to(np.asarray(spacingMm, dtype=float), (2,))
-        spacing, source = (float(s[0]), float(s[1])), "user"
+        spacing, source = user_spacing(spacingMm), "user"
     else:
         spacing, source = volumeSpacing(volumeNode)
     m = pixelToRASMatrix(volumeNode)

@@ -19,8 +19,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-ERROR_PREFIX = "ceph-landmarks: error:"
-PROGRESS_PREFIX = "[progress]"  # CephLandmarksLib.cli prints "[progress] FRACTION STAGE"
+from CephLandmarksLib.cli import ERROR_PREFIX, PROGRESS_PREFIX  # torch-free: errors and registry only
 _EPOCH = re.compile(r"\s*epoch (\d+)/(\d+)(?::\s*\d+%\|[^|]*\|\s*(\d+)/(\d+))?")
 
 
