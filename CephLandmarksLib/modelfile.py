@@ -35,6 +35,14 @@ class ModelInfo:
     training: dict = field(default_factory=dict)
     calibration: dict = field(default_factory=dict)
     metrics: dict = field(default_factory=dict)
+    # Conformal regions (conformal.py): {"50": [L masses], "90": [L masses]}, each mass in (0, 1]; empty: the
+    # nominal 0.5 / 0.9.  The region drawn for level "90" is the smallest holding that landmark's mass.
+    region_masses: dict = field(default_factory=dict)
+    # Clinic conventions (adaptation.py): (L, 2) offsets in mm in the head frame (along S->N, then its normal);
+    # None: no correction.  Applied to the point and its heatmap.
+    convention_offsets_mm: list | None = None
+    # Adaptation record: base model SHA-256, clinic image ids and count, method, cross-validated figures.
+    adaptation: dict = field(default_factory=dict)
 
 
 ISBI_IMAGE_WIDTH_MM = 1935 * 0.1  # ISBI 2015 images: 1935 px at 0.1 mm, fitted to the model's width
