@@ -70,7 +70,7 @@ def _cmd_calibrate(a):
 
 
 def _cmd_detect(a):
-    from .detect import detect_files
+    from .batch import detect_files
 
     model = a.model or default_model_path()
     warn = lambda m: print(f"{ERROR_PREFIX} {m}", file=sys.stderr)  # noqa: E731
