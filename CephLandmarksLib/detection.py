@@ -23,6 +23,11 @@ RIGHT_FACING = "right-facing"
 LEFT_FACING = "left-facing (mirrored for detection)"
 CONTOUR_LEVELS = ("50", "90")  # keys of LandmarkResult.contours_px: the credible masses in per cent
 HEATMAPS_SUFFIX = ".heatmaps.npz"
+# Why a point is flagged (LandmarkResult.flag_reasons, in this order):
+FLAG_UNCERTAIN = "uncertain"  # ERE above the model's threshold
+FLAG_MISSING = "missing"  # outside the image
+FLAG_IMPLAUSIBLE = "implausible"  # far from where the confident landmarks put it (shape check)
+FLAG_NEAR_EDGE = "near_edge"  # within NEAR_EDGE_MM of the image's border
 
 
 @dataclass
@@ -40,6 +45,9 @@ class LandmarkResult:
     contours_px: dict = field(default_factory=dict)  # {"50": [(K, 2) x, y image px], "90": [...]}
     missing: bool = False  # outside the image: x/y are NaN (None in JSON) and the point is flagged
     p_large_error: float = float("nan")  # P(error > LARGE_ERROR_MM, 4 mm), from the calibrated heatmap
+    flag_reasons: list = field(default_factory=list)  # FLAG_* strings; empty when not flagged
+    region_90_area_mm2: float = float("nan")  # area of the "90 %" region (conformal where calibrated)
+    region_90_max_distance_mm: float = float("nan")  # how far that region reaches from the point
 
     def to_json_dict(self) -> dict:
         keys = ("index", "name", "abbreviation", "x_px", "y_px", "x_mm", "y_mm", "confidence", "ere_mm", "flagged")
@@ -50,6 +58,10 @@ class LandmarkResult:
         d["flagged"] = bool(d["flagged"])
         if np.isfinite(self.p_large_error):
             d["p_large_error"] = round(float(self.p_large_error), 6)
+        d["flag_reasons"] = list(self.flag_reasons)
+        for k in ("region_90_area_mm2", "region_90_max_distance_mm"):
+            if np.isfinite(getattr(self, k)):
+                d[k] = round(float(getattr(self, k)), 3)
         if self.missing:
             d["missing"] = True
         return d
@@ -74,6 +86,7 @@ class Detection:
     # {"shift_model_px"} (second pass kept), {"implausible": [...]}, {"near_edge": [...]} (abbreviations)
     alignment: dict = field(default_factory=dict)
     large_error_mm: float = LARGE_ERROR_MM  # the radius of the landmarks' p_large_error
+    regions: dict = field(default_factory=dict)  # {"method": "split-conformal" | "nominal", "masses": {...}}
 
     @property
     def points_px(self) -> np.ndarray:
@@ -113,6 +126,7 @@ class Detection:
             "framing": self.framing,
             "orientation": self.orientation,
             **({"alignment": self.alignment} if self.alignment else {}),
+            **({"regions": self.regions} if self.regions else {}),
             "landmarks": [lm.to_json_dict() for lm in self.landmarks],
         }
         warnings = self.warnings()
@@ -170,7 +184,8 @@ def _landmark_from_json(d: dict, contours: dict) -> LandmarkResult:
     return LandmarkResult(
         int(d["index"]), d["name"], d["abbreviation"], value("x_px"), value("y_px"), value("x_mm"), value("y_mm"),
         float(d["confidence"]), value("ere_mm"), bool(d["flagged"]), contours, bool(d.get("missing", False)),
-        value("p_large_error"))
+        value("p_large_error"), list(d.get("flag_reasons", [])), value("region_90_area_mm2"),
+        value("region_90_max_distance_mm"))
 
 
 def load_detection(json_path, heatmaps_path=None) -> Detection:
@@ -190,9 +205,10 @@ def load_detection(json_path, heatmaps_path=None) -> Detection:
         contours[i].setdefault(CONTOUR_LEVELS[k], []).append(contour_points[a:b])
     landmarks = [_landmark_from_json(lm, c) for lm, c in zip(d["landmarks"], contours)]
     known = {"image", "image_size_px", "spacing_mm", "spacing_source", "model", "ere_threshold_mm", "large_error_mm",
-             "framing", "orientation", "alignment", "landmarks", "warnings"}
+             "framing", "orientation", "alignment", "landmarks", "warnings", "regions"}
     return Detection(
         d["image"], tuple(d["image_size_px"]), tuple(d["spacing_mm"]), d["spacing_source"], d["model"],
         float(d["ere_threshold_mm"]), landmarks, probs, frame, extra={k: v for k, v in d.items() if k not in known},
         framing=d.get("framing", FRAMING_FIT), orientation=d.get("orientation", RIGHT_FACING),
-        alignment=d.get("alignment", {}), large_error_mm=float(d.get("large_error_mm", LARGE_ERROR_MM)))
+        alignment=d.get("alignment", {}), large_error_mm=float(d.get("large_error_mm", LARGE_ERROR_MM)),
+        regions=d.get("regions", {}))

@@ -173,3 +173,28 @@ def to_model_input(pixels: np.ndarray, frame: ModelFrame):
     if u1 > u0 and v1 > v0:
         canvas[0, v0:v1, u0:u1] = scaled[0, 0, v0 - oy : v1 - oy, u0 - ox : u1 - ox]
     return canvas
+
+
+def head_axes(sella_xy, nasion_xy) -> np.ndarray:
+    """2 x 2 matrix whose columns are the head frame's axes in (x, y): the unit vector from sella
+    to nasion, then that vector turned a quarter towards +y (downwards in a right-facing image).
+
+    Offsets expressed in this frame do not change with head tilt; given in mm they do not
+    change with pixel size either (clinic conventions, adaptation.py).
+    """
+    d = np.asarray(nasion_xy, dtype=np.float64) - np.asarray(sella_xy, dtype=np.float64)
+    length = float(np.hypot(*d))
+    if not np.isfinite(length) or length == 0:
+        raise ValueError("sella and nasion coincide or are undefined: no head frame")
+    e1 = d / length
+    return np.array([[e1[0], -e1[1]], [e1[1], e1[0]]])
+
+
+def to_head_frame(vectors_xy, axes) -> np.ndarray:
+    """(..., 2) vectors in (x, y) -> their components along the head axes (head_axes)."""
+    return np.asarray(vectors_xy, dtype=np.float64) @ np.asarray(axes)
+
+
+def from_head_frame(components, axes) -> np.ndarray:
+    """Inverse of to_head_frame: (..., 2) head-frame components -> (x, y) vectors."""
+    return np.asarray(components, dtype=np.float64) @ np.asarray(axes).T

@@ -94,3 +94,31 @@ def refine_subpixel(probs: torch.Tensor, peak_uv: torch.Tensor, radius: int = 1)
 def decode_points(probs: torch.Tensor, refine_radius: int = 1) -> torch.Tensor:
     """Landmark positions (N, L, 2) in model pixels: argmax, refined to sub-pixel."""
     return refine_subpixel(probs, argmax_2d(probs), refine_radius)
+
+
+def _translated(p: torch.Tensor, dx: int, dy: int) -> torch.Tensor:
+    """Map (H, W) moved by whole pixels (dx, dy); what moves in from outside is zero."""
+    h, w = p.shape
+    out = torch.zeros_like(p)
+    if abs(dx) >= w or abs(dy) >= h:
+        return out
+    out[max(dy, 0):h + min(dy, 0), max(dx, 0):w + min(dx, 0)] = p[max(-dy, 0):h - max(dy, 0), max(-dx, 0):w - max(dx, 0)]
+    return out
+
+
+def shift_maps(probs: torch.Tensor, shifts_uv) -> torch.Tensor:
+    """Probability maps (L, H, W) each moved by its own (du, dv) model pixels, bilinearly, renormalised.
+
+    Moves a landmark's whole distribution with its point (clinic convention offsets), so
+    ERE, regions and P(error > 4 mm) read from the moved map describe the moved point.
+    """
+    out = torch.empty_like(probs)
+    for i, (du, dv) in enumerate(np.asarray(shifts_uv, dtype=np.float64)):
+        iu, iv = int(np.floor(du)), int(np.floor(dv))
+        fu, fv = du - iu, dv - iv
+        p = probs[i]
+        moved = ((1 - fu) * (1 - fv) * _translated(p, iu, iv) + fu * (1 - fv) * _translated(p, iu + 1, iv)
+                 + (1 - fu) * fv * _translated(p, iu, iv + 1) + fu * fv * _translated(p, iu + 1, iv + 1))
+        total = moved.sum()
+        out[i] = moved / total if total > 0 else p
+    return out
