@@ -13,10 +13,11 @@ from .datasets import load_dataset
 from .errors import CephError
 from .heatmaps import heatmap_nll
 from .metrics import reliability, threshold_at_tpr
+from .modelmeta import ERE_THRESHOLD_RANGE_MM
+from .modelmeta import TEMPERATURE_RANGE  # guards against degenerate fits on tiny or untrained models
 
 FLAG_ERROR_MM = 3.0  # the threshold is chosen to flag this share of errors above this size
 FLAG_TPR = 0.8
-TEMPERATURE_RANGE = (0.05, 20.0)  # guards against degenerate fits on tiny or untrained models
 
 
 def fit_temperatures(logits: torch.Tensor, uv: torch.Tensor, max_iter: int = 100) -> torch.Tensor:
@@ -38,15 +39,23 @@ def fit_temperatures(logits: torch.Tensor, uv: torch.Tensor, max_iter: int = 100
         return loss
 
     opt.step(closure)
-    return log_t.detach().clamp(*np.log(TEMPERATURE_RANGE)).exp()
+    log_t = log_t.detach()
+    if not torch.isfinite(log_t).all():
+        raise CephError("the temperature fit diverged (the held-out logits are not finite); the model is unchanged")
+    return log_t.clamp(*np.log(TEMPERATURE_RANGE)).exp()
 
 
 def ere_threshold(ere_mm, errors_mm, error_mm: float = FLAG_ERROR_MM, tpr: float = FLAG_TPR) -> float:
-    """ERE above which a point is flagged: the threshold that catches `tpr` of the errors > error_mm."""
+    """ERE above which a point is flagged: the threshold that catches `tpr` of the errors > error_mm,
+    kept within ERE_THRESHOLD_RANGE_MM (what a model file may hold)."""
     pos = np.asarray(errors_mm).ravel() > error_mm
     if pos.sum() == 0:  # no errors that large in the holdout: flag only the top 5 % of ERE
-        return float(np.percentile(ere_mm, 95))
-    return threshold_at_tpr(np.asarray(ere_mm).ravel(), pos, tpr)
+        t = float(np.percentile(ere_mm, 95))
+    else:
+        t = threshold_at_tpr(np.asarray(ere_mm).ravel(), pos, tpr)
+    if not np.isfinite(t):
+        raise CephError("the ERE threshold fit gave no finite value; the model is unchanged")
+    return float(np.clip(t, *ERE_THRESHOLD_RANGE_MM))
 
 
 def calibrate_loaded(loaded, hold_samples, log=print, prepared=None, device="cpu") -> dict:

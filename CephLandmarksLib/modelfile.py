@@ -2,7 +2,9 @@
 
 safetensors never executes code on loading.  The metadata (JSON under the key
 "ceph_landmarks") carries the landmark names, input size, temperatures, ERE threshold,
-training settings, metrics and a SHA-256 of the tensors, checked on every load.
+training settings, metrics, a SHA-256 of the tensors and one of the metadata, all checked on
+every load.  Every field is validated by the one table in modelmeta.py (torch-free, shared with
+the registry); see there for the checksum scheme and how older files load.
 """
 
 import hashlib
@@ -16,12 +18,15 @@ from .errors import CephError
 from .files import atomic_write, file_sha256  # noqa: F401 - re-exported: callers import them from here
 from .landmarks import ISBI_LANDMARKS
 from .model import LandmarkUNet
-from .registry import FORMAT  # noqa: F401 - one definition, shared with the torch-free registry
-from .registry import META_KEY as _META_KEY
+from .modelmeta import FORMAT  # noqa: F401 - one definition, shared with the torch-free registry
+from .modelmeta import META_KEY as _META_KEY
+from .modelmeta import dumps, parse_and_check, seal
 
 
 @dataclass
 class ModelInfo:
+    """The metadata of a model file.  Each field has one row in modelmeta.FIELDS, its check."""
+
     name: str = "ceph-landmarks"
     version: str = "0"
     input_size: tuple[int, int] = (320, 416)  # (width, height)
@@ -83,8 +88,39 @@ def save_model(path, net: torch.nn.Module, info: ModelInfo, half: bool = False):
     tensors = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
     if half:
         tensors = {k: v.half() if v.is_floating_point() else v for k, v in tensors.items()}
-    meta = dict(info.__dict__, format=FORMAT, input_size=list(info.input_size), weights_sha256=_tensor_digest(tensors))
-    atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata={_META_KEY: json.dumps(meta)}))
+    meta = _sealed_meta(dict(info.__dict__, input_size=list(info.input_size), weights_sha256=_tensor_digest(tensors)))
+    atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata={_META_KEY: dumps(meta)}))
+
+
+def _sealed_meta(meta: dict) -> dict:
+    """Metadata as plain JSON values (tuples -> lists), validated and checksummed: an invalid
+    model file is never written (CephError naming the field)."""
+    try:
+        plain = json.loads(json.dumps(meta))
+    except (TypeError, ValueError) as e:
+        raise CephError(f"the model metadata cannot be written as JSON ({e})") from None
+    return seal(plain)
+
+
+def reseal(path):
+    """Rewrite a valid model file (e.g. of the older format) in the current format, with the
+    metadata checksum; the tensors are copied byte for byte (no dtype conversion)."""
+    from safetensors.torch import load_file, save_file
+
+    loaded = load_model(path)  # verifies the weights' checksum and validates every field
+    tensors = load_file(str(path))
+    with _open(path) as f:
+        meta = json.loads(f.metadata()[_META_KEY])
+    meta = _sealed_meta(meta)
+    assert meta["weights_sha256"] == _tensor_digest(tensors)
+    atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata={_META_KEY: dumps(meta)}))
+    return loaded.info
+
+
+def _open(path):
+    from safetensors import safe_open
+
+    return safe_open(str(path), framework="pt")
 
 
 def load_model(path, device="cpu") -> LoadedModel:
@@ -100,16 +136,14 @@ def load_model(path, device="cpu") -> LoadedModel:
             raw = (f.metadata() or {}).get(_META_KEY)
         tensors = load_file(str(path))
     except Exception as e:  # safetensors raises several types for corrupt headers
-        raise CephError(f"{path} is not a readable model file (corrupt, truncated or not safetensors: {e})") from None
-    if raw is None:
-        raise CephError(f"{path} is a safetensors file but not a CephLandmarks model (no {_META_KEY} metadata)")
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise CephError(f"{path} is not a readable model file (corrupt, truncated or not safetensors: {first})") \
+            from None
     try:
-        meta = json.loads(raw)
-    except json.JSONDecodeError:
-        raise CephError(f"{path}: the model metadata is not valid JSON") from None
-    if meta.get("format") != FORMAT:
-        raise CephError(f"{path}: unsupported model format {meta.get('format')!r} (this version reads {FORMAT})")
-    if _tensor_digest(tensors) != meta.get("weights_sha256"):
+        meta = parse_and_check(raw)
+    except CephError as e:
+        raise CephError(f"{path}: {e}") from None
+    if _tensor_digest(tensors) != meta["weights_sha256"]:
         raise CephError(f"{path}: the weights do not match their checksum; the file is damaged")
     known = set(ModelInfo.__dataclass_fields__)
     info = ModelInfo(**{k: v for k, v in meta.items() if k in known})

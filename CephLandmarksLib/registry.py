@@ -31,9 +31,7 @@ from pathlib import Path
 
 from .errors import CephError
 from .files import atomic_write, file_sha256
-
-FORMAT = "ceph-landmarks-model/1"  # the model file format this version reads (modelfile.py writes it)
-META_KEY = "ceph_landmarks"  # the safetensors __metadata__ entry holding our metadata (JSON)
+from .modelmeta import FORMAT, META_KEY, parse_and_check  # noqa: F401 - FORMAT, META_KEY re-exported
 MANIFEST_NAME = "models.json"
 MANIFEST_FORMAT = "ceph-landmarks-models/2"
 MAX_HEADER_BYTES = 100_000_000  # safetensors' own limit; our headers are tens of kilobytes
@@ -49,8 +47,10 @@ def read_model_info(path) -> dict:
 
     Raises CephError, one line naming the file and the problem, for a missing or unreadable file,
     a file that is not safetensors (or whose header or weights are truncated), an absurd header
-    length, a safetensors file that is not a CephLandmarks model, or an unsupported format.
-    Does not verify the weights' checksum: ``modelfile.load_model`` does, on loading.
+    length, a safetensors file that is not a CephLandmarks model, an unsupported format, metadata
+    that do not match their checksum, or a metadata field that fails its check (modelmeta.FIELDS,
+    the same validation as ``modelfile.load_model``).  Does not verify the weights' checksum:
+    ``modelfile.load_model`` does, on loading.
     """
     path = Path(path)
     if not path.is_file():
@@ -80,17 +80,10 @@ def read_model_info(path) -> dict:
     _check_data_length(path, header, size - 8 - n)
     metadata = header.get("__metadata__") or {}
     text = metadata.get(META_KEY) if isinstance(metadata, dict) else None
-    if not isinstance(text, str):
-        raise CephError(f"{path} is a safetensors file but not a CephLandmarks model (no {META_KEY} metadata)")
     try:
-        meta = json.loads(text)
-    except json.JSONDecodeError:
-        raise CephError(f"{path}: the model metadata is not valid JSON") from None
-    if not isinstance(meta, dict):
-        raise CephError(f"{path}: the model metadata is not a JSON object")
-    if meta.get("format") != FORMAT:
-        raise CephError(f"{path}: unsupported model format {meta.get('format')!r} (this version reads {FORMAT})")
-    return meta
+        return parse_and_check(text)
+    except CephError as e:
+        raise CephError(f"{path}: {e}") from None
 
 
 def _check_data_length(path, header, available):
@@ -246,7 +239,7 @@ class ModelRegistry:
             os.replace(self.manifest_path, backup)
             log.warning(f"CephLandmarks: the unreadable model manifest was kept as {backup}")
         data = {"format": MANIFEST_FORMAT, "imported": dict(sorted(imported.items())), "trained": trained}
-        text = json.dumps(data, indent=2) + "\n"
+        text = json.dumps(data, indent=2, allow_nan=False) + "\n"
         atomic_write(self.manifest_path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
 
     # listing

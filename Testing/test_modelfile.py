@@ -64,4 +64,5 @@ def test_metadata_is_json_under_our_key(model_file):
 
     with safe_open(str(model_file), "pt") as f:
         meta = json.loads(f.metadata()["ceph_landmarks"])
-    assert meta["format"] == "ceph-landmarks-model/1" and len(meta["landmark_names"]) == 19
+    assert meta["format"] == "ceph-landmarks-model/2" and len(meta["landmark_names"]) == 19
+    assert len(meta["metadata_sha256"]) == 64 and len(meta["weights_sha256"]) == 64

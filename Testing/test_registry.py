@@ -15,16 +15,22 @@ from safetensors.numpy import save_file
 from CephLandmarksLib import cli, registry
 from CephLandmarksLib.errors import CephError
 from CephLandmarksLib.files import file_sha256
+from CephLandmarksLib.modelmeta import seal
 from CephLandmarksLib.registry import FORMAT, META_KEY, ModelRegistry, read_model_info
 
 REPO = Path(__file__).resolve().parent.parent
 
 
 def write_model(path, name="tiny", version="1", seed=0, **extra):
-    """A tiny valid model file as far as the registry is concerned: one tensor and our metadata."""
+    """A tiny valid model file as far as the registry is concerned: one tensor and our metadata
+    (validated and checksummed as save_model writes it; a given `format` is written as it is)."""
     meta = {"name": name, "version": version, "format": FORMAT, "input_size": [64, 64],
-            "landmark_names": [f"L{i}" for i in range(19)], "metrics": {}, "calibration": {}, "training": {}}
+            "landmark_names": [f"L{i}" for i in range(19)], "landmark_abbreviations": [f"A{i}" for i in range(19)],
+            "temperatures": [1.0] * 19, "ere_threshold_mm": 1.5, "refine_radius": 1, "weights_sha256": "0" * 64,
+            "metrics": {}, "calibration": {}, "training": {}}
     meta.update(extra)
+    if "format" not in extra:
+        meta = seal(meta)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     save_file({"w": np.arange(4, dtype=np.float32) + seed}, str(path), metadata={META_KEY: json.dumps(meta)})
