@@ -1,12 +1,23 @@
-"""Writing a detection: the CLI JSON, a Slicer markups file (LPS) and an overlay PNG."""
+"""Writing a detection: the CLI JSON, a Slicer markups file (LPS), an overlay PNG and the heatmaps.
+
+An image's files are written whole-or-nothing (files.write_group), as valid JSON (no bare NaN).
+The overwrite rule (files.check_replaceable): an existing file at one of these names is replaced
+only when it is recognisably an earlier output of ours (is_own_output); otherwise nothing is written.
+"""
 
 import json
+import zipfile
 from pathlib import Path
 
 import numpy as np
 
-from .files import atomic_write
+from .files import check_replaceable, is_tagged, json_text, write_group
 from .text import probability_text
+
+JSON_SUFFIX = ".json"
+MARKUPS_SUFFIX = ".mrk.json"
+OVERLAY_SUFFIX = ".png"
+_JSON_SNIFF_BYTES = 64 << 20  # an earlier output is far smaller; a larger .json is not ours
 
 MARKUPS_SCHEMA = (
     "https://raw.githubusercontent.com/slicer/slicer/master/Modules/Loadable/Markups/Resources/Schema/"
@@ -14,12 +25,12 @@ MARKUPS_SCHEMA = (
 )
 
 
-def _write_text(path, text):
+def _text_writer(text):
     def write(tmp):
-        with open(tmp, "w") as f:
+        with open(tmp, "w", encoding="utf-8") as f:
             f.write(text)
 
-    atomic_write(path, write)
+    return write
 
 
 def markups_dict(detection) -> dict:
@@ -71,15 +82,88 @@ def markups_dict(detection) -> dict:
     }
 
 
-def write_detection(detection, radiograph, out_dir: Path, stem: str, overlay: bool = True) -> list:
-    """NAME.json, NAME.mrk.json and (unless overlay=False) the overlay NAME.png; returns their paths."""
-    out_dir = Path(out_dir)
-    paths = [out_dir / f"{stem}.json", out_dir / f"{stem}.mrk.json"]
-    _write_text(paths[0], json.dumps(detection.to_json_dict(), indent=2))
-    _write_text(paths[1], json.dumps(markups_dict(detection), indent=2))
+def output_paths(out_dir, stem: str, overlay: bool = True, heatmaps: bool = False) -> list:
+    """The files one image's detection writes: NAME.json, NAME.mrk.json[, NAME.png][, NAME.heatmaps.npz]."""
+    from .detection import HEATMAPS_SUFFIX
+
+    suffixes = [JSON_SUFFIX, MARKUPS_SUFFIX] + [OVERLAY_SUFFIX] * overlay + [HEATMAPS_SUFFIX] * heatmaps
+    return [Path(out_dir) / f"{stem}{s}" for s in suffixes]
+
+
+def check_outputs_replaceable(paths) -> None:
+    """CephError naming the first of `paths` that exists and is not an earlier output of ours."""
+    for path in paths:
+        check_replaceable(path, is_own_output)
+
+
+def is_own_output(path) -> bool:
+    """Whether an existing file is recognisably one this package wrote: a detection JSON, our markups,
+    a PNG or PDF carrying files.OUTPUT_TAG, or a heatmaps file with our arrays."""
+    from .detection import HEATMAPS_SUFFIX
+
+    name = Path(path).name
+    if name.endswith(HEATMAPS_SUFFIX):
+        return _is_heatmaps_file(path)
+    if name.endswith((".png", ".pdf")):
+        return is_tagged(path)
+    if name.endswith(JSON_SUFFIX):
+        d = _json_object(path)
+        return _is_detection_json(d) or _is_our_markups(d)
+    return False
+
+
+def _json_object(path):
+    try:
+        if Path(path).stat().st_size > _JSON_SNIFF_BYTES:
+            return None
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def _is_detection_json(d) -> bool:
+    return isinstance(d, dict) and isinstance(d.get("landmarks"), list) and isinstance(d.get("model"), dict) \
+        and "spacing_source" in d
+
+
+def _is_our_markups(d) -> bool:
+    """A markups file whose points all carry our descriptions ("NAME; confidence C; ERE E mm...")."""
+    try:
+        points = d["markups"][0]["controlPoints"]
+        return d["@schema"] == MARKUPS_SCHEMA and len(points) > 0 and all(
+            "; confidence " in p["description"] and "; ERE " in p["description"] for p in points)
+    except (KeyError, IndexError, TypeError):
+        return False
+
+
+def _is_heatmaps_file(path) -> bool:
+    try:
+        with zipfile.ZipFile(path) as z:
+            return {"probs.npy", "frame.npy"} <= set(z.namelist())
+    except (OSError, zipfile.BadZipFile):
+        return False
+
+
+def detection_writers(detection, radiograph, out_dir, stem: str, overlay: bool = True, heatmaps: bool = False):
+    """[(path, write_fn(tmp))] for one image's outputs (output_paths), for files.write_group."""
+    paths = output_paths(out_dir, stem, overlay, heatmaps)
+    writers = [_text_writer(json_text(detection.to_json_dict())), _text_writer(json_text(markups_dict(detection)))]
     if overlay:
         from .plots import render_overlay  # matplotlib: only for the picture
 
-        paths.append(out_dir / f"{stem}.png")
-        atomic_write(paths[2], lambda tmp: render_overlay(radiograph.pixels, detection, tmp))
-    return paths
+        writers.append(lambda tmp: render_overlay(radiograph.pixels, detection, tmp))
+    if heatmaps:
+        from .detection import save_heatmaps
+
+        writers.append(lambda tmp: save_heatmaps(tmp, detection))
+    return list(zip(paths, writers))
+
+
+def write_detection(detection, radiograph, out_dir: Path, stem: str, overlay: bool = True,
+                    heatmaps: bool = False) -> list:
+    """NAME.json, NAME.mrk.json, (unless overlay=False) the overlay NAME.png and (heatmaps=True)
+    NAME.heatmaps.npz, all or none; returns their paths.  Existing files that are not earlier
+    outputs of ours are refused (CephError) before anything is written."""
+    jobs = detection_writers(detection, radiograph, out_dir, stem, overlay, heatmaps)
+    check_outputs_replaceable([p for p, _ in jobs])
+    return write_group(jobs)

@@ -2,6 +2,9 @@
 
 import numpy as np
 
+from .files import OUTPUT_TAG
+
+PNG_METADATA = {"Software": f"{OUTPUT_TAG} (matplotlib)"}  # how a later run recognises the file as ours
 CAPTION_IN = 0.45  # inches of caption under an overlay: two lines
 
 
@@ -64,7 +67,7 @@ def render_overlay(pixels: np.ndarray, detection, path, max_height_px: int = 120
              f"missing, implausible or within {NEAR_EDGE_MM:g} mm of the edge). "
              f"Contours: 50 % solid, 90 % dashed. Spacing {detection.spacing_mm[0]:.3g} mm ({detection.spacing_source}).",
              fontsize=8)
-    fig.savefig(path, format="png", facecolor="white")
+    fig.savefig(path, format="png", facecolor="white", metadata=PNG_METADATA)
 
 
 def reliability_diagram(before: dict, after: dict, path, title=""):
@@ -98,16 +101,24 @@ def reliability_diagram(before: dict, after: dict, path, title=""):
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    fig.savefig(path, format="png")
+    fig.savefig(path, format="png", metadata=PNG_METADATA)
 
 
 def ere_scatter(ere_mm, error_mm, group_means, pearson_r, path, title=""):
+    """ERE against the true error (points with a non-finite value are left out)."""
+    ere_mm, error_mm = np.asarray(ere_mm, dtype=float), np.asarray(error_mm, dtype=float)
+    keep = np.isfinite(ere_mm) & np.isfinite(error_mm)
+    ere_mm, error_mm = ere_mm[keep], error_mm[keep]
+    group_means = np.asarray(group_means, dtype=float).reshape(-1, 2)
+    group_means = group_means[np.isfinite(group_means).all(axis=1)]
     fig = _figure(6, 5)
     ax = fig.add_subplot(1, 1, 1)
     ax.scatter(ere_mm, error_mm, s=4, alpha=0.25, color="#888888", label="landmarks")
     ax.scatter(group_means[:, 0], group_means[:, 1], s=18, color="#cc3311",
                label=f"groups of 36 sorted by ERE (r = {pearson_r:.2f})")
-    lim = float(np.percentile(np.concatenate([ere_mm, error_mm]), 99.5)) * 1.05
+    both = np.concatenate([ere_mm, error_mm])
+    lim = float(np.percentile(both, 99.5)) * 1.05 if both.size else 1.0
+    lim = lim if lim > 0 else 1.0
     ax.plot([0, lim], [0, lim], "k--", lw=1)
     ax.set_xlim(0, lim)
     ax.set_ylim(0, lim)
@@ -116,7 +127,7 @@ def ere_scatter(ere_mm, error_mm, group_means, pearson_r, path, title=""):
     ax.set_title(title or "ERE against the true error")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, format="png")
+    fig.savefig(path, format="png", metadata=PNG_METADATA)
 
 
 def roc_plot(curves: dict, path, title=""):
@@ -138,4 +149,4 @@ def roc_plot(curves: dict, path, title=""):
     ax.set_title(title or "ROC of the uncertainty scores for erroneous landmarks")
     ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, format="png")
+    fig.savefig(path, format="png", metadata=PNG_METADATA)
