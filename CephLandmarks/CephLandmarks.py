@@ -34,6 +34,7 @@ from slicer.util import VTKObservationMixin
 MINIMUM_PYTHON = (3, 10)  # Slicer 5.10 and later (Python 3.12); the library does not import on 3.9
 MINIMUM_SLICER = "5.10"
 EDIT_DEBOUNCE_MS = 300  # tables and measurements are recomputed once after a burst of point edits
+CLINIC_FOLDER_SETTING = "CephLandmarks/ClinicFolder"  # the last clinic dataset folder, across sessions
 
 
 def libraryFolder() -> str:
@@ -56,6 +57,12 @@ if _usable() and libraryFolder() not in sys.path:
 
 def mrml():
     from CephLandmarksSlicer import mrml as module
+
+    return module
+
+
+def clinic():
+    from CephLandmarksSlicer import clinic as module
 
     return module
 
@@ -104,6 +111,7 @@ class CephLandmarksParameterNode:
     datasetFolder: pathlib.Path
     trainModelPath: pathlib.Path
     evaluateFolder: pathlib.Path
+    clinicFolder: pathlib.Path  # Add to clinic dataset writes here, Adapt reads it
     epochs: Annotated[int, WithinRange(1, 10000)] = 40
     inputSize: str = "320x416"
     trainDevice: Annotated[str, Choice(["auto", "cpu", "cuda", "mps"])] = "auto"
@@ -125,7 +133,7 @@ class CephLandmarksWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._parameterNodeGuiTag = None
         self._observedLandmarks = None
         self._detection = None  # the running DetectionJob
-        self._training = None  # (command, BackgroundProcess, start time)
+        self._training = None  # (command, BackgroundProcess, start time, model file it writes or None)
         self._trainingLines = []  # the running command's output, for its failure message
         self._editTimer = qt.QTimer()
         self._editTimer.setSingleShot(True)
@@ -161,6 +169,9 @@ class CephLandmarksWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.exportCsvButton.connect("clicked(bool)", lambda: self.onExport("csv"))
         self.ui.exportJsonButton.connect("clicked(bool)", lambda: self.onExport("json"))
         self.ui.exportReportButton.connect("clicked(bool)", self.onExportReport)
+        self.ui.addToClinicButton.connect("clicked(bool)", self.onAddToClinic)
+        self.ui.adaptClinicPathLineEdit.connect("currentPathChanged(QString)", self.onAdaptClinicPathChanged)
+        self.ui.adaptButton.connect("clicked(bool)", lambda: self.onTrainingCommand("adapt"))
         self.ui.trainButton.connect("clicked(bool)", lambda: self.onTrainingCommand("train"))
         self.ui.calibrateButton.connect("clicked(bool)", lambda: self.onTrainingCommand("calibrate"))
         self.ui.evaluateButton.connect("clicked(bool)", lambda: self.onTrainingCommand("evaluate"))
@@ -206,6 +217,10 @@ class CephLandmarksWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                            and not v.IsA("vtkMRMLLabelMapVolumeNode")]
             if radiographs:
                 self._parameterNode.inputVolume = radiographs[0]
+        if not chosenPath(self._parameterNode.clinicFolder):  # the folder used last time
+            remembered = slicer.app.userSettings().value(CLINIC_FOLDER_SETTING, "")
+            if remembered:
+                self._parameterNode.clinicFolder = pathlib.Path(str(remembered))
 
     def setParameterNode(self, inputParameterNode) -> None:
         if self._parameterNode:
@@ -226,16 +241,24 @@ class CephLandmarksWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         landmarks = self._parameterNode.landmarks
         hasResult = bool(landmarks and landmarks.GetAttribute("CephLandmarks.Detection"))  # no library import here
         for button in (self.ui.markReviewedButton, self.ui.exportMarkupsButton, self.ui.exportCsvButton,
-                       self.ui.exportJsonButton, self.ui.exportReportButton):
+                       self.ui.exportJsonButton, self.ui.exportReportButton, self.ui.addToClinicButton):
             button.enabled = hasResult
         if landmarks is not self._observedLandmarks:
             self.observeLandmarks(landmarks if hasResult else None)
         running = self._training[0] if self._training else None
         for button, command, label in ((self.ui.trainButton, "train", _("Train")),
                                        (self.ui.calibrateButton, "calibrate", _("Calibrate temperatures")),
-                                       (self.ui.evaluateButton, "evaluate", _("Evaluate"))):
+                                       (self.ui.evaluateButton, "evaluate", _("Evaluate")),
+                                       (self.ui.adaptButton, "adapt", _("Adapt to clinic"))):
             button.enabled = running in (None, command)
             button.text = _("Cancel") if running == command else label
+        clinicFolder = chosenPath(self._parameterNode.clinicFolder) or ""
+        if self.ui.adaptClinicPathLineEdit.currentPath != clinicFolder:  # the Training tab's view of it
+            wasBlocked = self.ui.adaptClinicPathLineEdit.blockSignals(True)
+            self.ui.adaptClinicPathLineEdit.currentPath = clinicFolder
+            self.ui.adaptClinicPathLineEdit.blockSignals(wasBlocked)
+        if clinicFolder:
+            slicer.app.userSettings().setValue(CLINIC_FOLDER_SETTING, clinicFolder)
 
     # --- dependencies and models ---------------------------------------------------------------
 
@@ -261,9 +284,9 @@ class CephLandmarksWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def updateModelList(self, select=None) -> None:
         self.ui.modelSelector.clear()
-        for entry in self.logic.availableModels():
-            self.ui.modelSelector.addItem(entry.label, str(entry.path))
-            self.ui.modelSelector.setItemData(self.ui.modelSelector.count - 1, entry.tooltip, qt.Qt.ToolTipRole)
+        for label, path, tooltip in clinic().modelListItems(self.logic.availableModels()):
+            self.ui.modelSelector.addItem(label, path)
+            self.ui.modelSelector.setItemData(self.ui.modelSelector.count - 1, tooltip, qt.Qt.ToolTipRole)
         if self.ui.modelSelector.count == 0:
             self.ui.modelSelector.addItem(_("(no model installed: import one)"), "")
         if select:
@@ -450,6 +473,37 @@ class CephLandmarksWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 written = mrml().exportReport(node, outDir=folder)
                 self.ui.statusLabel.text = _("Report written: {p}").format(p=", ".join(str(p) for p in written))
 
+    def onAddToClinic(self) -> None:
+        """The reviewed radiograph and its current points into the clinic dataset folder (whole or nothing)."""
+        from CephLandmarksLib.clinic_dataset import DuplicateCase
+
+        node, folder = self._parameterNode.landmarks, chosenPath(self._parameterNode.clinicFolder)
+        helpers = clinic()
+        with slicer.util.tryWithErrorDisplay(_("The radiograph was not added to the clinic dataset."),
+                                             waitCursor=True):
+            if not folder:
+                raise ValueError(_("Choose the clinic dataset folder first (Clinic dataset)."))
+            helpers.clinicCase(node)  # missing points, unknown spacing, wrong volume: refused before asking
+            unreviewed = helpers.unreviewedFlagged(node)
+            if unreviewed and not slicer.util.confirmYesNoDisplay(
+                    _("{n} flagged points were neither reviewed nor corrected: {p}. Add this detection to the "
+                      "clinic dataset anyway?").format(n=len(unreviewed), p=", ".join(unreviewed)),
+                    windowTitle=_("Unreviewed flagged points")):
+                self.ui.statusLabel.text = _("Not added: review the flagged points first.")
+                return
+            try:
+                added = helpers.addToClinicDataset(node, folder)
+            except DuplicateCase as duplicate:
+                if not slicer.util.confirmYesNoDisplay(
+                        _("This radiograph is already in the clinic dataset as {i}. Replace its landmarks with "
+                          "the ones shown now?").format(i=duplicate.image), windowTitle=_("Already in the clinic dataset")):
+                    self.ui.statusLabel.text = _("Not added: the radiograph is already in the clinic dataset.")
+                    return
+                added = helpers.addToClinicDataset(node, folder, replace=True)
+            self.ui.statusLabel.text = _("{what} {i} in the clinic dataset {f} ({n} radiographs).").format(
+                what=_("Replaced") if added.replaced else _("Added"), i=added.image_path.name, f=folder,
+                n=added.n_images)
+
     # --- training, calibration and evaluation (the CLI in a background process) ----------------
 
     def onTrainingCommand(self, command) -> None:
@@ -460,11 +514,16 @@ class CephLandmarksWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             return
         p = self._parameterNode
         with slicer.util.tryWithErrorDisplay(_("Cannot start {c}.").format(c=command)):
-            process = self.logic.trainingProcess(
-                command, chosenPath(p.datasetFolder), chosenPath(p.trainModelPath), p.epochs, p.inputSize,
-                p.trainDevice, p.evaluateSplit, chosenPath(p.evaluateFolder), self.onProcessLine,
-                lambda code, crashed: self.onProcessFinished(command, code, crashed))
-            self._training = (command, process, time.time())
+            onFinished = lambda code, crashed: self.onProcessFinished(command, code, crashed)  # noqa: E731
+            if command == "adapt":
+                process, output = self.logic.adaptProcess(self.ui.modelSelector.currentData,
+                                                          chosenPath(p.clinicFolder), self.onProcessLine, onFinished)
+            else:
+                process, output = self.logic.trainingProcess(
+                    command, chosenPath(p.datasetFolder), chosenPath(p.trainModelPath), p.epochs, p.inputSize,
+                    p.trainDevice, p.evaluateSplit, chosenPath(p.evaluateFolder), self.onProcessLine,
+                    onFinished), None
+            self._training = (command, process, time.time(), output)
             self._trainingLines = []
             self.ui.trainLogTextEdit.appendPlainText("$ " + self.logic.displayCommand(process.commandLine))
             self.ui.trainProgressBar.setRange(0, 0)
@@ -482,9 +541,16 @@ class CephLandmarksWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         else:
             self.ui.trainLogTextEdit.appendPlainText(line)
 
+    def onAdaptClinicPathChanged(self, path) -> None:
+        if self._parameterNode:
+            self._parameterNode.clinicFolder = pathlib.Path(path) if path else pathlib.Path(".")
+
     def onProcessFinished(self, command, exitCode, crashed) -> None:
-        started = self._training[2] if self._training else 0.0
+        started, output = (self._training[2], self._training[3]) if self._training else (0.0, None)
         self._training = None
+        if output and (crashed or exitCode != 0):  # cancelled or failed: no partial model is left
+            for leftover in clinic().leftovers(output):
+                leftover.unlink(missing_ok=True)
         self.ui.trainProgressBar.setRange(0, 1)
         self.ui.trainProgressBar.setValue(1 if exitCode == 0 else 0)
         self.ui.trainLogTextEdit.appendPlainText(
@@ -501,6 +567,11 @@ class CephLandmarksWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                     modelPath = chosenPath(self._parameterNode.trainModelPath)
                     self.logic.registerTrainedModel(modelPath)
                     self.updateModelList(select=modelPath)
+                if command == "adapt":
+                    entry = self.logic.registerTrainedModel(output)
+                    self.updateModelList(select=entry.path)
+                    self.ui.trainLogTextEdit.appendPlainText(
+                        clinic().adaptationSummary(entry.info, entry.path) or _("Adapted model: {p}").format(p=output))
                 if command == "evaluate":
                     self.showPlots(chosenPath(self._parameterNode.evaluateFolder), started)
         self.updateGUIFromParameterNode()
@@ -600,6 +671,19 @@ class CephLandmarksLogic(ScriptedLoadableModuleLogic):
         return node
 
     # training, calibration and evaluation
+
+    def adaptProcess(self, baseModel, clinicFolder, onLine=None, onFinished=None):
+        """(BackgroundProcess running `ceph-landmarks adapt`, the adapted model file it will write): the
+        per-user model folder, <base stem>-adapted-<clinic folder>.safetensors, never an existing file."""
+        from CephLandmarksSlicer.process import BackgroundProcess, processEnvironment
+
+        helpers = clinic()
+        helpers.checkAdaptInputs(baseModel, clinicFolder)
+        output = helpers.adaptedModelPath(self.registry().user_dir, baseModel, clinicFolder)
+        commandLine = helpers.adaptCommand(self.pythonSlicer(), baseModel, clinicFolder, output)
+        output.parent.mkdir(parents=True, exist_ok=True)
+        return BackgroundProcess(commandLine, processEnvironment(libraryFolder()), onLine or logging.info,
+                                 onFinished or (lambda code, crashed: None)), output
 
     def trainingProcess(self, command, dataset, modelPath, epochs=40, inputSize="320x416", device="auto",
                         split="test1", outFolder=None, onLine=None, onFinished=None):
