@@ -1,6 +1,5 @@
 """Evaluation on an annotated split: accuracy, calibration, ERE correlation and ROC, with plots."""
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -58,7 +57,8 @@ def roc_summary(score, errors_mm, flagged, threshold_label=""):
 
 def evaluate(model_path, dataset, split, out_dir, ground_truth="mean", device="cpu", log=print) -> dict:
     """Run the model on a split; write metrics.json and the plots into out_dir; return the metrics."""
-    from .modelfile import atomic_write, load_model
+    from .files import atomic_write, json_text
+    from .modelfile import load_model
     from .plots import ere_scatter, reliability_diagram, roc_plot
     from .training import prepare, prepared_logits
     from .training import radial_errors_mm as training_errors_mm
@@ -124,27 +124,20 @@ def evaluate(model_path, dataset, split, out_dir, ground_truth="mean", device="c
                for k, v in rocs_p.items()}}, p, title)),
     ):
         atomic_write(out / name, draw)
-    atomic_write(out / "metrics.json", lambda p: Path(p).write_text(json.dumps(_json_safe(metrics), indent=2)))
-    np.savez_compressed(out / "predictions.npz", ids=np.array(data.ids), pred_px=scored.pred_px,
-                        errors_mm=scored.errors_mm, ere_mm=scored.ere_mm, confidence=scored.confidence,
-                        p_large_error=scored.p_large)
+    atomic_write(out / "metrics.json", lambda p: Path(p).write_text(json_text(metrics)))
+
+    def write_predictions(tmp):
+        with open(tmp, "wb") as f:  # a file object: savez_compressed would append ".npz" to a bare name
+            np.savez_compressed(f, ids=np.array(data.ids), pred_px=scored.pred_px, errors_mm=scored.errors_mm,
+                                ere_mm=scored.ere_mm, confidence=scored.confidence, p_large_error=scored.p_large)
+
+    atomic_write(out / "predictions.npz", write_predictions)
     return metrics
 
 
 def _share(flags) -> float:
     """Fraction of True in a boolean array; NaN when it is empty."""
     return float(flags.mean()) if flags.size else float("nan")
-
-
-def _json_safe(x):
-    """NaN (undefined, e.g. an AUC with no positives) becomes null: metrics.json stays valid JSON."""
-    if isinstance(x, dict):
-        return {k: _json_safe(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_json_safe(v) for v in x]
-    if isinstance(x, float) and not np.isfinite(x):
-        return None
-    return x
 
 
 def _subset(data, sl):

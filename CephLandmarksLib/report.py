@@ -1,7 +1,8 @@
 """A one-page (A4) printable report: overlay, landmark table, measurements with intervals.
 
-Written as NAME_report.pdf and NAME_report.png, each atomically; if either fails,
-neither is left behind.  Uses matplotlib's object API (no pyplot state); needs no torch.
+Written as NAME_report.pdf and NAME_report.png, both or neither (files.write_group).  Like
+detect, it never replaces the input image or an existing file that is not an earlier report
+of ours (both files carry files.OUTPUT_TAG in their metadata).  Uses matplotlib's object API (no pyplot state); needs no torch.
 
 After review in Slicer, the points the clinician corrected are marked: CORRECTED_MARK
 after the abbreviation in the landmark table and after each measurement that uses one,
@@ -16,7 +17,7 @@ import numpy as np
 
 from .errors import CephError
 from .measurement_uncertainty import DEFAULT_SAMPLES, DEFAULT_SEED, UNCERTAIN_BELOW, measure_detection
-from .files import atomic_write
+from .files import OUTPUT_TAG, check_replaceable, is_tagged, write_group
 from .text import probability_text
 
 A4_INCHES = (8.27, 11.69)
@@ -29,6 +30,9 @@ HEADER_RGB = (0.86, 0.89, 0.94)
 CORRECTED_RGB = (0.15, 0.35, 0.95)
 CORRECTED_MARK = "*"
 CONTOUR_MAX_ERE_MM = 5.0  # diffuse maps' 90 % regions would clutter the overlay: not drawn
+PDF_METADATA = {"Creator": OUTPUT_TAG}  # how a later run recognises the file as ours
+PNG_METADATA = {"Software": OUTPUT_TAG}
+REPORT_SUFFIXES = ("_report.pdf", "_report.png")
 DISCLAIMER = "Research use only - not a medical device. Check every point and value before clinical use."
 
 
@@ -168,29 +172,40 @@ def report_figure(pixels, detection, results: list, when=None, corrected=None):
     return fig
 
 
+def report_paths(out_dir, stem) -> list:
+    """[NAME_report.pdf, NAME_report.png] in out_dir."""
+    return [Path(out_dir) / f"{stem}{suffix}" for suffix in REPORT_SUFFIXES]
+
+
 def write_report(pixels, detection, results, out_dir, stem, corrected=None) -> list:
-    """NAME_report.png and NAME_report.pdf in out_dir; both or neither.  corrected: see report_figure."""
-    out_dir = Path(out_dir)
-    png, pdf = out_dir / f"{stem}_report.png", out_dir / f"{stem}_report.pdf"
+    """NAME_report.pdf and NAME_report.png in out_dir; both or neither.  corrected: see report_figure.
+    An existing file at either name that is not an earlier report is refused (CephError), untouched."""
+    pdf, png = report_paths(out_dir, stem)
+    for path in (pdf, png):
+        check_replaceable(path, is_tagged)
     fig = report_figure(pixels, detection, results, corrected=corrected)
-    atomic_write(png, lambda tmp: fig.savefig(tmp, format="png", dpi=PNG_DPI))
-    try:
-        atomic_write(pdf, lambda tmp: fig.savefig(tmp, format="pdf"))
-    except BaseException:
-        png.unlink(missing_ok=True)
-        raise
-    return [pdf, png]
+    return write_group([
+        (pdf, lambda tmp: fig.savefig(tmp, format="pdf", metadata=PDF_METADATA)),
+        (png, lambda tmp: fig.savefig(tmp, format="png", dpi=PNG_DPI, metadata=PNG_METADATA)),
+    ])
 
 
 def report_file(image, model_path, out_dir=".", spacing_mm=None, device="cpu",
                 n: int = DEFAULT_SAMPLES, seed: int = DEFAULT_SEED) -> list:
     """The CLI's report: detect on one image, measure, write the page; returns the paths."""
+    from .batch import check_inputs_kept, check_out_dir, output_stem, quietly
     from .detect import LandmarkDetector
-    from .images import read_radiograph
+    from .images import read_radiograph, user_spacing
 
-    rad = read_radiograph(image, spacing_mm)
-    detection = LandmarkDetector(model_path, device).detect(rad)
+    spacing = None if spacing_mm is None else user_spacing(spacing_mm, "--spacing")
+    check_out_dir(out_dir)
+    stem = output_stem(image)
+    check_inputs_kept([image], report_paths(out_dir, stem))
+    for path in report_paths(out_dir, stem):
+        check_replaceable(path, is_tagged)
+    rad = read_radiograph(image, spacing)
+    detection = quietly(LandmarkDetector(model_path, device).detect, rad)
     if len(detection.landmarks) != 19:
         raise CephError(f"the report needs the 19 ISBI landmarks; the model gives {len(detection.landmarks)}")
-    results = measure_detection(detection, n, seed)
-    return write_report(rad.pixels, detection, results, out_dir, Path(image).name.split(".")[0])
+    results = quietly(measure_detection, detection, n, seed)
+    return quietly(write_report, rad.pixels, detection, results, out_dir, stem)
