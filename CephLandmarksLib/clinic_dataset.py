@@ -23,7 +23,8 @@ module's *Add to clinic dataset*), in the generic layout that `datasets.load_gen
   rename: the commit).  If the CSV cannot be written the new image is removed.  A crash between
   the two renames leaves at most an image that the CSV does not list, never a half row.
 - **Refused, with one line:** a CSV with another header, a point without a position (all 19
-  must be placed), not the 19 ISBI landmarks in order, a non-positive spacing, a non-finite or
+  must be placed) or outside the image (0 <= x <= width, 0 <= y <= height, as `load_generic`
+  checks), not the 19 ISBI landmarks in order, a non-positive spacing, a non-finite or
   non-2D image.
 """
 
@@ -131,6 +132,15 @@ def _check_pixels(pixels):
     return array
 
 
+def _check_inside(points, shape):
+    """Every point within the image (0 <= x <= width, 0 <= y <= height), as datasets.load_generic requires."""
+    h, w = shape
+    for (x, y), lm in zip(points, ISBI_LANDMARKS):
+        if not (0 <= x <= w and 0 <= y <= h):
+            raise CephError(f"landmark {lm.abbreviation} ({x:.1f}, {y:.1f}) lies outside the image ({w} x {h} px): "
+                            "move it inside before adding the radiograph to the clinic dataset")
+
+
 def _check_spacing(spacing_mm):
     s = np.broadcast_to(np.asarray(spacing_mm, dtype=float), (2,))
     if not (np.isfinite(s).all() and (s > 0).all()):
@@ -220,6 +230,7 @@ def add_case(folder, image_id, pixels, points_px, spacing_mm, landmark_abbreviat
         raise CephError(f"the clinic dataset folder {folder} is a file")
     points = _check_points(points_px, landmark_abbreviations)
     array = _check_pixels(pixels)
+    _check_inside(points, array.shape)
     spacing = _check_spacing(spacing_mm)
     digest = pixels_sha256(array)
     cases = read_cases(folder)  # refuses another header before anything is written

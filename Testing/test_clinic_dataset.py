@@ -134,6 +134,17 @@ def test_a_point_without_position_is_refused_with_one_line(tmp_path, missing):
     assert not (tmp_path / "clinic").exists()
 
 
+def test_a_point_outside_the_image_is_refused(tmp_path):
+    pts = points()
+    pts[9] = (96.5, 50.0)  # Go, beyond the right edge of a 96 px wide image
+    with pytest.raises(CephError) as e:
+        cd.add_case(tmp_path / "clinic", "x", image(), pts, 0.1)
+    assert str(e.value).startswith("landmark Go (96.5, 50.0) lies outside the image (96 x 120 px)")
+    assert not (tmp_path / "clinic").exists()
+    pts[9] = (96.0, 120.0)  # on the edge: inside
+    cd.add_case(tmp_path / "clinic", "x", image(), pts, 0.1)
+
+
 def test_a_csv_with_another_header_is_refused_and_left_alone(tmp_path, generic_dataset):
     """A generic dataset made by hand (its own header, a split column) is not ours to append to."""
     before = snapshot(generic_dataset)
