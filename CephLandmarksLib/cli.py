@@ -1,15 +1,22 @@
 """The `ceph-landmarks` command: detect, train, calibrate, evaluate.
 
 User errors (CephError, missing files, bad options) print one line on stderr and exit 2;
-nothing half-written is left behind.
+nothing half-written is left behind.  SIGINT, SIGTERM and SIGHUP raise Interrupted, so every
+atomic write removes its temporary file; the run then exits 128 + the signal number.
 """
 
 import argparse
+import contextlib
+import math
+import re
+import signal
 import sys
+import threading
 from pathlib import Path
 
 from . import registry
 from .errors import CephError
+from .modelmeta import INPUT_SIZE_MULTIPLE, INPUT_SIZE_RANGE
 from .registry import SHIPPED_MODELS_DIR as DEFAULT_MODEL_DIR
 
 PROGRESS_PREFIX = "[progress]"  # `detect --progress` lines: "[progress] FRACTION STAGE" (the Slicer module reads them)
@@ -21,22 +28,106 @@ def default_model_path() -> Path:
     return registry.default_model_path(DEFAULT_MODEL_DIR)
 
 
+# Accepted option values (the parser refuses the rest with one line naming the option and the range).
+EPOCHS_RANGE = (1, 100_000)
+BATCH_SIZE_RANGE = (1, 1024)
+LR_RANGE = (0.0, 1.0)  # exclusive of 0
+HOLDOUT_RANGE = (1, 100_000)  # also checked against the dataset's size when it is read
+FOLDS_RANGE = (2, 100)
+SEED_RANGE = (0, 2**32 - 1)  # numpy's generators take no negative seed
+DEVICES = "cpu, cuda, cuda:N or mps"
+
+
+class Interrupted(KeyboardInterrupt):
+    """Raised by the signal handler main() installs: carries the exit status (128 + signal)."""
+
+    def __init__(self, signum):
+        super().__init__(signal.Signals(signum).name)
+        self.exit_code = 128 + signum
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a bad option is one line naming it (argparse prints a usage block), exit 2."""
+
+    def error(self, message):
+        self.exit(2, f"{ERROR_PREFIX} {' '.join(message.split())}\n")
+
+
+def _int_in(lo, hi):
+    """An argparse type: an integer in [lo, hi]."""
+    def parse(text):
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or not lo <= value <= hi:
+            raise argparse.ArgumentTypeError(f"expected an integer from {lo} to {hi}, got {text!r}")
+        return value
+    return parse
+
+
+def _float_in(lo, hi):
+    """An argparse type: a finite number in (lo, hi]."""
+    def parse(text):
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan
+        if not (math.isfinite(value) and lo < value <= hi):
+            raise argparse.ArgumentTypeError(f"expected a number greater than {lo:g} and at most {hi:g}, got {text!r}")
+        return value
+    return parse
+
+
 def _size(text):
+    lo, hi = INPUT_SIZE_RANGE
+    accepted = f"WIDTHxHEIGHT, multiples of {INPUT_SIZE_MULTIPLE} from {lo} to {hi}, e.g. 320x416"
     try:
         w, h = (int(v) for v in text.lower().replace("x", " ").replace(",", " ").split())
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT, e.g. 320x416, got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"expected {accepted}, got {text!r}") from None
+    if not all(lo <= v <= hi and v % INPUT_SIZE_MULTIPLE == 0 for v in (w, h)):
+        raise argparse.ArgumentTypeError(f"expected {accepted}, got {text!r}")
     return (w, h)
 
 
 def _spacing(text):
+    """One or two finite positive numbers (mm per pixel); images.py checks the plausible range."""
     try:
         values = [float(v) for v in text.replace(",", " ").split()]
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected millimetres per pixel, got {text!r}") from None
-    if len(values) not in (1, 2) or min(values) <= 0:
+    if len(values) not in (1, 2) or not all(math.isfinite(v) and v > 0 for v in values):
         raise argparse.ArgumentTypeError(f"expected one or two positive numbers, got {text!r}")
     return values[0] if len(values) == 1 else tuple(values)
+
+
+def _device(allow_auto: bool):
+    """An argparse type: a device name this machine has (torch is imported only for cuda and mps)."""
+    accepted = ("auto, " if allow_auto else "") + DEVICES
+
+    def parse(text):
+        m = re.fullmatch(r"(auto|cpu|mps|cuda)(?::(\d{1,3}))?", text.strip())
+        if not m or (m[2] is not None and m[1] != "cuda") or (m[1] == "auto" and not allow_auto):
+            raise argparse.ArgumentTypeError(f"expected {accepted}, got {text!r}")
+        if m[1] in ("cuda", "mps"):
+            _check_device_exists(m[1], int(m[2] or 0), text)
+        return text.strip()
+    return parse
+
+
+def _check_device_exists(kind, index, text):
+    import torch
+
+    if kind == "mps":
+        available = bool(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available())
+        if not available:
+            raise argparse.ArgumentTypeError(f"no such device {text!r}: this machine has no MPS (Apple GPU)")
+        return
+    n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if index >= n:
+        have = f"cuda:0 to cuda:{n - 1}" if n else "no CUDA device"
+        raise argparse.ArgumentTypeError(f"no such device {text!r}: this machine has {have}")
 
 
 def _cmd_train(a):
@@ -113,7 +204,7 @@ def _cmd_models(a):
 
 
 def build_parser():
-    p = argparse.ArgumentParser(prog="ceph-landmarks", description=__doc__.splitlines()[0])
+    p = _Parser(prog="ceph-landmarks", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
 
     d = sub.add_parser("detect", help="detect the 19 landmarks on radiographs")
@@ -121,7 +212,7 @@ def build_parser():
     d.add_argument("--model", help="model file (default: the shipped model)")
     d.add_argument("--spacing", type=_spacing, help="pixel spacing in mm (overrides the file's)")
     d.add_argument("--out-dir", default=".", help="folder for NAME.json, NAME.mrk.json, NAME.png")
-    d.add_argument("--device", default="cpu")
+    d.add_argument("--device", default="cpu", type=_device(False), help=DEVICES)
     d.add_argument("--no-orientation-check", action="store_true",
                    help="skip the mirrored second pass that recognises left-facing profiles (saves one forward)")
     d.add_argument("--no-overlay", action="store_true", help="do not render NAME.png")
@@ -137,17 +228,17 @@ def build_parser():
                    help="model file to write (.safetensors); with --folds the ensemble manifest NAME.json "
                         "(members in NAME.folds/)")
     t.add_argument("--input-size", type=_size, default=(320, 416), help="model input WIDTHxHEIGHT")
-    t.add_argument("--epochs", type=int, default=40)
-    t.add_argument("--batch-size", type=int, default=4)
-    t.add_argument("--lr", type=float, default=1e-3)
-    t.add_argument("--holdout", type=int, default=None,
+    t.add_argument("--epochs", type=_int_in(*EPOCHS_RANGE), default=40)
+    t.add_argument("--batch-size", type=_int_in(*BATCH_SIZE_RANGE), default=4)
+    t.add_argument("--lr", type=_float_in(*LR_RANGE), default=1e-3)
+    t.add_argument("--holdout", type=_int_in(*HOLDOUT_RANGE), default=None,
                    help="training images held out for validation/calibration (default 20); with --folds, "
                         "each fold's inner holdout for best-epoch selection (default 10)")
-    t.add_argument("--folds", type=int, metavar="K",
+    t.add_argument("--folds", type=_int_in(*FOLDS_RANGE), metavar="K",
                    help="train a K-fold cross-validated ensemble: one member per fold, from scratch, and the "
                         "out-of-fold logits of every training image (--resume continues the unfinished fold)")
-    t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
+    t.add_argument("--seed", type=_int_in(*SEED_RANGE), default=0)
+    t.add_argument("--device", default="auto", type=_device(True), help=f"auto, {DEVICES}")
     t.add_argument("--no-bf16", action="store_true", help="train in float32 (slower)")
     t.add_argument("--imagenet", action="store_true", help="start from ImageNet ResNet-34 weights (downloads)")
     t.add_argument("--ground-truth", default="mean", choices=["mean", "senior", "junior"])
@@ -172,7 +263,7 @@ def build_parser():
     e.add_argument("--split", default="test1", choices=["test1", "test2", "train"])
     e.add_argument("--out", required=True, help="folder for metrics.json and the PNG plots")
     e.add_argument("--ground-truth", default="mean", choices=["mean", "senior", "junior"])
-    e.add_argument("--device", default="cpu")
+    e.add_argument("--device", default="cpu", type=_device(False), help=DEVICES)
     e.set_defaults(func=_cmd_evaluate)
 
     r = sub.add_parser("report", help="one-page PDF/PNG report: overlay, landmarks, measurements with intervals")
@@ -180,7 +271,7 @@ def build_parser():
     r.add_argument("--model", help="model file (default: the shipped model)")
     r.add_argument("--spacing", type=_spacing, help="pixel spacing in mm (overrides the file's)")
     r.add_argument("--out-dir", default=".", help="folder for NAME_report.pdf and NAME_report.png")
-    r.add_argument("--device", default="cpu")
+    r.add_argument("--device", default="cpu", type=_device(False), help=DEVICES)
     r.set_defaults(func=_cmd_report)
 
     m = sub.add_parser("models", help="list the models: shipped, then imported and trained (one per line: label, path)")
@@ -189,17 +280,61 @@ def build_parser():
     return p
 
 
-def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+INTERRUPT_SIGNALS = ("SIGINT", "SIGTERM", "SIGHUP")
+
+
+def _raise_interrupted(signum, frame):
+    """Signal handler: further signals are ignored while the clean-up runs, then Interrupted unwinds
+    the stack, so every atomic_write removes its temporary file."""
+    for name in INTERRUPT_SIGNALS:
+        if hasattr(signal, name):
+            signal.signal(getattr(signal, name), signal.SIG_IGN)
+    raise Interrupted(signum)
+
+
+@contextlib.contextmanager
+def _signals_interrupt():
+    """SIGINT, SIGTERM and SIGHUP raise Interrupted for the duration (main thread only; the previous
+    handlers are restored afterwards, so in-process callers such as the tests keep theirs)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    signums = [getattr(signal, n) for n in INTERRUPT_SIGNALS if hasattr(signal, n)]
+    previous = {s: signal.getsignal(s) for s in signums}
+    for s in signums:
+        signal.signal(s, _raise_interrupted)
     try:
-        args.func(args)
-    except CephError as e:
-        print(f"{ERROR_PREFIX} {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("ceph-landmarks: interrupted", file=sys.stderr)
-        return 130
-    except OSError as e:  # disk full, permission denied, ...
-        print(f"{ERROR_PREFIX} {e.strerror or e}: {e.filename or ''}".rstrip(": "), file=sys.stderr)
-        return 2
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler if handler is not None else signal.SIG_DFL)
+
+
+def _one_line(text) -> str:
+    return " ".join(str(text).split())
+
+
+def main(argv=None) -> int:
+    """Run one sub-command; returns the exit status: 0, 2 for a user error or a bad option (one line
+    on stderr), 128 + N for signal N."""
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as e:  # --help (0) or a bad option (2, its line already printed)
+        return e.code if isinstance(e.code, int) else 2
+    with _signals_interrupt():
+        try:
+            args.func(args)
+        except CephError as e:
+            print(f"{ERROR_PREFIX} {_one_line(e)}", file=sys.stderr)
+            return 2
+        except KeyboardInterrupt as e:
+            print(f"ceph-landmarks: interrupted{f' ({e})' if isinstance(e, Interrupted) else ''}", file=sys.stderr)
+            return getattr(e, "exit_code", 128 + signal.SIGINT)
+        except MemoryError:
+            print(f"{ERROR_PREFIX} out of memory", file=sys.stderr)
+            return 2
+        except OSError as e:  # disk full, permission denied, ...
+            where = f": {e.filename}" if e.filename else ""
+            print(f"{ERROR_PREFIX} {_one_line(e.strerror or e)}{where}", file=sys.stderr)
+            return 2
     return 0
