@@ -88,6 +88,20 @@ def fold_paths(out, work_dir: str = "") -> FoldPaths:
     return FoldPaths(manifest, members, Path(work_dir) if work_dir else members / "work")
 
 
+def preflight(paths: FoldPaths):
+    """Before any fold trains: the manifest is not a folder, and its, the members' and the work
+    folders can take files (training.writable_folder)."""
+    from .training import writable_folder
+
+    if paths.manifest.is_dir():
+        raise CephError(f"--out {paths.manifest} is a folder; name the ensemble's manifest (NAME.json)")
+    if paths.manifest.exists() and not paths.manifest.is_file():
+        raise CephError(f"--out {paths.manifest} is not a regular file")
+    writable_folder(paths.manifest.parent, f"--out {paths.manifest}: the folder")
+    writable_folder(paths.members, "the members' folder")
+    writable_folder(paths.work, "--work-dir")
+
+
 def _settings(cfg) -> dict:
     return json.loads(json.dumps({k: v for k, v in asdict(cfg).items() if k not in _NOT_SETTINGS}))
 
@@ -106,7 +120,7 @@ def read_manifest(path) -> dict:
 
 
 def _write_manifest(path: Path, manifest: dict):
-    atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(manifest, indent=1) + "\n"))
+    atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(manifest, indent=1, allow_nan=False) + "\n"))
 
 
 def _fold_done(entry: dict, base: Path) -> bool:
@@ -131,6 +145,7 @@ def train_folds(cfg, k: int, resume: bool = False, log=print, progress: bool = T
     from .training import _from_plain, _to_plain, prepare, prepared_logits, radial_errors_mm, subset, train
 
     paths = fold_paths(cfg.out, cfg.work_dir)
+    preflight(paths)
     if cfg.init_from:
         raise CephError("--folds trains every member from scratch; it cannot be combined with --init-from")
     samples = load_dataset(cfg.dataset, "train", cfg.ground_truth)

@@ -20,7 +20,7 @@ from .landmarks import ISBI_LANDMARKS
 from .model import LandmarkUNet
 from .modelmeta import FORMAT  # noqa: F401 - one definition, shared with the torch-free registry
 from .modelmeta import META_KEY as _META_KEY
-from .modelmeta import dumps, parse_and_check, seal
+from .modelmeta import check_model_path, dumps, parse_and_check, seal
 
 
 @dataclass
@@ -129,8 +129,7 @@ def load_model(path, device="cpu") -> LoadedModel:
     from safetensors.torch import load_file
 
     path = Path(path)
-    if not path.is_file():
-        raise CephError(f"model file not found: {path}")
+    check_model_path(path)
     try:
         with safe_open(str(path), framework="pt") as f:
             raw = (f.metadata() or {}).get(_META_KEY)

@@ -302,6 +302,16 @@ def parse_and_check(text_or_none) -> dict:
     return validate(meta)
 
 
+def check_model_path(path):
+    """A model path must name a regular file: CephError saying what it is otherwise."""
+    if path.is_file():
+        return
+    if not path.exists():
+        raise CephError(f"model file not found: {path}")
+    raise CephError(f"{path} is {'a folder' if path.is_dir() else 'not a regular file (a device, pipe or socket)'}, "
+                    "not a model file")
+
+
 def dumps(meta: dict) -> str:
     """JSON text for the file: never NaN or Infinity."""
     return json.dumps(meta, allow_nan=False)

@@ -5,6 +5,7 @@ work folder; `resume=True` continues from `last.pt`.  Randomness is drawn from a
 generator seeded by (seed, epoch), so a resumed run repeats the uninterrupted one.
 """
 
+import contextlib
 import json
 import math
 import os
@@ -151,6 +152,94 @@ def _save_checkpoint(path, state):
     atomic_write(path, lambda tmp: torch.save(state, tmp))
 
 
+CHECKPOINT_KEYS = {"model": dict, "optimizer": dict, "epoch": int, "best_mre_mm": float, "history": list,
+                   "config": dict}
+
+
+def read_checkpoint(path, device="cpu") -> dict:
+    """A checkpoint this tool wrote (torch.load with weights_only=True: no code runs); CephError, one
+    line, for a foreign, corrupt or truncated file."""
+    try:
+        state = torch.load(path, map_location=device, weights_only=True)
+    except FileNotFoundError:
+        raise CephError(f"checkpoint not found: {path}") from None
+    except Exception as e:  # UnpicklingError, RuntimeError (not a zip), EOFError, ...
+        reason = str(e).strip().splitlines()[0][:120] if str(e).strip() else type(e).__name__
+        raise CephError(f"{path} is not a readable training checkpoint of this tool ({reason})") from None
+    if not isinstance(state, dict):
+        raise CephError(f"{path} is not a training checkpoint of this tool (it holds a {type(state).__name__})")
+    for key, kind in CHECKPOINT_KEYS.items():
+        value = state.get(key)
+        if not isinstance(value, kind) and not (kind is float and isinstance(value, int)) or isinstance(value, bool):
+            raise CephError(f"{path} is not a training checkpoint of this tool ({key!r} is missing or not a "
+                            f"{kind.__name__})")
+    return state
+
+
+def writable_folder(folder, what: str) -> Path:
+    """`folder` (created later if missing) can take new files: its nearest existing ancestor is a
+    folder where a probe file can be made (os.access says yes to root even on read-only mounts).
+    Nothing is created here.  CephError naming `what` otherwise."""
+    folder = Path(folder).absolute()
+    existing = next(p for p in (folder, *folder.parents) if p.exists() or p == Path(p.anchor))
+    if not existing.is_dir():
+        raise CephError(f"{what} {folder}: {existing} is not a folder")
+    import tempfile
+
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as e:
+        raise CephError(f"{what} {folder}: cannot write in {existing} ({e.strerror or e})") from None
+    return folder
+
+
+def check_output_file(out, option="--out") -> Path:
+    """The model file a run will write: not a folder, in a writable folder, and not an existing
+    file other than a model (never overwrite, say, an image or the dataset's CSV)."""
+    from .registry import read_model_info
+
+    out = Path(out)
+    if out.is_dir():
+        raise CephError(f"{option} {out} is a folder; name the file to write (e.g. {out / 'model.safetensors'})")
+    if out.exists():
+        try:
+            read_model_info(out)
+        except CephError:
+            raise CephError(f"{option} {out} exists and is not a model file; it would be overwritten: choose "
+                            "another name") from None
+    writable_folder(out.parent, f"{option} {out}: the folder")
+    return out
+
+
+def check_config(cfg: "TrainConfig"):
+    """Refuse settings no training can run with, before anything is read or written."""
+    from .modelmeta import INPUT_SIZE_MULTIPLE, INPUT_SIZE_RANGE
+
+    w, h = cfg.input_size
+    lo, hi = INPUT_SIZE_RANGE
+    if not all(lo <= v <= hi and v % INPUT_SIZE_MULTIPLE == 0 for v in (w, h)):
+        raise CephError(f"input size must be multiples of {INPUT_SIZE_MULTIPLE} from {lo} to {hi}, got {w} x {h}")
+    if cfg.epochs < 1 or cfg.batch_size < 1 or not (math.isfinite(cfg.lr) and cfg.lr > 0):
+        raise CephError(f"epochs and batch size must be at least 1 and the learning rate positive, got "
+                        f"{cfg.epochs}, {cfg.batch_size}, {cfg.lr}")
+
+
+@contextlib.contextmanager
+def _work_folder(work: Path):
+    """Create the work folder; if the run fails and this run created it, remove it again when empty
+    (a failed train leaves no empty OUT.work/)."""
+    created = not work.exists()
+    work.mkdir(parents=True, exist_ok=True)
+    try:
+        yield work
+    except BaseException:
+        if created:
+            with contextlib.suppress(OSError):
+                work.rmdir()  # only if empty: checkpoints of finished epochs are kept for --resume
+        raise
+
+
 def train(cfg: TrainConfig, resume: bool = False, log=print, progress: bool = True, should_stop=None, *,
           split=None, prepared=None, extra: dict | None = None) -> Path:
     """Train a model; returns the path of the model file written (calibrated on the holdout).
@@ -159,45 +248,64 @@ def train(cfg: TrainConfig, resume: bool = False, log=print, progress: bool = Tr
     `cfg.holdout` images out of it; `prepared` = their PreparedSets (skips the cache); `extra` is
     merged into the model file's training record.  The cross-validated folds (folds.py) use them.
     """
-    from tqdm import tqdm
-
     w, h = cfg.input_size
-    if w % 32 or h % 32 or w < 64 or h < 64:
-        raise CephError(f"input size must be multiples of 32 and at least 64, got {w} x {h}")
-    work = Path(cfg.work_dir or f"{cfg.out}.work")
-    work.mkdir(parents=True, exist_ok=True)
+    check_config(cfg)
+    check_output_file(cfg.out)
+    work = writable_folder(cfg.work_dir or f"{cfg.out}.work", "--work-dir")
     device = pick_device(cfg.device)
-    torch.manual_seed(cfg.seed)
-    net = build_model(imagenet=cfg.imagenet).to(device, memory_format=torch.channels_last)
-    opt = torch.optim.Adam(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    start_epoch, best, history = 0, math.inf, []
+    state = None
     if resume:
         ckpt = work / "last.pt"
         if not ckpt.is_file():
             raise CephError(f"nothing to resume: {ckpt} does not exist")
-        state = torch.load(ckpt, map_location=device, weights_only=True)
-        saved = {k: v for k, v in state["config"].items() if k not in ("epochs", "device", "out", "work_dir")}
-        mine = {k: v for k, v in asdict(cfg).items() if k in saved}
-        # Augmentation settings added after a checkpoint was written keep their defaults.
-        mine["augment"] = {k: v for k, v in mine.get("augment", {}).items() if k in saved.get("augment", {})}
-        if json.loads(json.dumps(mine)) != json.loads(json.dumps(saved)):
-            raise CephError(f"cannot resume {ckpt}: it was trained with other settings")
-        net.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        start_epoch, best, history = state["epoch"], state["best_mre_mm"], state["history"]
-        log(f"resuming after epoch {start_epoch} (best validation MRE {best:.3f} mm)")
-
-    init = None
-    if cfg.init_from:
-        init = load_model(cfg.init_from)
-        if not resume:
-            net.load_state_dict(init.net.state_dict())
-            log(f"starting from {cfg.init_from} ({init.info.name})")
-
+        state = read_checkpoint(ckpt, device)
+        _check_resumable(ckpt, state, cfg)
+    init = load_model(cfg.init_from) if cfg.init_from else None
     if split is not None:
         train_s, hold_s = split
     else:
         train_s, hold_s = _split(load_dataset(cfg.dataset, "train", cfg.ground_truth), cfg, init, log)
+
+    with _work_folder(work):
+        return _train(cfg, work, device, state, init, train_s, hold_s, log, progress, should_stop, prepared, extra)
+
+
+def _check_resumable(ckpt, state, cfg):
+    saved = {k: v for k, v in state["config"].items() if k not in ("epochs", "device", "out", "work_dir")}
+    mine = {k: v for k, v in asdict(cfg).items() if k in saved}
+    # Augmentation settings added after a checkpoint was written keep their defaults.
+    saved_aug = saved.get("augment") if isinstance(saved.get("augment"), dict) else {}
+    mine["augment"] = {k: v for k, v in mine.get("augment", {}).items() if k in saved_aug}
+    try:
+        same = json.loads(json.dumps(mine)) == json.loads(json.dumps(saved))
+    except (TypeError, ValueError):
+        same = False
+    if not same:
+        raise CephError(f"cannot resume {ckpt}: it was trained with other settings")
+
+
+def _train(cfg, work, device, state, init, train_s, hold_s, log, progress, should_stop, prepared, extra) -> Path:
+    """The training proper (train() has checked everything it can beforehand)."""
+    from tqdm import tqdm
+
+    w, h = cfg.input_size
+    torch.manual_seed(cfg.seed)
+    net = build_model(imagenet=cfg.imagenet).to(device, memory_format=torch.channels_last)
+    opt = torch.optim.Adam(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    start_epoch, best, history = 0, math.inf, []
+    if state is not None:
+        try:
+            net.load_state_dict(state["model"])
+            opt.load_state_dict(state["optimizer"])
+        except (RuntimeError, ValueError, KeyError, TypeError) as e:
+            raise CephError(f"{work / 'last.pt'} does not fit this network ({str(e).strip().splitlines()[0][:120]})") \
+                from None
+        start_epoch, best, history = state["epoch"], state["best_mre_mm"], state["history"]
+        log(f"resuming after epoch {start_epoch} (best validation MRE {best:.3f} mm)")
+    if init is not None and state is None:
+        net.load_state_dict(init.net.state_dict())
+        log(f"starting from {cfg.init_from} ({init.info.name})")
+
     cache = work / f"prepared_{w}x{h}.pt"
     cached = prepared if prepared is not None else _load_cache(cache, train_s, hold_s)
     if cached is not None:
@@ -226,6 +334,8 @@ def train(cfg: TrainConfig, resume: bool = False, log=print, progress: bool = Tr
             x, uv = augment_batch(train_d.inputs[idx].float(), train_d.uv[idx], gen, aug)
             x = x.to(device).contiguous(memory_format=torch.channels_last)
             loss = heatmap_nll(forward(net, x, device, cfg.bf16), uv.to(device))
+            if not torch.isfinite(loss):
+                raise CephError(f"training diverged in epoch {epoch + 1} (the loss is not finite); try a lower --lr")
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -234,10 +344,13 @@ def train(cfg: TrainConfig, resume: bool = False, log=print, progress: bool = Tr
             if should_stop is not None and should_stop():
                 raise CephError("training cancelled")
         val_loss, val_mre = validate(net, hold_d, device)
+        if not (math.isfinite(val_loss) and math.isfinite(val_mre)):
+            raise CephError(f"training diverged in epoch {epoch + 1} (the validation error is not finite); "
+                            "try a lower --lr")
         rec = dict(epoch=epoch + 1, train_loss=float(np.mean(losses)), val_loss=val_loss, val_mre_mm=val_mre,
                    lr=lr, seconds=time.time() - t0)
         history.append(rec)
-        log(json.dumps(rec))
+        log(json.dumps(rec, allow_nan=False))
         state = dict(model=net.state_dict(), optimizer=opt.state_dict(), epoch=epoch + 1,
                      best_mre_mm=min(best, val_mre), history=history, config=asdict(cfg))
         if val_mre < best:
@@ -279,7 +392,10 @@ def finalize(cfg, work, hold_s, hold_d, history, seconds, log, init=None, extra=
     """Best checkpoint -> model file, calibrated (temperatures, ERE threshold) on the holdout."""
     from .calibration import calibrate_loaded
 
-    state = torch.load(work / "best.pt", map_location="cpu", weights_only=True)
+    if not (work / "best.pt").is_file():
+        raise CephError(f"no epoch gave a finite validation error ({work / 'best.pt'} was never written); "
+                        "try a lower --lr")
+    state = read_checkpoint(work / "best.pt")
     net = build_model()
     net.load_state_dict(state["model"])
     info = ModelInfo(
