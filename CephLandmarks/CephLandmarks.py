@@ -549,8 +549,7 @@ class CephLandmarksWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         started, output = (self._training[2], self._training[3]) if self._training else (0.0, None)
         self._training = None
         if output and (crashed or exitCode != 0):  # cancelled or failed: no partial model is left
-            for leftover in clinic().leftovers(output):
-                leftover.unlink(missing_ok=True)
+            clinic().removeLeftovers(output)
         self.ui.trainProgressBar.setRange(0, 1)
         self.ui.trainProgressBar.setValue(1 if exitCode == 0 else 0)
         self.ui.trainLogTextEdit.appendPlainText(
@@ -572,6 +571,9 @@ class CephLandmarksWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                     self.updateModelList(select=entry.path)
                     self.ui.trainLogTextEdit.appendPlainText(
                         clinic().adaptationSummary(entry.info, entry.path) or _("Adapted model: {p}").format(p=output))
+                    report = clinic().reportFolder(output)
+                    if report.is_dir():
+                        self.ui.trainLogTextEdit.appendPlainText(_("Adaptation report: {p}").format(p=report))
                 if command == "evaluate":
                     self.showPlots(chosenPath(self._parameterNode.evaluateFolder), started)
         self.updateGUIFromParameterNode()

@@ -284,6 +284,8 @@ STAND_IN = textwrap.dedent('''
     if mode == "slow":
         print("[progress] 0.50 fine-tuning", file=sys.stderr, flush=True)
         Path(opts["--out"]).with_name("." + Path(opts["--out"]).name + ".x1.part").write_bytes(b"half")
+        Path(opts["--out"]).with_suffix(".report").mkdir()
+        (Path(opts["--out"]).with_suffix(".report") / "report.md").write_text("# half")
         time.sleep(120)
     raw = Path(opts["--model"]).read_bytes()
     (n,) = struct.unpack("<Q", raw[:8])
@@ -299,6 +301,8 @@ STAND_IN = textwrap.dedent('''
     text = json.dumps(header).encode()
     text += b" " * (-len(text) % 8)
     atomic_write(opts["--out"], lambda tmp: Path(tmp).write_bytes(struct.pack("<Q", len(text)) + text + raw[8 + n:]))
+    Path(opts["--out"]).with_suffix(".report").mkdir()
+    (Path(opts["--out"]).with_suffix(".report") / "report.md").write_text("# adaptation report")
     print("[progress] 1.00 done", file=sys.stderr, flush=True)
     print(f"adapted model written: {opts['--out']}")
 ''')
@@ -350,6 +354,7 @@ def test_adapt_writes_a_new_model_registers_and_selects_it_with_its_clinic_figur
     log = ui.trainLogTextEdit.toPlainText()
     assert f"$ ceph-landmarks adapt --model {base} --dataset {tmp_path / 'clinicA'} --out {out} --progress" in log
     assert "adapted model written" in log and "[progress]" not in log and "adapt finished (exit code 0)." in log
+    assert f"Adaptation report: {out.with_suffix('.report')}" in log
     assert 250 in progress and 1000 in progress
     assert base.read_bytes() == baseBytes and out.is_file()
     assert ui.modelSelector.currentData == str(out) and "(adapted)" in ui.modelSelector.currentText
@@ -414,6 +419,8 @@ def test_adapted_model_path_never_takes_the_base_or_an_existing_file(tmp_path):
     base.write_bytes(b"x")
     assert clinic.adaptedModelPath(models, models / "m.safetensors", tmp_path / "c") == models / "m-adapted-c-2.safetensors"
     assert clinic.adaptedModelPath(models, base, tmp_path / "my clinic") == models / "m-adapted-c-adapted-my_clinic.safetensors"
+    (models / "m-adapted-c-2.report").mkdir()  # a report left by an earlier model of that name takes the name too
+    assert clinic.adaptedModelPath(models, models / "m.safetensors", tmp_path / "c") == models / "m-adapted-c-3.safetensors"
     info = {"adaptation": {"n_images": 20, "method": "none", "cv_before": {"mre_mm": 1.5}, "cv_after": {"mre_mm": 1.5}}}
     assert clinic.adaptationSummary(info, models / "m-adapted-site_2-3.safetensors") == (
         "Adapted to site_2 from 20 images (none): cross-validated MRE 1.50 \u2192 1.50 mm")

@@ -28,6 +28,7 @@ from .process import cliCommand
 
 ADAPTED_INFIX = "-adapted-"
 MODEL_SUFFIX = ".safetensors"
+REPORT_SUFFIX = ".report"  # `adapt` writes its report beside the model: OUT with this suffix
 
 
 # --- Add to clinic dataset ---------------------------------------------------------------------
@@ -84,14 +85,20 @@ def addToClinicDataset(landmarksNode, folder, replace=False, volumeNode=None):
 # --- Adapt -------------------------------------------------------------------------------------
 
 
+def reportFolder(outPath) -> Path:
+    """Where `ceph-landmarks adapt` writes its report (markdown and PNGs) for the model outPath."""
+    return Path(outPath).with_suffix(REPORT_SUFFIX)
+
+
 def adaptedModelPath(modelsDir, basePath, clinicFolder) -> Path:
-    """<modelsDir>/<base stem>-adapted-<clinic folder name>.safetensors, with -2, -3, ... if taken:
-    never the base file, never an existing model."""
+    """<modelsDir>/<base stem>-adapted-<clinic folder name>.safetensors, with -2, -3, ... if taken
+    (by a model or its report folder): never the base file, never an existing model, so whatever
+    is found there after a failed or cancelled run was written by that run."""
     modelsDir, basePath = Path(modelsDir), Path(basePath)
     stem = f"{basePath.stem}{ADAPTED_INFIX}{safe_id(Path(clinicFolder).resolve().name)}"
     for n in range(1, 10_000):
         path = modelsDir / f"{stem}{'' if n == 1 else f'-{n}'}{MODEL_SUFFIX}"
-        if not path.exists() and path.resolve() != basePath.resolve():
+        if not (path.exists() or reportFolder(path).exists()) and path.resolve() != basePath.resolve():
             return path
     raise CephError(f"no free model file name for {stem} in {modelsDir}")
 
@@ -116,10 +123,21 @@ def adaptCommand(python, basePath, clinicFolder, outPath) -> list:
 
 
 def leftovers(outPath) -> list:
-    """What an interrupted write of outPath may leave: the file itself and atomic_write's temporaries."""
+    """What a failed or cancelled adapt run may leave: the model file, atomic_write's temporaries
+    beside it, the report folder (adaptedModelPath chose a name none of them had)."""
     outPath = Path(outPath)
-    found = [outPath] if outPath.exists() else []
+    found = [p for p in (outPath, reportFolder(outPath)) if p.exists()]
     return found + sorted(outPath.parent.glob(f".{outPath.name}.*.part"))
+
+
+def removeLeftovers(outPath) -> None:
+    import shutil
+
+    for path in leftovers(outPath):
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
 
 
 def _number(value):
