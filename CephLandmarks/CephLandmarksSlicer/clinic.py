@@ -42,12 +42,6 @@ def unreviewedFlagged(landmarksNode) -> list:
             if row["flagged"] and not row.get("reviewed") and not row.get("edited")]
 
 
-def correctedLandmarks(landmarksNode) -> list:
-    from . import mrml
-
-    return [row["abbreviation"] for row in mrml.landmarkRows(landmarksNode) if row.get("edited")]
-
-
 def clinicCase(landmarksNode, volumeNode=None) -> dict:
     """The arguments of clinic_dataset.add_case for a reviewed landmarks node (CephError if unusable)."""
     from . import mrml
