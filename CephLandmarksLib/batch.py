@@ -69,6 +69,21 @@ def _unexpected(path, e: Exception) -> CephError:
     return CephError(f"detection failed on {path}: {type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}")
 
 
+def _detect_and_write(detector, rad, path, out_dir, stem, overlay, heatmaps, writing) -> list:
+    """One image's detection and its outputs (whole-or-nothing); an unforeseen failure becomes a CephError."""
+    from .files import write_group
+    from .outputs import detection_writers
+
+    try:
+        detection = quietly(detector.detect, rad)
+        writing()
+        return quietly(lambda: write_group(detection_writers(detection, rad, out_dir, stem, overlay, heatmaps)))
+    except CephError:
+        raise
+    except (ArithmeticError, MemoryError, ValueError, RuntimeError, IndexError) as e:
+        raise _unexpected(path, e) from e
+
+
 def detect_files(paths, model_path, out_dir, spacing_mm=None, device="cpu", on_error=None,
                  orientation_check: bool = True, overlay: bool = True, heatmaps: bool = False,
                  progress=None) -> list:
@@ -80,8 +95,7 @@ def detect_files(paths, model_path, out_dir, spacing_mm=None, device="cpu", on_e
     raised at the end.  See the module's docstring for the rules that keep every file safe.
     """
     from .detect import LandmarkDetector
-    from .outputs import check_outputs_replaceable, detection_writers, output_paths
-    from .files import write_group
+    from .outputs import check_outputs_replaceable, output_paths
 
     report = progress or (lambda fraction, stage: None)
     spacing = None if spacing_mm is None else user_spacing(spacing_mm, "--spacing")
@@ -91,29 +105,32 @@ def detect_files(paths, model_path, out_dir, spacing_mm=None, device="cpu", on_e
         raise CephError("two input images have the same name; their outputs would overwrite each other")
     planned = [output_paths(out_dir, stem, overlay, heatmaps) for stem in stems]
     check_inputs_kept(paths, [p for outs in planned for p in outs])
-    report(0.0, "loading the model")
-    detector = LandmarkDetector(model_path, device, orientation_check)
-    written, failed = [], []
+    report(0.0, "starting")
+    detector, written, failed = None, [], []
+
+    def fail(path, error: CephError):
+        failed.append(str(path))
+        if on_error is None or len(paths) == 1:
+            raise error
+        on_error(str(error))
+
     for k, (stem, path, outs) in enumerate(zip(stems, paths, planned)):
         try:
             check_outputs_replaceable(outs)
             report((k + 0.1) / len(paths), f"reading {Path(path).name}")
             rad = read_radiograph(path, spacing)
-            report((k + 0.2) / len(paths), f"detecting on {Path(path).name}")
-            try:
-                detection = quietly(detector.detect, rad)
-                report((k + 0.8) / len(paths), "writing the results")
-                written += quietly(lambda: write_group(
-                    detection_writers(detection, rad, out_dir, stem, overlay, heatmaps)))
-            except (CephError, KeyboardInterrupt):
-                raise
-            except (ArithmeticError, MemoryError, ValueError, RuntimeError, IndexError) as e:
-                raise _unexpected(path, e) from e
         except CephError as e:
-            failed.append(str(path))
-            if on_error is None or len(paths) == 1:
-                raise
-            on_error(str(e))
+            fail(path, e)
+            continue
+        if detector is None:  # loaded once, and only for a readable image; a bad model stops the run
+            report((k + 0.15) / len(paths), "loading the model")
+            detector = LandmarkDetector(model_path, device, orientation_check)
+        try:
+            report((k + 0.2) / len(paths), f"detecting on {Path(path).name}")
+            written += _detect_and_write(detector, rad, path, out_dir, stem, overlay, heatmaps,
+                                         lambda: report((k + 0.8) / len(paths), "writing the results"))
+        except CephError as e:
+            fail(path, e)
     report(1.0, "done")
     if failed:
         raise CephError(f"{len(failed)} of {len(paths)} images failed: {', '.join(failed)}")

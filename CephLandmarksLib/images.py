@@ -20,6 +20,7 @@ import struct
 import sys
 import tempfile
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,6 +42,7 @@ MAX_FIELD_MM = 600.0
 # (4.6 MP); more costs gigabytes of float32 copies for nothing.  Checked from the header, before decoding.
 MAX_PIXELS = 50_000_000
 MIN_SIDE_PX = 16
+MAX_ORIGIN_MM = 1e6  # an image placed over a kilometre away is a garbled header, not a patient
 # ITK reports 1 x 1 mm for a NRRD, MetaImage or NIfTI file whose header stores no usable spacing:
 # such a spacing is treated as absent (assumed), never as "from the file".
 ITK_NO_SPACING = (1.0, 1.0)
@@ -66,6 +68,7 @@ _HEAD_BYTES = 512
 _CORRUPT_WORDS = ("corrupt", "premature end", "bogus", "invalid", "unsupported marker", "huffman", "truncat",
                   "not read completely", "fread got only", "short read", "read error", "unexpected end")
 _NIFTI1_HEADER_BYTES = 348
+_GZIP_MAGIC = b"\x1f\x8b"
 _PNG_GREY_ALPHA = 4  # PNG colour type: SimpleITK cannot read it ("Unknown PixelType")
 
 
@@ -123,6 +126,19 @@ def check_pixel_count(path, size) -> None:
     if len(size) < 2 or min(int(v) for v in size[:2]) < MIN_SIDE_PX:
         raise CephError(f"{path}: {' x '.join(str(int(v)) for v in size)} pixels is too small for a radiograph "
                         f"(at least {MIN_SIDE_PX} a side)")
+
+
+def check_placement(path, origin, direction) -> None:
+    """CephError unless the origin is finite and within MAX_ORIGIN_MM, and the direction cosines are a
+    rotation (ITK reads a garbled MetaImage TransformMatrix as all zeros: every point would land on the origin)."""
+    origin = np.asarray(origin, dtype=float)
+    d = np.asarray(direction, dtype=float)
+    n = int(round(np.sqrt(d.size)))
+    if not (np.isfinite(origin).all() and (np.abs(origin) <= MAX_ORIGIN_MM).all()):
+        raise CephError(f"{path}: the file's origin ({', '.join(f'{v:g}' for v in origin)}) is not a position")
+    if n * n != d.size or not np.isfinite(d).all() or not np.allclose(d.reshape(n, n) @ d.reshape(n, n).T, np.eye(n),
+                                                                      atol=1e-3):
+        raise CephError(f"{path}: the file's orientation (direction cosines) is not a rotation")
 
 
 # --- the file itself ------------------------------------------------------------------------------------
@@ -231,7 +247,7 @@ def _corrupt(text: str) -> str:
 
 def _nifti1_header(path: Path, head: bytes):
     """(endian, header bytes) of a NIfTI-1 file (plain or gzipped), or None."""
-    if head[:2] == b"\x1f\x8b":
+    if head[:2] == _GZIP_MAGIC:
         try:
             with gzip.open(path, "rb") as f:
                 head = f.read(_NIFTI1_HEADER_BYTES)
@@ -245,23 +261,37 @@ def _nifti1_header(path: Path, head: bytes):
     return None
 
 
-def _missing_bytes(head: bytes, nifti, file_size: int) -> int:
-    """How many bytes an uncompressed BMP or NIfTI-1 file lacks of the pixel data its header
-    declares (0 if none, or not such a file): these decoders read short data without a word."""
+def _gzip_length(path: Path) -> int:
+    """The uncompressed length of a gzip file, read to its end so that zlib checks its CRC and length:
+    ITK decodes a truncated or corrupt .nii.gz without a word.  CephError if it is damaged."""
+    n = 0
+    try:
+        with gzip.open(path, "rb") as f:
+            while chunk := f.read(1 << 22):
+                n += len(chunk)
+    except (OSError, EOFError, zlib.error) as e:
+        raise CephError(f"cannot read image {path}: truncated or corrupt gzip data ({str(e)[:120]})") from None
+    return n
+
+
+def _missing_bytes(head: bytes, nifti, data_size: int) -> int:
+    """How many bytes a BMP or NIfTI-1 file lacks of the pixel data its header declares (0 if
+    none, or not such a file): these decoders read short data without a word.  data_size: the
+    file's size, uncompressed."""
     if head[:2] == b"BM" and len(head) >= 38:
         offset = struct.unpack_from("<I", head, 10)[0]
         w, h, _, bpp, compression, image_bytes = struct.unpack_from("<iiHHII", head, 18)
         rle = compression in (1, 2)
         need = offset + (image_bytes if rle else ((abs(w) * bpp + 31) // 32) * 4 * abs(h))
-        return max(0, need - file_size)
-    if nifti is not None and head[:2] != b"\x1f\x8b":
+        return max(0, need - data_size)
+    if nifti is not None:
         endian, hdr = nifti
         dim = struct.unpack_from(endian + "8h", hdr, 40)
         bitpix = struct.unpack_from(endian + "h", hdr, 72)[0]
         vox_offset = struct.unpack_from(endian + "f", hdr, 108)[0]
         n = int(np.prod([max(1, d) for d in dim[1:1 + max(0, min(dim[0], 7))]], dtype=np.float64))
         need = int(vox_offset if np.isfinite(vox_offset) else 0) + n * max(bitpix, 0) // 8
-        return max(0, need - file_size)
+        return max(0, need - data_size)
     return 0
 
 
@@ -299,8 +329,7 @@ def _check_header(path, reader) -> None:
     spacing = np.asarray(reader.GetSpacing()[:2], dtype=float)
     if not (np.isfinite(spacing).all() and (spacing > 0).all()):
         raise CephError(f"{path}: the file's pixel spacing ({_mm_text(spacing)} mm) is not a valid spacing")
-    if not (np.isfinite(reader.GetOrigin()).all() and np.isfinite(reader.GetDirection()).all()):
-        raise CephError(f"{path}: the file's origin or orientation is not finite")
+    check_placement(path, reader.GetOrigin(), reader.GetDirection())
 
 
 def _read_itk(path: Path, head: bytes, file_size: int):
@@ -326,7 +355,8 @@ def _read_itk(path: Path, head: bytes, file_size: int):
     corrupt = _corrupt(native.text)
     if corrupt:
         raise CephError(f"cannot read image {path}: corrupt or truncated image data ({corrupt})")
-    missing = _missing_bytes(head, _nifti1_header(path, head), file_size)
+    data_size = _gzip_length(path) if head[:2] == _GZIP_MAGIC else file_size
+    missing = _missing_bytes(head, _nifti1_header(path, head), data_size)
     if missing:
         raise CephError(f"cannot read image {path}: truncated ({missing} bytes of pixel data missing)")
     return image, reader
@@ -456,8 +486,7 @@ def _read_radiograph_file(path: Path, spacing_mm=None) -> Radiograph:
         rad.spacing_mm, rad.spacing_source = user_spacing(spacing_mm), "user"
     else:
         rad.spacing_mm = user_spacing(rad.spacing_mm, f"{path}: the stored spacing")
-    if not (np.isfinite(rad.origin_lps).all() and np.isfinite(rad.direction_lps).all()):
-        raise CephError(f"{path}: the stored origin or orientation is not finite")
+    check_placement(path, rad.origin_lps, rad.direction_lps)
     if rad.spacing_source != "assumed":
         check_field_of_view(path, rad.size, rad.spacing_mm)
     return rad
