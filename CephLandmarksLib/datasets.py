@@ -36,8 +36,9 @@ def is_isbi(root) -> bool:
     return (Path(root) / "RawImage").is_dir() and (Path(root) / "AnnotationsByMD").is_dir()
 
 
-def image_size(path) -> tuple[int, int]:
-    """(width, height) in pixels from the image file's header only (cheap: no pixels decoded)."""
+def image_size(path, where: str = "") -> tuple[int, int]:
+    """(width, height) in pixels from the image file's header only (cheap: no pixels decoded);
+    CephError naming `where` (e.g. the CSV line listing it) and the file if it cannot be read."""
     import SimpleITK as sitk
 
     reader = sitk.ImageFileReader()
@@ -46,8 +47,8 @@ def image_size(path) -> tuple[int, int]:
         reader.ReadImageInformation()
     except RuntimeError as e:
         reason = next((ln.strip() for ln in str(e).splitlines() if ln.strip() and "sitk::ERROR" in ln), "")
-        raise CephError(f"{path}: not a readable image ({reason.split('sitk::ERROR:')[-1].strip() or 'bad header'})") \
-            from None
+        reason = reason.split("sitk::ERROR:")[-1].strip() or "bad header"
+        raise CephError(f"{where + ': ' if where else ''}{path} is not a readable image ({reason})") from None
     size = reader.GetSize()
     return int(size[0]), int(size[1])
 
@@ -173,7 +174,7 @@ def load_generic(root, split: str | None = None) -> list[Sample]:
             spacing = _number(row["spacing_mm"], "spacing_mm", where)
             if not (np.isfinite(spacing) and spacing > 0):
                 raise CephError(f"{where}: spacing_mm must be a positive number of millimetres, got {spacing:g}")
-        check_points(xy, image_size(path), where, path)
+        check_points(xy, image_size(path, where), where, path)
         if split is not None and row_split is not None and row_split != split:
             continue
         samples.append(Sample(path.stem, path, xy, None if spacing is None else (spacing, spacing)))

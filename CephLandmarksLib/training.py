@@ -11,6 +11,7 @@ import math
 import os
 import platform
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -160,7 +161,9 @@ def read_checkpoint(path, device="cpu") -> dict:
     """A checkpoint this tool wrote (torch.load with weights_only=True: no code runs); CephError, one
     line, for a foreign, corrupt or truncated file."""
     try:
-        state = torch.load(path, map_location=device, weights_only=True)
+        with warnings.catch_warnings():  # torch warns about foreign pickle protocols: the one line below says it
+            warnings.simplefilter("ignore")
+            state = torch.load(path, map_location=device, weights_only=True)
     except FileNotFoundError:
         raise CephError(f"checkpoint not found: {path}") from None
     except Exception as e:  # UnpicklingError, RuntimeError (not a zip), EOFError, ...
