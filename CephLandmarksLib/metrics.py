@@ -70,6 +70,13 @@ def grouped_correlation(ere_mm, error_mm, group_size: int = 36):
     return float(np.corrcoef(means[:, 0], means[:, 1])[0, 1]), means
 
 
+def trapezoid_area(y, x) -> float:
+    """The area under the polyline (x, y) by the trapezoid rule: np.trapezoid, which NumPy 1.x lacks
+    (and np.trapz, which NumPy 2 deprecates), written out."""
+    y, x = np.asarray(y, dtype=float), np.asarray(x, dtype=float)
+    return float(np.sum(np.diff(x) * (y[1:] + y[:-1]) / 2.0))
+
+
 def roc_curve(scores, positives):
     """ROC of `scores` (higher = more suspicious) for boolean `positives`: (fpr, tpr, thresholds, auc).
 
@@ -86,7 +93,7 @@ def roc_curve(scores, positives):
     tpr = np.r_[0.0, tp / max(n_pos, 1)]
     fpr = np.r_[0.0, fp / max(n_neg, 1)]
     thresholds = np.r_[np.inf, s[last]]
-    auc = float(np.trapezoid(tpr, fpr)) if n_pos and n_neg else float("nan")
+    auc = trapezoid_area(tpr, fpr) if n_pos and n_neg else float("nan")
     return fpr, tpr, thresholds, auc
 
 
