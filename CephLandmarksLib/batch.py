@@ -105,8 +105,9 @@ def detect_files(paths, model_path, out_dir, spacing_mm=None, device="cpu", on_e
         raise CephError("two input images have the same name; their outputs would overwrite each other")
     planned = [output_paths(out_dir, stem, overlay, heatmaps) for stem in stems]
     check_inputs_kept(paths, [p for outs in planned for p in outs])
-    report(0.0, "starting")
-    detector, written, failed = None, [], []
+    report(0.0, "loading the model")
+    detector = LandmarkDetector(model_path, device, orientation_check)  # a bad model stops the run first
+    written, failed = [], []
 
     def fail(path, error: CephError):
         failed.append(str(path))
@@ -122,9 +123,6 @@ def detect_files(paths, model_path, out_dir, spacing_mm=None, device="cpu", on_e
         except CephError as e:
             fail(path, e)
             continue
-        if detector is None:  # loaded once, and only for a readable image; a bad model stops the run
-            report((k + 0.15) / len(paths), "loading the model")
-            detector = LandmarkDetector(model_path, device, orientation_check)
         try:
             report((k + 0.2) / len(paths), f"detecting on {Path(path).name}")
             written += _detect_and_write(detector, rad, path, out_dir, stem, overlay, heatmaps,

@@ -581,3 +581,36 @@ def test_batch_process_finishes_the_good_files(model, tmp_path):
     assert "Warning" not in err and time.time() - t < 180
     _assert_whole_or_nothing(tmp_path / "out", ["a", "z"])
     assert {p.name for p in (tmp_path / "out").iterdir()} == {f"{s}{x}" for s in "az" for x in OUTPUT_SUFFIXES}
+
+
+def test_no_python_warning_escapes_detect(capfd, model, tmp_path):
+    """NumPy's RuntimeWarnings on flat heatmaps (an untrained model, a flat image), matplotlib's and
+    torch's: none may reach the user (pytest would otherwise swallow them, hence the recording)."""
+    import warnings
+
+    d = _case_dir(tmp_path)
+    images = [C.write_image(d / "flat.png", np.zeros((C.HEIGHT, C.WIDTH), np.uint8)), C.write_image(d / "x.nrrd",
+                                                                                                     spacing=0.5)]
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        code, _, err = run_cli(capfd, "detect", *images, "--model", model, "--out-dir", tmp_path / "out", "--heatmaps")
+    assert code == 0 and err == "" and [str(w.message) for w in seen] == []
+
+
+def test_failed_rename_takes_back_the_renamed_files(tmp_path, monkeypatch):
+    """Whole-or-nothing even when the last rename fails: the files renamed before it are removed."""
+    from CephLandmarksLib import files
+
+    real, calls = os.replace, []
+
+    def flaky(src, dst):
+        calls.append(dst)
+        if len(calls) == 3:
+            raise OSError(28, "No space left on device")
+        return real(src, dst)
+
+    monkeypatch.setattr(files.os, "replace", flaky)
+    jobs = [(tmp_path / f"x{s}", lambda tmp: Path(tmp).write_text("data")) for s in OUTPUT_SUFFIXES]
+    with pytest.raises(CephError, match=r"cannot write .*x\.png: No space left on device"):
+        files.write_group(jobs)
+    assert list(tmp_path.iterdir()) == []
