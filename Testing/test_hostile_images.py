@@ -124,7 +124,8 @@ def assert_clean(code, out, err, out_dir, watched, before, expect, needle, suffi
         lines = err.strip().splitlines()
         assert code == 2, (code, err)
         assert len(lines) == 1 and lines[0].startswith(ERROR), err
-        assert needle in lines[0], (needle, lines[0])
+        for n in needle if isinstance(needle, tuple) else (needle,):
+            assert n in lines[0], (n, lines[0])
 
 
 def detect_case(capfd, model, folder, images, expect, needle="", extra=(), out_dir=None):
@@ -614,3 +615,51 @@ def test_failed_rename_takes_back_the_renamed_files(tmp_path, monkeypatch):
     with pytest.raises(CephError, match=r"cannot write .*x\.png: No space left on device"):
         files.write_group(jobs)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_evaluate_writes_predictions_whole_or_not_at_all(capfd, model, generic_dataset, tmp_path, monkeypatch):
+    """predictions.npz goes through a temporary file: a failure in the middle leaves no partial file."""
+    code, _, err = run_cli(capfd, "evaluate", "--model", model, "--dataset", generic_dataset, "--split", "test1",
+                           "--out", tmp_path / "ev")
+    assert code == 0, err
+    with np.load(tmp_path / "ev" / "predictions.npz", allow_pickle=False) as z:
+        assert z["pred_px"].shape == (2, 19, 2) and len(z["ids"]) == 2
+    _strict_json(tmp_path / "ev" / "metrics.json")
+
+    def half_written(f, **arrays):
+        f.write(b"PK\x03\x04 half")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(np, "savez_compressed", half_written)
+    code, _, err = run_cli(capfd, "evaluate", "--model", model, "--dataset", generic_dataset, "--split", "test1",
+                           "--out", tmp_path / "ev2")
+    assert code == 2 and err.strip().splitlines() == [
+        f"{ERROR} cannot write {tmp_path / 'ev2' / 'predictions.npz'}: No space left on device"]
+    assert not (tmp_path / "ev2" / "predictions.npz").exists() and not list((tmp_path / "ev2").glob(".*"))
+
+
+def _radiograph_file(d: Path, **changes) -> Path:
+    from CephLandmarksLib.images import Radiograph, save_radiograph
+
+    rad = Radiograph(C.skull_like().astype(np.float32), (0.5, 0.5), "volume", "scan")
+    for k, v in changes.items():
+        setattr(rad, k, v)
+    save_radiograph(d / "scan.radiograph.npz", rad)
+    return d / "scan.radiograph.npz"
+
+
+@pytest.mark.parametrize("changes, needle", [
+    ({}, None), ({"spacing_mm": (50.0, 50.0)}, "outside the range"), ({"spacing_mm": (np.nan, 0.5)}, "positive"),
+    ({"origin_lps": (np.inf, 0.0, 0.0)}, "origin"), ({"direction_lps": (0.0,) * 9}, "orientation"),
+    ({"pixels": np.zeros((8, 8), np.float32)}, "not a finite 2D image")], ids=["ok", "far", "nan", "inf_origin",
+                                                                             "zero_direction", "tiny"])
+def test_radiograph_file_from_slicer_is_checked_like_an_image(capfd, model, tmp_path, changes, needle):
+    p = _radiograph_file(_case_dir(tmp_path), **changes)
+    detect_case(capfd, model, tmp_path, [p], "refuse" if needle else "ok", (p.name, needle) if needle else "",
+                extra=["--no-overlay"])
+
+
+def test_damaged_radiograph_file_is_refused(capfd, model, tmp_path):
+    p = _radiograph_file(_case_dir(tmp_path))
+    p.write_bytes(p.read_bytes()[: p.stat().st_size // 2])
+    detect_case(capfd, model, tmp_path, [p], "refuse", "not a radiograph file")
