@@ -65,8 +65,11 @@ _MAGIC_IO = (
 )
 _HEAD_BYTES = 512
 # Decoder messages that mean the data is corrupt or incomplete even when the decoder returns an image.
-_CORRUPT_WORDS = ("corrupt", "premature end", "bogus", "invalid", "unsupported marker", "huffman", "truncat",
-                  "not read completely", "fread got only", "short read", "read error", "unexpected end")
+# Any decoder: words of missing or damaged data (libtiff's and libpng's other warnings are harmless).
+_CORRUPT_WORDS = ("corrupt", "premature end", "truncat", "not read completely", "fread got only", "short read",
+                  "read error", "unexpected end", "crc error")
+# libjpeg warns (and goes on, filling with grey) only about damaged entropy-coded data.
+_JPEG_CORRUPT_WORDS = _CORRUPT_WORDS + ("bogus", "invalid", "huffman", "inconsistent", "unsupported marker")
 _NIFTI1_HEADER_BYTES = 348
 _GZIP_MAGIC = b"\x1f\x8b"
 _PNG_GREY_ALPHA = 4  # PNG colour type: SimpleITK cannot read it ("Unknown PixelType")
@@ -237,10 +240,10 @@ def _itk_reason(error: RuntimeError) -> str:
     return re.sub(r"^(ITK ERROR: )?\w+ ?\(0x[0-9a-fA-F]+\): ", "", re.sub(r"^sitk::ERROR: ", "", last))[:160]
 
 
-def _corrupt(text: str) -> str:
+def _corrupt(text: str, words=_CORRUPT_WORDS) -> str:
     """The decoder's line saying the data is corrupt or truncated, or ''."""
     for line in text.splitlines():
-        if any(w in line.lower() for w in _CORRUPT_WORDS):
+        if any(w in line.lower() for w in words):
             return _native_reason(line) or line.strip()[:160]
     return ""
 
@@ -348,11 +351,11 @@ def _read_itk(path: Path, head: bytes, file_size: int):
         except RuntimeError as e:
             failure = e
     if failure is not None:
-        reason = _corrupt(native.text) or _itk_reason(failure)
+        reason = _corrupt(native.text, _JPEG_CORRUPT_WORDS) or _itk_reason(failure)
         if "No such file" in reason:  # MetaImage reports a truncated file with a stale errno
             reason = _native_reason(native.text) or "truncated or corrupt"
         raise CephError(f"cannot read image {path}: not a readable image file ({reason})")
-    corrupt = _corrupt(native.text)
+    corrupt = _corrupt(native.text, _JPEG_CORRUPT_WORDS if io == "JPEGImageIO" else _CORRUPT_WORDS)
     if corrupt:
         raise CephError(f"cannot read image {path}: corrupt or truncated image data ({corrupt})")
     data_size = _gzip_length(path) if head[:2] == _GZIP_MAGIC else file_size

@@ -171,3 +171,16 @@ def renamed(folder, real_ext, name) -> Path:
     out = Path(folder) / name
     src.rename(out)
     return out
+
+
+def tiff_with_unsorted_tags(folder) -> Path:
+    """A valid TIFF whose first two directory entries are swapped: libtiff warns ("tags are not sorted")
+    and reads it; the warning must neither refuse the image nor reach stderr."""
+    out = write_image(Path(folder) / "unsorted.tif")
+    b = bytearray(out.read_bytes())
+    endian = "<" if b[:2] == b"II" else ">"
+    ifd = struct.unpack_from(endian + "I", b, 4)[0]
+    first, second = ifd + 2, ifd + 14
+    b[first:first + 12], b[second:second + 12] = b[second:second + 12], b[first:first + 12]
+    out.write_bytes(bytes(b))
+    return out

@@ -294,6 +294,8 @@ def _odd(kind, d: Path):
         return [C.write_image(d / "flat.png", np.zeros((C.HEIGHT, C.WIDTH), np.uint8))], "ok", ""
     if kind == "tiff16":
         return [C.write_image(d / "deep.tif", C.skull_like().astype(np.uint16) * 250)], "ok", ""
+    if kind == "tiff_unsorted_tags":
+        return [C.tiff_with_unsorted_tags(d)], "ok", ""
     if kind == "nii_gz":
         return [C.write_image(d / "vol.nii.gz", spacing=0.4)], "ok", ""
     if kind == "monochrome1":
@@ -303,7 +305,7 @@ def _odd(kind, d: Path):
 
 ODD = ["folder", "fifo", "dev_zero", "empty", "missing", "broken_link", "text_as_png", "huge_header", "tall_header",
        "tiny", "volume", "nan_pixels", "nan_origin", "far_origin", "garbled_direction", "long_name", "jpeg_named_png", "png_named_jpg",
-       "dicom_named_json", "grey_alpha", "rgba", "png16", "flat", "tiff16", "nii_gz", "monochrome1"]
+       "dicom_named_json", "grey_alpha", "rgba", "png16", "flat", "tiff16", "tiff_unsorted_tags", "nii_gz", "monochrome1"]
 
 
 @pytest.mark.parametrize("kind", ODD)
