@@ -372,7 +372,7 @@ def _file_spacing(path: Path, head: bytes, reader, image):
         found = _dicom_spacing(reader)
         bad = _bad_dicom_spacing(reader) if found is None else None
         if bad:
-            raise CephError(f"{path}: the DICOM {bad[0]} {bad[1]!r} is not a pixel spacing (give --spacing)")
+            raise CephError(f"{path}: the DICOM {bad[0]} '{bad[1]}' is not a pixel spacing (give --spacing)")
         return found
     nifti = _nifti1_header(path, head)
     if nifti is not None:
