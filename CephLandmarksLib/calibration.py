@@ -93,9 +93,13 @@ def calibrate_loaded(loaded, hold_samples, log=print, prepared=None, device="cpu
 
 def calibrate_file(model_path, dataset, ground_truth="mean", log=print):
     """`ceph-landmarks calibrate`: refit on the holdout images recorded in the model."""
+    from pathlib import Path
+
     from .modelfile import load_model
+    from .training import writable_folder
 
     loaded = load_model(model_path)
+    writable_folder(Path(model_path).parent, "the model's folder")  # it is rewritten there, at the end
     ids = loaded.info.training.get("holdout_ids")
     if not ids:
         raise CephError(f"{model_path} records no held-out images to calibrate on")

@@ -75,7 +75,7 @@ def read_isbi_annotation(path, n=N_LANDMARKS) -> np.ndarray:
     if not path.is_file():
         raise CephError(f"missing annotation file: {path}")
     points = []
-    for line_no, line in enumerate(path.read_text(errors="replace").splitlines()[:n], 1):
+    for line_no, line in enumerate(path.read_text(encoding="utf-8-sig", errors="replace").splitlines()[:n], 1):
         try:
             x, y = (float(v) for v in line.strip().split(",")[:2])
         except ValueError:

@@ -303,9 +303,15 @@ def isbi_source(tmp_path_factory):
     return corpus.make_isbi(tmp_path_factory.mktemp("isbi") / "isbi", [synthetic_image(rng) for _ in range(4)])
 
 
-def test_small_isbi_dataset_is_read(isbi_source):
+def test_small_isbi_dataset_is_read_with_or_without_a_byte_order_mark(isbi_source, tmp_path):
     samples = datasets.load_dataset(isbi_source, "train")
     assert len(samples) == 4 and samples[0].spacing_mm == (datasets.ISBI_SPACING_MM,) * 2
+    root = corpus.copy_dataset(isbi_source, tmp_path / "isbi")
+    for doctor in ("senior", "junior"):
+        path = corpus.isbi_annotation(root, doctor, 1)
+        path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())
+    assert all(np.array_equal(a.landmarks_px, b.landmarks_px)
+               for a, b in zip(datasets.load_dataset(root, "train"), samples))
 
 
 @pytest.mark.parametrize("label", sorted(corpus.isbi_mutations()))
