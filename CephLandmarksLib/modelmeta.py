@@ -38,10 +38,10 @@ REGION_LEVELS = ("50", "90")  # conformal region levels (percent) a model may ca
 
 
 class MetadataError(CephError):
-    """A metadata field is missing or invalid: `field` names it."""
+    """A metadata field is missing or invalid: `field` names it (None: the metadata as a whole)."""
 
     def __init__(self, field, problem):
-        super().__init__(f"model metadata field {field!r} {problem}")
+        super().__init__(f"model metadata field {field!r} {problem}" if field else f"the model metadata {problem}")
         self.field = field
 
 
@@ -218,7 +218,7 @@ FIELDS = {
 def _nonfinite_path(v, where=""):
     """The path of the first NaN or infinite number inside a JSON value, or None."""
     if isinstance(v, float) and not math.isfinite(v):
-        return where or "(top level)"
+        return where or "."
     items = v.items() if isinstance(v, dict) else enumerate(v) if isinstance(v, list) else ()
     for k, item in items:
         found = _nonfinite_path(item, f"{where}.{k}" if isinstance(k, str) else f"{where}[{k}]")
@@ -233,7 +233,7 @@ def validate(meta) -> dict:
     Raises MetadataError naming the first bad field.  Checksums are checked by `verify_checksum`.
     """
     if not isinstance(meta, dict):
-        raise MetadataError("(top level)", f"must be a JSON object, got {_short(meta)}")
+        raise MetadataError(None, f"must be a JSON object, got {_short(meta)}")
     for name, (required, check) in FIELDS.items():
         if name not in meta:
             if required:
@@ -245,7 +245,7 @@ def validate(meta) -> dict:
     try:
         bad = _nonfinite_path(meta)
     except RecursionError:
-        raise MetadataError("(top level)", "is nested too deeply") from None
+        raise MetadataError(None, "is nested too deeply") from None
     if bad:
         raise MetadataError(bad.lstrip(".").split(".")[0].split("[")[0], f"holds NaN or infinity (at {bad.lstrip('.')})")
     return meta
@@ -291,7 +291,7 @@ def parse_and_check(text_or_none) -> dict:
     except (json.JSONDecodeError, RecursionError):
         raise CephError("the model metadata is not valid JSON") from None
     if not isinstance(meta, dict):
-        raise MetadataError("(top level)", f"must be a JSON object, got {_short(meta)}")
+        raise MetadataError(None, f"must be a JSON object, got {_short(meta)}")
     problem = model_format(meta.get("format"), meta)  # first: another format may have other fields
     if problem:
         raise MetadataError("format", problem)
