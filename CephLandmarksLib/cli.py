@@ -191,6 +191,19 @@ def _cmd_report(a):
         print(out)
 
 
+def _cmd_adapt(a):
+    from .adaptation import adapt_file
+
+    rec = adapt_file(a.model or default_model_path(), a.dataset, a.out, split=a.split,
+                     methods=tuple(m.strip() for m in a.methods.split(",") if m.strip()), device=a.device,
+                     report_dir=a.report_dir, progress=_print_progress if a.progress else None)
+    before, after = rec["cv_before"], rec["cv_after"]
+    print(f"adapted to {rec['n_images']} clinic images ({rec['method']}): cross-validated MRE "
+          f"{before['mre_mm']:.2f} -> {after['mre_mm']:.2f} mm, 90 % regions holding the truth "
+          f"{before['coverage_90_percent']:.0f} -> {after['coverage_90_percent']:.0f} %", file=sys.stderr)
+    print(a.out)
+
+
 def _cmd_models(a):
     if a.user_dir and Path(a.user_dir).exists() and not Path(a.user_dir).is_dir():
         raise CephError(f"--user-dir {a.user_dir} is not a folder")
@@ -273,6 +286,22 @@ def build_parser():
     r.add_argument("--out-dir", default=".", help="folder for NAME_report.pdf and NAME_report.png")
     r.add_argument("--device", default="cpu", type=_device(False), help=DEVICES)
     r.set_defaults(func=_cmd_report)
+
+    ad = sub.add_parser("adapt", help="adapt a model to a clinic's 10-20 annotated radiographs: conventions, "
+                                      "temperatures, conformal regions, flags (cross-validated)")
+    ad.add_argument("--model", help="base model file (default: the shipped model); never overwritten")
+    ad.add_argument("--dataset", required=True, help="the clinic's annotated images (generic CSV or ISBI layout)")
+    ad.add_argument("--out", required=True, help="adapted model file to write (.safetensors)")
+    ad.add_argument("--split", default="train", help="the dataset's rows to use (default: train, or all rows "
+                                                     "of a CSV without a split column)")
+    ad.add_argument("--methods", default="none,offsets",
+                    help="what cross-validation chooses from (default none,offsets)")
+    ad.add_argument("--report-dir", help="folder for report.md and its PNGs (default: OUT without .safetensors, "
+                                         "plus .report)")
+    ad.add_argument("--device", default="cpu", type=_device(False), help=DEVICES)
+    ad.add_argument("--progress", action="store_true",
+                    help=f"print '{PROGRESS_PREFIX} FRACTION STAGE' lines on stderr as the run advances")
+    ad.set_defaults(func=_cmd_adapt)
 
     m = sub.add_parser("models", help="list the models: shipped, then imported and trained (one per line: label, path)")
     m.add_argument("--user-dir", help="the per-user model folder holding models.json (default: shipped models only)")

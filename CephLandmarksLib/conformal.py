@@ -27,27 +27,29 @@ RULE = ("per landmark, the ceil((n+1)(1-alpha))-th smallest calibration score, w
         "of the smallest region containing the true point")
 
 
-def _density_at(prob_map: torch.Tensor, uv) -> float:
-    """Bilinear density of a map (H, W) at (u, v); 0 outside it."""
-    h, w = prob_map.shape
-    u, v = float(uv[0]), float(uv[1])
-    if not (np.isfinite(u) and np.isfinite(v)) or not (0 <= u <= w - 1 and 0 <= v <= h - 1):
-        return 0.0
-    u0, v0 = min(int(u), w - 2), min(int(v), h - 2)
+def densities_at(probs: torch.Tensor, uv) -> torch.Tensor:
+    """(L,) bilinear density of each map (L, H, W) at its point (L, 2, model pixels); 0 off the map."""
+    l, h, w = probs.shape
+    uv = torch.as_tensor(np.asarray(uv, dtype=np.float64))
+    u, v = uv[:, 0], uv[:, 1]
+    on = torch.isfinite(u) & torch.isfinite(v) & (u >= 0) & (u <= w - 1) & (v >= 0) & (v <= h - 1)
+    u, v = torch.where(on, u, 0.0), torch.where(on, v, 0.0)
+    u0, v0 = u.floor().clamp(max=w - 2).long(), v.floor().clamp(max=h - 2).long()
     fu, fv = u - u0, v - v0
-    p = prob_map[v0:v0 + 2, u0:u0 + 2].double()
-    return float((1 - fu) * (1 - fv) * p[0, 0] + fu * (1 - fv) * p[0, 1] + (1 - fu) * fv * p[1, 0] + fu * fv * p[1, 1])
+    flat = probs.reshape(l, -1).double()
+    at = lambda du, dv: flat.gather(1, ((v0 + dv) * w + u0 + du)[:, None])[:, 0]  # noqa: E731
+    d = (1 - fu) * (1 - fv) * at(0, 0) + fu * (1 - fv) * at(1, 0) + (1 - fu) * fv * at(0, 1) + fu * fv * at(1, 1)
+    return torch.where(on, d, torch.zeros_like(d))
 
 
 def region_scores(probs, uv_true) -> np.ndarray:
     """(L,) conformity scores: the mass of each map (L, H, W) at or above its density at the true
     point (L, 2, model pixels).  1.0 for a true point off the map."""
     probs = torch.as_tensor(probs)
-    scores = []
-    for p, uv in zip(probs, np.asarray(uv_true, dtype=np.float64)):
-        d = _density_at(p, uv)
-        scores.append(1.0 if d <= 0 else float(p.double()[p.double() >= d].sum() / p.double().sum()))
-    return np.clip(np.array(scores), 0.0, 1.0)
+    d = densities_at(probs, uv_true).to(probs.dtype)
+    above = torch.where(probs >= d[:, None, None], probs, torch.zeros((), dtype=probs.dtype))
+    scores = (above.sum(dim=(1, 2)).double() / probs.sum(dim=(1, 2)).double()).numpy()
+    return np.clip(np.where(d.numpy() > 0, scores, 1.0), 0.0, 1.0)
 
 
 def conformal_mass(scores, level: float) -> float:

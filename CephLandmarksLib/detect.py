@@ -121,11 +121,13 @@ class LandmarkDetector:
                 return (*mirrored, LEFT_FACING)
         return (*result, RIGHT_FACING)
 
-    def _decode(self, probs, frame, outside, spacing_mm, threshold_mm):
-        """(uv, confidence, missing, ERE, ERE over the threshold) of one pass."""
+    def _decode(self, probs, frame, outside, spacing_mm, threshold_mm, with_ere: bool = True):
+        """(uv, confidence, missing, ERE, ERE over the threshold) of one pass (ERE None unless with_ere)."""
         uv = decode_points(probs[None], self.info.refine_radius)[0].numpy()
         conf = probs.amax(dim=(1, 2)).numpy()
         missing = missing_landmarks(uv, frame, outside, conf)
+        if not with_ere:
+            return uv, conf, missing, None, None
         ere = expected_radial_error_mm(probs, uv, frame.model_pixel_mm(spacing_mm))
         return uv, conf, missing, ere, ere > threshold_mm
 
@@ -155,22 +157,26 @@ class LandmarkDetector:
                  "direction_lps": radiograph.direction_lps}
         return Observation(raw, frame, orientation, alignment, framing_for(radiograph, self.mm_per_px), image)
 
-    def decide(self, obs: Observation, settings: Settings | None = None, contours: bool = True) -> Detection:
-        """The detection the settings (default: the model's own) make of an observation."""
+    def decide(self, obs: Observation, settings: Settings | None = None, contours: bool = True,
+               extents: bool = True) -> Detection:
+        """The detection the settings (default: the model's own) make of an observation.
+
+        contours=False / extents=False skip the region contours / the region's area, its reach and
+        P(error > 4 mm) (evaluation loops that need none of them)."""
         s = settings or self.settings
         frame, spacing = obs.frame, obs.image["spacing_mm"]
         temps = torch.as_tensor(s.temperatures, dtype=torch.float32)
         probs = softmax_2d(mask_padding(obs.logits[None], [frame]), temps)[0]
         outside = outside_mass(obs.logits, frame.image_mask(), temps)
         mm = frame.model_pixel_mm(spacing)
-        uv, conf, missing, _, _ = self._decode(probs, frame, outside, spacing, s.ere_threshold_mm)
+        uv, conf, missing, _, _ = self._decode(probs, frame, outside, spacing, s.ere_threshold_mm, with_ere=False)
         if s.offsets_mm is not None:  # clinic conventions: move each point and its whole map
             shift = shifts_uv(uv, s.offsets_mm, mm, *frame_landmarks(self.info.landmark_abbreviations))
             probs, uv = shift_maps(probs, shift), uv + shift
         ere = expected_radial_error_mm(probs, uv, mm)
         uncertain = ere > s.ere_threshold_mm
         # Shown, never used to decide.
-        p_large = error_probability(probs, uv, mm, LARGE_ERROR_MM)
+        p_large = error_probability(probs, uv, mm, LARGE_ERROR_MM) if extents else np.full(len(uv), np.nan)
         implausible, expected_outside = shape_check(
             uv, reference_uv(self.info, self.mm_per_px), ~missing & ~uncertain, frame, self.mm_per_px)
         missing = missing | (implausible & expected_outside)
@@ -186,7 +192,7 @@ class LandmarkDetector:
         for i, (name, abbr) in enumerate(zip(self.info.landmark_names, self.info.landmark_abbreviations)):
             masses = {level: float(m[i]) for level, m in s.region_masses.items()}
             cont, extent = {}, (float("nan"), float("nan"))
-            if not missing[i]:
+            if extents and not missing[i]:
                 extent = region_extent(p[i], masses[REACH_LEVEL], uv[i], mm)
                 if contours:
                     cont = {k: [frame.model_to_image(c) for c in lines]

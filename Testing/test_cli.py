@@ -29,8 +29,9 @@ def test_detect_writes_json_markups_and_png(tiny_model, generic_dataset, tmp_pat
     lms = d["landmarks"]
     assert [lm["index"] for lm in lms] == list(range(1, 20))
     keys = {"index", "name", "abbreviation", "x_px", "y_px", "x_mm", "y_mm", "confidence", "ere_mm", "flagged",
-            "p_large_error"}
+            "p_large_error", "flag_reasons", "region_90_area_mm2", "region_90_max_distance_mm"}
     assert all(set(lm) == keys for lm in lms)
+    assert d["regions"]["method"] == "nominal" and set(d["regions"]["masses"]) == {"50", "90"}
     assert d["large_error_mm"] == 4.0
     alignment = d.get("alignment", {})
     implausible = set(alignment.get("implausible", [])) | set(alignment.get("near_edge", []))
@@ -40,6 +41,9 @@ def test_detect_writes_json_markups_and_png(tiny_model, generic_dataset, tmp_pat
         assert lm["x_mm"] == pytest.approx(lm["x_px"] * 0.3, abs=2e-3)
         rule = lm["ere_mm"] > d["ere_threshold_mm"]
         assert lm["flagged"] == (rule or lm.get("missing", False) or lm["abbreviation"] in implausible)
+        assert lm["flagged"] == bool(lm["flag_reasons"]) and (("uncertain" in lm["flag_reasons"]) == rule)
+        # The 90 % region reaches at least as far as its area's equivalent disc, and lies on the map.
+        assert lm["region_90_max_distance_mm"] >= np.sqrt(lm["region_90_area_mm2"] / np.pi) - 0.3
     mrk = json.loads((tmp_path / "o" / "case.mrk.json").read_text())["markups"][0]
     assert mrk["type"] == "Fiducial" and mrk["coordinateSystem"] == "LPS"
     pts = mrk["controlPoints"]

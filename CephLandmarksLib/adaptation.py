@@ -1,0 +1,422 @@
+"""Clinic adaptation: conventions, temperatures, conformal regions and the flag rule, refitted on a
+clinic's own 10-20 annotated radiographs, every figure cross-fitted.
+
+The network runs once per clinic image (LandmarkDetector.observe); everything after is a
+choice of detect.Settings, scored with the same LandmarkDetector.decide that `detect`
+runs.  Steps of one fit, in order, each on the images it is given:
+1. convention offsets ("offsets"): the median head-frame residual per landmark
+   (conventions.py), or none ("none");
+2. one temperature scale shared by all landmarks, minimising the heatmap NLL of the
+   true points (moved by the offsets);
+3. split-conformal region masses per landmark (conformal.py);
+4. the ERE flag threshold that catches FLAG_TPR of the errors over FLAG_ERROR_MM.
+Steps 2-4 read each image with offsets learnt without it (leave-one-out), so regions and
+flags are sized for images the offsets were not fitted on.  The method is chosen by
+K-fold cross-validation within the clinic's images (lowest MRE; "none" on a tie), and the
+figures reported "after" are those cross-validated figures, never in-sample ones.
+"""
+
+import math
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+import torch
+
+from .conformal import NOMINAL_MASSES, RULE, covered, fit_region_masses, region_scores
+from .conventions import frame_landmarks, residuals_mm, robust_offsets, shifts_uv
+from .detect import LandmarkDetector, Observation, Settings
+from .errors import CephError
+from .heatmaps import heatmap_nll, mask_padding
+from .images import read_radiograph
+from .metrics import LARGE_ERROR_MM, radial_errors_mm
+from .modelmeta import CONVENTION_OFFSET_LIMIT_MM, ERE_THRESHOLD_RANGE_MM, TEMPERATURE_RANGE
+
+METHODS = ("none", "offsets")
+MIN_IMAGES = 10  # below this a 90 % conformal region is barely finite and offsets are noise
+CV_FOLDS = 5
+FLAG_ERROR_MM = 3.0  # the flag threshold catches FLAG_TPR of the errors over this
+FLAG_TPR = 0.9
+GOOD_ERROR_MM = 2.0  # "points within 2 mm": flagging them is the cost of the flags
+TEMPERATURE_SCALE_RANGE = (0.5, 4.0)  # the shared temperature factor adaptation may choose
+TEMPERATURE_SEARCH_STEPS = 8  # golden-section steps: the factor to within about 3 %
+
+
+@dataclass
+class Case:
+    """One annotated clinic image, observed once by the network."""
+
+    id: str
+    obs: Observation
+    true_px: np.ndarray  # (L, 2) image pixels
+    base_uv: np.ndarray | None = None  # (L, 2) the base settings' points, model pixels (filled by _base_points)
+
+    @property
+    def true_uv(self) -> np.ndarray:
+        return self.obs.frame.image_to_model(self.true_px)
+
+    @property
+    def mm_per_px(self) -> np.ndarray:
+        return self.obs.frame.model_pixel_mm(self.obs.image["spacing_mm"])
+
+
+@dataclass
+class Outcome:
+    """Per (image, landmark) results of detection settings on annotated cases."""
+
+    errors_mm: np.ndarray  # (n, L)
+    ere_mm: np.ndarray  # (n, L)
+    flagged: np.ndarray  # (n, L)
+    scores: np.ndarray  # (n, L) conformal scores of the true points
+    masses: dict  # {"50": (n, L), "90": (n, L)} the masses drawn for each image
+    settings: list = field(default_factory=list)  # the Settings each case was decided with
+
+    def coverage(self, level: str) -> np.ndarray:
+        return covered(self.scores, self.masses[level])
+
+
+def observe_samples(detector: LandmarkDetector, samples, progress=None) -> list:
+    """Cases for dataset samples (datasets.Sample): the network run once on each."""
+    cases = []
+    for k, s in enumerate(samples):
+        if progress:
+            progress(k / len(samples), f"running the model on {s.id}")
+        obs = detector.observe(read_radiograph(s.image_path, s.spacing_mm))
+        cases.append(Case(s.id, obs, np.asarray(s.landmarks_px, dtype=np.float64)))
+    return cases
+
+
+def outcome(detector: LandmarkDetector, cases, settings) -> Outcome:
+    """Decide every case with its settings (one Settings, or one per case) and score it."""
+    per_case = settings if isinstance(settings, list) else [settings] * len(cases)
+    rows = []
+    for case, s in zip(cases, per_case):
+        det = detector.decide(case.obs, s, contours=False, extents=False)
+        err = radial_errors_mm(det.points_px, case.true_px, det.spacing_mm)
+        err = np.where(np.isnan(err), np.inf, err)  # a point reported missing is a miss
+        scores = region_scores(det.probs, case.true_uv)
+        rows.append((err, [lm.ere_mm for lm in det.landmarks], [lm.flagged for lm in det.landmarks], scores,
+                     {k: np.asarray(m) for k, m in s.region_masses.items()}))
+    err, ere, flagged, scores, masses = zip(*rows)
+    return Outcome(np.array(err), np.array(ere), np.array(flagged), np.array(scores),
+                   {k: np.stack([m[k] for m in masses]) for k in NOMINAL_MASSES}, per_case)
+
+
+def measurement_coverage(detector: LandmarkDetector, cases, out: Outcome) -> dict:
+    """{measurement key: % of cases whose true value lies in the detection's 90 % interval}."""
+    from .geometry import px_to_mm
+    from .measurement_uncertainty import measure_detection
+    from .measurements import MEASUREMENTS
+
+    hits = {m.key: [] for m in MEASUREMENTS}
+    for case, s in zip(cases, out.settings):
+        det = detector.decide(case.obs, s, contours=False, extents=False)
+        true = {m.key: m(px_to_mm(case.true_px, det.spacing_mm)) for m in MEASUREMENTS}
+        for r in measure_detection(det):
+            hits[r["key"]].append(r["p05"] <= true[r["key"]] <= r["p95"])
+    return {k: float(100 * np.mean(v)) for k, v in hits.items() if v}
+
+
+def figures(out: Outcome, names=None) -> dict:
+    """Pooled and per-landmark figures of an Outcome (the adapted model's record and the report)."""
+    e = out.errors_mm
+    finite = np.isfinite(e)
+    large, good = e > LARGE_ERROR_MM, e <= GOOD_ERROR_MM
+
+    def pct(x, where=None):
+        x = np.asarray(x, dtype=float) if where is None else np.asarray(x, dtype=float)[where]
+        return float(100 * x.mean()) if x.size else float("nan")
+
+    pooled = {
+        "n_points": int(e.size),
+        "mre_mm": float(e[finite].mean()) if finite.any() else float("nan"),
+        "sdr_2mm_percent": pct(e <= 2.0),
+        "coverage_50_percent": pct(out.coverage("50")),
+        "coverage_90_percent": pct(out.coverage("90")),
+        "flagged_percent": pct(out.flagged),
+        "large_errors_flagged_percent": pct(out.flagged, large),
+        "good_points_flagged_percent": pct(out.flagged, good),
+        "n_large_errors": int(large.sum()),
+    }
+    per = []
+    for j in range(e.shape[1]):
+        col = e[:, j]
+        per.append({
+            "landmark": names[j] if names else j + 1,
+            "mre_mm": float(col[np.isfinite(col)].mean()) if np.isfinite(col).any() else float("nan"),
+            "sdr_2mm_percent": pct(col <= 2.0),
+            "coverage_50_percent": pct(out.coverage("50")[:, j]),
+            "coverage_90_percent": pct(out.coverage("90")[:, j]),
+            "flagged_percent": pct(out.flagged[:, j]),
+        })
+    return dict(pooled, per_landmark=per)
+
+
+# --- fitting -----------------------------------------------------------------------
+
+def _base_points(detector, cases, base: Settings) -> None:
+    """Fill each case's base_uv: its points under the base settings (no offsets), decided once."""
+    for c in cases:
+        if c.base_uv is None:
+            det = detector.decide(c.obs, base, contours=False, extents=False)
+            c.base_uv = c.obs.frame.image_to_model(np.nan_to_num(det.points_px, nan=0.0))
+
+
+def _residuals(detector, cases) -> np.ndarray:
+    """(n, L, 2) head-frame residuals (mm) of the base points."""
+    s, n = frame_landmarks(detector.info.landmark_abbreviations)
+    return np.array([residuals_mm(c.base_uv, c.true_uv, c.mm_per_px, s, n) for c in cases])
+
+
+def _leave_one_out_offsets(residuals) -> list:
+    """For each case, the offsets learnt from all the others."""
+    n = len(residuals)
+    return [robust_offsets(np.delete(residuals, i, axis=0)) for i in range(n)]
+
+
+def _temperature_scale(detector, cases, settings_per_case) -> float:
+    """The shared factor on the temperatures minimising the mean NLL of the true points, each
+    read in its image's map after that image's convention shift (moved back onto the map);
+    golden-section search over log(scale) in TEMPERATURE_SCALE_RANGE."""
+    base_t = torch.as_tensor(settings_per_case[0].temperatures, dtype=torch.float32)
+    sella, nasion = frame_landmarks(detector.info.landmark_abbreviations)
+    terms = []
+    for c, s in zip(cases, settings_per_case):
+        shift = 0.0 if s.offsets_mm is None else shifts_uv(c.base_uv, s.offsets_mm, c.mm_per_px, sella, nasion)
+        uv = torch.as_tensor(c.true_uv - shift, dtype=torch.float32)[None]
+        terms.append((mask_padding(c.obs.logits.float()[None], [c.obs.frame]), uv))
+
+    def loss(log_scale):
+        t = base_t * float(np.exp(log_scale))
+        return sum(float(heatmap_nll(logits, uv, t)) for logits, uv in terms)
+
+    lo, hi = np.log(TEMPERATURE_SCALE_RANGE)
+    g = (np.sqrt(5) - 1) / 2
+    a, b = hi - g * (hi - lo), lo + g * (hi - lo)
+    fa, fb = loss(a), loss(b)
+    for _ in range(TEMPERATURE_SEARCH_STEPS):
+        if fa < fb:
+            hi, b, fb = b, a, fa
+            a = hi - g * (hi - lo)
+            fa = loss(a)
+        else:
+            lo, a, fa = a, b, fb
+            b = lo + g * (hi - lo)
+            fb = loss(b)
+    return float(np.exp((lo + hi) / 2))
+
+
+def _flag_threshold(ere_mm, errors_mm) -> float:
+    """ERE above which a point is flagged: catches FLAG_TPR of the errors over FLAG_ERROR_MM (the
+    largest such threshold); with no error that large, the 95th percentile of ERE.  Kept within
+    ERE_THRESHOLD_RANGE_MM (what a model file may hold)."""
+    ere, err = np.asarray(ere_mm).ravel(), np.asarray(errors_mm).ravel()
+    big = np.sort(ere[err > FLAG_ERROR_MM])
+    if big.size == 0:
+        t = np.percentile(ere, 95)
+    else:
+        k = int(math.floor((1 - FLAG_TPR) * big.size))  # flag ere > threshold: at most k of the big ones escape
+        t = big[k] - 1e-6
+    return float(np.clip(t, *ERE_THRESHOLD_RANGE_MM))
+
+
+def fit(detector: LandmarkDetector, cases, method: str) -> Settings:
+    """Settings fitted on `cases` by `method` ("none" or "offsets"), cross-fitted as the module says,
+    starting from the model's own settings."""
+    if method not in METHODS:
+        raise CephError(f"unknown adaptation method {method!r}; choose from {', '.join(METHODS)}")
+    base = replace(detector.settings, offsets_mm=None)
+    _base_points(detector, cases, base)
+    if method == "offsets":
+        res = _residuals(detector, cases)
+        offsets, loo = _plausible(robust_offsets(res), detector), _leave_one_out_offsets(res)
+    else:
+        offsets, loo = None, [None] * len(cases)
+    per_case = [replace(base, offsets_mm=o) for o in loo]
+    scale = _temperature_scale(detector, cases, per_case)
+    temps = np.clip(np.asarray(base.temperatures) * scale, *TEMPERATURE_RANGE)
+    per_case = [replace(s, temperatures=temps) for s in per_case]
+    o = outcome(detector, cases, per_case)
+    masses = {k: np.asarray(v) for k, v in fit_region_masses(o.scores).items()}
+    threshold = _flag_threshold(o.ere_mm, o.errors_mm)
+    return replace(base, temperatures=temps, offsets_mm=offsets, region_masses=masses, ere_threshold_mm=threshold,
+                   regions="split-conformal")
+
+
+def _plausible(offsets, detector) -> np.ndarray:
+    """The offsets, unless one is beyond what a placement convention can explain (then the clinic's
+    points are not the model's landmarks, e.g. listed in another order): CephError naming it."""
+    reach = np.hypot(*np.asarray(offsets).T)
+    if reach.max() > CONVENTION_OFFSET_LIMIT_MM:
+        j = int(np.argmax(reach))
+        raise CephError(f"the clinic's {detector.info.landmark_abbreviations[j]} lies {reach[j]:.0f} mm from the "
+                        f"model's on average, more than a placement convention explains "
+                        f"({CONVENTION_OFFSET_LIMIT_MM:g} mm): check that the clinic's landmarks are in the model's "
+                        f"order ({', '.join(detector.info.landmark_abbreviations[:4])}, ...)")
+    return offsets
+
+
+def fold_indices(n: int, k: int = CV_FOLDS, seed: int = 0) -> list:
+    """K folds of range(n), seeded (fold sizes differ by at most one)."""
+    order = np.random.default_rng(seed).permutation(n)
+    return [sorted(order[i::k].tolist()) for i in range(min(k, n))]
+
+
+def cross_validate(detector, cases, method: str, k: int = CV_FOLDS, progress=None) -> Outcome:
+    """Each case decided by settings fitted on the other folds."""
+    per_case = [None] * len(cases)
+    folds = fold_indices(len(cases), k)
+    for f, held in enumerate(folds):
+        if progress:
+            progress(f / len(folds), f"cross-validating {method}: fold {f + 1} of {len(folds)}")
+        train = [c for i, c in enumerate(cases) if i not in held]
+        s = fit(detector, train, method)
+        for i in held:
+            per_case[i] = s
+    return outcome(detector, cases, per_case)
+
+
+@dataclass
+class Adaptation:
+    settings: Settings
+    method: str
+    before: dict  # figures of the base model on the clinic's images
+    after: dict  # cross-validated figures of the chosen method
+    by_method: dict = field(default_factory=dict)  # cross-validated MRE of every method tried
+    outcomes: dict = field(default_factory=dict)  # "before" and each method's cross-validated Outcome
+
+
+def adapt(detector: LandmarkDetector, cases, methods=METHODS, progress=None) -> Adaptation:
+    """Choose the method by cross-validation within the cases, then fit it on all of them."""
+    if len(cases) < MIN_IMAGES:
+        raise CephError(f"clinic adaptation needs at least {MIN_IMAGES} annotated images, got {len(cases)}")
+    names = list(detector.info.landmark_abbreviations)
+    outcomes = {"before": outcome(detector, cases, detector.settings)}
+    for m, method in enumerate(methods):
+        sub = (lambda f, stage, m=m: progress((m + f) / (len(methods) + 1), stage)) if progress else None
+        outcomes[method] = cross_validate(detector, cases, method, progress=sub)
+    mre = {m: figures(outcomes[m])["mre_mm"] for m in methods}
+    chosen = min(methods, key=lambda m: (round(mre[m], 4), m != "none"))
+    if progress:
+        progress(len(methods) / (len(methods) + 1), f"fitting {chosen} on all {len(cases)} images")
+    settings = fit(detector, cases, chosen)
+    return Adaptation(settings, chosen, figures(outcomes["before"], names), figures(outcomes[chosen], names),
+                      {m: round(v, 4) for m, v in mre.items()}, outcomes)
+
+
+def record(adaptation: Adaptation, base_sha256: str, ids) -> dict:
+    """The adapted model file's "adaptation" metadata."""
+    def brief(f):  # NaN (e.g. no error over 4 mm to catch) becomes null
+        return {k: (None if not np.isfinite(v) else round(v, 3)) if isinstance(v, float) else v
+                for k, v in f.items() if k != "per_landmark"}
+
+    s = adaptation.settings
+    return {
+        "base_sha256": base_sha256,
+        "n_images": len(ids),
+        "clinic_images": list(ids),
+        "method": adaptation.method,
+        "methods_cv_mre_mm": adaptation.by_method,
+        "offsets_mm": None if s.offsets_mm is None else np.round(s.offsets_mm, 3).tolist(),
+        "cv_before": brief(adaptation.before),
+        "cv_after": brief(adaptation.after),
+        "cv_folds": CV_FOLDS,
+        "region_rule": RULE,
+        "flag_rule": f"ERE threshold catching {FLAG_TPR:.0%} of the clinic's errors > {FLAG_ERROR_MM:g} mm",
+    }
+
+
+# --- the command ----------------------------------------------------------------------
+
+def read_clinic(dataset, split: str, n_landmarks: int) -> list:
+    """The clinic's radiographs and annotations, checked: enough images, the model's landmark count,
+    and either every image with a pixel spacing or none (mixed, the offsets in mm would mix scales)."""
+    from .datasets import load_dataset
+
+    samples = load_dataset(dataset, split)
+    if len(samples) < MIN_IMAGES:
+        raise CephError(f"clinic adaptation needs at least {MIN_IMAGES} annotated images; {dataset} has "
+                        f"{len(samples)}")
+    wrong = [s.id for s in samples if np.shape(s.landmarks_px) != (n_landmarks, 2)]
+    if wrong:
+        raise CephError(f"clinic image {wrong[0]} has {len(samples[0].landmarks_px)} landmarks; the model has "
+                        f"{n_landmarks}")
+    radiographs = [read_radiograph(s.image_path, s.spacing_mm) for s in samples]
+    assumed = [s.id for s, r in zip(samples, radiographs) if r.spacing_source == "assumed"]
+    if assumed and len(assumed) < len(samples):
+        raise CephError(f"clinic image {assumed[0]} has no pixel spacing while others have one: give it a "
+                        f"spacing_mm in the dataset's CSV")
+    return list(zip(samples, radiographs))
+
+
+def adapt_file(model_path, dataset, out, split: str = "train", methods=METHODS, device: str = "cpu",
+               report_dir=None, progress=None) -> dict:
+    """`ceph-landmarks adapt`: adapt a model file to a clinic's annotated images; write the adapted
+    model (never over the base) and a report.  Returns the adaptation record."""
+    from pathlib import Path
+
+    from .adaptation_report import write_report
+    from .modelfile import save_model
+
+    report = progress or (lambda fraction, stage: None)
+    out = Path(out)
+    if out.exists() and out.resolve() == Path(model_path).resolve():
+        raise CephError(f"--out {out} is the base model; adaptation never overwrites it")
+    if out.suffix != ".safetensors":
+        raise CephError(f"--out {out} must name a .safetensors model file")
+    report(0.0, "loading the model")
+    detector = LandmarkDetector(model_path, device)
+    info = detector.info
+    try:
+        frame_landmarks(info.landmark_abbreviations)
+    except ValueError as e:
+        raise CephError(f"{model_path}: {e}") from None
+    pairs = read_clinic(dataset, split, len(info.landmark_names))
+    cases = []
+    for k, (sample, rad) in enumerate(pairs):
+        report(0.05 + 0.45 * k / len(pairs), f"running the model on {sample.id}")
+        cases.append(Case(sample.id, detector.observe(rad), np.asarray(sample.landmarks_px, dtype=np.float64)))
+    result = adapt(detector, cases, methods, lambda f, stage: report(0.5 + 0.35 * f, stage))
+    report(0.85, "measuring interval coverage")
+    meas = {"before": measurement_coverage(detector, cases, result.outcomes["before"]),
+            "after": measurement_coverage(detector, cases, result.outcomes[result.method])}
+    rec = record(result, detector.model.sha256, [c.id for c in cases])
+    rec["measurement_interval_coverage_percent"] = {k: {m: round(v, 1) for m, v in d.items()} for k, d in meas.items()}
+    s = result.settings
+    info.temperatures = [round(float(t), 5) for t in s.temperatures]
+    info.ere_threshold_mm = round(float(s.ere_threshold_mm), 4)
+    info.region_masses = {k: [round(float(v), 6) for v in m] for k, m in s.region_masses.items()}
+    info.convention_offsets_mm = None if s.offsets_mm is None else np.round(s.offsets_mm, 4).tolist()
+    info.adaptation = rec
+    report(0.9, "writing the adapted model")
+    save_model(out, detector.model.net, info, half=detector.model.half)
+    write_report(Path(report_dir) if report_dir else out.with_suffix(".report"), result, rec, meas,
+                 list(info.landmark_abbreviations), Path(model_path).name, str(dataset))
+    report(1.0, "done")
+    return rec
+
+
+# --- the base model's own regions ----------------------------------------------------------
+
+def region_masses_on(detector: LandmarkDetector, cases) -> tuple:
+    """(conformal masses, Outcome): the model's own settings scored on calibration cases."""
+    o = outcome(detector, cases, detector.settings)
+    return fit_region_masses(o.scores), o
+
+
+def calibrate_regions(model_path, samples, device: str = "cpu", log=print) -> dict:
+    """Fit the model's conformal region masses on its held-out training images (`samples`) through
+    the detect path, and rewrite the model file (atomically).  Temperatures and the flag threshold
+    stay as calibrated; returns the masses."""
+    from .modelfile import save_model
+
+    detector = LandmarkDetector(model_path, device)
+    masses, o = region_masses_on(detector, observe_samples(detector, samples))
+    info = detector.info
+    info.region_masses = masses
+    info.calibration = dict(info.calibration, regions={"rule": RULE, "images": [s.id for s in samples],
+                                                       "nominal_coverage_90_percent": float(100 * o.coverage("90").mean())})
+    save_model(model_path, detector.model.net, info, half=detector.model.half)
+    log(f"conformal regions fitted on {len(samples)} held-out images: 90 % masses "
+        f"{min(masses['90']):.3f}-{max(masses['90']):.3f} (the nominal 90 % regions held the truth "
+        f"{100 * o.coverage('90').mean():.0f} % of the time there)")
+    return masses

@@ -1,0 +1,236 @@
+"""Clinic adaptation: conformal masses, head-frame offsets, moved heatmaps, and `ceph-landmarks adapt`
+end to end on a synthetic clinic (the tiny model)."""
+
+import csv
+import json
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+from CephLandmarksLib import cli
+from CephLandmarksLib.conformal import conformal_mass, covered, fit_region_masses, region_scores
+from CephLandmarksLib.conventions import residuals_mm, robust_offsets, shifts_uv
+from CephLandmarksLib.files import file_sha256
+from CephLandmarksLib.geometry import from_head_frame, head_axes, to_head_frame
+from CephLandmarksLib.heatmaps import shift_maps
+from conftest import make_generic_dataset
+
+
+def test_conformal_mass_is_the_rank_the_rule_names():
+    scores = np.arange(1, 21) / 21  # 20 scores
+    assert conformal_mass(scores, 0.9) == pytest.approx(19 / 21)  # ceil(21 * 0.9) = 19th smallest
+    assert conformal_mass(scores, 0.5) == pytest.approx(11 / 21)  # ceil(21 * 0.5) = 11th
+    assert conformal_mass(scores[:8], 0.9) == 1.0  # ceil(9 * 0.9) = 9 > 8: the whole map
+
+
+def test_conformal_regions_cover_new_points_at_least_at_the_level():
+    """Exchangeable scores: over many calibration/test draws the region holds the truth >= 90 %."""
+    rng = np.random.default_rng(0)
+    s = rng.beta(2, 5, size=(20000, 11))  # per trial: 10 calibration scores, 1 new
+    hits = [covered(row[10], conformal_mass(row[:10], 0.9)) for row in s]
+    # Exactly 10/11 in expectation with 10 scores (the 10th of 10); sampling error about 0.002.
+    assert 0.90 <= np.mean(hits) <= 0.92
+
+
+def test_region_scores_grow_away_from_the_peak():
+    yy, xx = np.mgrid[0:40, 0:50]
+    p = np.exp(-((xx - 20) ** 2 + (yy - 15) ** 2) / 18.0)
+    p = torch.tensor(p / p.sum())[None].repeat(3, 1, 1)
+    s = region_scores(p, np.array([[20, 15], [24, 15], [80, 15]]))
+    assert s[0] < 0.05 < s[1] < 1.0 and s[2] == 1.0
+    masses = fit_region_masses(np.tile(s, (20, 1)))
+    assert masses["90"] == pytest.approx(list(s), abs=1e-6)
+
+
+def test_head_frame_offsets_turn_with_the_head():
+    sella, nasion = np.array([10.0, 20.0]), np.array([80.0, 15.0])
+    axes = head_axes(sella, nasion)
+    assert axes.T @ axes == pytest.approx(np.eye(2))
+    assert to_head_frame(nasion - sella, axes) == pytest.approx([np.hypot(70, 5), 0])
+    v = np.array([[1.5, -2.0]])
+    assert from_head_frame(to_head_frame(v, axes), axes) == pytest.approx(v)
+    # The same anatomy tilted by 20 degrees gives the same head-frame residuals.
+    rng = np.random.default_rng(1)
+    pred = rng.uniform(0, 100, (19, 2))
+    pred[0], pred[1] = sella, nasion
+    true = pred + rng.normal(0, 2, (19, 2))
+    a = np.deg2rad(20)
+    rot = np.array([[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]])
+    r1 = residuals_mm(pred, true, (0.5, 0.5), 0, 1)
+    r2 = residuals_mm(pred @ rot.T, true @ rot.T, (0.5, 0.5), 0, 1)
+    assert r1 == pytest.approx(r2)
+    # Applying the residuals as offsets moves each prediction onto its truth.
+    assert pred + shifts_uv(pred, r1, (0.5, 0.5), 0, 1) == pytest.approx(true)
+
+
+def test_robust_offsets_ignore_one_gross_error():
+    res = np.zeros((11, 19, 2)) + [1.0, -0.5]
+    res[3, 4] = [40.0, 40.0]
+    assert robust_offsets(res)[4] == pytest.approx([1.0, -0.5])
+
+
+def test_shift_maps_moves_the_mass_by_the_shift():
+    p = torch.zeros(2, 20, 20, dtype=torch.float64)
+    p[0, 10, 10] = 1.0
+    p[1, 5:8, 5:8] = 1.0 / 9
+    moved = shift_maps(p, [[1.5, -2.25], [3.0, 4.0]])
+    yy, xx = torch.meshgrid(torch.arange(20.0), torch.arange(20.0), indexing="ij")
+    centre = lambda m: [float((m * xx).sum()), float((m * yy).sum())]  # noqa: E731
+    assert centre(moved[0]) == pytest.approx([11.5, 7.75])
+    assert centre(moved[1]) == pytest.approx([9.0, 10.0])
+    assert moved.sum(dim=(1, 2)) == pytest.approx(torch.ones(2, dtype=torch.float64))
+
+
+def test_decide_with_offsets_moves_point_and_map(tiny_model, generic_dataset):
+    from CephLandmarksLib.detect import LandmarkDetector
+    from CephLandmarksLib.images import read_radiograph
+
+    det = LandmarkDetector(tiny_model)
+    obs = det.observe(read_radiograph(generic_dataset / "img00.png", 0.5))
+    plain = det.decide(obs)
+    offsets = np.zeros((19, 2))
+    offsets[7] = [2.0, -1.0]  # Me: 2 mm along S->N, 1 mm against its normal
+    moved = det.decide(obs, replace(det.settings, offsets_mm=offsets))
+    still = [i for i in range(19) if i != 7]
+    assert np.allclose(moved.points_px[still], plain.points_px[still], equal_nan=True)
+    d_mm = (moved.points_px[7] - plain.points_px[7]) * 0.5
+    assert np.hypot(*d_mm) == pytest.approx(np.hypot(2.0, 1.0), abs=1e-6)
+    # The map moved with the point: it is the plain map shifted by the point's move (model pixels).
+    f = moved.frame
+    shift = f.image_to_model(moved.points_px[7]) - f.image_to_model(plain.points_px[7])
+    expected = shift_maps(torch.as_tensor(plain.probs[7:8]), [shift])[0].numpy()
+    assert np.abs(moved.probs[7] - expected).max() < 1e-6 * plain.probs[7].max() + 1e-9
+    assert np.abs(moved.probs[7] - plain.probs[7]).max() > 1e-3 * plain.probs[7].max()
+
+
+def _clinic(tmp_path, n=12, seed=3, model=None, menton_offset_mm=0.0):
+    """A synthetic clinic of n images.  With a model: its annotations are that model's own points,
+    with Menton moved `menton_offset_mm` along sella->nasion (a clinic convention the model lacks)."""
+    root = tmp_path / "clinic"
+    root.mkdir()
+    make_generic_dataset(root, n_train=n, n_test=0, seed=seed)
+    if model is None:
+        return root
+    from CephLandmarksLib.detect import LandmarkDetector
+    from CephLandmarksLib.images import read_radiograph
+
+    det = LandmarkDetector(model)
+    rows = list(csv.reader(open(root / "landmarks.csv")))
+    for row in rows[1:]:
+        pts = det.detect(read_radiograph(root / row[0], 0.5), contours=False).points_px
+        pts = np.where(np.isnan(pts), 1.0, pts)
+        e1 = (pts[1] - pts[0]) / np.hypot(*(pts[1] - pts[0]))
+        pts[7] += e1 * menton_offset_mm / 0.5
+        row[1:39] = [f"{v:.4f}" for v in pts.ravel()]
+    with open(root / "landmarks.csv", "w", newline="") as f:
+        csv.writer(f).writerows(rows)
+    return root
+
+
+def _run(argv, capsys):
+    code = cli.main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_adapt_learns_a_clinic_convention_and_writes_model_and_report(tiny_model, tmp_path, capsys):
+    clinic = _clinic(tmp_path, model=tiny_model, menton_offset_mm=2.0)
+    base_hash = file_sha256(tiny_model)
+    out = tmp_path / "clinic.safetensors"
+    code, stdout, err = _run(["adapt", "--model", tiny_model, "--dataset", clinic, "--out", out], capsys)
+    assert code == 0, err
+    assert stdout.strip() == str(out)
+    assert file_sha256(tiny_model) == base_hash  # the base is never touched
+    from CephLandmarksLib.registry import read_model_info
+
+    meta = read_model_info(out)
+    rec = meta["adaptation"]
+    assert rec["base_sha256"] == base_hash and rec["n_images"] == 12
+    assert sorted(rec["clinic_images"]) == [f"img{i:02d}" for i in range(12)]
+    assert rec["method"] == "offsets"  # cross-validation sees the 2 mm convention
+    offsets = np.array(meta["convention_offsets_mm"])
+    assert offsets[7] == pytest.approx([2.0, 0.0], abs=0.05)
+    assert np.abs(np.delete(offsets, 7, axis=0)).max() < 0.05
+    assert rec["cv_after"]["mre_mm"] < rec["cv_before"]["mre_mm"]
+    assert set(rec["cv_after"]) >= {"mre_mm", "coverage_90_percent", "large_errors_flagged_percent"}
+    assert len(meta["region_masses"]["90"]) == 19 and all(0 < m <= 1 for m in meta["region_masses"]["90"])
+    report = (tmp_path / "clinic.report" / "report.md").read_text()
+    assert "cross-validated" in report and "| Me |" in report and (tmp_path / "clinic.report" / "coverage90.png").stat().st_size > 1000
+    # detect with the adapted model draws conformal regions and names the adaptation.
+    code, _, err = _run(["detect", clinic / "img00.png", "--model", out, "--out-dir", tmp_path / "det",
+                         "--no-overlay"], capsys)
+    assert code == 0, err
+    d = json.loads((tmp_path / "det" / "img00.json").read_text())
+    assert d["regions"]["method"] == "split-conformal"
+    assert d["model"]["adapted"]["base_sha256"] == base_hash
+    lm = d["landmarks"][0]
+    assert lm["region_90_area_mm2"] > 0 and lm["region_90_max_distance_mm"] > 0
+    assert isinstance(lm["flag_reasons"], list) and bool(lm["flag_reasons"]) == lm["flagged"]
+
+
+def _refused(argv, capsys, out):
+    code, _, err = _run(argv, capsys)
+    assert code == 2
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert not out.exists()
+    return err
+
+
+def test_adapt_refuses_points_no_convention_explains(tiny_model, tmp_path, capsys):
+    """A clinic CSV listing two landmarks in swapped order: the offsets would be tens of mm."""
+    from conftest import TEMPLATE
+
+    clinic = _clinic(tmp_path, model=tiny_model)
+    size_mm = np.array([96, 120]) * 0.5
+    d = np.linalg.norm((TEMPLATE[:, None] - TEMPLATE[None]) * size_mm, axis=-1)
+    i, j = sorted(np.unravel_index(np.argmax(d[2:, 2:]), d[2:, 2:].shape) + np.array(2))  # not S or N
+    assert d[i, j] > 25
+    rows = list(csv.reader(open(clinic / "landmarks.csv")))
+    for row in rows[1:]:
+        a, b = slice(1 + 2 * i, 3 + 2 * i), slice(1 + 2 * j, 3 + 2 * j)
+        row[a], row[b] = row[b], row[a]
+    with open(clinic / "landmarks.csv", "w", newline="") as f:
+        csv.writer(f).writerows(rows)
+    out = tmp_path / "a.safetensors"
+    err = _refused(["adapt", "--model", tiny_model, "--dataset", clinic, "--out", out], capsys, out)
+    assert "mm from the model's" in err and "order" in err
+
+
+def test_adapt_refuses_too_few_images(tiny_model, tmp_path, capsys):
+    clinic = _clinic(tmp_path, n=9)
+    out = tmp_path / "a.safetensors"
+    err = _refused(["adapt", "--model", tiny_model, "--dataset", clinic, "--out", out], capsys, out)
+    assert "at least 10" in err
+
+
+def test_adapt_refuses_mixed_spacing(tiny_model, tmp_path, capsys):
+    clinic = _clinic(tmp_path)
+    rows = list(csv.reader(open(clinic / "landmarks.csv")))
+    rows[3][rows[0].index("spacing_mm")] = ""  # img02: no spacing in the CSV, none in the PNG
+    with open(clinic / "landmarks.csv", "w", newline="") as f:
+        csv.writer(f).writerows(rows)
+    out = tmp_path / "a.safetensors"
+    err = _refused(["adapt", "--model", tiny_model, "--dataset", clinic, "--out", out], capsys, out)
+    assert "img02" in err and "spacing" in err
+
+
+def test_adapt_never_overwrites_the_base(tiny_model, tmp_path, capsys):
+    clinic = _clinic(tmp_path)
+    copy = tmp_path / "base.safetensors"
+    copy.write_bytes(tiny_model.read_bytes())
+    before = file_sha256(copy)
+    code, _, err = _run(["adapt", "--model", copy, "--dataset", clinic, "--out", copy], capsys)
+    assert code == 2 and "never overwrites" in err and file_sha256(copy) == before
+
+
+def test_adapt_refuses_a_damaged_base(tiny_model, tmp_path, capsys):
+    clinic = _clinic(tmp_path)
+    bad = tmp_path / "bad.safetensors"
+    data = bytearray(tiny_model.read_bytes())
+    data[-100] ^= 0xFF  # a weight byte
+    bad.write_bytes(bytes(data))
+    out = tmp_path / "a.safetensors"
+    err = _refused(["adapt", "--model", bad, "--dataset", clinic, "--out", out], capsys, out)
+    assert "bad.safetensors" in err

@@ -1,0 +1,157 @@
+"""Clinic adaptation benchmark: Test2 plays the clinic (its annotation conventions differ).
+
+For each clinic size (10, 20, 30 images) and each of 10 random splits, adapt the shipped
+model on that many Test2 images (adaptation.adapt: method chosen by cross-validation within
+them, then fitted on all) and score the REST of Test2 with the adapted settings, through
+the same LandmarkDetector.decide that `detect` runs.  Control: the same with Test1 as the
+clinic (it must not get worse).  Also: the shipped model's own conformal regions on Test1
+and Test2, calibrated on its 20 held-out training images.
+
+The network runs once per image; its logits are cached (float16) under --cache, a
+git-ignored folder of derived data (never commit it: ISBI licence).
+
+    .venv/bin/python benchmarks/adapt_benchmark.py --dataset ../shared/data/isbi2015 [--splits 10]
+
+Writes docs/adaptation/adapt_benchmark.json and prints a markdown summary.
+"""
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from CephLandmarksLib.adaptation import Case, adapt, figures, outcome, region_masses_on  # noqa: E402
+from CephLandmarksLib.datasets import load_dataset  # noqa: E402
+from CephLandmarksLib.conformal import masses_for  # noqa: E402
+from CephLandmarksLib.detect import LandmarkDetector, Observation  # noqa: E402
+from CephLandmarksLib.geometry import ModelFrame  # noqa: E402
+from CephLandmarksLib.registry import default_model_path, SHIPPED_MODELS_DIR  # noqa: E402
+
+SIZES = (10, 20, 30)
+
+
+def cache_cases(detector, samples, path: Path) -> list:
+    """Observe each sample once (or read the cache): cases with float16 logits."""
+    if path.is_file():
+        saved = torch.load(path, weights_only=False)
+        if saved["model_sha256"] == detector.model.sha256 and saved["ids"] == [s.id for s in samples]:
+            return [Case(i, Observation(lg.float(), ModelFrame(*fr[:4], fr[4]), *rest), t)
+                    for i, lg, fr, rest, t in zip(saved["ids"], saved["logits"], saved["frames"], saved["rest"],
+                                                  saved["true_px"])]
+    from CephLandmarksLib.images import read_radiograph
+
+    cases = []
+    for k, s in enumerate(samples):
+        t0 = time.time()
+        obs = detector.observe(read_radiograph(s.image_path, s.spacing_mm))
+        cases.append(Case(s.id, obs, np.asarray(s.landmarks_px, dtype=np.float64)))
+        print(f"  {path.stem} {k + 1}/{len(samples)} {time.time() - t0:.1f} s", file=sys.stderr, flush=True)
+    f = lambda fr: (fr.image_size, fr.model_size, fr.scaled_size, fr.offset, fr.mirror_x)  # noqa: E731
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"model_sha256": detector.model.sha256, "ids": [c.id for c in cases],
+                "logits": [c.obs.logits.half() for c in cases], "frames": [f(c.obs.frame) for c in cases],
+                "rest": [(c.obs.orientation, c.obs.alignment, c.obs.framing, c.obs.image) for c in cases],
+                "true_px": [c.true_px for c in cases]}, path)
+    return cases
+
+
+def load_all(detector, dataset, cache: Path) -> dict:
+    holdout_ids = detector.info.training.get("holdout_ids") or []
+    train = {s.id: s for s in load_dataset(dataset, "train")}
+    sets = {"holdout": [train[i] for i in holdout_ids],
+            "test1": load_dataset(dataset, "test1"), "test2": load_dataset(dataset, "test2")}
+    return {name: cache_cases(detector, samples, cache / f"{name}.pt") for name, samples in sets.items()}
+
+
+def brief(f: dict) -> dict:
+    return {k: v for k, v in f.items() if k != "per_landmark"}
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--dataset", default=str(ROOT.parent / "shared/data/isbi2015"))
+    ap.add_argument("--model", default=None)
+    ap.add_argument("--cache", default=str(ROOT / "runs/adapt_cache"))
+    ap.add_argument("--splits", type=int, default=10)
+    ap.add_argument("--sizes", default=",".join(map(str, SIZES)))
+    ap.add_argument("--cache-only", action="store_true")
+    ap.add_argument("--out", default=str(ROOT / "docs/adaptation/adapt_benchmark.json"))
+    a = ap.parse_args(argv)
+    detector = LandmarkDetector(a.model or default_model_path(SHIPPED_MODELS_DIR))
+    sets = load_all(detector, a.dataset, Path(a.cache))
+    if a.cache_only:
+        return
+    names = list(detector.info.landmark_abbreviations)
+    results = {"model_sha256": detector.model.sha256, "splits": a.splits}
+
+    # The shipped model's own regions: conformal masses fitted on its held-out training images.
+    nominal = replace(detector.settings, region_masses=masses_for({}, len(names)), regions="nominal")
+    detector.settings = nominal  # the base as trained and temperature-calibrated, nominal regions
+    masses, _ = region_masses_on(detector, sets["holdout"])
+    shipped = replace(detector.settings, region_masses={k: np.asarray(v) for k, v in masses.items()},
+                      regions="split-conformal")
+    detector.settings = shipped  # the model as it ships: conformal regions from its held-out images
+    for name in ("test1", "test2"):
+        results[f"base_{name}_nominal"] = figures(outcome(detector, sets[name], nominal), names)
+        results[f"base_{name}_conformal_holdout"] = figures(outcome(detector, sets[name], shipped), names)
+
+    for clinic in ("test2", "test1"):
+        cases = sets[clinic]
+        for size in (int(s) for s in a.sizes.split(",")):
+            runs = []
+            for split in range(a.splits):
+                t0 = time.time()
+                order = np.random.default_rng(1000 * size + split).permutation(len(cases))
+                clinic_cases = [cases[i] for i in order[:size]]
+                rest = [cases[i] for i in order[size:]]
+                ad = adapt(detector, clinic_cases)
+                runs.append({"method": ad.method, "seconds": time.time() - t0,
+                             "before": figures(outcome(detector, rest, detector.settings), names),
+                             "after": figures(outcome(detector, rest, ad.settings), names),
+                             "cv_after": brief(ad.after)})
+                print(f"{clinic} n={size} split {split}: {ad.method}, MRE {runs[-1]['before']['mre_mm']:.3f} -> "
+                      f"{runs[-1]['after']['mre_mm']:.3f}, cov90 {runs[-1]['after']['coverage_90_percent']:.1f}, "
+                      f"{runs[-1]['seconds']:.0f} s", file=sys.stderr, flush=True)
+            results[f"{clinic}_{size}"] = runs
+    out = Path(a.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=1, allow_nan=False, default=float) + "\n")
+    print(summary(results))
+
+
+def _mean(runs, key, part="after"):
+    return float(np.mean([r[part][key] for r in runs]))
+
+
+def summary(results: dict) -> str:
+    keys = ("mre_mm", "sdr_2mm_percent", "coverage_50_percent", "coverage_90_percent",
+            "large_errors_flagged_percent", "good_points_flagged_percent")
+    lines = ["| clinic | images | method chosen | MRE mm | SDR 2 mm % | 50 % regions | 90 % regions | "
+             "errors > 4 mm flagged | points ≤ 2 mm flagged | worst landmark 90 % |", "|" + "---|" * 10]
+    for k, runs in results.items():
+        if not isinstance(runs, list):
+            continue
+        clinic, size = k.split("_")
+        methods = {m: sum(r["method"] == m for r in runs) for m in {r["method"] for r in runs}}
+        for part in ("before", "after"):
+            worst = min(np.mean([r[part]["per_landmark"][j]["coverage_90_percent"] for r in runs])
+                        for j in range(len(runs[0][part]["per_landmark"])))
+            lines.append(f"| {clinic} {part} | {size} | {methods if part == 'after' else '–'} | "
+                         + " | ".join(f"{_mean(runs, key, part):.2f}" for key in keys) + f" | {worst:.0f} |")
+    for k, f in results.items():
+        if k.startswith("base_"):
+            lines.append(f"| {k} | – | – | " + " | ".join(f"{f[key]:.2f}" for key in keys) + " | "
+                         f"{min(p['coverage_90_percent'] for p in f['per_landmark']):.0f} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
