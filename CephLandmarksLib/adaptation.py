@@ -9,19 +9,19 @@ runs.  Steps of one fit, in order, each on the images it is given:
 2. one temperature scale shared by all landmarks, minimising the heatmap NLL of the
    true points (moved by the offsets);
 3. split-conformal region masses per landmark (conformal.py);
-4. the ERE flag threshold that catches FLAG_TPR of the errors over FLAG_ERROR_MM.
+4. the ERE flag threshold: the model's own rule (calibration.py) on the clinic's points.
 Steps 2-4 read each image with offsets learnt without it (leave-one-out), so regions and
 flags are sized for images the offsets were not fitted on.  The method is chosen by
 K-fold cross-validation within the clinic's images (lowest MRE; "none" on a tie), and the
 figures reported "after" are those cross-validated figures, never in-sample ones.
 """
 
-import math
 from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
 
+from .calibration import FLAG_ERROR_MM, FLAG_TPR, ere_threshold
 from .conformal import NOMINAL_MASSES, RULE, covered, fit_region_masses, region_scores
 from .conventions import frame_landmarks, residuals_mm, robust_offsets, shifts_uv
 from .detect import LandmarkDetector, Observation, Settings
@@ -29,13 +29,12 @@ from .errors import CephError
 from .heatmaps import bilinear_target, mask_padding
 from .images import read_radiograph
 from .metrics import LARGE_ERROR_MM, radial_errors_mm
-from .modelmeta import CONVENTION_OFFSET_LIMIT_MM, ERE_THRESHOLD_RANGE_MM, TEMPERATURE_RANGE
+from .modelmeta import CONVENTION_OFFSET_LIMIT_MM, TEMPERATURE_RANGE
 
 METHODS = ("none", "offsets")
 MIN_IMAGES = 10  # below this a 90 % conformal region is barely finite and offsets are noise
 CV_FOLDS = 5
-FLAG_ERROR_MM = 3.0  # the flag threshold catches FLAG_TPR of the errors over this
-FLAG_TPR = 0.9
+MIN_FLAG_ERRORS = 10  # errors over FLAG_ERROR_MM needed to refit the flag threshold on a clinic
 GOOD_ERROR_MM = 2.0  # "points within 2 mm": flagging them is the cost of the flags
 TEMPERATURE_SCALE_RANGE = (0.5, 4.0)  # the shared temperature factor adaptation may choose
 TEMPERATURE_SEARCH_STEPS = 8  # golden-section steps: the factor to within about 3 %
@@ -73,6 +72,11 @@ class Outcome:
 
     def coverage(self, level: str) -> np.ndarray:
         return covered(self.scores, self.masses[level])
+
+    def subset(self, rows) -> "Outcome":
+        rows = list(rows)
+        return Outcome(self.errors_mm[rows], self.ere_mm[rows], self.flagged[rows], self.scores[rows],
+                       {k: m[rows] for k, m in self.masses.items()}, [self.settings[i] for i in rows])
 
 
 def observe_samples(detector: LandmarkDetector, samples, progress=None) -> list:
@@ -230,18 +234,14 @@ def _temperature_scale(detector, cases, settings_per_case) -> float:
     return float(np.exp((lo + hi) / 2))
 
 
-def _flag_threshold(ere_mm, errors_mm) -> float:
-    """ERE above which a point is flagged: catches FLAG_TPR of the errors over FLAG_ERROR_MM (the
-    largest such threshold); with no error that large, the 95th percentile of ERE.  Kept within
-    ERE_THRESHOLD_RANGE_MM (what a model file may hold)."""
-    ere, err = np.asarray(ere_mm).ravel(), np.asarray(errors_mm).ravel()
-    big = np.sort(ere[err > FLAG_ERROR_MM])
-    if big.size == 0:
-        t = np.percentile(ere, 95)
-    else:
-        k = int(math.floor((1 - FLAG_TPR) * big.size))  # flag ere > threshold: at most k of the big ones escape
-        t = big[k] - 1e-6
-    return float(np.clip(t, *ERE_THRESHOLD_RANGE_MM))
+def _flag_threshold(ere_mm, errors_mm, base_threshold_mm: float) -> float:
+    """ERE above which a point is flagged: the model's own rule (calibration.ere_threshold: catch
+    FLAG_TPR of the errors over FLAG_ERROR_MM) on the clinic's points when they hold at least
+    MIN_FLAG_ERRORS such errors; else the base model's threshold (a quantile of a handful of errors
+    would swing from flagging nearly nothing to nearly everything)."""
+    if int((np.asarray(errors_mm) > FLAG_ERROR_MM).sum()) < MIN_FLAG_ERRORS:
+        return float(base_threshold_mm)
+    return ere_threshold(ere_mm, errors_mm)
 
 
 def fit(detector: LandmarkDetector, cases, method: str) -> Settings:
@@ -262,7 +262,7 @@ def fit(detector: LandmarkDetector, cases, method: str) -> Settings:
     per_case = [replace(s, temperatures=temps) for s in per_case]
     o = outcome(detector, cases, per_case)
     masses = {k: np.asarray(v) for k, v in fit_region_masses(o.scores).items()}
-    threshold = _flag_threshold(o.ere_mm, o.errors_mm)
+    threshold = _flag_threshold(o.ere_mm, o.errors_mm, base.ere_threshold_mm)
     return replace(base, temperatures=temps, offsets_mm=offsets, region_masses=masses, ere_threshold_mm=threshold,
                    regions="split-conformal")
 
@@ -346,7 +346,8 @@ def record(adaptation: Adaptation, base_sha256: str, ids) -> dict:
         "cv_after": brief(adaptation.after),
         "cv_folds": CV_FOLDS,
         "region_rule": RULE,
-        "flag_rule": f"ERE threshold catching {FLAG_TPR:.0%} of the clinic's errors > {FLAG_ERROR_MM:g} mm",
+        "flag_rule": f"ERE threshold catching {FLAG_TPR:.0%} of the clinic's errors > {FLAG_ERROR_MM:g} mm (the base "
+                     f"model's threshold when the clinic has fewer than {MIN_FLAG_ERRORS} such errors)",
     }
 
 

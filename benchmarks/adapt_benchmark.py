@@ -80,8 +80,9 @@ def main(argv=None):
     ap.add_argument("--dataset", default=str(ROOT.parent / "shared/data/isbi2015"))
     ap.add_argument("--model", default=None)
     ap.add_argument("--cache", default=str(ROOT / "runs/adapt_cache"))
-    ap.add_argument("--splits", type=int, default=10)
-    ap.add_argument("--sizes", default=",".join(map(str, SIZES)))
+    ap.add_argument("--plan", default=",".join(f"{c}:{n}:10" for c in ("test2", "test1") for n in SIZES),
+                    help="CLINIC:IMAGES:SPLITS,... (default: Test2 and Test1 as the clinic, 10, 20 and 30 images, "
+                         "10 random splits each)")
     ap.add_argument("--cache-only", action="store_true")
     ap.add_argument("--out", default=str(ROOT / "docs/adaptation/adapt_benchmark.json"))
     a = ap.parse_args(argv)
@@ -90,7 +91,7 @@ def main(argv=None):
     if a.cache_only:
         return
     names = list(detector.info.landmark_abbreviations)
-    results = {"model_sha256": detector.model.sha256, "splits": a.splits}
+    results = {"model_sha256": detector.model.sha256, "plan": a.plan}
 
     # The shipped model's own regions: conformal masses fitted on its held-out training images.
     nominal = replace(detector.settings, region_masses=masses_for({}, len(names)), regions="nominal")
@@ -103,32 +104,47 @@ def main(argv=None):
         results[f"base_{name}_nominal"] = figures(outcome(detector, sets[name], nominal), names)
         results[f"base_{name}_conformal_holdout"] = figures(outcome(detector, sets[name], shipped), names)
 
-    for clinic in ("test2", "test1"):
-        cases = sets[clinic]
-        for size in (int(s) for s in a.sizes.split(",")):
-            runs = []
-            for split in range(a.splits):
-                t0 = time.time()
-                order = np.random.default_rng(1000 * size + split).permutation(len(cases))
-                clinic_cases = [cases[i] for i in order[:size]]
-                rest = [cases[i] for i in order[size:]]
-                ad = adapt(detector, clinic_cases)
-                runs.append({"method": ad.method, "seconds": time.time() - t0,
-                             "before": figures(outcome(detector, rest, detector.settings), names),
-                             "after": figures(outcome(detector, rest, ad.settings), names),
-                             "cv_after": brief(ad.after)})
-                print(f"{clinic} n={size} split {split}: {ad.method}, MRE {runs[-1]['before']['mre_mm']:.3f} -> "
-                      f"{runs[-1]['after']['mre_mm']:.3f}, cov90 {runs[-1]['after']['coverage_90_percent']:.1f}, "
-                      f"{runs[-1]['seconds']:.0f} s", file=sys.stderr, flush=True)
-            results[f"{clinic}_{size}"] = runs
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=1, allow_nan=False, default=float) + "\n")
+    shipped_on = {name: outcome(detector, sets[name], shipped) for name in ("test1", "test2")}
+    for item in a.plan.split(","):
+        clinic, size, n_splits = item.split(":")
+        size, cases = int(size), sets[clinic]
+        runs = results.setdefault(f"{clinic}_{size}", [])
+        for split in range(int(n_splits)):
+            t0 = time.time()
+            order = np.random.default_rng(1000 * size + split).permutation(len(cases))
+            clinic_cases, rest = [cases[i] for i in order[:size]], [cases[i] for i in order[size:]]
+            ad = adapt(detector, clinic_cases)
+            runs.append({"method": ad.method, "seconds": time.time() - t0, "clinic_ids": [c.id for c in clinic_cases],
+                         "before": figures(shipped_on[clinic].subset(order[size:]), names),
+                         "after": figures(outcome(detector, rest, ad.settings), names),
+                         "cv_after": brief(ad.after), "offsets_mm": None if ad.settings.offsets_mm is None
+                         else np.round(ad.settings.offsets_mm, 3).tolist()})
+            r = runs[-1]
+            print(f"{clinic} n={size} split {split}: {ad.method}, MRE {r['before']['mre_mm']:.3f} -> "
+                  f"{r['after']['mre_mm']:.3f}, cov90 {r['before']['coverage_90_percent']:.1f} -> "
+                  f"{r['after']['coverage_90_percent']:.1f}, flags >4mm {r['after']['large_errors_flagged_percent']:.0f} "
+                  f"<=2mm {r['after']['good_points_flagged_percent']:.0f}, {r['seconds']:.0f} s", file=sys.stderr, flush=True)
+            out.write_text(json.dumps(_clean(results), indent=1, allow_nan=False) + "\n")
     print(summary(results))
 
 
+def _clean(x):
+    """Plain JSON: numpy numbers as floats, NaN (e.g. no error over 4 mm in a subset) as null."""
+    if isinstance(x, dict):
+        return {k: _clean(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_clean(v) for v in x]
+    if isinstance(x, (float, np.floating)):
+        return float(x) if np.isfinite(x) else None
+    if isinstance(x, np.integer):
+        return int(x)
+    return x
+
+
 def _mean(runs, key, part="after"):
-    return float(np.mean([r[part][key] for r in runs]))
+    return float(np.nanmean([np.nan if r[part][key] is None else r[part][key] for r in runs]))
 
 
 def summary(results: dict) -> str:
