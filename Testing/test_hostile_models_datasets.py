@@ -55,6 +55,10 @@ def run_cli(capfd, argv, inputs=(), scratch=()):
     before = tree_hashes(*inputs)
     with warnings.catch_warnings(record=True) as caught:  # in a real run each would be a line on stderr
         warnings.simplefilter("always")
+        # Not shown by a real run's default filters (and a ResourceWarning may come from another
+        # test's object being garbage-collected during this call).
+        for hidden in (ResourceWarning, DeprecationWarning, PendingDeprecationWarning):
+            warnings.simplefilter("ignore", hidden)
         code = cli.main([str(a) for a in argv])
     out, err = capfd.readouterr()
     assert not caught, [f"{w.category.__name__}: {w.message}" for w in caught]
