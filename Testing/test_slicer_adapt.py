@@ -356,7 +356,7 @@ def test_adapt_writes_a_new_model_registers_and_selects_it_with_its_clinic_figur
     assert f"Adaptation report: {out.with_suffix('.report')}" in log
     assert 250 in progress and 1000 in progress
     assert base.read_bytes() == baseBytes and out.is_file()
-    assert ui.modelSelector.currentData == str(out) and "(adapted)" in ui.modelSelector.currentText
+    assert ui.modelSelector.currentData == str(out) and "(adapted" in ui.modelSelector.currentText
     tooltip = ui.modelSelector.itemData(ui.modelSelector.currentIndex, sys.modules["qt"].Qt.ToolTipRole)
     assert ("Adapted to clinicA from 12 images (offsets): cross-validated MRE 1.81 \u2192 1.35 mm" in tooltip
             and "90 % regions 67 \u2192 90 %" in tooltip), tooltip
@@ -442,10 +442,7 @@ needsAdapt = pytest.mark.skipif(not cliHasAdapt(), reason="ceph-landmarks adapt 
 def test_adapt_with_the_cli_refuses_too_few_images_in_one_message(harness, widget, tiny_model, tmp_path,
                                                                    generic_dataset):
     """The real command line: the module's arguments pass its parser, and its refusal (exit 2) comes
-    as its one line in one message box, with no model left and nothing added to the list.  (A
-    successful real run needs a model good enough to adapt: the shipped one takes minutes on ten
-    ISBI images, too long for this suite; the success side is the stand-in test above, with the
-    record's keys as the CLI writes them.)"""
+    as its one line in one message box, with no model left and nothing added to the list."""
     from CephLandmarksLib import clinic_dataset
     from CephLandmarksLib.datasets import load_generic
     from CephLandmarksLib.images import read_radiograph
@@ -467,3 +464,61 @@ def test_adapt_with_the_cli_refuses_too_few_images_in_one_message(harness, widge
     assert "adapt finished (exit code 2)." in ui.trainLogTextEdit.toPlainText()
     assert ui.modelSelector.count == count and ui.adaptButton.text == "Adapt to clinic"
     assert not [p for p in Path(widget.logic.registry().user_dir).iterdir() if "adapted" in p.name]
+
+
+@pytest.fixture(scope="module")
+def clinic12(tiny_model, tmp_path_factory):
+    """A 12-image clinic as the review loop makes one: the base model's own detections with Menton
+    moved by the clinic's convention (+2 px along x), written by clinic_dataset.add_case."""
+    from conftest import make_generic_dataset
+
+    from CephLandmarksLib import clinic_dataset
+    from CephLandmarksLib.datasets import load_generic
+    from CephLandmarksLib.images import read_radiograph
+
+    samples = load_generic(make_generic_dataset(tmp_path_factory.mktemp("clinic_source"), n_train=12, n_test=0,
+                                                seed=5))
+    out = tmp_path_factory.mktemp("detections")
+    r = subprocess.run([sys.executable, "-m", "CephLandmarksLib", "detect", *[str(s.image_path) for s in samples],
+                        "--model", str(tiny_model), "--spacing", "0.5", "--out-dir", str(out), "--no-overlay"],
+                       capture_output=True, text=True, cwd=out)
+    assert r.returncode == 0, r.stderr[-800:]
+    folder = tmp_path_factory.mktemp("clinics") / "clinicA"
+    for sample in samples:
+        pixels = read_radiograph(sample.image_path).pixels
+        landmarks = json.loads((out / f"{sample.id}.json").read_text())["landmarks"]
+        points = np.array([truth if lm.get("missing") else (lm["x_px"], lm["y_px"])
+                           for lm, truth in zip(landmarks, sample.landmarks_px)], dtype=float)
+        points[7, 0] += 2.0  # Me
+        clinic_dataset.add_case(folder, sample.id, pixels, np.clip(points, 0.0, pixels.shape[::-1]), 0.5)
+    return folder
+
+
+@needsAdapt
+def test_adapt_with_the_cli_lists_the_adapted_model_with_its_figures(harness, widget, tiny_model, clinic12):
+    from CephLandmarksLib.registry import read_model_info
+
+    ui = widget.ui
+    base = Path(tiny_model).resolve()
+    widget.logic.registerTrainedModel(str(base))
+    widget.updateModelList(select=base)
+    baseBytes = base.read_bytes()
+    ui.adaptClinicPathLineEdit.currentPath = str(clinic12)
+    progress = []
+    ui.trainProgressBar.connect("valueChanged(int)", progress.append)
+    ui.adaptButton.click()
+    harness.process_events(until=lambda: widget._training is None, timeout_s=300)
+    log = ui.trainLogTextEdit.toPlainText()
+    assert harness.message_boxes == [] and harness.slot_errors == [], log[-2000:]
+    out = Path(widget.logic.registry().user_dir) / "tiny-adapted-clinicA.safetensors"
+    assert ui.modelSelector.currentData == str(out.resolve()) and "(adapted" in ui.modelSelector.currentText
+    assert base.read_bytes() == baseBytes
+    assert len({p for p in progress if 0 < p < 1000}) >= 5  # the CLI's stages moved the bar
+    assert f"Adaptation report: {out.with_suffix('.report')}" in log
+    record = read_model_info(out)["adaptation"]
+    assert record["n_images"] == 12 and sorted(record["clinic_images"]) == [f"img{i:02d}" for i in range(12)]
+    tooltip = ui.modelSelector.itemData(ui.modelSelector.currentIndex, sys.modules["qt"].Qt.ToolTipRole)
+    assert (f"Adapted to clinicA from 12 images ({record['method']}): cross-validated MRE "
+            f"{record['cv_before']['mre_mm']:.2f} \u2192 {record['cv_after']['mre_mm']:.2f} mm") in tooltip, tooltip
+    assert (f"90 % regions {record['cv_before']['coverage_90_percent']:.0f} \u2192 "
+            f"{record['cv_after']['coverage_90_percent']:.0f} %") in tooltip, tooltip
