@@ -22,138 +22,22 @@ import numpy as np
 import torch
 
 from .calibration import FLAG_ERROR_MM, FLAG_TPR, ere_threshold
-from .conformal import NOMINAL_MASSES, RULE, covered, fit_region_masses, region_scores
+from .conformal import RULE, fit_region_masses
 from .conventions import frame_landmarks, residuals_mm, robust_offsets, shifts_uv
-from .detect import LandmarkDetector, Observation, Settings
+from .detect import LandmarkDetector, Settings
 from .errors import CephError
 from .heatmaps import bilinear_target, mask_padding
 from .images import read_radiograph
-from .metrics import LARGE_ERROR_MM, radial_errors_mm
 from .modelmeta import CONVENTION_OFFSET_LIMIT_MM, TEMPERATURE_RANGE
+from .scoring import Case, Outcome, figures, measurement_coverage, outcome
 
 METHODS = ("none", "offsets")
 MIN_IMAGES = 10  # below this a 90 % conformal region is barely finite and offsets are noise
 CV_FOLDS = 5
 MIN_FLAG_ERRORS = 10  # errors over FLAG_ERROR_MM needed to refit the flag threshold on a clinic
-GOOD_ERROR_MM = 2.0  # "points within 2 mm": flagging them is the cost of the flags
 TEMPERATURE_SCALE_RANGE = (0.5, 4.0)  # the shared temperature factor adaptation may choose
 TEMPERATURE_SEARCH_STEPS = 8  # golden-section steps: the factor to within about 3 %
 LOGIT_BINS = 4096  # histogram bins per map for the temperature search's normaliser
-
-
-@dataclass
-class Case:
-    """One annotated clinic image, observed once by the network."""
-
-    id: str
-    obs: Observation
-    true_px: np.ndarray  # (L, 2) image pixels
-    base_uv: np.ndarray | None = None  # (L, 2) the base settings' points, model pixels (filled by _base_points)
-
-    @property
-    def true_uv(self) -> np.ndarray:
-        return self.obs.frame.image_to_model(self.true_px)
-
-    @property
-    def mm_per_px(self) -> np.ndarray:
-        return self.obs.frame.model_pixel_mm(self.obs.image["spacing_mm"])
-
-
-@dataclass
-class Outcome:
-    """Per (image, landmark) results of detection settings on annotated cases."""
-
-    errors_mm: np.ndarray  # (n, L)
-    ere_mm: np.ndarray  # (n, L)
-    flagged: np.ndarray  # (n, L)
-    scores: np.ndarray  # (n, L) conformal scores of the true points
-    masses: dict  # {"50": (n, L), "90": (n, L)} the masses drawn for each image
-    settings: list = field(default_factory=list)  # the Settings each case was decided with
-
-    def coverage(self, level: str) -> np.ndarray:
-        return covered(self.scores, self.masses[level])
-
-    def subset(self, rows) -> "Outcome":
-        rows = list(rows)
-        return Outcome(self.errors_mm[rows], self.ere_mm[rows], self.flagged[rows], self.scores[rows],
-                       {k: m[rows] for k, m in self.masses.items()}, [self.settings[i] for i in rows])
-
-
-def observe_samples(detector: LandmarkDetector, samples, progress=None) -> list:
-    """Cases for dataset samples (datasets.Sample): the network run once on each."""
-    cases = []
-    for k, s in enumerate(samples):
-        if progress:
-            progress(k / len(samples), f"running the model on {s.id}")
-        obs = detector.observe(read_radiograph(s.image_path, s.spacing_mm))
-        cases.append(Case(s.id, obs, np.asarray(s.landmarks_px, dtype=np.float64)))
-    return cases
-
-
-def outcome(detector: LandmarkDetector, cases, settings) -> Outcome:
-    """Decide every case with its settings (one Settings, or one per case) and score it."""
-    per_case = settings if isinstance(settings, list) else [settings] * len(cases)
-    rows = []
-    for case, s in zip(cases, per_case):
-        det = detector.decide(case.obs, s, contours=False, extents=False)
-        err = radial_errors_mm(det.points_px, case.true_px, det.spacing_mm)
-        err = np.where(np.isnan(err), np.inf, err)  # a point reported missing is a miss
-        scores = region_scores(det.probs, case.true_uv)
-        rows.append((err, [lm.ere_mm for lm in det.landmarks], [lm.flagged for lm in det.landmarks], scores,
-                     {k: np.asarray(m) for k, m in s.region_masses.items()}))
-    err, ere, flagged, scores, masses = zip(*rows)
-    return Outcome(np.array(err), np.array(ere), np.array(flagged), np.array(scores),
-                   {k: np.stack([m[k] for m in masses]) for k in NOMINAL_MASSES}, per_case)
-
-
-def measurement_coverage(detector: LandmarkDetector, cases, out: Outcome) -> dict:
-    """{measurement key: % of cases whose true value lies in the detection's 90 % interval}."""
-    from .geometry import px_to_mm
-    from .measurement_uncertainty import measure_detection
-    from .measurements import MEASUREMENTS
-
-    hits = {m.key: [] for m in MEASUREMENTS}
-    for case, s in zip(cases, out.settings):
-        det = detector.decide(case.obs, s, contours=False, extents=False)
-        true = {m.key: m(px_to_mm(case.true_px, det.spacing_mm)) for m in MEASUREMENTS}
-        for r in measure_detection(det):
-            hits[r["key"]].append(r["p05"] <= true[r["key"]] <= r["p95"])
-    return {k: float(100 * np.mean(v)) for k, v in hits.items() if v}
-
-
-def figures(out: Outcome, names=None) -> dict:
-    """Pooled and per-landmark figures of an Outcome (the adapted model's record and the report)."""
-    e = out.errors_mm
-    finite = np.isfinite(e)
-    large, good = e > LARGE_ERROR_MM, e <= GOOD_ERROR_MM
-
-    def pct(x, where=None):
-        x = np.asarray(x, dtype=float) if where is None else np.asarray(x, dtype=float)[where]
-        return float(100 * x.mean()) if x.size else float("nan")
-
-    pooled = {
-        "n_points": int(e.size),
-        "mre_mm": float(e[finite].mean()) if finite.any() else float("nan"),
-        "sdr_2mm_percent": pct(e <= 2.0),
-        "coverage_50_percent": pct(out.coverage("50")),
-        "coverage_90_percent": pct(out.coverage("90")),
-        "flagged_percent": pct(out.flagged),
-        "large_errors_flagged_percent": pct(out.flagged, large),
-        "good_points_flagged_percent": pct(out.flagged, good),
-        "n_large_errors": int(large.sum()),
-    }
-    per = []
-    for j in range(e.shape[1]):
-        col = e[:, j]
-        per.append({
-            "landmark": names[j] if names else j + 1,
-            "mre_mm": float(col[np.isfinite(col)].mean()) if np.isfinite(col).any() else float("nan"),
-            "sdr_2mm_percent": pct(col <= 2.0),
-            "coverage_50_percent": pct(out.coverage("50")[:, j]),
-            "coverage_90_percent": pct(out.coverage("90")[:, j]),
-            "flagged_percent": pct(out.flagged[:, j]),
-        })
-    return dict(pooled, per_landmark=per)
 
 
 # --- fitting -----------------------------------------------------------------------
@@ -383,12 +267,15 @@ def adapt_file(model_path, dataset, out, split: str = "train", methods=METHODS, 
     from .adaptation_report import write_report
     from .modelfile import save_model
 
+    from .training import check_output_file
+
     report = progress or (lambda fraction, stage: None)
     out = Path(out)
     if out.exists() and out.resolve() == Path(model_path).resolve():
         raise CephError(f"--out {out} is the base model; adaptation never overwrites it")
     if out.suffix != ".safetensors":
         raise CephError(f"--out {out} must name a .safetensors model file")
+    check_output_file(out)
     report(0.0, "loading the model")
     detector = LandmarkDetector(model_path, device)
     info = detector.info
@@ -406,6 +293,7 @@ def adapt_file(model_path, dataset, out, split: str = "train", methods=METHODS, 
     meas = {"before": measurement_coverage(detector, cases, result.outcomes["before"]),
             "after": measurement_coverage(detector, cases, result.outcomes[result.method])}
     rec = record(result, detector.model.sha256, [c.id for c in cases])
+    rec["clinic"] = Path(dataset).resolve().name
     rec["measurement_interval_coverage_percent"] = {k: {m: round(v, 1) for m, v in d.items()} for k, d in meas.items()}
     s = result.settings
     info.temperatures = [round(float(t), 5) for t in s.temperatures]
@@ -419,30 +307,3 @@ def adapt_file(model_path, dataset, out, split: str = "train", methods=METHODS, 
                  list(info.landmark_abbreviations), Path(model_path).name, str(dataset))
     report(1.0, "done")
     return rec
-
-
-# --- the base model's own regions ----------------------------------------------------------
-
-def region_masses_on(detector: LandmarkDetector, cases) -> tuple:
-    """(conformal masses, Outcome): the model's own settings scored on calibration cases."""
-    o = outcome(detector, cases, detector.settings)
-    return fit_region_masses(o.scores), o
-
-
-def calibrate_regions(model_path, samples, device: str = "cpu", log=print) -> dict:
-    """Fit the model's conformal region masses on its held-out training images (`samples`) through
-    the detect path, and rewrite the model file (atomically).  Temperatures and the flag threshold
-    stay as calibrated; returns the masses."""
-    from .modelfile import save_model
-
-    detector = LandmarkDetector(model_path, device)
-    masses, o = region_masses_on(detector, observe_samples(detector, samples))
-    info = detector.info
-    info.region_masses = masses
-    info.calibration = dict(info.calibration, regions={"rule": RULE, "images": [s.id for s in samples],
-                                                       "nominal_coverage_90_percent": float(100 * o.coverage("90").mean())})
-    save_model(model_path, detector.model.net, info, half=detector.model.half)
-    log(f"conformal regions fitted on {len(samples)} held-out images: 90 % masses "
-        f"{min(masses['90']):.3f}-{max(masses['90']):.3f} (the nominal 90 % regions held the truth "
-        f"{100 * o.coverage('90').mean():.0f} % of the time there)")
-    return masses

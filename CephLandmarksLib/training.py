@@ -8,7 +8,6 @@ generator seeded by (seed, epoch), so a resumed run repeats the uninterrupted on
 import contextlib
 import json
 import math
-import os
 import platform
 import time
 import warnings
@@ -392,8 +391,8 @@ def _init_record(init) -> dict:
 
 
 def finalize(cfg, work, hold_s, hold_d, history, seconds, log, init=None, extra=None) -> Path:
-    """Best checkpoint -> model file, calibrated (temperatures, ERE threshold) on the holdout."""
-    from .calibration import calibrate_loaded
+    """Best checkpoint -> model file, calibrated (temperatures, ERE threshold, region masses) on the holdout."""
+    from .calibration import calibrate_loaded, calibrate_regions
 
     if not (work / "best.pt").is_file():
         raise CephError(f"no epoch gave a finite validation error ({work / 'best.pt'} was never written); "
@@ -417,4 +416,5 @@ def finalize(cfg, work, hold_s, hold_d, history, seconds, log, init=None, extra=
     save_model(cfg.out, net, info)
     loaded = load_model(cfg.out)
     calibrate_loaded(loaded, hold_s, log=log, prepared=hold_d)
+    calibrate_regions(cfg.out, hold_s, log=log)
     return Path(cfg.out)

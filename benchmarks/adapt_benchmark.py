@@ -28,9 +28,10 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from CephLandmarksLib.adaptation import Case, adapt, figures, outcome, region_masses_on  # noqa: E402
+from CephLandmarksLib.adaptation import adapt  # noqa: E402
+from CephLandmarksLib.scoring import Case, figures, outcome  # noqa: E402
 from CephLandmarksLib.datasets import load_dataset  # noqa: E402
-from CephLandmarksLib.conformal import masses_for  # noqa: E402
+from CephLandmarksLib.conformal import fit_region_masses, masses_for  # noqa: E402
 from CephLandmarksLib.detect import LandmarkDetector, Observation  # noqa: E402
 from CephLandmarksLib.geometry import ModelFrame  # noqa: E402
 from CephLandmarksLib.registry import default_model_path, SHIPPED_MODELS_DIR  # noqa: E402
@@ -96,7 +97,7 @@ def main(argv=None):
     # The shipped model's own regions: conformal masses fitted on its held-out training images.
     nominal = replace(detector.settings, region_masses=masses_for({}, len(names)), regions="nominal")
     detector.settings = nominal  # the base as trained and temperature-calibrated, nominal regions
-    masses, _ = region_masses_on(detector, sets["holdout"])
+    masses = fit_region_masses(outcome(detector, sets["holdout"], nominal).scores)
     shipped = replace(detector.settings, region_masses={k: np.asarray(v) for k, v in masses.items()},
                       regions="split-conformal")
     detector.settings = shipped  # the model as it ships: conformal regions from its held-out images
