@@ -120,6 +120,9 @@ def assert_clean(code, out, err, out_dir, watched, before, expect, needle, suffi
         assert printed and all(Path(p).is_file() for p in printed)
         stem = Path(printed[0]).name[: -len(".json")]
         assert {f"{stem}{s}" for s in suffixes} <= {Path(p).name for p in printed}
+        for p in printed:  # odd-but-valid images: no point may come out unflagged (untrained, flat maps)
+            if p.endswith(".json") and not p.endswith(".mrk.json"):
+                assert all(lm["flagged"] and lm["flag_reasons"] for lm in _strict_json(p)["landmarks"])
     else:
         lines = err.strip().splitlines()
         assert code == 2, (code, err)
