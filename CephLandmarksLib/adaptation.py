@@ -65,15 +65,15 @@ def _leave_one_out_offsets(residuals) -> list:
 def _logit_histogram(case: Case):
     """(bin centres (L, B), counts (L, B)) of each map's logits inside the image, cached on the case:
     log-sum-exp over a map at any temperature from B numbers instead of every pixel."""
-    if getattr(case, "_hist", None) is None:
+    if case.logit_histogram is None:
         inside = torch.as_tensor(case.obs.frame.image_mask()).reshape(-1)
         x = case.obs.logits.float().reshape(len(case.obs.logits), -1)[:, inside]
         lo, hi = x.amin(1, keepdim=True), x.amax(1, keepdim=True)
         width = (hi - lo).clamp(min=1e-6) / LOGIT_BINS
         idx = ((x - lo) / width).long().clamp(max=LOGIT_BINS - 1)
         counts = torch.zeros(x.shape[0], LOGIT_BINS).scatter_add_(1, idx, torch.ones_like(x))
-        case._hist = (lo + width * (torch.arange(LOGIT_BINS) + 0.5), counts)
-    return case._hist
+        case.logit_histogram = (lo + width * (torch.arange(LOGIT_BINS) + 0.5), counts)
+    return case.logit_histogram
 
 
 def _temperature_scale(detector, cases, settings_per_case) -> float:

@@ -24,7 +24,8 @@ class Case:
     id: str
     obs: Observation
     true_px: np.ndarray  # (L, 2) image pixels
-    base_uv: np.ndarray | None = None  # (L, 2) the base settings' points, model pixels (filled by _base_points)
+    base_uv: np.ndarray | None = None  # (L, 2) the base settings' points, model pixels (adaptation fills it)
+    logit_histogram: tuple | None = field(default=None, repr=False)  # (adaptation fills it)
 
     @property
     def true_uv(self) -> np.ndarray:

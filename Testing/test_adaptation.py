@@ -105,6 +105,15 @@ def test_decide_with_offsets_moves_point_and_map(tiny_model, generic_dataset):
     assert np.abs(moved.probs[7] - plain.probs[7]).max() > 1e-3 * plain.probs[7].max()
 
 
+def _edit_rows(clinic, edit):
+    """Rewrite the clinic's landmarks.csv, each data row passed through edit(row) (in place)."""
+    rows = list(csv.reader(open(clinic / "landmarks.csv")))
+    for row in rows[1:]:
+        edit(row)
+    with open(clinic / "landmarks.csv", "w", newline="") as f:
+        csv.writer(f).writerows(rows)
+
+
 def _clinic(tmp_path, n=12, seed=3, model=None, menton_offset_mm=0.0):
     """A synthetic clinic of n images.  With a model: its annotations are that model's own points,
     with Menton moved `menton_offset_mm` along sella->nasion (a clinic convention the model lacks)."""
@@ -117,15 +126,15 @@ def _clinic(tmp_path, n=12, seed=3, model=None, menton_offset_mm=0.0):
     from CephLandmarksLib.images import read_radiograph
 
     det = LandmarkDetector(model)
-    rows = list(csv.reader(open(root / "landmarks.csv")))
-    for row in rows[1:]:
+
+    def annotate(row):
         pts = det.detect(read_radiograph(root / row[0], 0.5), contours=False).points_px
         pts = np.where(np.isnan(pts), 1.0, pts)
         e1 = (pts[1] - pts[0]) / np.hypot(*(pts[1] - pts[0]))
         pts[7] += e1 * menton_offset_mm / 0.5
         row[1:39] = [f"{v:.4f}" for v in pts.ravel()]
-    with open(root / "landmarks.csv", "w", newline="") as f:
-        csv.writer(f).writerows(rows)
+
+    _edit_rows(root, annotate)
     return root
 
 
@@ -187,12 +196,12 @@ def test_adapt_refuses_points_no_convention_explains(tiny_model, tmp_path, capsy
     d = np.linalg.norm((TEMPLATE[:, None] - TEMPLATE[None]) * size_mm, axis=-1)
     i, j = sorted(np.unravel_index(np.argmax(d[2:, 2:]), d[2:, 2:].shape) + np.array(2))  # not S or N
     assert d[i, j] > 25
-    rows = list(csv.reader(open(clinic / "landmarks.csv")))
-    for row in rows[1:]:
-        a, b = slice(1 + 2 * i, 3 + 2 * i), slice(1 + 2 * j, 3 + 2 * j)
+    a, b = slice(1 + 2 * i, 3 + 2 * i), slice(1 + 2 * j, 3 + 2 * j)
+
+    def swap(row):
         row[a], row[b] = row[b], row[a]
-    with open(clinic / "landmarks.csv", "w", newline="") as f:
-        csv.writer(f).writerows(rows)
+
+    _edit_rows(clinic, swap)
     out = tmp_path / "a.safetensors"
     err = _refused(["adapt", "--model", tiny_model, "--dataset", clinic, "--out", out], capsys, out)
     assert "mm from the model's" in err and "order" in err
@@ -207,10 +216,8 @@ def test_adapt_refuses_too_few_images(tiny_model, tmp_path, capsys):
 
 def test_adapt_refuses_mixed_spacing(tiny_model, tmp_path, capsys):
     clinic = _clinic(tmp_path)
-    rows = list(csv.reader(open(clinic / "landmarks.csv")))
-    rows[3][rows[0].index("spacing_mm")] = ""  # img02: no spacing in the CSV, none in the PNG
-    with open(clinic / "landmarks.csv", "w", newline="") as f:
-        csv.writer(f).writerows(rows)
+    column = next(csv.reader(open(clinic / "landmarks.csv"))).index("spacing_mm")
+    _edit_rows(clinic, lambda row: row.__setitem__(column, "") if row[0] == "img02.png" else None)  # no spacing
     out = tmp_path / "a.safetensors"
     err = _refused(["adapt", "--model", tiny_model, "--dataset", clinic, "--out", out], capsys, out)
     assert "img02" in err and "spacing" in err
