@@ -68,3 +68,32 @@ def isbi_root():
     if not (ISBI_ROOT / "RawImage").is_dir():
         pytest.skip(f"ISBI 2015 data not found at {ISBI_ROOT}")
     return ISBI_ROOT
+
+
+# --- the Slicer module as installed, on Slicer 5.12's Python layer (test_slicer_*.py) ---------------
+
+@pytest.fixture(scope="module")
+def installed():
+    """The extension's installed qt-scripted-modules folder (built once per test module)."""
+    from slicer_harness import build
+
+    return build.installed_scripted_modules()
+
+
+@pytest.fixture
+def harness(tmp_path, installed):
+    """A fresh headless Slicer environment over the installed module, torn down afterwards."""
+    from slicer_harness import install_slicer_environment
+
+    h = install_slicer_environment(tmp_path / "slicer", installed)
+    try:
+        yield h
+    finally:
+        h.teardown()
+
+
+@pytest.fixture
+def widget(harness):
+    """The CephLandmarks module's widget, loaded in the harness."""
+    harness.load_module("CephLandmarks")
+    return harness.create_widget("CephLandmarks")

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from slicer_fixtures import syntheticDetection
-from slicer_harness import build, install_slicer_environment, missing_reason
+from slicer_harness import build, missing_reason
 from test_slicer_module_installed import detectAndWait, loadRadiograph, skull, writeNrrd
 
 pytestmark = pytest.mark.skipif(bool(missing_reason() or build.skip_reason()),
@@ -24,24 +24,7 @@ pytestmark = pytest.mark.skipif(bool(missing_reason() or build.skip_reason()),
 CLINIC_SETTING = "CephLandmarks/ClinicFolder"
 
 
-@pytest.fixture(scope="module")
-def installed():
-    return build.installed_scripted_modules()
-
-
-@pytest.fixture
-def harness(tmp_path, installed):
-    h = install_slicer_environment(tmp_path / "slicer", installed)
-    try:
-        yield h
-    finally:
-        h.teardown()
-
-
-@pytest.fixture
-def widget(harness):
-    harness.load_module("CephLandmarks")
-    return harness.create_widget("CephLandmarks")
+# The fixtures installed, harness and widget live in conftest.py (shared with the other module tests).
 
 
 def lib(name):

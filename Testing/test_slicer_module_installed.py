@@ -24,24 +24,7 @@ pytestmark = pytest.mark.skipif(bool(missing_reason() or build.skip_reason()),
                                 reason=str(missing_reason() or build.skip_reason()))
 
 
-@pytest.fixture(scope="module")
-def installed():
-    return build.installed_scripted_modules()
-
-
-@pytest.fixture
-def harness(tmp_path, installed):
-    h = install_slicer_environment(tmp_path / "slicer", installed)
-    try:
-        yield h
-    finally:
-        h.teardown()
-
-
-@pytest.fixture
-def widget(harness):
-    harness.load_module("CephLandmarks")
-    return harness.create_widget("CephLandmarks")
+# The fixtures installed, harness and widget live in conftest.py (shared with the other module tests).
 
 
 def skull(width=384, height=480):
