@@ -4,7 +4,8 @@ This file is the wiring only (Slicer's scripted-module template: parameter node,
 tryWithErrorDisplay; Module / Widget / Logic / Test).  The work lives beside it:
 CephLandmarksSlicer/ (MRML nodes, the background process, the dependency list) and
 CephLandmarksLib/ (the library and `ceph-landmarks` CLI that every detection runs).
-Loading the module and setup() import no on-demand dependency (torch, matplotlib, ...).
+Loading the module and setup() import no on-demand dependency (torch, matplotlib, ...): only light
+library modules over numpy and SimpleITK, which Slicer bundles.
 It must stay importable by the Python 3.9 of Slicer 5.8 and older, which it then tells to upgrade.
 """
 
@@ -51,8 +52,13 @@ def _usable() -> bool:
     return sys.version_info >= MINIMUM_PYTHON
 
 
-if _usable() and libraryFolder() not in sys.path:
-    sys.path.append(libraryFolder())
+if _usable():
+    if libraryFolder() not in sys.path:
+        sys.path.append(libraryFolder())
+    # The pixel spacing box stops where the library's plausibility check does (numpy and SimpleITK: bundled).
+    from CephLandmarksLib.images import MAX_SPACING_MM
+else:
+    MAX_SPACING_MM = float("inf")  # the library does not load here; setup() only asks for a newer Slicer
 
 
 def mrml():
@@ -104,7 +110,7 @@ class CephLandmarks(ScriptedLoadableModule):
 class CephLandmarksParameterNode:
     inputVolume: vtkMRMLScalarVolumeNode
     landmarks: vtkMRMLMarkupsFiducialNode
-    spacingMm: Annotated[float, WithinRange(0.0, 10.0)] = 0.0  # 0: the image's own spacing
+    spacingMm: Annotated[float, WithinRange(0.0, MAX_SPACING_MM)] = 0.0  # 0: the image's own spacing
     device: Annotated[str, Choice(["cpu", "cuda", "mps"])] = "cpu"
     showContours: bool = True
     showHeatmap: bool = False

@@ -163,6 +163,24 @@ def test_a_volume_that_is_not_a_radiograph_gives_one_message(harness, widget):
     assert widget._detection is None and widget.ui.detectButton.text == "Detect landmarks"
 
 
+def test_pixel_spacing_box_stops_at_the_library_limit(harness, widget):
+    """The box cannot offer a spacing the library refuses: its cap is images.MAX_SPACING_MM, after every
+    connectGui (enter) too, and the parameter itself refuses more."""
+    from CephLandmarksLib import images  # the installed copy
+
+    box = widget.ui.spacingSpinBox
+    for _ in range(2):
+        assert (box.minimum, box.maximum) == (0.0, images.MAX_SPACING_MM) and box.specialValueText == "from image"
+        box.value = 10 * images.MAX_SPACING_MM
+        assert box.value == widget._parameterNode.spacingMm == images.MAX_SPACING_MM
+        assert images.user_spacing(box.value) == (images.MAX_SPACING_MM,) * 2  # the cap itself is accepted
+        widget.exit()
+        widget.enter()
+    with pytest.raises(ValueError):
+        widget._parameterNode.spacingMm = images.MAX_SPACING_MM + 0.01
+    assert harness.message_boxes == [] and harness.slot_errors == []
+
+
 def test_an_rgb_radiograph_can_be_selected_and_detected(harness, widget):
     import slicer
 
