@@ -3,9 +3,14 @@ clinic's own 10-20 annotated radiographs, every figure cross-fitted.
 
 The network runs once per clinic image (LandmarkDetector.observe); everything after is a
 choice of detect.Settings, scored with the same LandmarkDetector.decide that `detect`
-runs.  Steps of one fit, in order, each on the images it is given:
-1. convention offsets ("offsets"): the median head-frame residual per landmark
-   (conventions.py), or none ("none");
+runs.  Three methods:
+- "none": the base network and its points, recalibrated;
+- "offsets": convention offsets, the median head-frame residual per landmark (conventions.py);
+- "fine-tune": the decoder retrained for a few epochs on the clinic's images (finetune.py).
+  Each image is then read in maps from a decoder not trained on it (out of fold), and those
+  maps are recalibrated as "none" recalibrates the base maps.
+Steps of one fit, in order, each on the images it is given:
+1. the offsets ("offsets" only);
 2. one temperature scale shared by all landmarks, minimising the heatmap NLL of the
    true points (moved by the offsets);
 3. split-conformal region masses per landmark (conformal.py);
@@ -26,12 +31,17 @@ from .conformal import RULE, fit_region_masses
 from .conventions import frame_landmarks, residuals_mm, robust_offsets, shifts_uv
 from .detect import LandmarkDetector, Settings
 from .errors import CephError
+from .finetune import EPOCHS as FINE_TUNE_EPOCHS
+from .finetune import LEARNING_RATE as FINE_TUNE_LR
+from .finetune import encoder_outputs, fine_tune, logits_of
+from .geometry import to_model_input
 from .heatmaps import bilinear_target, mask_padding
-from .images import read_radiograph
+from .images import normalise, read_radiograph
 from .modelmeta import CONVENTION_OFFSET_LIMIT_MM, TEMPERATURE_RANGE
 from .scoring import Case, Outcome, figures, measurement_coverage, outcome
 
-METHODS = ("none", "offsets")
+FINE_TUNE = "fine-tune"
+METHODS = ("none", "offsets", FINE_TUNE)
 MIN_IMAGES = 10  # below this a 90 % conformal region is barely finite and offsets are noise
 CV_FOLDS = 5
 MIN_FLAG_ERRORS = 10  # errors over FLAG_ERROR_MM needed to refit the flag threshold on a clinic
@@ -129,10 +139,10 @@ def _flag_threshold(ere_mm, errors_mm, base_threshold_mm: float) -> float:
 
 
 def fit(detector: LandmarkDetector, cases, method: str) -> Settings:
-    """Settings fitted on `cases` by `method` ("none" or "offsets"), cross-fitted as the module says,
-    starting from the model's own settings."""
-    if method not in METHODS:
-        raise CephError(f"unknown adaptation method {method!r}; choose from {', '.join(METHODS)}")
+    """Settings fitted on `cases` by `method` ("none" or "offsets"; "fine-tune" is "none" on
+    out-of-fold cases), cross-fitted as the module says, starting from the model's own settings."""
+    if method not in ("none", "offsets"):
+        raise ValueError(f"fit takes 'none' or 'offsets', not {method!r}")
     base = replace(detector.settings, offsets_mm=None)
     _base_points(detector, cases, base)
     if method == "offsets":
@@ -170,8 +180,33 @@ def fold_indices(n: int, k: int = CV_FOLDS, seed: int = 0) -> list:
     return [sorted(order[i::k].tolist()) for i in range(min(k, n))]
 
 
+def tuned_network(detector, cases):
+    """The base network with its decoder fine-tuned on the cases (their encoder outputs)."""
+    return fine_tune(detector.model.net, [c.encoded for c in cases], np.stack([c.true_uv for c in cases]))
+
+
+def out_of_fold(detector, cases, k: int = CV_FOLDS, progress=None) -> list:
+    """The cases as a fine-tune not trained on them sees them: for each of K folds, the decoder is
+    fine-tuned on the other folds and the fold's images are read in its maps (same frames)."""
+    if any(c.encoded is None for c in cases):
+        raise ValueError("fine-tune needs each case's encoder outputs (encode_cases)")
+    tuned_cases = [None] * len(cases)
+    folds = fold_indices(len(cases), k)
+    for f, held in enumerate(folds):
+        if progress:
+            progress(f / len(folds), f"fine-tuning: fold {f + 1} of {len(folds)}")
+        net = tuned_network(detector, [c for i, c in enumerate(cases) if i not in held])
+        for i in held:
+            c = cases[i]
+            tuned_cases[i] = replace(c, obs=replace(c.obs, logits=logits_of(net, c.encoded)), base_uv=None,
+                                     logit_histogram=None)
+    return tuned_cases
+
+
 def cross_validate(detector, cases, method: str, k: int = CV_FOLDS, progress=None) -> Outcome:
-    """Each case decided by settings fitted on the other folds."""
+    """Each case decided by settings fitted on the other folds (for "fine-tune", `cases` are
+    out_of_fold cases and the fit is "none")."""
+    method = "none" if method == FINE_TUNE else method
     per_case = [None] * len(cases)
     folds = fold_indices(len(cases), k)
     for f, held in enumerate(folds):
@@ -192,24 +227,47 @@ class Adaptation:
     after: dict  # cross-validated figures of the chosen method
     by_method: dict = field(default_factory=dict)  # cross-validated MRE of every method tried
     outcomes: dict = field(default_factory=dict)  # "before" and each method's cross-validated Outcome
+    network: object = None  # the fine-tuned network when "fine-tune" was chosen, else None
+    scored: dict = field(default_factory=dict)  # each method's cross-validated cases (out of fold for fine-tune)
+
+
+def check_methods(methods) -> None:
+    """CephError unless `methods` is a non-empty choice among METHODS."""
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown or not methods:
+        raise CephError(f"unknown adaptation method {(unknown or [''])[0]!r}; choose from {', '.join(METHODS)}")
+
+
+def _stage(progress, done: int, steps: int):
+    """Progress reporter for one of `steps` equal stages, `done` of them finished (None without one)."""
+    return (lambda f, stage: progress((done + f) / steps, stage)) if progress else None
 
 
 def adapt(detector: LandmarkDetector, cases, methods=METHODS, progress=None) -> Adaptation:
     """Choose the method by cross-validation within the cases, then fit it on all of them."""
+    check_methods(methods)
     if len(cases) < MIN_IMAGES:
         raise CephError(f"clinic adaptation needs at least {MIN_IMAGES} annotated images, got {len(cases)}")
     names = list(detector.info.landmark_abbreviations)
-    outcomes = {"before": outcome(detector, cases, detector.settings)}
-    for m, method in enumerate(methods):
-        sub = (lambda f, stage, m=m: progress((m + f) / (len(methods) + 1), stage)) if progress else None
-        outcomes[method] = cross_validate(detector, cases, method, progress=sub)
+    outcomes, scored = {"before": outcome(detector, cases, detector.settings)}, {}
+    steps = len(methods) + 1 + (FINE_TUNE in methods)  # fine-tune counts twice: the folds' tunes, then the CV
+    done = 0
+    for method in methods:
+        if method == FINE_TUNE:
+            scored[method] = out_of_fold(detector, cases, progress=_stage(progress, done, steps))
+            done += 1
+        else:
+            scored[method] = cases
+        outcomes[method] = cross_validate(detector, scored[method], method, progress=_stage(progress, done, steps))
+        done += 1
     mre = {m: figures(outcomes[m])["mre_mm"] for m in methods}
-    chosen = min(methods, key=lambda m: (round(mre[m], 4), m != "none"))
+    chosen = min(methods, key=lambda m: (round(mre[m], 4), m != "none"))  # a tie keeps the base model
     if progress:
-        progress(len(methods) / (len(methods) + 1), f"fitting {chosen} on all {len(cases)} images")
-    settings = fit(detector, cases, chosen)
+        progress(done / steps, f"fitting {chosen} on all {len(cases)} images")
+    settings = fit(detector, scored[chosen], "none" if chosen == FINE_TUNE else chosen)
+    network = tuned_network(detector, cases) if chosen == FINE_TUNE else None
     return Adaptation(settings, chosen, figures(outcomes["before"], names), figures(outcomes[chosen], names),
-                      {m: round(v, 4) for m, v in mre.items()}, outcomes)
+                      {m: round(v, 4) for m, v in mre.items()}, outcomes, network, scored)
 
 
 def record(adaptation: Adaptation, base_sha256: str, ids) -> dict:
@@ -229,6 +287,8 @@ def record(adaptation: Adaptation, base_sha256: str, ids) -> dict:
         "cv_before": brief(adaptation.before),
         "cv_after": brief(adaptation.after),
         "cv_folds": CV_FOLDS,
+        "fine_tune": {"epochs": FINE_TUNE_EPOCHS, "learning_rate": FINE_TUNE_LR, "trained": "decoder and head",
+                      "calibrated_on": "out-of-fold maps"} if adaptation.method == FINE_TUNE else None,
         "region_rule": RULE,
         "flag_rule": f"ERE threshold catching {FLAG_TPR:.0%} of the clinic's errors > {FLAG_ERROR_MM:g} mm (the base "
                      f"model's threshold when the clinic has fewer than {MIN_FLAG_ERRORS} such errors)",
@@ -236,6 +296,11 @@ def record(adaptation: Adaptation, base_sha256: str, ids) -> dict:
 
 
 # --- the command ----------------------------------------------------------------------
+
+def encode_case(detector, case: Case, radiograph) -> None:
+    """Keep the case's encoder outputs (for fine-tune), read from the very input its observation used."""
+    case.encoded = encoder_outputs(detector.model.net, to_model_input(normalise(radiograph.pixels), case.obs.frame))
+
 
 def read_clinic(dataset, split: str, n_landmarks: int) -> list:
     """The clinic's radiographs and annotations, checked: enough images, the model's landmark count,
@@ -270,6 +335,7 @@ def adapt_file(model_path, dataset, out, split: str = "train", methods=METHODS, 
     from .training import check_output_file
 
     report = progress or (lambda fraction, stage: None)
+    check_methods(methods)
     out = Path(out)
     if out.exists() and out.resolve() == Path(model_path).resolve():
         raise CephError(f"--out {out} is the base model; adaptation never overwrites it")
@@ -286,9 +352,12 @@ def adapt_file(model_path, dataset, out, split: str = "train", methods=METHODS, 
     pairs = read_clinic(dataset, split, len(info.landmark_names))
     cases = []
     for k, (sample, rad) in enumerate(pairs):
-        report(0.05 + 0.45 * k / len(pairs), f"running the model on {sample.id}")
-        cases.append(Case(sample.id, detector.observe(rad), np.asarray(sample.landmarks_px, dtype=np.float64)))
-    result = adapt(detector, cases, methods, lambda f, stage: report(0.5 + 0.35 * f, stage))
+        report(0.05 + 0.3 * k / len(pairs), f"running the model on {sample.id}")
+        case = Case(sample.id, detector.observe(rad), np.asarray(sample.landmarks_px, dtype=np.float64))
+        if FINE_TUNE in methods:
+            encode_case(detector, case, rad)
+        cases.append(case)
+    result = adapt(detector, cases, methods, lambda f, stage: report(0.35 + 0.5 * f, stage))
     report(0.85, "measuring interval coverage")
     meas = {"before": measurement_coverage(detector, cases, result.outcomes["before"]),
             "after": measurement_coverage(detector, cases, result.outcomes[result.method])}
@@ -302,7 +371,7 @@ def adapt_file(model_path, dataset, out, split: str = "train", methods=METHODS, 
     info.convention_offsets_mm = None if s.offsets_mm is None else np.round(s.offsets_mm, 4).tolist()
     info.adaptation = rec
     report(0.9, "writing the adapted model")
-    save_model(out, detector.model.net, info, half=detector.model.half)
+    save_model(out, result.network or detector.model.net, info, half=detector.model.half)
     write_report(Path(report_dir) if report_dir else out.with_suffix(".report"), result, rec, meas,
                  list(info.landmark_abbreviations), Path(model_path).name, str(dataset))
     report(1.0, "done")

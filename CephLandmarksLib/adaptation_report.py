@@ -60,6 +60,14 @@ def write_report(folder: Path, result, record: dict, measurement_coverage: dict,
         "\"After\" figures are cross-validated: every image is scored by settings fitted without it. "
         f"Regions: {record['region_rule']}. Flags: {record['flag_rule']}.",
         "",
+    ]
+    tune = record.get("fine_tune")
+    if tune:
+        lines += [f"Fine-tune: the {tune['trained']} retrained for {tune['epochs']} epochs (learning rate "
+                  f"{tune['learning_rate']:g}) from the base weights on all {record['n_images']} images; temperatures, "
+                  f"regions and flags fitted on {tune['calibrated_on']} (each image read by a fine-tune that did "
+                  "not see it).", ""]
+    lines += [
         "| | MRE mm | SDR 2 mm % | 50 % regions hold truth | 90 % regions hold truth | errors > 4 mm flagged "
         "| points ≤ 2 mm flagged |",
         "|---|---|---|---|---|---|---|",

@@ -294,8 +294,8 @@ def build_parser():
     ad.add_argument("--out", required=True, help="adapted model file to write (.safetensors)")
     ad.add_argument("--split", default="train", help="the dataset's rows to use (default: train, or all rows "
                                                      "of a CSV without a split column)")
-    ad.add_argument("--methods", default="none,offsets",
-                    help="what cross-validation chooses from (default none,offsets)")
+    ad.add_argument("--methods", default="none,offsets,fine-tune",
+                    help="what cross-validation chooses from (default none,offsets,fine-tune)")
     ad.add_argument("--report-dir", help="folder for report.md and its PNGs (default: OUT without .safetensors, "
                                          "plus .report)")
     ad.add_argument("--device", default="cpu", type=_device(False), help=DEVICES)

@@ -161,8 +161,8 @@ class LandmarkDetector:
                extents: bool = True) -> Detection:
         """The detection the settings (default: the model's own) make of an observation.
 
-        contours=False / extents=False skip the region contours / the region's area, its reach and
-        P(error > 4 mm) (evaluation loops that need none of them)."""
+        contours=False / extents=False skip the region contours / the region's area and reach
+        (evaluation loops that need neither)."""
         s = settings or self.settings
         frame, spacing = obs.frame, obs.image["spacing_mm"]
         temps = torch.as_tensor(s.temperatures, dtype=torch.float32)
@@ -176,7 +176,7 @@ class LandmarkDetector:
         ere = expected_radial_error_mm(probs, uv, mm)
         uncertain = ere > s.ere_threshold_mm
         # Shown, never used to decide.
-        p_large = error_probability(probs, uv, mm, LARGE_ERROR_MM) if extents else np.full(len(uv), np.nan)
+        p_large = error_probability(probs, uv, mm, LARGE_ERROR_MM)
         implausible, expected_outside = shape_check(
             uv, reference_uv(self.info, self.mm_per_px), ~missing & ~uncertain, frame, self.mm_per_px)
         missing = missing | (implausible & expected_outside)

@@ -50,16 +50,24 @@ class LandmarkUNet(nn.Module):
         )
         self.head = nn.Conv2d(decoder_channels[-1], n_landmarks, kernel_size=3, padding=1)
 
-    def features(self, x):
-        """Decoder output (N, 32, H, W), before the per-landmark head."""
+    def encode(self, x) -> tuple:
+        """The encoder's outputs at 1/2, 1/4, 1/8, 1/16 and 1/32 of the input (the decoder's skips)."""
         x0 = self.stem(x)
         x1 = self.layer1(self.pool(x0))
         x2 = self.layer2(x1)
         x3 = self.layer3(x2)
-        x = self.layer4(x3)
+        return x0, x1, x2, x3, self.layer4(x3)
+
+    def decode(self, skips) -> torch.Tensor:
+        """Decoder output (N, 32, H, W) from the encoder's outputs."""
+        x0, x1, x2, x3, x = skips
         for block, skip in zip(self.decoder, (x3, x2, x1, x0, None)):
             x = block(x, skip)
         return x
+
+    def features(self, x):
+        """Decoder output (N, 32, H, W), before the per-landmark head."""
+        return self.decode(self.encode(x))
 
     def forward(self, x):
         return self.head(self.features(x))

@@ -26,6 +26,7 @@ class Case:
     true_px: np.ndarray  # (L, 2) image pixels
     base_uv: np.ndarray | None = None  # (L, 2) the base settings' points, model pixels (adaptation fills it)
     logit_histogram: tuple | None = field(default=None, repr=False)  # (adaptation fills it)
+    encoded: tuple | None = field(default=None, repr=False)  # the encoder's outputs (fine-tune needs them)
 
     @property
     def true_uv(self) -> np.ndarray:
@@ -45,6 +46,7 @@ class Outcome:
     flagged: np.ndarray  # (n, L)
     scores: np.ndarray  # (n, L) conformal scores of the true points
     masses: dict  # {"50": (n, L), "90": (n, L)} the masses drawn for each image
+    p_large: np.ndarray  # (n, L) P(error > LARGE_ERROR_MM) read from each calibrated map
     settings: list = field(default_factory=list)  # the Settings each case was decided with
 
     def coverage(self, level: str) -> np.ndarray:
@@ -53,7 +55,8 @@ class Outcome:
     def subset(self, rows) -> "Outcome":
         rows = list(rows)
         return Outcome(self.errors_mm[rows], self.ere_mm[rows], self.flagged[rows], self.scores[rows],
-                       {k: m[rows] for k, m in self.masses.items()}, [self.settings[i] for i in rows])
+                       {k: m[rows] for k, m in self.masses.items()}, self.p_large[rows],
+                       [self.settings[i] for i in rows])
 
 
 def observe_samples(detector: LandmarkDetector, samples, progress=None) -> list:
@@ -77,10 +80,10 @@ def outcome(detector: LandmarkDetector, cases, settings) -> Outcome:
         err = np.where(np.isnan(err), np.inf, err)  # a point reported missing is a miss
         scores = region_scores(det.probs, case.true_uv)
         rows.append((err, [lm.ere_mm for lm in det.landmarks], [lm.flagged for lm in det.landmarks], scores,
-                     {k: np.asarray(m) for k, m in s.region_masses.items()}))
-    err, ere, flagged, scores, masses = zip(*rows)
+                     {k: np.asarray(m) for k, m in s.region_masses.items()}, [lm.p_large_error for lm in det.landmarks]))
+    err, ere, flagged, scores, masses, p_large = zip(*rows)
     return Outcome(np.array(err), np.array(ere), np.array(flagged), np.array(scores),
-                   {k: np.stack([m[k] for m in masses]) for k in NOMINAL_MASSES}, per_case)
+                   {k: np.stack([m[k] for m in masses]) for k in NOMINAL_MASSES}, np.array(p_large), per_case)
 
 
 def measurement_coverage(detector: LandmarkDetector, cases, out: Outcome) -> dict:
