@@ -119,7 +119,7 @@ def test_detect_then_add_round_trips_to_the_detections_pixels(harness, widget, t
     r = subprocess.run([sys.executable, "-m", "CephLandmarksLib", "detect", str(sample.image_path), "--model",
                         widget.ui.modelSelector.currentData, "--out-dir", str(out), "--no-overlay"],
                        capture_output=True, text=True, cwd=tmp_path,
-                       env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(harness.scripted_modules_dir)})
+                       env=harness.cli_environment())
     assert r.returncode == 0, r.stderr[-800:]
     for lm in json.loads((out / "skull.json").read_text())["landmarks"]:
         if not lm.get("missing"):

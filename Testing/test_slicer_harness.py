@@ -1,6 +1,7 @@
 """Tests of the headless Slicer harness itself (Testing/slicer_harness): its stand-ins must be as strict
 as PythonQt, and Slicer 5.12's real Python layer must run on them."""
 
+import os
 import shutil
 import sys
 import threading
@@ -445,6 +446,27 @@ def test_teardown_restores_the_session(tmp_path, scripted):
     assert "qt" not in sys.modules and "Demo" not in sys.modules and not hasattr(slicer, "app")
     assert slicer.util is before_util and sys.path == before_path
     assert sys.modules.get("CephLandmarksLib") is before_lib
+
+
+def test_imports_leave_no_bytecode_in_the_installed_folder(tmp_path, scripted, monkeypatch):
+    """The installed folder is shared and checked file by file (test_extension_build.py): neither this
+    process nor PythonSlicer may write __pycache__ into it, even where bytecode writing is on."""
+    reason = missing_reason()
+    if reason:
+        pytest.skip(reason)
+    monkeypatch.setattr(sys, "dont_write_bytecode", False)
+    monkeypatch.delenv("PYTHONDONTWRITEBYTECODE", raising=False)
+    with install_slicer_environment(tmp_path / "h", scripted) as h:
+        import qt
+
+        h.load_module("Demo")
+        import CephLandmarksLib  # noqa: F401 - the installed stand-in, imported in this process
+
+        process = qt.QProcess()
+        process.start("PythonSlicer", ["-c", "import CephLandmarksLib"])
+        assert process.waitForFinished(30000) and process.exitCode() == 0
+    assert not list(scripted.rglob("__pycache__"))
+    assert sys.dont_write_bytecode is False and "PYTHONDONTWRITEBYTECODE" not in os.environ
 
 
 def test_slicer_template_module_runs(tmp_path):

@@ -106,7 +106,7 @@ def test_detect_creates_the_nodes_and_matches_the_cli(harness, widget, tmp_path)
     model = widget.ui.modelSelector.currentData
     r = subprocess.run([sys.executable, "-m", "CephLandmarksLib", "detect", str(image), "--model", model,
                         "--out-dir", str(out), "--no-overlay"], capture_output=True, text=True, cwd=tmp_path,
-                       env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(harness.scripted_modules_dir)})
+                       env=harness.cli_environment())
     assert r.returncode == 0, r.stderr[-800:]
     cli = {lm["abbreviation"]: lm for lm in json.loads((out / "skull.json").read_text())["landmarks"]}
     rows = {row["abbreviation"]: row for row in mrml.landmarkRows(node)}

@@ -27,10 +27,13 @@ Harness API:
 
 - ``install_slicer_environment(tmp_dir=None, scripted_modules_dir=None) -> Harness``: installs in this process.
   sys.path, sys.meta_path, sys.modules, the ``slicer`` module, os.environ and the cwd are restored by
-  ``teardown()``. One harness at a time.
+  ``teardown()``. One harness at a time. No bytecode is written while it is installed (this process and the
+  processes it starts): the installed folder stays exactly as installed.
 - ``missing_reason()``: None, or why no harness can be installed (no ../shared/slicer-5.12, no slicer-core).
 - ``harness.load_module(name)``, ``harness.create_widget(name)``: see above; the widget's panel is
   ``slicer.modules.<name lower>.widgetRepresentation()`` with ``isEntered`` true.
+- ``harness.cli_environment()``: the variables for a plain ``python -m CephLandmarksLib`` subprocess over the
+  installed folder (minimal PATH, that folder on PYTHONPATH, no bytecode written).
 - ``harness.process_events(until=None, timeout_s=60)``: the event loop (timers, QProcess signals); None
   waits until no timer is active and no process pending; TimeoutError names what was awaited.
   ``slicer.app.processEvents()`` runs one pass.

@@ -6,7 +6,11 @@ its ``util.py`` and ``i18n.py`` in place of slicer-core's newer util, gives ``qt
 stand-ins, a ``slicer.app`` stand-in and a real vtkMRMLScene with the application, colour and markups logics.
 A scripted module is imported from an *installed* qt-scripted-modules folder with the source tree and the
 editable install of its packages out of the way, as the Extensions Manager would give it to a user.
-teardown() restores sys.path, sys.meta_path, sys.modules, the ``slicer`` module, os.environ and the cwd.
+No bytecode is written meanwhile, by this process or the processes it starts (sys.dont_write_bytecode,
+PYTHONDONTWRITEBYTECODE): the installed folder is shared by every test of the process and checked file by
+file (test_extension_build.py), so imports must leave no ``__pycache__`` in it.
+teardown() restores sys.path, sys.meta_path, sys.modules, the ``slicer`` module, sys.dont_write_bytecode,
+os.environ and the cwd.
 """
 
 import importlib
@@ -272,6 +276,12 @@ class Harness:
         """Run the event loop until until() is true (None: until idle); TimeoutError after timeout_s."""
         process.process_events(until, timeout_s)
 
+    def cli_environment(self):
+        """Variables for a bare ``python -m CephLandmarksLib`` over the installed folder, as a user's script
+        would run the CLI: a minimal PATH, that folder on PYTHONPATH and, as everywhere under the harness,
+        no bytecode written into it."""
+        return {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(self.scripted_modules_dir), "PYTHONDONTWRITEBYTECODE": "1"}
+
     # --- install / teardown ----------------------------------------------------------------------
 
     def install(self):
@@ -283,7 +293,10 @@ class Harness:
         self._saved_modules, self._slicer_dict = dict(sys.modules), dict(vars(slicer))
         self._sys_path, self._meta_path = list(sys.path), list(sys.meta_path)
         self._environ, self._cwd = dict(os.environ), os.getcwd()
+        self._dont_write_bytecode = sys.dont_write_bytecode
         self._installed = True
+        sys.dont_write_bytecode = True  # the installed folder stays as installed (module docstring)
+        os.environ["PYTHONDONTWRITEBYTECODE"] = "1"  # and so for PythonSlicer and every process started
         self.state = core.reset_state()
         for d in (self.bin_dir, self.root / "settings", self.root / "temp", self.root / "cache"):
             d.mkdir(parents=True, exist_ok=True)
@@ -379,6 +392,7 @@ class Harness:
             vars(slicer).clear()
             vars(slicer).update(self._slicer_dict)
             sys.path[:], sys.meta_path[:] = self._sys_path, self._meta_path
+            sys.dont_write_bytecode = self._dont_write_bytecode
             os.environ.clear()
             os.environ.update(self._environ)
             os.chdir(self._cwd)
