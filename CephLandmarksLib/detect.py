@@ -45,6 +45,12 @@ class Settings:
     region_masses: dict  # {"50": (L,), "90": (L,)} (conformal.masses_for)
     offsets_mm: np.ndarray | None = None  # (L, 2) head-frame offsets (conventions.py)
     regions: str = "nominal"  # how the masses were chosen: "nominal" or "split-conformal"
+    flag_p_large_min: float | None = None  # flag P(error > 4 mm) >= this instead of ERE > ere_threshold_mm
+
+    def flag_rule(self) -> dict:
+        if self.flag_p_large_min is None:
+            return {"score": "ere_mm", "threshold": round(float(self.ere_threshold_mm), 4)}
+        return {"score": "p_large_error", "threshold": float(self.flag_p_large_min)}
 
     @classmethod
     def of(cls, info) -> "Settings":
@@ -52,7 +58,7 @@ class Settings:
         return cls(np.asarray(info.temperatures, dtype=np.float64), float(info.ere_threshold_mm),
                    masses_for(info.region_masses or {}, n),
                    None if info.convention_offsets_mm is None else np.asarray(info.convention_offsets_mm, float),
-                   "split-conformal" if info.region_masses else "nominal")
+                   "split-conformal" if info.region_masses else "nominal", info.flag_p_large_min)
 
 
 @dataclass
@@ -174,9 +180,8 @@ class LandmarkDetector:
             shift = shifts_uv(uv, s.offsets_mm, mm, *frame_landmarks(self.info.landmark_abbreviations))
             probs, uv = shift_maps(probs, shift), uv + shift
         ere = expected_radial_error_mm(probs, uv, mm)
-        uncertain = ere > s.ere_threshold_mm
-        # Shown, never used to decide.
         p_large = error_probability(probs, uv, mm, LARGE_ERROR_MM)
+        uncertain = ere > s.ere_threshold_mm if s.flag_p_large_min is None else p_large >= s.flag_p_large_min
         implausible, expected_outside = shape_check(
             uv, reference_uv(self.info, self.mm_per_px), ~missing & ~uncertain, frame, self.mm_per_px)
         missing = missing | (implausible & expected_outside)
@@ -218,6 +223,7 @@ class LandmarkDetector:
             framing=obs.framing, orientation=obs.orientation, alignment=alignment,
             regions={"method": s.regions, "masses": {k: [round(float(v), 4) for v in m]
                                                        for k, m in s.region_masses.items()}},
+            flag_rule=s.flag_rule(),
         )
 
     def detect(self, radiograph: Radiograph, contours: bool = True, orientation_check=None) -> Detection:

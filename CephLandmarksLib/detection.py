@@ -24,7 +24,7 @@ LEFT_FACING = "left-facing (mirrored for detection)"
 CONTOUR_LEVELS = ("50", "90")  # keys of LandmarkResult.contours_px: the credible masses in per cent
 HEATMAPS_SUFFIX = ".heatmaps.npz"
 # Why a point is flagged (LandmarkResult.flag_reasons, in this order):
-FLAG_UNCERTAIN = "uncertain"  # ERE above the model's threshold
+FLAG_UNCERTAIN = "uncertain"  # the flag rule's score over its threshold (Detection.flag_rule)
 FLAG_MISSING = "missing"  # outside the image
 FLAG_IMPLAUSIBLE = "implausible"  # far from where the confident landmarks put it (shape check)
 FLAG_NEAR_EDGE = "near_edge"  # within NEAR_EDGE_MM of the image's border
@@ -41,7 +41,7 @@ class LandmarkResult:
     y_mm: float
     confidence: float  # the heatmap's maximum probability (calibrated)
     ere_mm: float  # expected radial error
-    flagged: bool  # ere_mm above the model's threshold, missing or implausible
+    flagged: bool  # uncertain (Detection.flag_rule), missing, implausible or near the edge
     contours_px: dict = field(default_factory=dict)  # {"50": [(K, 2) x, y image px], "90": [...]}
     missing: bool = False  # outside the image: x/y are NaN (None in JSON) and the point is flagged
     p_large_error: float = float("nan")  # P(error > LARGE_ERROR_MM, 4 mm), from the calibrated heatmap
@@ -87,6 +87,14 @@ class Detection:
     alignment: dict = field(default_factory=dict)
     large_error_mm: float = LARGE_ERROR_MM  # the radius of the landmarks' p_large_error
     regions: dict = field(default_factory=dict)  # {"method": "split-conformal" | "nominal", "masses": {...}}
+    # What "uncertain" means: {"score": "ere_mm" | "p_large_error", "threshold": t} (empty: ERE > ere_threshold_mm)
+    flag_rule: dict = field(default_factory=dict)
+
+    def flag_rule_text(self) -> str:
+        """The uncertainty flag's rule in words: "ERE > 1.52 mm" or "P(error > 4 mm) ≥ 2 %"."""
+        if self.flag_rule.get("score") == "p_large_error":
+            return f"P(error > {self.large_error_mm:g} mm) ≥ {100 * self.flag_rule['threshold']:g} %"
+        return f"ERE > {self.ere_threshold_mm:.2f} mm"
 
     @property
     def points_px(self) -> np.ndarray:
@@ -127,6 +135,7 @@ class Detection:
             "orientation": self.orientation,
             **({"alignment": self.alignment} if self.alignment else {}),
             **({"regions": self.regions} if self.regions else {}),
+            **({"flag_rule": self.flag_rule} if self.flag_rule else {}),
             "landmarks": [lm.to_json_dict() for lm in self.landmarks],
         }
         warnings = self.warnings()
@@ -205,10 +214,10 @@ def load_detection(json_path, heatmaps_path=None) -> Detection:
         contours[i].setdefault(CONTOUR_LEVELS[k], []).append(contour_points[a:b])
     landmarks = [_landmark_from_json(lm, c) for lm, c in zip(d["landmarks"], contours)]
     known = {"image", "image_size_px", "spacing_mm", "spacing_source", "model", "ere_threshold_mm", "large_error_mm",
-             "framing", "orientation", "alignment", "landmarks", "warnings", "regions"}
+             "framing", "orientation", "alignment", "landmarks", "warnings", "regions", "flag_rule"}
     return Detection(
         d["image"], tuple(d["image_size_px"]), tuple(d["spacing_mm"]), d["spacing_source"], d["model"],
         float(d["ere_threshold_mm"]), landmarks, probs, frame, extra={k: v for k, v in d.items() if k not in known},
         framing=d.get("framing", FRAMING_FIT), orientation=d.get("orientation", RIGHT_FACING),
         alignment=d.get("alignment", {}), large_error_mm=float(d.get("large_error_mm", LARGE_ERROR_MM)),
-        regions=d.get("regions", {}))
+        regions=d.get("regions", {}), flag_rule=d.get("flag_rule", {}))

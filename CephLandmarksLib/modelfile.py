@@ -34,6 +34,9 @@ class ModelInfo:
     landmark_abbreviations: list = field(default_factory=lambda: [lm.abbreviation for lm in ISBI_LANDMARKS])
     temperatures: list = field(default_factory=lambda: [1.0] * len(ISBI_LANDMARKS))
     ere_threshold_mm: float = 1.5
+    # Flag rule: None flags ERE > ere_threshold_mm; a probability p flags P(error > 4 mm) >= p instead (adapted
+    # models, whose maps are calibrated on the clinic's own images).
+    flag_p_large_min: float | None = None
     refine_radius: int = 1
     model_mm_per_px: float | None = None  # mm per model pixel the model was trained at (None: older files)
     reference_uv: list | None = None  # (L, 2) mean training landmark positions, model pixels (alignment.py)

@@ -63,7 +63,7 @@ def render_overlay(pixels: np.ndarray, detection, path, max_height_px: int = 120
     if missing:
         fig.text(0.01, 0.58 * band, f"Outside the image (missing): {', '.join(missing)}",
                  fontsize=8, color="red")
-    fig.text(0.01, 0.15 * band, f"{n_flag} of {len(detection.landmarks)} points flagged, ringed red (ERE > {thr:.2f} mm, "
+    fig.text(0.01, 0.15 * band, f"{n_flag} of {len(detection.landmarks)} points flagged, ringed red ({detection.flag_rule_text()}, "
              f"missing, implausible or within {NEAR_EDGE_MM:g} mm of the edge). "
              f"Contours: 50 % solid, 90 % dashed. Spacing {detection.spacing_mm[0]:.3g} mm ({detection.spacing_source}).",
              fontsize=8)

@@ -132,7 +132,7 @@ def report_figure(pixels, detection, results: list, when=None, corrected=None):
     _overlay(fig.add_axes((0.03, 0.535, 0.40, 0.40)), pixels, detection, corrected)
 
     lm_ax = fig.add_axes((0.45, 0.535, 0.52, 0.40))
-    lm_ax.set_title(f"Landmarks (mm from the image's top-left; FLAG: ERE > {detection.ere_threshold_mm:.2f} mm)",
+    lm_ax.set_title(f"Landmarks (mm from the image's top-left; FLAG: {detection.flag_rule_text()})",
                     fontsize=7)
     _table(lm_ax, ["#", "Landmark", "x mm", "y mm", "conf.", "ERE mm", f"P(>{detection.large_error_mm:g} mm)", ""],
            landmark_rows(detection, corrected), [0.05, 0.36, 0.09, 0.09, 0.09, 0.10, 0.14, 0.08], 6.2,

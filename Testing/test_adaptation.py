@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from CephLandmarksLib import cli
+from CephLandmarksLib.adaptation import FLAG_P_LARGE
 from CephLandmarksLib.conformal import conformal_mass, covered, fit_region_masses, region_scores
 from CephLandmarksLib.conventions import residuals_mm, robust_offsets, shifts_uv
 from CephLandmarksLib.files import file_sha256
@@ -105,6 +106,24 @@ def test_decide_with_offsets_moves_point_and_map(tiny_model, generic_dataset):
     assert np.abs(moved.probs[7] - plain.probs[7]).max() > 1e-3 * plain.probs[7].max()
 
 
+def test_probability_flag_rule_flags_exactly_the_points_over_it(tiny_model, generic_dataset):
+    """With flag_p_large_min (adapted models) "uncertain" means P(error > 4 mm) >= it, whatever the ERE."""
+    from CephLandmarksLib.detect import LandmarkDetector
+    from CephLandmarksLib.images import read_radiograph
+
+    det = LandmarkDetector(tiny_model)
+    obs = det.observe(read_radiograph(generic_dataset / "img00.png", 0.5))
+    p = np.array([lm.p_large_error for lm in det.decide(obs).landmarks])
+    threshold = float(np.median(p))
+    d = det.decide(obs, replace(det.settings, flag_p_large_min=threshold, ere_threshold_mm=1e-3))
+    uncertain = np.array(["uncertain" in lm.flag_reasons for lm in d.landmarks])
+    assert np.array_equal(uncertain, p >= threshold) and 0 < uncertain.sum() < 19
+    assert d.to_json_dict()["flag_rule"] == {"score": "p_large_error", "threshold": threshold}
+    assert d.flag_rule_text() == f"P(error > 4 mm) ≥ {100 * threshold:g} %"
+    ere_rule = det.decide(obs).to_json_dict()["flag_rule"]
+    assert ere_rule == {"score": "ere_mm", "threshold": round(det.settings.ere_threshold_mm, 4)}
+
+
 def _edit_rows(clinic, edit):
     """Rewrite the clinic's landmarks.csv, each data row passed through edit(row) (in place)."""
     rows = list(csv.reader(open(clinic / "landmarks.csv")))
@@ -165,6 +184,8 @@ def test_adapt_learns_a_clinic_convention_and_writes_model_and_report(tiny_model
     assert rec["cv_after"]["mre_mm"] < rec["cv_before"]["mre_mm"]
     assert set(rec["cv_after"]) >= {"mre_mm", "coverage_90_percent", "large_errors_flagged_percent"}
     assert len(meta["region_masses"]["90"]) == 19 and all(0 < m <= 1 for m in meta["region_masses"]["90"])
+    assert meta["flag_p_large_min"] == FLAG_P_LARGE and meta["ere_threshold_mm"] == read_model_info(tiny_model)[
+        "ere_threshold_mm"]
     report = (tmp_path / "clinic.report" / "report.md").read_text()
     assert "cross-validated" in report and "| Me |" in report and (tmp_path / "clinic.report" / "coverage90.png").stat().st_size > 1000
     # detect with the adapted model draws conformal regions and names the adaptation.
@@ -173,6 +194,7 @@ def test_adapt_learns_a_clinic_convention_and_writes_model_and_report(tiny_model
     assert code == 0, err
     d = json.loads((tmp_path / "det" / "img00.json").read_text())
     assert d["regions"]["method"] == "split-conformal"
+    assert d["flag_rule"] == {"score": "p_large_error", "threshold": FLAG_P_LARGE}
     assert d["model"]["adapted"]["base_sha256"] == base_hash
     lm = d["landmarks"][0]
     assert lm["region_90_area_mm2"] > 0 and lm["region_90_max_distance_mm"] > 0
