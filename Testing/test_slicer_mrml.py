@@ -542,6 +542,16 @@ def test_reviewed_detection(scene, volume, detection):
         rad.direction_lps)
 
 
+def test_reviewed_detection_keeps_the_flag_rule_and_regions(scene, volume, detection):
+    """An adapted model's rule ("P(error > 4 mm) >= 2 %") survives the node: the PDF and JSON say it."""
+    detection.flag_rule = {"score": "p_large_error", "threshold": 0.02}
+    detection.regions = {"method": "split-conformal", "masses": {"50": [0.4] * 19, "90": [0.85] * 19}}
+    node = M.createLandmarksNode(scene, detection, volume)
+    reviewed = M.reviewedDetection(node, n=N_DRAWS)
+    assert reviewed.flag_rule == detection.flag_rule and reviewed.regions == detection.regions
+    assert reviewed.flag_rule_text() == "P(error > 4 mm) ≥ 2 %"
+
+
 def test_cli_json_carries_the_recomputed_measurements(scene, volume, detection):
     node = M.createLandmarksNode(scene, detection, volume)
     unedited = M.cliJson(node)

@@ -429,7 +429,8 @@ def _reviewed(landmarksNode, withContours=True):
         dict(record["model"]), float(record["ere_threshold_mm"]), landmarks, probs, _frameFromRecord(record),
         tuple(rasToLps @ m[:3, 3]), tuple((rasToLps @ axes).ravel()),
         {"corrected_landmarks": [rows[i]["abbreviation"] for i in corrected]},
-        **{k: record[k] for k in ("framing", "orientation", "alignment", "large_error_mm") if k in record})
+        **{k: record[k] for k in ("framing", "orientation", "alignment", "large_error_mm", "regions", "flag_rule")
+           if k in record})
     return detection, pointsMm, corrected
 
 
