@@ -634,7 +634,7 @@ class CephLandmarksLogic(ScriptedLoadableModuleLogic):
 
     @staticmethod
     def registry():
-        """The model registry (CephLandmarksLib.registry): shipped, imported and trained models; no torch."""
+        """The model registry (CephLandmarksLib.registry): shipped, imported, trained and adapted models; no torch."""
         from CephLandmarksLib.registry import ModelRegistry
 
         settingsDir = os.path.dirname(slicer.app.slicerUserSettingsFilePath)  # survives Slicer upgrades

@@ -3,13 +3,16 @@
 Imports neither torch nor safetensors (nor anything that does): Slicer lists the models at
 start-up, before the Python packages detection needs may be installed.
 
-Three kinds of model:
+Four kinds of model:
 
 - "shipped": the ``*.safetensors`` files in ``Resources/Models`` next to the library
   (``Path(CephLandmarksLib.__file__).parent.parent / "Resources" / "Models"``, in the source
   tree and in the installed extension alike);
 - "imported": copies a user imported into a per-user folder, as ``<stem>-<sha12>.safetensors``;
-- "trained": files the Training tab wrote at a path the user chose; they stay where they are.
+- "trained": files the Training tab wrote at a path the user chose; they stay where they are;
+- "adapted": a user model (imported or trained) whose metadata records a clinic adaptation (the
+  non-empty "adaptation" that ``ceph-landmarks adapt`` writes).  It is stored like the others;
+  only its label and provenance line differ.
 
 The per-user folder holds a manifest, ``models.json``, recording the SHA-256 of each user model
 (see ModelRegistry). A user model whose file is missing or changed is left out of the list with
@@ -37,7 +40,10 @@ MANIFEST_FORMAT = "ceph-landmarks-models/2"
 MAX_HEADER_BYTES = 100_000_000  # safetensors' own limit; our headers are tens of kilobytes
 
 SHIPPED_MODELS_DIR = Path(__file__).resolve().parent.parent / "Resources" / "Models"
-KINDS = ("shipped", "imported", "trained")
+KINDS = ("shipped", "imported", "trained", "adapted")
+
+# The tooltip's provenance line of a user model; an adapted model's training record is its base's.
+_PROVENANCE = {"imported": "Imported", "trained": "Trained", "adapted": "Base model trained"}
 
 log = logging.getLogger(__name__)
 
@@ -107,13 +113,25 @@ class ModelEntry:
     """One model as a list shows it."""
 
     path: Path
-    kind: str  # "shipped", "imported" or "trained"
+    kind: str  # one of KINDS
     name: str
     version: str
     label: str  # e.g. "isbi2015-384x480 (shipped)"
     tooltip: str  # one or two lines: name, version, landmarks, metrics; provenance for user models
     sha256: str | None = None  # of the whole file; recorded for user models, None for shipped ones
     info: dict = field(default_factory=dict, repr=False)  # the metadata (read_model_info)
+
+
+def _is_adapted(info) -> bool:
+    """Whether a model's metadata records a clinic adaptation (a non-empty "adaptation" object)."""
+    adaptation = info.get("adaptation")
+    return isinstance(adaptation, dict) and bool(adaptation)
+
+
+def _user_kind(stored_as, info) -> str:
+    """The kind of a user model stored as "imported" or "trained": "adapted" when its metadata
+    says so, whichever way it came (the label should say what the model is)."""
+    return "adapted" if _is_adapted(info) else stored_as
 
 
 def _entry(path, kind, info, sha256=None) -> ModelEntry:
@@ -163,7 +181,7 @@ def _provenance(kind, info) -> str:
     text = " ".join(words)
     if training.get("epochs_run") is not None:
         text += (", " if text else "") + f"{training['epochs_run']} epochs"
-    return f"{'Trained' if kind == 'trained' else 'Imported'}: {text or 'no training record'}"
+    return f"{_PROVENANCE[kind]}: {text or 'no training record'}"
 
 
 def shipped_models_dir() -> Path:
@@ -245,8 +263,8 @@ class ModelRegistry:
 
     def models(self) -> list[ModelEntry]:
         """Shipped models first, then imported ones (by file name), then trained ones (in the order
-        they were registered). A user model whose file is missing, changed (SHA-256) or no longer
-        a valid model is left out with a warning."""
+        they were registered); an adapted model is listed where it is stored. A user model whose
+        file is missing, changed (SHA-256) or no longer a valid model is left out with a warning."""
         entries = shipped_models(self.shipped_dir)
         imported, trained, _ = self._read_manifest()
         for name, sha256 in sorted(imported.items()):
@@ -274,7 +292,8 @@ class ModelRegistry:
             log.warning(f"CephLandmarks: {kind} model {path} has changed since it was recorded (SHA-256); left out")
             return None
         try:
-            return _entry(path, kind, read_model_info(path), sha256)
+            info = read_model_info(path)
+            return _entry(path, _user_kind(kind, info), info, sha256)
         except CephError as e:
             log.warning(f"CephLandmarks: {kind} model left out: {e}")
             return None
@@ -298,11 +317,11 @@ class ModelRegistry:
             imported[target.name] = sha256
             self._write_manifest(imported, trained, ok)
         log.info(f"CephLandmarks: imported model {info.get('name')} {info.get('version')} as {target}")
-        return _entry(target, "imported", info, sha256)
+        return _entry(target, _user_kind("imported", info), info, sha256)
 
     def register_trained(self, path) -> ModelEntry:
-        """Record a model the Training tab wrote, where it is, with its current SHA-256; call it
-        again after the file changed (e.g. recalibrated) to record the new digest."""
+        """Record a model the Training tab (or Adapt) wrote, where it is, with its current SHA-256;
+        call it again after the file changed (e.g. recalibrated) to record the new digest."""
         path = Path(path).resolve()
         info = read_model_info(path)
         sha256 = file_sha256(path)
@@ -310,7 +329,7 @@ class ModelRegistry:
         if trained.get(str(path)) != sha256 or not ok:
             trained[str(path)] = sha256
             self._write_manifest(imported, trained, ok)
-        return _entry(path, "trained", info, sha256)
+        return _entry(path, _user_kind("trained", info), info, sha256)
 
     def forget(self, path) -> bool:
         """Drop a user model from the list: an imported copy is deleted from user_dir, a trained

@@ -199,6 +199,32 @@ def test_register_trained_in_place_and_after_recalibration(shipped, tmp_path, ca
     assert len(json.loads((user / "models.json").read_text())["trained"]) == 1
 
 
+def test_adapted_models_are_their_own_kind(shipped, tmp_path):
+    """A user model with a non-empty "adaptation" (what `adapt` writes) is "adapted", registered in place
+    or imported; it is stored like the others, and an empty record is no adaptation."""
+    user = tmp_path / "user"
+    reg = ModelRegistry(user, shipped_dir=shipped)
+    base_training = {"config": {"dataset": "/data/isbi2015"}, "epochs_run": 40}
+    adapted = write_model(tmp_path / "work" / "base-adapted-clinicA.safetensors", name="base", version="2.0",
+                          training=base_training, adaptation={"clinic": "clinicA", "n_images": 12})
+    entry = reg.register_trained(adapted)
+    assert "adapted" in registry.KINDS
+    assert (entry.kind, entry.label) == ("adapted", "base (adapted)")
+    assert entry.tooltip.splitlines()[1] == "Base model trained: on isbi2015, 40 epochs"
+    assert json.loads((user / "models.json").read_text())["trained"] == {str(adapted.resolve()): file_sha256(adapted)}
+    copy = reg.import_model(adapted)
+    assert (copy.kind, copy.label) == ("adapted", "base (adapted)")
+    plain = reg.register_trained(write_model(tmp_path / "work" / "t.safetensors", name="t", adaptation={}))
+    assert plain.kind == "trained"
+    listed = [(e.kind, e.path) for e in reg.models()]
+    assert listed == [("shipped", shipped / "base.safetensors"), ("adapted", copy.path),
+                      ("adapted", adapted.resolve()), ("trained", plain.path)]
+    assert [e.label for e in reg.models()][1:3] == [f"base (adapted: {copy.path.name})",
+                                                    f"base (adapted: {adapted.name})"]
+    assert reg.forget(adapted) is True and adapted.is_file()  # registered in place: the file is left alone
+    assert reg.forget(copy.path) is True and not copy.path.exists()  # imported: our copy goes
+
+
 def test_forget(shipped, tmp_path):
     user = tmp_path / "user"
     reg = ModelRegistry(user, shipped_dir=shipped)

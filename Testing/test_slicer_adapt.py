@@ -339,7 +339,9 @@ def test_adapt_writes_a_new_model_registers_and_selects_it_with_its_clinic_figur
     assert f"Adaptation report: {out.with_suffix('.report')}" in log
     assert 250 in progress and 1000 in progress
     assert base.read_bytes() == baseBytes and out.is_file()
-    assert ui.modelSelector.currentData == str(out) and "(adapted" in ui.modelSelector.currentText
+    assert ui.modelSelector.currentData == str(out)
+    (entry,) = [e for e in widget.logic.availableModels() if str(e.path) == ui.modelSelector.currentData]
+    assert entry.kind == "adapted" and ui.modelSelector.currentText == entry.label == f"{entry.name} (adapted)"
     tooltip = ui.modelSelector.itemData(ui.modelSelector.currentIndex, sys.modules["qt"].Qt.ToolTipRole)
     assert ("Adapted to clinicA from 12 images (offsets): cross-validated MRE 1.81 \u2192 1.35 mm" in tooltip
             and "90 % regions 67 \u2192 90 %" in tooltip), tooltip
@@ -494,7 +496,9 @@ def test_adapt_with_the_cli_lists_the_adapted_model_with_its_figures(harness, wi
     log = ui.trainLogTextEdit.toPlainText()
     assert harness.message_boxes == [] and harness.slot_errors == [], log[-2000:]
     out = Path(widget.logic.registry().user_dir) / "tiny-adapted-clinicA.safetensors"
-    assert ui.modelSelector.currentData == str(out.resolve()) and "(adapted" in ui.modelSelector.currentText
+    assert ui.modelSelector.currentData == str(out.resolve())
+    (entry,) = [e for e in widget.logic.availableModels() if str(e.path) == ui.modelSelector.currentData]
+    assert entry.kind == "adapted" and ui.modelSelector.currentText == entry.label == f"{entry.name} (adapted)"
     assert base.read_bytes() == baseBytes
     assert len({p for p in progress if 0 < p < 1000}) >= 5  # the CLI's stages moved the bar
     assert f"Adaptation report: {out.with_suffix('.report')}" in log

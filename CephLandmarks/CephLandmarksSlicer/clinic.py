@@ -13,7 +13,7 @@ Headless like mrml.py (MRML classes, numpy and CephLandmarksLib; no qt, no slice
 - `adaptedModelPath`, `adaptCommand`: where Adapt writes (the per-user model folder, a new name,
   never the base file) and the `ceph-landmarks adapt` command line.
 - `adaptationSummary`, `modelListItems`: an adapted model's clinic figures (its "adaptation"
-  metadata) for the model list's tooltip.
+  metadata) for the model list's tooltip (its label, kind "adapted", is the registry's).
 """
 
 import re
@@ -179,12 +179,11 @@ def adaptationSummary(info, modelPath=None) -> str:
 
 
 def modelListItems(entries) -> list:
-    """(label, path, tooltip) for the model list: an adapted model is labelled so and its tooltip
-    ends with its clinic figures."""
+    """(label, path, tooltip) for the model list: the registry's label (an adapted model's kind is
+    "adapted") and its tooltip, which for an adapted model ends with its clinic figures."""
     items = []
     for entry in entries:
         summary = adaptationSummary(entry.info, entry.path)
-        label = entry.label.replace("(trained", "(adapted", 1) if summary else entry.label
         tooltip = entry.tooltip + ("\n" + summary if summary else "")
-        items.append((label, str(entry.path), tooltip))
+        items.append((entry.label, str(entry.path), tooltip))
     return items
