@@ -93,8 +93,9 @@ class CephLandmarks(ScriptedLoadableModule):
         self.parent.contributors = ["CephLandmarks developers"]
         self.parent.helpText = _(
             "Detects the 19 ISBI-2015 cephalometric landmarks on a lateral skull radiograph and shows how "
-            "certain each one is: red points are flagged (expected radial error above the model's threshold), "
-            "green points are confident. The table gives each point's probability of an error over 4 mm. "
+            "certain each one is: red points are flagged (expected radial error above the model's threshold, or for a model "
+            "adapted to your clinic a probability of an error over 4 mm above its flag level; also points outside "
+            "the image, implausibly placed or at its edge), green points are confident. The table gives each point's probability of an error over 4 mm. "
             "Contours are the 50 % and 90 % credible regions of each heatmap. Measurements follow your "
             "corrections. Needs 3D Slicer {v} or later.").format(v=MINIMUM_SLICER)
         self.parent.acknowledgementText = _(
