@@ -176,6 +176,12 @@ def tuned_network(detector, cases):
     return fine_tune(detector.model.net, [c.encoded for c in cases], np.stack([c.true_uv for c in cases]))
 
 
+def read_with(network, case: Case) -> Case:
+    """The case as a fine-tuned network reads it: its own maps, on the same frame."""
+    return replace(case, obs=replace(case.obs, logits=logits_of(network, case.encoded)), base_uv=None,
+                   logit_histogram=None)
+
+
 def out_of_fold(detector, cases, k: int = CV_FOLDS, progress=None) -> list:
     """The cases as a fine-tune not trained on them sees them: for each of K folds, the decoder is
     fine-tuned on the other folds and the fold's images are read in its maps (same frames)."""
@@ -188,9 +194,7 @@ def out_of_fold(detector, cases, k: int = CV_FOLDS, progress=None) -> list:
             progress(f / len(folds), f"fine-tuning: fold {f + 1} of {len(folds)}")
         net = tuned_network(detector, [c for i, c in enumerate(cases) if i not in held])
         for i in held:
-            c = cases[i]
-            tuned_cases[i] = replace(c, obs=replace(c.obs, logits=logits_of(net, c.encoded)), base_uv=None,
-                                     logit_histogram=None)
+            tuned_cases[i] = read_with(net, cases[i])
     return tuned_cases
 
 

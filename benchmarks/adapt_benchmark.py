@@ -28,8 +28,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from CephLandmarksLib.adaptation import FINE_TUNE, METHODS, adapt  # noqa: E402
-from CephLandmarksLib.finetune import encoder_outputs, logits_of  # noqa: E402
+from CephLandmarksLib.adaptation import FINE_TUNE, METHODS, adapt, read_with  # noqa: E402
+from CephLandmarksLib.finetune import encoder_outputs  # noqa: E402
 from CephLandmarksLib.geometry import to_model_input  # noqa: E402
 from CephLandmarksLib.metrics import threshold_at_tpr  # noqa: E402
 from CephLandmarksLib.scoring import Case, figures, outcome  # noqa: E402
@@ -92,12 +92,6 @@ def load_all(detector, dataset, cache: Path, encode=("test1", "test2")) -> dict:
     for name in encode:
         cache_encoded(detector, sets[name], cases[name], cache / f"{name}_encoded.pt")
     return cases
-
-
-def read_by(network, cases) -> list:
-    """The cases as a fine-tuned network reads them (same frames, its own maps)."""
-    return [replace(c, obs=replace(c.obs, logits=logits_of(network, c.encoded)), base_uv=None, logit_histogram=None)
-            for c in cases]
 
 
 FLAG_RULES = {  # alternative flag rules on P(error > 4 mm), measured beside the ERE flags (not yet what detect does)
@@ -169,7 +163,7 @@ def main(argv=None):
             clinic_cases, rest = [cases[i] for i in order[:size]], [cases[i] for i in order[size:]]
             ad = adapt(detector, clinic_cases, a.methods.split(","))
             seconds = time.time() - t0
-            after = outcome(detector, read_by(ad.network, rest) if ad.method == FINE_TUNE else rest, ad.settings)
+            after = outcome(detector, [read_with(ad.network, c) for c in rest] if ad.method == FINE_TUNE else rest, ad.settings)
             runs.append({"method": ad.method, "seconds": seconds, "clinic_ids": [c.id for c in clinic_cases],
                          "methods_cv_mre_mm": ad.by_method,
                          "before": figures(shipped_on[clinic].subset(order[size:]), names),
