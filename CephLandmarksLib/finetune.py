@@ -29,7 +29,9 @@ def encoder_outputs(net: LandmarkUNet, x: torch.Tensor) -> tuple:
 
 
 def _batch(encoded, idx, device) -> tuple:
-    return tuple(torch.stack([encoded[i][k] for i in idx]).to(device) for k in range(len(encoded[0])))
+    """Encoder outputs of the images idx, stacked channels-last (about a third faster on CPU, as in training)."""
+    return tuple(torch.stack([encoded[i][k] for i in idx]).to(device).contiguous(memory_format=torch.channels_last)
+                 for k in range(len(encoded[0])))
 
 
 def _logits(net: LandmarkUNet, skips) -> torch.Tensor:
@@ -43,7 +45,7 @@ def fine_tune(net: LandmarkUNet, encoded: list, targets_uv, epochs: int = EPOCHS
               seed: int = 0) -> LandmarkUNet:
     """A copy of `net` whose decoder and head are trained on the encoded images (encoder_outputs)
     against their true points targets_uv (N, L, 2) in model pixels; `net` is left as it is."""
-    tuned = copy.deepcopy(net).eval()
+    tuned = copy.deepcopy(net).eval().to(memory_format=torch.channels_last)
     params = [p for name, p in tuned.named_parameters() if name.startswith(("decoder.", "head."))]
     for name, p in tuned.named_parameters():
         p.requires_grad_(name.startswith(("decoder.", "head.")))
@@ -64,7 +66,7 @@ def fine_tune(net: LandmarkUNet, encoded: list, targets_uv, epochs: int = EPOCHS
             opt.step()
     for p in tuned.parameters():
         p.requires_grad_(True)
-    return tuned.eval()
+    return tuned.to(memory_format=torch.contiguous_format).eval()
 
 
 @torch.no_grad()
