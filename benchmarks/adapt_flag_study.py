@@ -1,0 +1,76 @@
+"""Which score should an adapted model flag on?  ERE, P(error > 4 mm), or the "90 %" region's
+reach or area, each ranked against the errors over 4 mm of the images NOT adapted on.
+
+For each clinic (default: Test1, the control, where the flag rule was chosen; Test2 is the
+benchmark's clinic and only reports) and each random split of 20 clinic images, the shipped
+model is adapted (default methods none,offsets, as when the rule was chosen) and every point of
+the rest of the set is scored.  Prints, per score: the ROC AUC for errors over 4 mm, the share of
+points within 2 mm flagged at the threshold catching 85 % of those errors, and the threshold.
+Uses adapt_benchmark's cache of network outputs (git-ignored; never commit it: ISBI licence).
+
+    .venv/bin/python benchmarks/adapt_flag_study.py [--clinics test1,test2] [--splits 5]
+"""
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import adapt_benchmark as ab  # noqa: E402
+from CephLandmarksLib.adaptation import adapt  # noqa: E402
+from CephLandmarksLib.detect import LandmarkDetector  # noqa: E402
+from CephLandmarksLib.metrics import radial_errors_mm, roc_curve  # noqa: E402
+from CephLandmarksLib.registry import SHIPPED_MODELS_DIR, default_model_path  # noqa: E402
+
+CLINIC_IMAGES = 20
+CATCH = 0.85  # the issue's target share of errors over 4 mm flagged
+
+
+def point_scores(detector, cases, settings) -> dict:
+    """Per scored point: error (mm) and each candidate score."""
+    rows = {"error": [], "ere": [], "p_large": [], "reach90": [], "area90": []}
+    for c in cases:
+        d = detector.decide(c.obs, settings, contours=False, extents=True)
+        rows["error"] += list(radial_errors_mm(d.points_px, c.true_px, d.spacing_mm))
+        for lm in d.landmarks:
+            rows["ere"].append(lm.ere_mm)
+            rows["p_large"].append(lm.p_large_error)
+            rows["reach90"].append(lm.region_90_max_distance_mm)
+            rows["area90"].append(lm.region_90_area_mm2)
+    return {k: np.asarray(v, dtype=float) for k, v in rows.items()}
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--dataset", default=str(ROOT.parent / "shared/data/isbi2015"))
+    ap.add_argument("--cache", default=str(ROOT / "runs/adapt_cache"))
+    ap.add_argument("--clinics", default="test1,test2")
+    ap.add_argument("--splits", type=int, default=5)
+    ap.add_argument("--methods", default="none,offsets")
+    a = ap.parse_args(argv)
+    detector = LandmarkDetector(default_model_path(SHIPPED_MODELS_DIR))
+    sets = ab.load_all(detector, a.dataset, Path(a.cache), encode=())
+    print("| clinic | score | AUC, errors > 4 mm | points ≤ 2 mm flagged at 85 % caught | threshold |\n|---|---|---|---|---|")
+    for clinic in a.clinics.split(","):
+        cases, parts = sets[clinic], []
+        for split in range(a.splits):  # the adapt benchmark's splits
+            order = np.random.default_rng(1000 * CLINIC_IMAGES + split).permutation(len(cases))
+            ad = adapt(detector, [cases[i] for i in order[:CLINIC_IMAGES]], a.methods.split(","))
+            parts.append(point_scores(detector, [cases[i] for i in order[CLINIC_IMAGES:]], ad.settings))
+        pooled = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+        err = pooled.pop("error")
+        for name, score in pooled.items():
+            ok = np.isfinite(score) & np.isfinite(err)
+            large, good = err[ok] > 4.0, err[ok] <= 2.0
+            auc = roc_curve(score[ok], large)[3]
+            t = float(np.quantile(score[ok][large], 1 - CATCH))
+            print(f"| {clinic} | {name} | {auc:.3f} | {100 * (score[ok][good] >= t).mean():.1f} % | {t:.3g} |")
+
+
+if __name__ == "__main__":
+    main()
