@@ -2,7 +2,8 @@
 images, starting from the base weights, with the encoder frozen.
 
 The encoder runs once per image (its outputs are kept in bfloat16); each epoch then costs
-only the decoder, so 20 images train in about a minute on two CPU cores.  BatchNorm keeps
+only the decoder.  `adapt` runs six fine-tunes (five folds and the final one), and adapting 20
+images took 3 min 17 s end to end on two idle CPU cores (docs/adaptation.md).  BatchNorm keeps
 the base model's statistics (eval mode): a batch of two clinic images is no estimate of
 them.  No augmentation: the few epochs and the small learning rate are the regularisers.
 """

@@ -210,10 +210,11 @@ def summary(results: dict) -> str:
         clinic, size = k.split("_")
         methods = {m: sum(r["method"] == m for r in runs) for m in {r["method"] for r in runs}}
         for part in ("before", "after"):
-            worst = min(np.mean([r[part]["per_landmark"][j]["coverage_90_percent"] for r in runs])
-                        for j in range(len(runs[0][part]["per_landmark"])))
-            lines.append(f"| {clinic} {part} | {size} | {methods if part == 'after' else '–'} | "
-                         + " | ".join(f"{_mean(runs, key, part):.2f}" for key in keys) + f" | {worst:.0f} |")
+            per = runs[0][part]["per_landmark"]
+            cov, name = min((np.mean([r[part]["per_landmark"][j]["coverage_90_percent"] for r in runs]), p["landmark"])
+                            for j, p in enumerate(per))
+            lines.append(f"| {clinic} {part} | {size} ({len(runs)} splits) | {methods if part == 'after' else '–'} | "
+                         + " | ".join(f"{_mean(runs, key, part):.2f}" for key in keys) + f" | {name} {cov:.0f} |")
     for k, f in results.items():
         if k.startswith("base_"):
             lines.append(f"| {k} | – | – | " + " | ".join(f"{f[key]:.2f}" for key in keys) + " | "
