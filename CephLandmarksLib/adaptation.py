@@ -186,7 +186,7 @@ def out_of_fold(detector, cases, k: int = CV_FOLDS, progress=None) -> list:
     """The cases as a fine-tune not trained on them sees them: for each of K folds, the decoder is
     fine-tuned on the other folds and the fold's images are read in its maps (same frames)."""
     if any(c.encoded is None for c in cases):
-        raise ValueError("fine-tune needs each case's encoder outputs (encode_cases)")
+        raise ValueError("fine-tune needs each case's encoder outputs (encode_case)")
     tuned_cases = [None] * len(cases)
     folds = fold_indices(len(cases), k)
     for f, held in enumerate(folds):
@@ -354,7 +354,7 @@ def adapt_file(model_path, dataset, out, split: str = "train", methods=METHODS, 
     result = adapt(detector, cases, methods, lambda f, stage: report(0.35 + 0.5 * f, stage))
     report(0.85, "measuring interval coverage")
     meas = {"before": measurement_coverage(detector, cases, result.outcomes["before"]),
-            "after": measurement_coverage(detector, cases, result.outcomes[result.method])}
+            "after": measurement_coverage(detector, result.scored[result.method], result.outcomes[result.method])}
     rec = record(result, detector.model.sha256, [c.id for c in cases])
     rec["clinic"] = Path(dataset).resolve().name
     rec["measurement_interval_coverage_percent"] = {k: {m: round(v, 1) for m, v in d.items()} for k, d in meas.items()}

@@ -59,7 +59,13 @@ def test_fine_tune_trains_the_decoder_only_towards_the_targets(encoded_cases):
     assert any(k.startswith("head.") for k in changed) and any(k.startswith("decoder.") for k in changed)
 
 
-def test_adapt_by_fine_tune_writes_the_tuned_network(tiny_model, tmp_path, capsys):
+def test_adapt_by_fine_tune_writes_the_tuned_network(tiny_model, tmp_path, capsys, monkeypatch):
+    from CephLandmarksLib import adaptation
+
+    measured = []  # the cases each measurement-coverage call reads: "after" must read the fine-tune's maps
+    real = adaptation.measurement_coverage
+    monkeypatch.setattr(adaptation, "measurement_coverage",
+                        lambda det, cases, out: measured.append(cases) or real(det, cases, out))
     clinic = tmp_path / "clinic"
     clinic.mkdir()
     make_generic_dataset(clinic, n_train=10, n_test=0, seed=5)
@@ -71,6 +77,8 @@ def test_adapt_by_fine_tune_writes_the_tuned_network(tiny_model, tmp_path, capsy
     rec = load_model(out).info.adaptation
     assert rec["method"] == "fine-tune" and rec["fine_tune"]["trained"] == "decoder and head"
     assert rec["offsets_mm"] is None
+    before, after = measured
+    assert not any(torch.equal(a.obs.logits, b.obs.logits) for a, b in zip(after, before))
     assert "Fine-tune: the decoder and head" in (tmp_path / "tuned.report" / "report.md").read_text()
     base, tuned = load_model(tiny_model).net.state_dict(), load_model(out).net.state_dict()
     changed = {k for k in base if not torch.equal(base[k], tuned[k])}
