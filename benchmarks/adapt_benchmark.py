@@ -28,11 +28,9 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from CephLandmarksLib.adaptation import FINE_TUNE, METHODS, adapt, read_with  # noqa: E402
-from CephLandmarksLib.finetune import encoder_outputs  # noqa: E402
-from CephLandmarksLib.geometry import to_model_input  # noqa: E402
-from CephLandmarksLib.metrics import threshold_at_tpr  # noqa: E402
-from CephLandmarksLib.scoring import Case, figures, outcome  # noqa: E402
+from CephLandmarksLib.adaptation import FINE_TUNE, FLAG_P_LARGE, METHODS, adapt, encode_case, read_with  # noqa: E402
+from CephLandmarksLib.metrics import LARGE_ERROR_MM, threshold_at_tpr  # noqa: E402
+from CephLandmarksLib.scoring import GOOD_ERROR_MM, Case, figures, outcome  # noqa: E402
 from CephLandmarksLib.datasets import load_dataset  # noqa: E402
 from CephLandmarksLib.conformal import fit_region_masses, masses_for  # noqa: E402
 from CephLandmarksLib.detect import LandmarkDetector, Observation  # noqa: E402
@@ -69,16 +67,15 @@ def cache_cases(detector, samples, path: Path) -> list:
 
 def cache_encoded(detector, samples, cases, path: Path) -> None:
     """Fill each case's encoder outputs (fine-tune needs them), cached (bfloat16) like the logits."""
-    from CephLandmarksLib.images import normalise, read_radiograph
+    from CephLandmarksLib.images import read_radiograph
 
     saved = torch.load(path, weights_only=False) if path.is_file() else None
     if saved is None or saved["model_sha256"] != detector.model.sha256 or saved["ids"] != [c.id for c in cases]:
-        encoded = []
         for s, c in zip(samples, cases):
-            rad = read_radiograph(s.image_path, s.spacing_mm)
-            encoded.append(encoder_outputs(detector.model.net, to_model_input(normalise(rad.pixels), c.obs.frame)))
-        saved = {"model_sha256": detector.model.sha256, "ids": [c.id for c in cases], "encoded": encoded}
-        torch.save(saved, path)
+            encode_case(detector, c, read_radiograph(s.image_path, s.spacing_mm))
+        torch.save({"model_sha256": detector.model.sha256, "ids": [c.id for c in cases],
+                    "encoded": [c.encoded for c in cases]}, path)
+        return
     for c, e in zip(cases, saved["encoded"]):
         c.encoded = e
 
@@ -94,19 +91,24 @@ def load_all(detector, dataset, cache: Path, encode=("test1", "test2")) -> dict:
     return cases
 
 
-FLAG_RULES = {  # alternative flag rules on P(error > 4 mm), measured beside the ERE flags (not yet what detect does)
+FLAG_RULES = {  # flag rules on P(error > 4 mm); the second is the adapted models' own (FLAG_P_LARGE), as a check
     "p_large catching 80 % of the clinic's CV errors > 3 mm": lambda cv: threshold_at_tpr(cv.p_large.ravel(),
                                                                                           cv.errors_mm.ravel() > 3.0, 0.8),
-    "p_large >= 0.02 (chosen on Test1 as the clinic)": lambda cv: 0.02,
+    "p_large >= 0.02 (chosen on Test1 as the clinic)": lambda cv: FLAG_P_LARGE,
 }
+
+
+def uncertain(out):
+    """(n, L): the points each case's own flag rule calls uncertain (detect.Settings.flag_rule)."""
+    return np.array([p >= s.flag_p_large_min if s.flag_p_large_min is not None else e > s.ere_threshold_mm
+                     for p, e, s in zip(out.p_large, out.ere_mm, out.settings)])
 
 
 def flag_alternatives(cv, scored) -> dict:
     """Each FLAG_RULES rule fitted on the clinic's cross-validated outcome `cv` and applied to `scored`:
     the uncertainty flag replaced, the other reasons (missing, implausible, near edge) kept."""
-    ere_flag = np.array([[e > s.ere_threshold_mm for e in row] for row, s in zip(scored.ere_mm, scored.settings)])
-    other = scored.flagged & ~ere_flag
-    large, good = scored.errors_mm > 4.0, scored.errors_mm <= 2.0
+    other = scored.flagged & ~uncertain(scored)
+    large, good = scored.errors_mm > LARGE_ERROR_MM, scored.errors_mm <= GOOD_ERROR_MM
     out = {}
     for name, rule in FLAG_RULES.items():
         t = float(rule(cv))
