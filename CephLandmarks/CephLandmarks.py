@@ -55,10 +55,12 @@ def _usable() -> bool:
 if _usable():
     if libraryFolder() not in sys.path:
         sys.path.append(libraryFolder())
-    # The pixel spacing box stops where the library's plausibility check does (numpy and SimpleITK: bundled).
-    from CephLandmarksLib.images import MAX_SPACING_MM
+    # The pixel spacing box stops where the library's plausibility check does, and says what the library
+    # assumes without a spacing (numpy and SimpleITK: bundled).
+    from CephLandmarksLib.images import DEFAULT_SPACING_MM, MAX_SPACING_MM
 else:
     MAX_SPACING_MM = float("inf")  # the library does not load here; setup() only asks for a newer Slicer
+    DEFAULT_SPACING_MM = None
 
 
 def mrml():
@@ -160,6 +162,8 @@ class CephLandmarksWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.layout.addWidget(uiWidget)
         self.ui = slicer.util.childWidgetVariables(uiWidget)
         uiWidget.setMRMLScene(slicer.mrmlScene)
+        self.ui.spacingSpinBox.toolTip = _("Millimetres per pixel; 'from image' uses the volume's spacing "
+                                           "({mm:g} mm assumed for PNG/JPEG)").format(mm=DEFAULT_SPACING_MM)
         self.logic = CephLandmarksLogic()
 
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
@@ -371,8 +375,9 @@ class CephLandmarksWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 [_("{n} landmarks, {f} flagged for review.").format(n=len(detection.landmarks), f=flagged)]
                 + [f"• {w[:1].upper()}{w[1:]}." for w in detection.warnings()])
             if detection.spacing_source == "assumed":
-                slicer.util.warningDisplay(_("The image has no pixel spacing; 0.1 mm per pixel was assumed. "
-                                             "Set the pixel spacing and detect again for correct millimetres."))
+                slicer.util.warningDisplay(_("The image has no pixel spacing; {mm:g} mm per pixel was assumed. "
+                                             "Set the pixel spacing and detect again for correct millimetres.")
+                                           .format(mm=detection.spacing_mm[0]))
             self.updateOverlays()
 
     def chooseTargetNode(self, volumeNode):

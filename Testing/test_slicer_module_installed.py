@@ -165,12 +165,14 @@ def test_a_volume_that_is_not_a_radiograph_gives_one_message(harness, widget):
 
 def test_pixel_spacing_box_stops_at_the_library_limit(harness, widget):
     """The box cannot offer a spacing the library refuses: its cap is images.MAX_SPACING_MM, after every
-    connectGui (enter) too, and the parameter itself refuses more."""
+    connectGui (enter) too, and the parameter itself refuses more.  Its tooltip names the spacing the
+    library assumes."""
     from CephLandmarksLib import images  # the installed copy
 
     box = widget.ui.spacingSpinBox
     for _ in range(2):
         assert (box.minimum, box.maximum) == (0.0, images.MAX_SPACING_MM) and box.specialValueText == "from image"
+        assert f"{images.DEFAULT_SPACING_MM:g} mm assumed" in box.toolTip  # the library's own default, not a copy
         box.value = 10 * images.MAX_SPACING_MM
         assert box.value == widget._parameterNode.spacingMm == images.MAX_SPACING_MM
         assert images.user_spacing(box.value) == (images.MAX_SPACING_MM,) * 2  # the cap itself is accepted
