@@ -19,6 +19,7 @@ from .model import LandmarkUNet
 EPOCHS = 3
 LEARNING_RATE = 3e-4
 BATCH_SIZE = 2
+TRAINED = ("decoder.", "head.")  # parameter-name prefixes a fine-tune trains; the encoder stays frozen
 
 
 @torch.no_grad()
@@ -47,9 +48,11 @@ def fine_tune(net: LandmarkUNet, encoded: list, targets_uv, epochs: int = EPOCHS
     """A copy of `net` whose decoder and head are trained on the encoded images (encoder_outputs)
     against their true points targets_uv (N, L, 2) in model pixels; `net` is left as it is."""
     tuned = copy.deepcopy(net).eval().to(memory_format=torch.channels_last)
-    params = [p for name, p in tuned.named_parameters() if name.startswith(("decoder.", "head."))]
+    params = []
     for name, p in tuned.named_parameters():
-        p.requires_grad_(name.startswith(("decoder.", "head.")))
+        p.requires_grad_(name.startswith(TRAINED))
+        if p.requires_grad:
+            params.append(p)
     opt = torch.optim.Adam(params, lr=lr)
     device = next(tuned.parameters()).device
     uv = torch.as_tensor(targets_uv, dtype=torch.float32)
