@@ -8,15 +8,23 @@ the cross-entropy of the pixel holding the true point.  The region masses (confo
 then fitted through the detect path (scoring.py) on the same images.
 """
 
+from pathlib import Path
+
 import numpy as np
 import torch
 
+from .conformal import RULE, fit_region_masses
 from .datasets import load_dataset
+from .detect import LandmarkDetector
 from .errors import CephError
+from .files import writable_folder
 from .heatmaps import heatmap_nll
 from .metrics import reliability, threshold_at_tpr
+from .modelfile import load_model, save_model
 from .modelmeta import ERE_THRESHOLD_RANGE_MM
 from .modelmeta import TEMPERATURE_RANGE  # guards against degenerate fits on tiny or untrained models
+from .prepared import prepare, prepared_logits, score_logits
+from .scoring import observe_samples, outcome
 
 FLAG_ERROR_MM = 3.0  # the threshold is chosen to flag this share of errors above this size
 FLAG_TPR = 0.8
@@ -62,10 +70,6 @@ def ere_threshold(ere_mm, errors_mm, error_mm: float = FLAG_ERROR_MM, tpr: float
 
 def calibrate_loaded(loaded, hold_samples, log=print, prepared=None, device="cpu") -> dict:
     """Fit temperatures and the ERE threshold on `hold_samples`; rewrite the model file (atomically)."""
-    from .evaluate import score_logits
-    from .modelfile import save_model
-    from .training import prepare, prepared_logits
-
     info = loaded.info
     data = prepared if prepared is not None else prepare(hold_samples, info.input_size, "preparing holdout")
     logits = prepared_logits(loaded.net, data, device)
@@ -95,11 +99,6 @@ def calibrate_loaded(loaded, hold_samples, log=print, prepared=None, device="cpu
 
 def calibrate_file(model_path, dataset, ground_truth="mean", log=print):
     """`ceph-landmarks calibrate`: refit on the holdout images recorded in the model."""
-    from pathlib import Path
-
-    from .modelfile import load_model
-    from .training import writable_folder
-
     loaded = load_model(model_path)
     writable_folder(Path(model_path).parent, "the model's folder")  # it is rewritten there, at the end
     ids = loaded.info.training.get("holdout_ids")
@@ -119,11 +118,6 @@ def calibrate_regions(model_path, samples, device: str = "cpu", log=print) -> di
     """Fit the model's conformal region masses on its held-out training images (`samples`) through
     the detect path, and rewrite the model file (atomically).  Temperatures and the flag threshold
     stay as calibrated; returns the masses."""
-    from .conformal import RULE, fit_region_masses
-    from .detect import LandmarkDetector
-    from .modelfile import save_model
-    from .scoring import observe_samples, outcome
-
     detector = LandmarkDetector(model_path, device)
     o = outcome(detector, observe_samples(detector, samples), detector.settings)
     masses = fit_region_masses(o.scores)

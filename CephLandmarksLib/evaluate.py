@@ -1,46 +1,23 @@
 """Evaluation on an annotated split: accuracy, calibration, ERE correlation and ROC, with plots."""
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from .datasets import load_dataset
-from .heatmaps import argmax_2d, decode_points, softmax_2d
-from .metrics import (ECE_DEFINITION, UNIFORM_BIN_EDGES, grouped_correlation, hits, radial_errors_mm, reliability,
-                      roc_curve, summarise)
-from .uncertainty import LARGE_ERROR_MM, error_probability, expected_radial_error_mm
+from .files import atomic_write, json_text
+from .heatmaps import decode_points, softmax_2d
+from .metrics import ECE_DEFINITION, UNIFORM_BIN_EDGES, grouped_correlation, reliability, roc_curve, summarise
+from .modelfile import load_model
+from .plots import ere_scatter, reliability_diagram, roc_plot
+from .prepared import Scored, prepare, prepared_logits, score_logits, subset
+from .prepared import radial_errors_mm as prepared_errors_mm
+from .uncertainty import LARGE_ERROR_MM
 
 ERROR_LEVELS_MM = (2.0, 4.0)
 P_LARGE_BIN_EDGES = (0.0, 0.001, 0.01, 0.05, 0.2, 1.0)  # reliability of p_large_error: most values are tiny
 REFINE_RADII = (0, 1, 2)  # 0: plain argmax
-
-
-@dataclass
-class Scored:
-    """Per (image, landmark) results of a model on a prepared set."""
-
-    pred_px: np.ndarray  # (N, L, 2)
-    errors_mm: np.ndarray  # (N, L)
-    ere_mm: np.ndarray  # (N, L)
-    confidence: np.ndarray  # (N, L) heatmap maximum
-    correct: np.ndarray  # (N, L) true point rounds to the argmax pixel
-    p_large: np.ndarray  # (N, L) P(error > LARGE_ERROR_MM) read from the heatmap
-
-
-def score_logits(logits: torch.Tensor, data, temperatures=None, refine_radius: int = 1) -> Scored:
-    """Decode logits (N, L, H, W) of a PreparedSet (training.prepare) and score them."""
-    probs = softmax_2d(logits, temperatures)
-    uv = decode_points(probs, refine_radius).numpy()
-    peak = argmax_2d(probs).numpy()
-    correct = hits(peak, data.uv.numpy())
-    pred_px = np.stack([f.model_to_image(p) for f, p in zip(data.frames, uv)])
-    errors = radial_errors_mm(pred_px, data.landmarks_px, data.spacings_mm)
-    mm = [f.model_pixel_mm(s) for f, s in zip(data.frames, data.spacings_mm)]
-    ere = np.stack([expected_radial_error_mm(probs[i], uv[i], mm[i]) for i in range(len(mm))])
-    p_large = np.stack([error_probability(probs[i], uv[i], mm[i], LARGE_ERROR_MM) for i in range(len(mm))])
-    return Scored(pred_px, errors, ere, probs.amax(dim=(2, 3)).numpy(), correct, p_large)
 
 
 def roc_summary(score, errors_mm, flagged, threshold_label=""):
@@ -57,12 +34,6 @@ def roc_summary(score, errors_mm, flagged, threshold_label=""):
 
 def evaluate(model_path, dataset, split, out_dir, ground_truth="mean", device="cpu", log=print) -> dict:
     """Run the model on a split; write metrics.json and the plots into out_dir; return the metrics."""
-    from .files import atomic_write, json_text
-    from .modelfile import load_model
-    from .plots import ere_scatter, reliability_diagram, roc_plot
-    from .training import prepare, prepared_logits
-    from .training import radial_errors_mm as training_errors_mm
-
     loaded = load_model(model_path, device)
     info = loaded.info
     samples = load_dataset(dataset, split, ground_truth)
@@ -71,13 +42,13 @@ def evaluate(model_path, dataset, split, out_dir, ground_truth="mean", device="c
     # Run in chunks: logits of a whole test set do not fit in memory at full size.
     parts_raw, parts, by_radius = [], [], {r: [] for r in REFINE_RADII}
     for start in range(0, len(samples), 10):
-        sub = _subset(data, slice(start, start + 10))
+        sub = subset(data, range(start, min(start + 10, len(samples))))
         logits = prepared_logits(loaded.net, sub, device)
         parts_raw.append(score_logits(logits, sub, None, info.refine_radius))
         parts.append(score_logits(logits, sub, temps, info.refine_radius))
         probs = softmax_2d(logits, temps)
         for r in REFINE_RADII:  # the effect of sub-pixel refinement, measured
-            by_radius[r].append(training_errors_mm(decode_points(probs, r).numpy(), sub))
+            by_radius[r].append(prepared_errors_mm(decode_points(probs, r).numpy(), sub))
     scored_raw, scored = _concat(parts_raw), _concat(parts)
 
     metrics = summarise(scored.errors_mm, info.landmark_names)
@@ -138,13 +109,6 @@ def evaluate(model_path, dataset, split, out_dir, ground_truth="mean", device="c
 def _share(flags) -> float:
     """Fraction of True in a boolean array; NaN when it is empty."""
     return float(flags.mean()) if flags.size else float("nan")
-
-
-def _subset(data, sl):
-    from .training import PreparedSet
-
-    return PreparedSet(data.ids[sl], data.inputs[sl], data.uv[sl], data.frames[sl], data.spacings_mm[sl],
-                       data.landmarks_px[sl])
 
 
 def _concat(parts):

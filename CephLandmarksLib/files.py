@@ -1,5 +1,6 @@
 """Files: atomic writes (never a half-written file), whole-or-nothing groups of files, finite JSON,
-the rule for replacing an existing file, and SHA-256 digests; no torch."""
+the rule for replacing an existing file, SHA-256 digests, and whether a folder can take new files;
+no torch."""
 
 import hashlib
 import json
@@ -155,3 +156,19 @@ def check_replaceable(path, is_ours) -> None:
     if not is_ours(path):
         raise CephError(f"{path} exists and is not an earlier ceph-landmarks output; it is not replaced "
                         "(move it, or choose another output folder)")
+
+
+def writable_folder(folder, what: str) -> Path:
+    """`folder` (created later if missing) can take new files: its nearest existing ancestor is a
+    folder where a probe file can be made (os.access says yes to root even on read-only mounts).
+    Nothing is created here.  CephError naming `what` otherwise."""
+    folder = Path(folder).absolute()
+    existing = next(p for p in (folder, *folder.parents) if p.exists() or p == Path(p.anchor))
+    if not existing.is_dir():
+        raise CephError(f"{what} {folder}: {existing} is not a folder")
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as e:
+        raise CephError(f"{what} {folder}: cannot write in {existing} ({e.strerror or e})") from None
+    return folder

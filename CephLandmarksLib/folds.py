@@ -32,11 +32,11 @@ and OOF file exist with the SHA-256 the manifest records, continues an unfinishe
 OOF file (torch.save of plain tensors/lists/numbers; torch.load(..., weights_only=True)):
     format "ceph-landmarks-oof/1", fold (1-based), folds, member (file name), member_sha256,
     input_size [W, H], ids [n], logits (n, 19, H, W) float16: the member's eval-mode logits
-    with the padding at -1e4 (training.prepared_logits), before any temperature;
+    with the padding at -1e4 (prepared.prepared_logits), before any temperature;
     uv (n, 19, 2) true points in model pixels; landmarks_px (n, 19, 2) in image pixels;
     spacings_mm (n, 2); frames [n] of [image_size, model_size, scaled_size, offset, mirror_x].
 `load_oof(manifest)` concatenates the K files in fold order into one OOFData, which
-evaluate.score_logits and training.radial_errors_mm accept in place of a PreparedSet.
+prepared.score_logits and prepared.radial_errors_mm accept in place of a PreparedSet.
 """
 
 import json
@@ -50,8 +50,12 @@ import torch
 
 from .datasets import load_dataset, split_folds, split_holdout
 from .errors import CephError
-from .files import atomic_write, file_sha256
+from .files import atomic_write, file_sha256, writable_folder
 from .heatmaps import decode_points, softmax_2d
+from .model import pick_device
+from .modelfile import load_model
+from .prepared import from_plain, prepare, prepared_logits, radial_errors_mm, subset, to_plain
+from .training import train
 
 MANIFEST_FORMAT = "ceph-landmarks-folds/1"
 OOF_FORMAT = "ceph-landmarks-oof/1"
@@ -90,9 +94,7 @@ def fold_paths(out, work_dir: str = "") -> FoldPaths:
 
 def preflight(paths: FoldPaths):
     """Before any fold trains: the manifest is not a folder, and its, the members' and the work
-    folders can take files (training.writable_folder)."""
-    from .training import writable_folder
-
+    folders can take files (files.writable_folder)."""
     if paths.manifest.is_dir():
         raise CephError(f"--out {paths.manifest} is a folder; name the ensemble's manifest (NAME.json)")
     if paths.manifest.exists() and not paths.manifest.is_file():
@@ -140,10 +142,6 @@ def train_folds(cfg, k: int, resume: bool = False, log=print, progress: bool = T
     `cfg` is the single-model TrainConfig: `out` names the manifest (NAME.json), `holdout` is the
     inner holdout per fold, `seed` the split seed; every other setting applies to each member.
     """
-    from .modelfile import load_model
-    from .model import pick_device
-    from .training import _from_plain, _to_plain, prepare, prepared_logits, radial_errors_mm, subset, train
-
     paths = fold_paths(cfg.out, cfg.work_dir)
     preflight(paths)
     if cfg.init_from:
@@ -199,14 +197,14 @@ def train_folds(cfg, k: int, resume: bool = False, log=print, progress: bool = T
     all_d = None
     try:
         c = torch.load(cache, weights_only=True)
-        all_d = _from_plain(c["all"])
+        all_d = from_plain(c["all"])
         if all_d.ids != ids or not np.allclose(all_d.landmarks_px, [s.landmarks_px for s in samples]):
             all_d = None  # other images or another ground truth
     except Exception:  # absent, damaged or for other images: prepare again
         pass
     if all_d is None:
         all_d = prepare(samples, cfg.input_size, "preparing the training images")
-        atomic_write(cache, lambda tmp: torch.save({"all": _to_plain(all_d)}, tmp))
+        atomic_write(cache, lambda tmp: torch.save({"all": to_plain(all_d)}, tmp))
     device = pick_device(cfg.device)
     pos = {i: j for j, i in enumerate(ids)}
 
@@ -240,7 +238,7 @@ def train_folds(cfg, k: int, resume: bool = False, log=print, progress: bool = T
         oof_d = subset(all_d, oof_pos)
         logits = prepared_logits(member.net, oof_d, device)
         errors = radial_errors_mm(decode_points(softmax_2d(logits), member.info.refine_radius).numpy(), oof_d)
-        plain = _to_plain(oof_d)
+        plain = to_plain(oof_d)
         del plain["inputs"]
         payload = dict(format=OOF_FORMAT, fold=i, folds=k, member=paths.member(i).name, member_sha256=member.sha256,
                        input_size=[w, h], logits=logits.half(), **plain)
@@ -264,8 +262,8 @@ def train_folds(cfg, k: int, resume: bool = False, log=print, progress: bool = T
 
 @dataclass
 class OOFData:
-    """Out-of-fold data of all folds, in fold order; duck-compatible with training.PreparedSet for
-    scoring (evaluate.score_logits, training.radial_errors_mm): ids, uv, frames, spacings_mm, landmarks_px."""
+    """Out-of-fold data of all folds, in fold order; duck-compatible with prepared.PreparedSet for
+    scoring (prepared.score_logits, prepared.radial_errors_mm): ids, uv, frames, spacings_mm, landmarks_px."""
 
     ids: list
     fold: np.ndarray  # (N,) 1-based fold (= member) that did not train on the image
@@ -279,13 +277,11 @@ class OOFData:
 
 def read_oof(path) -> OOFData:
     """One fold's OOF file."""
-    from .training import _from_plain
-
     try:
         c = torch.load(path, weights_only=True)
         if c.get("format") != OOF_FORMAT:
             raise ValueError(f"not {OOF_FORMAT}")
-        d = _from_plain({**c, "inputs": None})
+        d = from_plain({**c, "inputs": None})
     except FileNotFoundError:
         raise CephError(f"out-of-fold file not found: {path}") from None
     except Exception as e:

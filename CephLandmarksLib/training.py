@@ -18,13 +18,16 @@ import numpy as np
 import torch
 
 from .augment import AugmentSettings, augment_batch
-from .datasets import Sample, load_dataset, split_holdout
+from .calibration import calibrate_loaded, calibrate_regions
+from .datasets import load_dataset, split_holdout
 from .errors import CephError
-from .geometry import ModelFrame
-from .heatmaps import decode_points, heatmap_nll, mask_padding, softmax_2d
-from .images import model_input, read_radiograph
-from .model import build_model, pick_device, run_network
+from .files import writable_folder
+from .heatmaps import decode_points, heatmap_nll, softmax_2d
+from .model import build_model, pick_device
 from .modelfile import ModelInfo, atomic_write, load_model, save_model
+from .modelmeta import INPUT_SIZE_MULTIPLE, INPUT_SIZE_RANGE
+from .prepared import PreparedSet, from_plain, prepare, prepared_logits, radial_errors_mm, to_plain
+from .registry import read_model_info
 
 
 @dataclass
@@ -47,75 +50,16 @@ class TrainConfig:
     init_from: str = ""  # a model file to fine-tune (fresh optimiser and schedule); default: random/ImageNet
 
 
-@dataclass
-class PreparedSet:
-    """Samples preprocessed into model inputs, with what is needed to map results back."""
-
-    ids: list
-    inputs: torch.Tensor  # (N, 1, H, W) float16
-    uv: torch.Tensor  # (N, L, 2) landmarks in model pixels
-    frames: list
-    spacings_mm: np.ndarray  # (N, 2)
-    landmarks_px: np.ndarray  # (N, L, 2)
-
-
-def prepare(samples: list[Sample], input_size, desc="preparing") -> PreparedSet:
-    from tqdm import tqdm
-
-    inputs, uvs, frames, spacings = [], [], [], []
-    for s in tqdm(samples, desc=desc, leave=False, disable=len(samples) < 8):
-        rad = read_radiograph(s.image_path, s.spacing_mm)
-        x, frame = model_input(rad, input_size)
-        inputs.append(x.half())
-        uvs.append(torch.as_tensor(frame.image_to_model(s.landmarks_px), dtype=torch.float32))
-        frames.append(frame)
-        spacings.append(rad.spacing_mm)
-    return PreparedSet(
-        [s.id for s in samples], torch.stack(inputs), torch.stack(uvs), frames,
-        np.array(spacings, dtype=float), np.stack([s.landmarks_px for s in samples]),
-    )
-
-
-def subset(d: PreparedSet, idx) -> PreparedSet:
-    """The images at positions `idx` of a PreparedSet, in that order."""
-    idx = list(idx)
-    t = torch.as_tensor(idx, dtype=torch.long)
-    return PreparedSet([d.ids[i] for i in idx], d.inputs[t], d.uv[t], [d.frames[i] for i in idx],
-                       d.spacings_mm[idx], d.landmarks_px[idx])
-
-
-def _to_plain(d: PreparedSet) -> dict:
-    """A PreparedSet as tensors, lists and numbers only, so the cache loads with weights_only=True."""
-    return {"ids": list(d.ids), "inputs": d.inputs, "uv": d.uv, "spacings_mm": torch.as_tensor(d.spacings_mm),
-            "landmarks_px": torch.as_tensor(d.landmarks_px),
-            "frames": [[list(f.image_size), list(f.model_size), list(f.scaled_size), list(f.offset), f.mirror_x]
-                       for f in d.frames]}
-
-
-def _from_plain(c: dict) -> PreparedSet:
-    frames = [ModelFrame(tuple(a), tuple(b), tuple(s), tuple(o), bool(m)) for a, b, s, o, m in c["frames"]]
-    return PreparedSet(list(c["ids"]), c["inputs"], c["uv"], frames, c["spacings_mm"].numpy(),
-                       c["landmarks_px"].numpy())
-
-
 def _load_cache(path, train_s, hold_s):
     """The prepared (train, holdout) sets from `path`, or None if absent, unreadable or for other images."""
     try:
         c = torch.load(path, weights_only=True)
-        train_d, hold_d = _from_plain(c["train"]), _from_plain(c["hold"])
+        train_d, hold_d = from_plain(c["train"]), from_plain(c["hold"])
     except Exception:  # absent, an older format, or damaged: prepare again
         return None
     if (train_d.ids, hold_d.ids) != ([s.id for s in train_s], [s.id for s in hold_s]):
         return None
     return train_d, hold_d
-
-
-def radial_errors_mm(pred_uv: np.ndarray, data: PreparedSet) -> np.ndarray:
-    """(N, L) radial errors in mm of model-pixel predictions against the ground truth."""
-    from .metrics import radial_errors_mm as errors_mm
-
-    pred_px = np.stack([f.model_to_image(p) for f, p in zip(data.frames, pred_uv)])
-    return errors_mm(pred_px, data.landmarks_px, data.spacings_mm)
 
 
 def _lr_factor(step, total, warmup):
@@ -134,11 +78,6 @@ def forward(net, x, device, bf16):
     with _autocast(device, bf16):
         y = net.features(x)
     return net.head(y.float())
-
-
-def prepared_logits(net, data: PreparedSet, device) -> torch.Tensor:
-    """Eval-mode logits of a prepared set, with each image's padding masked out."""
-    return mask_padding(run_network(net, data.inputs, device), data.frames)
 
 
 def validate(net, data: PreparedSet, device, refine_radius=1):
@@ -178,29 +117,9 @@ def read_checkpoint(path, device="cpu") -> dict:
     return state
 
 
-def writable_folder(folder, what: str) -> Path:
-    """`folder` (created later if missing) can take new files: its nearest existing ancestor is a
-    folder where a probe file can be made (os.access says yes to root even on read-only mounts).
-    Nothing is created here.  CephError naming `what` otherwise."""
-    folder = Path(folder).absolute()
-    existing = next(p for p in (folder, *folder.parents) if p.exists() or p == Path(p.anchor))
-    if not existing.is_dir():
-        raise CephError(f"{what} {folder}: {existing} is not a folder")
-    import tempfile
-
-    try:
-        with tempfile.TemporaryFile(dir=existing):
-            pass
-    except OSError as e:
-        raise CephError(f"{what} {folder}: cannot write in {existing} ({e.strerror or e})") from None
-    return folder
-
-
 def check_output_file(out, option="--out") -> Path:
     """The model file a run will write: not a folder, in a writable folder, and not an existing
     file other than a model (never overwrite, say, an image or the dataset's CSV)."""
-    from .registry import read_model_info
-
     out = Path(out)
     if out.is_dir():
         raise CephError(f"{option} {out} is a folder; name the file to write (e.g. {out / 'model.safetensors'})")
@@ -216,8 +135,6 @@ def check_output_file(out, option="--out") -> Path:
 
 def check_config(cfg: "TrainConfig"):
     """Refuse settings no training can run with, before anything is read or written."""
-    from .modelmeta import INPUT_SIZE_MULTIPLE, INPUT_SIZE_RANGE
-
     w, h = cfg.input_size
     lo, hi = INPUT_SIZE_RANGE
     if not all(lo <= v <= hi and v % INPUT_SIZE_MULTIPLE == 0 for v in (w, h)):
@@ -315,7 +232,7 @@ def _train(cfg, work, device, state, init, train_s, hold_s, log, progress, shoul
     else:
         train_d = prepare(train_s, cfg.input_size, "preparing training images")
         hold_d = prepare(hold_s, cfg.input_size, "preparing held-out images")
-        atomic_write(cache, lambda tmp: torch.save({"train": _to_plain(train_d), "hold": _to_plain(hold_d)}, tmp))
+        atomic_write(cache, lambda tmp: torch.save({"train": to_plain(train_d), "hold": to_plain(hold_d)}, tmp))
     log(f"{len(train_d.ids)} training and {len(hold_d.ids)} held-out images at {w} x {h} on {device}")
 
     steps_per_epoch = math.ceil(len(train_d.ids) / cfg.batch_size)
@@ -392,8 +309,6 @@ def _init_record(init) -> dict:
 
 def finalize(cfg, work, hold_s, hold_d, history, seconds, log, init=None, extra=None) -> Path:
     """Best checkpoint -> model file, calibrated (temperatures, ERE threshold, region masses) on the holdout."""
-    from .calibration import calibrate_loaded, calibrate_regions
-
     if not (work / "best.pt").is_file():
         raise CephError(f"no epoch gave a finite validation error ({work / 'best.pt'} was never written); "
                         "try a lower --lr")

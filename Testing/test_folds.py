@@ -13,7 +13,8 @@ from CephLandmarksLib.errors import CephError
 from CephLandmarksLib.files import file_sha256
 from CephLandmarksLib.folds import load_oof, read_manifest, train_folds
 from CephLandmarksLib.modelfile import load_model
-from CephLandmarksLib.training import TrainConfig, prepare, prepared_logits
+from CephLandmarksLib.prepared import prepare, prepared_logits
+from CephLandmarksLib.training import TrainConfig
 
 ARGS = ["--input-size", "64x64", "--epochs", "1", "--batch-size", "4", "--holdout", "1", "--device", "cpu"]
 

@@ -16,7 +16,7 @@ def test_model_shapes():
 
 def test_loss_falls_on_a_fixed_batch(generic_dataset):
     from CephLandmarksLib.datasets import load_dataset
-    from CephLandmarksLib.training import prepare
+    from CephLandmarksLib.prepared import prepare
 
     torch.manual_seed(0)
     data = prepare(load_dataset(generic_dataset, "train")[:4], (64, 64))
@@ -82,13 +82,14 @@ def test_fine_tuning_starts_from_the_model_and_keeps_its_holdout(tiny_model, gen
 
 def test_prepared_cache_round_trips_without_pickle(generic_dataset, tmp_path):
     from CephLandmarksLib.datasets import load_dataset
-    from CephLandmarksLib.training import _from_plain, _load_cache, _to_plain, prepare
+    from CephLandmarksLib.prepared import from_plain, prepare, to_plain
+    from CephLandmarksLib.training import _load_cache
 
     samples = load_dataset(generic_dataset, "train")
     d = prepare(samples[:3], (64, 64))
     path = tmp_path / "cache.pt"
-    torch.save({"train": _to_plain(d), "hold": _to_plain(prepare(samples[3:4], (64, 64)))}, path)
-    back = _from_plain(torch.load(path, weights_only=True)["train"])
+    torch.save({"train": to_plain(d), "hold": to_plain(prepare(samples[3:4], (64, 64)))}, path)
+    back = from_plain(torch.load(path, weights_only=True)["train"])
     assert back.ids == d.ids and back.frames == d.frames and torch.equal(back.inputs, d.inputs)
     assert _load_cache(path, samples[:3], samples[3:4]) is not None
     assert _load_cache(path, samples[:2], samples[2:4]) is None  # another split: prepare again

@@ -29,10 +29,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from calibration_study import ISBI, Summary, fit  # noqa: E402
 from CephLandmarksLib.datasets import load_dataset  # noqa: E402
-from CephLandmarksLib.evaluate import _subset  # noqa: E402
 from CephLandmarksLib.metrics import reliability  # noqa: E402
 from CephLandmarksLib.modelfile import atomic_write, load_model  # noqa: E402
-from CephLandmarksLib.training import prepare, prepared_logits  # noqa: E402
+from CephLandmarksLib.prepared import prepare, prepared_logits, subset  # noqa: E402
 
 CHUNK = 10
 
@@ -40,7 +39,7 @@ CHUNK = 10
 def split_summary(m, dataset, split) -> Summary:
     """One Summary of a whole split, built chunk by chunk (the logits of a split do not fit in memory)."""
     data = prepare(load_dataset(dataset, split), m.info.input_size, f"reading {split}")
-    parts = [Summary(prepared_logits(m.net, _subset(data, slice(i, i + CHUNK)), "cpu"),
+    parts = [Summary(prepared_logits(m.net, subset(data, range(i, min(i + CHUNK, len(data.ids)))), "cpu"),
                      data.uv[i:i + CHUNK]) for i in range(0, len(data.ids), CHUNK)]
     s = Summary.__new__(Summary)
     s.L, s.centres = parts[0].L, parts[0].centres

@@ -30,7 +30,7 @@ from CephLandmarksLib.datasets import load_dataset  # noqa: E402
 from CephLandmarksLib.heatmaps import argmax_2d  # noqa: E402
 from CephLandmarksLib.metrics import hits, reliability  # noqa: E402
 from CephLandmarksLib.modelfile import atomic_write, load_model  # noqa: E402
-from CephLandmarksLib.training import prepare, prepared_logits  # noqa: E402
+from CephLandmarksLib.prepared import prepare, prepared_logits  # noqa: E402
 
 ISBI = Path(__file__).resolve().parents[2] / "shared" / "data" / "isbi2015"
 BIN, N_BINS = 0.01, 10000
