@@ -105,16 +105,33 @@ def threshold_at_tpr(scores, positives, target_tpr: float = 0.9) -> float:
 
 
 def summarise(errors_mm, landmark_names) -> dict:
-    """MRE, its SD, SDR overall and per landmark."""
-    e = np.asarray(errors_mm)
+    """MRE, its SD, SDR overall and per landmark.  A non-finite error (a point reported missing, whose
+    error counts as infinite) is a miss at every SDR radius; MRE and SD are over the finite errors,
+    and n_missing_points counts the others."""
+    e = np.asarray(errors_mm, dtype=float)
     return {
         "n_images": int(e.shape[0]),
-        "mre_mm": float(e.mean()),
-        "mre_std_mm": float(e.std()),
+        "mre_mm": finite_mean(e),
+        "mre_std_mm": finite_std(e),
         "sdr": sdr_percent(e),
+        "n_missing_points": int((~np.isfinite(e)).sum()),
         "per_landmark": [
-            {"index": i + 1, "name": n, "mre_mm": float(e[:, i].mean()), "std_mm": float(e[:, i].std()),
+            {"index": i + 1, "name": n, "mre_mm": finite_mean(e[:, i]), "std_mm": finite_std(e[:, i]),
              "sdr": sdr_percent(e[:, i])}
             for i, n in enumerate(landmark_names)
         ],
     }
+
+
+def finite_mean(x) -> float:
+    """Mean of the finite values; NaN when there are none."""
+    x = np.asarray(x, dtype=float)
+    x = x[np.isfinite(x)]
+    return float(x.mean()) if x.size else float("nan")
+
+
+def finite_std(x) -> float:
+    """Standard deviation of the finite values; NaN when there are none."""
+    x = np.asarray(x, dtype=float)
+    x = x[np.isfinite(x)]
+    return float(x.std()) if x.size else float("nan")

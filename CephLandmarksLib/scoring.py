@@ -59,15 +59,26 @@ class Outcome:
                        [self.settings[i] for i in rows])
 
 
-def observe_samples(detector: LandmarkDetector, samples, progress=None) -> list:
-    """Cases for dataset samples (datasets.Sample): the network run once on each."""
-    cases = []
+def observe_each(detector: LandmarkDetector, samples, progress=None):
+    """Cases for dataset samples (datasets.Sample), one at a time: the network run once on each.
+    A caller that keeps only figures holds one observation (its logits) at a time."""
     for k, s in enumerate(samples):
         if progress:
             progress(k / len(samples), f"running the model on {s.id}")
         obs = detector.observe(read_radiograph(s.image_path, s.spacing_mm))
-        cases.append(Case(s.id, obs, np.asarray(s.landmarks_px, dtype=np.float64)))
-    return cases
+        yield Case(s.id, obs, np.asarray(s.landmarks_px, dtype=np.float64))
+
+
+def observe_samples(detector: LandmarkDetector, samples, progress=None) -> list:
+    """Cases for dataset samples (datasets.Sample): the network run once on each."""
+    return list(observe_each(detector, samples, progress))
+
+
+def point_errors_mm(det, true_px) -> np.ndarray:
+    """(L,) radial errors of a detection's points against the truth (image pixels); a point reported
+    missing (no coordinates) is a miss: its error is infinite."""
+    err = radial_errors_mm(det.points_px, true_px, det.spacing_mm)
+    return np.where(np.isnan(err), np.inf, err)
 
 
 def outcome(detector: LandmarkDetector, cases, settings) -> Outcome:
@@ -76,8 +87,7 @@ def outcome(detector: LandmarkDetector, cases, settings) -> Outcome:
     rows = []
     for case, s in zip(cases, per_case):
         det = detector.decide(case.obs, s, contours=False, extents=False)
-        err = radial_errors_mm(det.points_px, case.true_px, det.spacing_mm)
-        err = np.where(np.isnan(err), np.inf, err)  # a point reported missing is a miss
+        err = point_errors_mm(det, case.true_px)
         scores = region_scores(det.probs, case.true_uv)
         rows.append((err, [lm.ere_mm for lm in det.landmarks], [lm.flagged for lm in det.landmarks], scores,
                      {k: np.asarray(m) for k, m in s.region_masses.items()}, [lm.p_large_error for lm in det.landmarks]))

@@ -1,7 +1,11 @@
 """Regenerate the evaluation report of a model on ISBI 2015 Test1 and Test2.
 
     python benchmarks/evaluation_report.py [--model M] [--dataset ../shared/data/isbi2015] [--out docs/evaluation]
+                                          [--reuse]
 
+The figures are those of `ceph-landmarks evaluate`, which runs detect's predictor (evaluate.py).
+--reuse takes OUT/{test1,test2}/metrics.json and predictions.npz as they are when this model's
+evaluate wrote them (same SHA-256, detect's predictor) instead of running evaluate again.
 Writes OUT/REPORT.md (headline and per-landmark tables, mean-of-doctors and senior
 ground truth), OUT/{test1,test2}/ (metrics.json, reliability.png, ere_vs_error.png,
 roc.png) and OUT/overlays/ (best, median and worst image of each split).  The overlays
@@ -20,6 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from CephLandmarksLib.cli import default_model_path  # noqa: E402
 from CephLandmarksLib.datasets import load_dataset  # noqa: E402
 from CephLandmarksLib.detect import LandmarkDetector  # noqa: E402
+from CephLandmarksLib.detection import LEFT_FACING  # noqa: E402
 from CephLandmarksLib.evaluate import P_LARGE_BIN_EDGES, evaluate  # noqa: E402
 from CephLandmarksLib.images import read_radiograph  # noqa: E402
 from CephLandmarksLib.metrics import ECE_DEFINITION  # noqa: E402
@@ -29,13 +34,26 @@ from CephLandmarksLib.plots import render_overlay  # noqa: E402
 from CephLandmarksLib.uncertainty import LARGE_ERROR_MM  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
+REASONS = ("uncertain", "missing", "implausible", "near_edge")
 
 
 def senior_metrics(dataset, split, predictions, names):
     samples = load_dataset(dataset, split, "senior")
     by_id = {s.id: s for s in samples}
     true = np.stack([by_id[str(i)].landmarks_px for i in predictions["ids"]])
-    return summarise(radial_errors_mm(predictions["pred_px"], true, (0.1, 0.1)), names)
+    errors = radial_errors_mm(predictions["pred_px"], true, (0.1, 0.1))
+    return summarise(np.where(np.isnan(errors), np.inf, errors), names)  # a missing point is a miss, as in evaluate
+
+
+def evaluation(model, sha256, dataset, split, out, reuse):
+    """evaluate's metrics for a split: reused from out/split when --reuse and this model's evaluate wrote them."""
+    metrics, npz = out / split / "metrics.json", out / split / "predictions.npz"
+    if reuse and metrics.is_file() and npz.is_file():
+        m = json.loads(metrics.read_text())
+        if m.get("model", {}).get("sha256") == sha256 and "predictor" in m:
+            print(f"{split}: reusing {metrics}", flush=True)
+            return m
+    return evaluate(model, dataset, split, out / split, log=lambda *_: None)
 
 
 def fmt_sdr(s):
@@ -47,6 +65,8 @@ def main():
     ap.add_argument("--model")
     ap.add_argument("--dataset", default=str(ROOT.parent / "shared" / "data" / "isbi2015"))
     ap.add_argument("--out", default=str(ROOT / "docs" / "evaluation"))
+    ap.add_argument("--reuse", action="store_true",
+                    help="reuse OUT/SPLIT/metrics.json and predictions.npz that this model's evaluate wrote")
     a = ap.parse_args()
     model = Path(a.model or default_model_path())
     out = Path(a.out)
@@ -54,7 +74,7 @@ def main():
     names = det.info.landmark_names
     results = {}
     for split in ("test1", "test2"):
-        m = evaluate(model, a.dataset, split, out / split, log=lambda *_: None)
+        m = evaluation(model, det.model.sha256, a.dataset, split, out, a.reuse)
         pred = np.load(out / split / "predictions.npz")
         results[split] = (m, senior_metrics(a.dataset, split, pred, names))
         # Overlays of the best, median and worst image (local only: derived from ISBI images).
@@ -76,6 +96,16 @@ def main():
         f"Model: input {info.input_size[0]} x {info.input_size[1]}, sha256 `{det.model.sha256[:16]}…`, "
         f"ERE threshold {info.ere_threshold_mm:.2f} mm (fitted on the training holdout). "
         "Nothing here was used to choose anything: Test1 and Test2 are for reporting only.",
+        "",
+        "Predictor: what `ceph-landmarks detect` produces. `evaluate` reads each image with its spacing and runs "
+        "`LandmarkDetector.observe` (the image resampled to the model's own mm per pixel, the orientation check, an "
+        "aligned second pass when it helps) and `decide` with the model's settings; the points, ERE, "
+        "P(error > 4 mm) and flags are decide's. ECE and the refinement table read the maps of the pass detect kept. "
+        "A point reported missing counts as a miss (outside every SDR radius; MRE over the points given). "
+        + "; ".join(f"{split}: {sum(m['passes']['orientation'].values())} images, "
+                    f"{m['passes']['orientation'].get(LEFT_FACING, 0)} read mirrored, "
+                    f"{m['passes']['aligned_images']} with an aligned second pass, "
+                    f"{m.get('n_missing_points', 0)} points missing" for split, (m, _) in results.items()) + ".",
         "",
         "## Headline (ground truth: mean of the two doctors)",
         "",
@@ -101,12 +131,17 @@ def main():
     for split, (m, _) in results.items():
         r = m["mre_mm_by_refine_radius"]
         lines.append(f"| {split} | {r['0']:.3f} | {r['1']:.3f} | {r['2']:.3f} |")
-    lines += ["", f"Flags (ERE > {info.ere_threshold_mm:.2f} mm): share of errors > 4 mm that are flagged, and of "
-              "points within 2 mm that are flagged:", "",
-              "| | errors > 4 mm flagged | points ≤ 2 mm flagged |", "|---|---|---|"]
+    rule = next(iter(results.values()))[0].get("flag_rule", f"ERE > {info.ere_threshold_mm:.2f} mm")
+    lines += ["", f"Flags (the model's rule, as detect flags: {rule}, or missing, implausible or near the edge): share "
+              "of errors > 4 mm that are flagged, of points within 2 mm that are flagged, and of all points flagged "
+              "for each reason (a point may have several):", "",
+              "| | errors > 4 mm flagged | points ≤ 2 mm flagged | " + " | ".join(REASONS) + " |",
+              "|---|---|---|" + "---|" * len(REASONS)]
     for split, (m, _) in results.items():
+        by = m.get("flagged_by_reason_percent", {})
         lines.append(f"| {split} | {100 * (m['flagged_share_of_errors_over_4mm'] or 0):.1f} % | "
-                     f"{100 * m['flagged_share_of_points_under_2mm']:.1f} % |")
+                     f"{100 * m['flagged_share_of_points_under_2mm']:.1f} % | "
+                     + " | ".join(f"{by.get(r, 0):.1f} %" for r in REASONS) + " |")
     lines += ["", f"Probability of an error over {LARGE_ERROR_MM:g} mm (`p_large_error`), as given and as observed "
               "(points per bin in brackets):", "",
               "| | " + " | ".join(f"{a:g}–{b:g}" for a, b in zip(P_LARGE_BIN_EDGES[:-1], P_LARGE_BIN_EDGES[1:])) + " |",
@@ -132,7 +167,8 @@ def main():
         {k: {"mean": {x: v[0][x] for x in ("mre_mm", "sdr", "ece", "ece_uncalibrated", "roc_auc_2mm", "roc_auc_4mm",
                                             "p_large_error_roc_auc_4mm", "ere_error_pearson",
                                             "flagged_percent", "flagged_share_of_errors_over_4mm",
-                                            "flagged_share_of_points_under_2mm", "mre_mm_by_refine_radius")},
+                                            "flagged_share_of_points_under_2mm", "mre_mm_by_refine_radius",
+                                            "n_missing_points", "flagged_by_reason_percent", "passes", "predictor")},
              "senior": {"mre_mm": v[1]["mre_mm"], "sdr": v[1]["sdr"]}} for k, v in results.items()}, indent=2)))
     print(out / "REPORT.md")
 
