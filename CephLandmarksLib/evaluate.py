@@ -103,7 +103,7 @@ def evaluate(model_path, dataset, split, out_dir, ground_truth="mean", device="c
     ece_uniform = [reliability(a[f"conf_{k}"], a[f"correct_{k}"], UNIFORM_BIN_EDGES)["ece"] for k in ("raw", "cal")]
     located = np.isfinite(errors)
     r, groups = grouped_correlation(ere[located], errors[located])
-    label = f"model's flags ({flag_rule}, missing, implausible, near edge)"
+    label = f"flags: {flag_rule} or another reason"
     rocs = roc_summary(ere, errors, flagged, label)
     rocs_p = roc_summary(a["p_large"], errors, flagged)
     n_points = max(1, errors.size)
