@@ -88,6 +88,8 @@ def main():
     ]
     if summary:
         lines += ["", "## Test results (mean of doctors; senior only in brackets)", "",
+                  "What `ceph-landmarks detect` produces: `evaluate` runs detect's predictor (resampled and centred "
+                  "canvas, orientation check, aligned second pass, the model's flag rule).", "",
                   "| | MRE (mm) | SDR 2 mm | 2.5 | 3 | 4 mm | ECE before → after (%) | AUC ERE > 4 mm "
                   f"| AUC P(error > {LARGE_ERROR_MM:g} mm) | flagged: all / errors > 4 mm / points ≤ 2 mm |",
                   "|---|---|---|---|---|---|---|---|---|---|"]
