@@ -10,7 +10,9 @@ import pytest
 import torch
 
 from CephLandmarksLib import cli
-from CephLandmarksLib.adaptation import FLAG_P_LARGE
+from CephLandmarksLib.adaptation import FLAG_SHARE, flag_threshold
+from CephLandmarksLib.errors import CephError
+from CephLandmarksLib.modelmeta import FLAG_P_LARGE_RANGE
 from CephLandmarksLib.conformal import conformal_mass, covered, fit_region_masses, region_scores
 from CephLandmarksLib.conventions import residuals_mm, robust_offsets, shifts_uv
 from CephLandmarksLib.files import file_sha256
@@ -124,6 +126,42 @@ def test_probability_flag_rule_flags_exactly_the_points_over_it(tiny_model, gene
     assert ere_rule == {"score": "ere_mm", "threshold": round(det.settings.ere_threshold_mm, 4)}
 
 
+def test_flag_threshold_flags_the_share_of_points_it_was_fitted_on():
+    """The adapted flag threshold flags FLAG_SHARE of the points it is fitted on, whatever their scale
+    (sharper maps, smaller P), ignores NaN, stays in the model file's range, and refuses nothing to fit."""
+    rng = np.random.default_rng(0)
+    for scale in (0.01, 0.1):  # a sharp and a broad clinic
+        p = scale * rng.random((20, 19)) ** 3
+        t = flag_threshold(np.where(rng.random(p.shape) < 0.05, np.nan, p))
+        assert abs((p >= t).mean() - FLAG_SHARE) < 0.02
+    assert flag_threshold(np.full(50, 1e-9)) == FLAG_P_LARGE_RANGE[0]
+    assert flag_threshold(np.full(50, 0.9)) == FLAG_P_LARGE_RANGE[1]
+    with pytest.raises(CephError):
+        flag_threshold(np.full(5, np.nan))
+
+
+def test_adapt_fits_the_threshold_on_the_cross_validated_points(tiny_model, tmp_path, monkeypatch):
+    """The flag threshold is flag_threshold of P(error > 4 mm): for the final settings, of the clinic's
+    cross-validated reading (the one that chose the method); for a plain fit, of its own points.  Never a
+    fixed probability.  (The tiny model's maps are so broad that its thresholds meet the model file's
+    cap; the cap is lifted here so that the two readings' thresholds differ.)"""
+    from CephLandmarksLib import adaptation
+    from CephLandmarksLib.datasets import load_dataset
+    from CephLandmarksLib.detect import LandmarkDetector
+    from CephLandmarksLib.scoring import observe_samples, outcome
+
+    monkeypatch.setattr(adaptation, "FLAG_P_LARGE_RANGE", (0.0, 1.0))
+    det = LandmarkDetector(tiny_model)
+    cases = observe_samples(det, load_dataset(_clinic(tmp_path, model=tiny_model, menton_offset_mm=2.0), "train"))
+    s = adaptation.fit(det, cases, "none")
+    assert s.flag_p_large_min == flag_threshold(outcome(det, cases, s).p_large)  # "none": nothing left out
+    ad = adaptation.adapt(det, cases, ["none", "offsets"])
+    cv = ad.outcomes[ad.method].p_large
+    assert ad.settings.flag_p_large_min == flag_threshold(cv)
+    assert abs((cv >= ad.settings.flag_p_large_min).mean() - FLAG_SHARE) < 0.01
+    assert flag_threshold(cv) != adaptation.fit(det, cases, ad.method).flag_p_large_min
+
+
 def _edit_rows(clinic, edit):
     """Rewrite the clinic's landmarks.csv, each data row passed through edit(row) (in place)."""
     rows = list(csv.reader(open(clinic / "landmarks.csv")))
@@ -184,8 +222,10 @@ def test_adapt_learns_a_clinic_convention_and_writes_model_and_report(tiny_model
     assert rec["cv_after"]["mre_mm"] < rec["cv_before"]["mre_mm"]
     assert set(rec["cv_after"]) >= {"mre_mm", "coverage_90_percent", "large_errors_flagged_percent"}
     assert len(meta["region_masses"]["90"]) == 19 and all(0 < m <= 1 for m in meta["region_masses"]["90"])
-    assert meta["flag_p_large_min"] == FLAG_P_LARGE and meta["ere_threshold_mm"] == read_model_info(tiny_model)[
-        "ere_threshold_mm"]
+    threshold = meta["flag_p_large_min"]
+    assert FLAG_P_LARGE_RANGE[0] <= threshold <= FLAG_P_LARGE_RANGE[1]
+    assert meta["ere_threshold_mm"] == read_model_info(tiny_model)["ere_threshold_mm"]
+    assert f"{threshold:.3g}" in rec["flag_rule"] and f"{FLAG_SHARE:.0%}" in rec["flag_rule"]
     report = (tmp_path / "clinic.report" / "report.md").read_text()
     assert "cross-validated" in report and "| Me |" in report and (tmp_path / "clinic.report" / "coverage90.png").stat().st_size > 1000
     # detect with the adapted model draws conformal regions and names the adaptation.
@@ -194,7 +234,7 @@ def test_adapt_learns_a_clinic_convention_and_writes_model_and_report(tiny_model
     assert code == 0, err
     d = json.loads((tmp_path / "det" / "img00.json").read_text())
     assert d["regions"]["method"] == "split-conformal"
-    assert d["flag_rule"] == {"score": "p_large_error", "threshold": FLAG_P_LARGE}
+    assert d["flag_rule"] == {"score": "p_large_error", "threshold": threshold}
     assert d["model"]["adapted"]["base_sha256"] == base_hash
     lm = d["landmarks"][0]
     assert lm["region_90_area_mm2"] > 0 and lm["region_90_max_distance_mm"] > 0
