@@ -5,7 +5,10 @@ For each clinic (default: Test1, the control, where the flag rule was chosen; Te
 benchmark's clinic and only reports) and each random split of 20 clinic images, the shipped
 model is adapted (default methods none,offsets, as when the rule was chosen) and every point of
 the rest of the set is scored.  Prints, per score: the ROC AUC for errors over 4 mm, the share of
-points within 2 mm flagged at the threshold catching 85 % of those errors, and the threshold.
+points within 2 mm flagged at the threshold catching 85 % of those errors, and the threshold.  Then
+the adapted rule's share (adaptation.FLAG_SHARE): for each share of the clinic's cross-validated
+points, the errors over 4 mm caught and the good points flagged on the rest, and the smallest share
+catching 85 % (FLAG_SHARE was chosen so with Test1 as the clinic).
 Uses adapt_benchmark's cache of network outputs (git-ignored; never commit it: ISBI licence).
 
     .venv/bin/python benchmarks/adapt_flag_study.py [--clinics test1,test2] [--splits 5]
@@ -33,9 +36,10 @@ CATCH = 0.85  # the issue's target share of errors over 4 mm flagged
 
 def point_scores(detector, cases, settings) -> dict:
     """Per scored point: error (mm) and each candidate score."""
-    rows = {"error": [], "ere": [], "p_large": [], "reach90": [], "area90": []}
+    rows = {"error": [], "ere": [], "p_large": [], "reach90": [], "area90": [], "other_flag": []}
     for c in cases:
         d = detector.decide(c.obs, settings, contours=False, extents=True)
+        rows["other_flag"] += [bool(set(lm.flag_reasons) - {"uncertain"}) for lm in d.landmarks]
         rows["error"] += list(radial_errors_mm(d.points_px, c.true_px, d.spacing_mm))
         for lm in d.landmarks:
             rows["ere"].append(lm.ere_mm)
@@ -55,14 +59,18 @@ def main(argv=None):
     a = ap.parse_args(argv)
     detector = LandmarkDetector(default_model_path(SHIPPED_MODELS_DIR))
     sets = ab.load_all(detector, a.dataset, Path(a.cache), encode=())
+    shares = []
     print("| clinic | score | AUC, errors > 4 mm | points ≤ 2 mm flagged at 85 % caught | threshold |\n|---|---|---|---|---|")
     for clinic in a.clinics.split(","):
-        cases, parts = sets[clinic], []
+        cases, parts, cv_p = sets[clinic], [], []
         for split in range(a.splits):  # the adapt benchmark's splits
             order = np.random.default_rng(1000 * CLINIC_IMAGES + split).permutation(len(cases))
             ad = adapt(detector, [cases[i] for i in order[:CLINIC_IMAGES]], a.methods.split(","))
             parts.append(point_scores(detector, [cases[i] for i in order[CLINIC_IMAGES:]], ad.settings))
+            cv_p.append(ad.outcomes[ad.method].p_large)
+        shares.append((clinic, share_table(parts, cv_p)))
         pooled = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+        pooled.pop("other_flag")
         err = pooled.pop("error")
         for name, score in pooled.items():
             ok = np.isfinite(score) & np.isfinite(err)
@@ -70,6 +78,28 @@ def main(argv=None):
             auc = roc_curve(score[ok], large)[3]
             t = float(np.quantile(score[ok][large], 1 - CATCH))
             print(f"| {clinic} | {name} | {auc:.3f} | {100 * (score[ok][good] >= t).mean():.1f} % | {t:.3g} |")
+    for clinic, table in shares:
+        print(f"\n{clinic}, share of the clinic's cross-validated points flagged -> errors > 4 mm caught, "
+              f"points <= 2 mm flagged (the other flag reasons kept):")
+        for q, caught, good in table:
+            print(f"  {q:.2f}: {caught:.1f} %, {good:.1f} %")
+        first = next((q for q, caught, _ in table if caught >= 100 * CATCH), None)
+        print(f"  smallest share catching {CATCH:.0%}: {first}")
+
+
+def share_table(parts, cv_p, shares=np.arange(0.20, 0.4001, 0.01)) -> list:
+    """[(share, % of errors > 4 mm caught, % of points <= 2 mm flagged)] pooled over the splits, each
+    split's threshold flagging that share of its clinic's cross-validated points."""
+    table = []
+    for q in shares:
+        caught = good = n_large = n_good = 0
+        for part, p in zip(parts, cv_p):
+            f = part["other_flag"].astype(bool) | (part["p_large"] >= np.quantile(p, 1 - q))
+            large, ok = part["error"] > 4.0, part["error"] <= 2.0
+            caught, n_large = caught + f[large].sum(), n_large + large.sum()
+            good, n_good = good + f[ok].sum(), n_good + ok.sum()
+        table.append((round(float(q), 2), 100 * caught / n_large, 100 * good / n_good))
+    return table
 
 
 if __name__ == "__main__":
