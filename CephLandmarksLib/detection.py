@@ -93,7 +93,7 @@ class Detection:
     def flag_rule_text(self) -> str:
         """The uncertainty flag's rule in words: "ERE > 1.52 mm" or "P(error > 4 mm) ≥ 2 %"."""
         if self.flag_rule.get("score") == "p_large_error":
-            return f"P(error > {self.large_error_mm:g} mm) ≥ {100 * self.flag_rule['threshold']:g} %"
+            return f"P(error > {self.large_error_mm:g} mm) ≥ {100 * self.flag_rule['threshold']:.3g} %"  # a fitted 0.0138.. reads 1.38 %
         return f"ERE > {self.ere_threshold_mm:.2f} mm"
 
     @property

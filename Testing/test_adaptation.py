@@ -121,7 +121,9 @@ def test_probability_flag_rule_flags_exactly_the_points_over_it(tiny_model, gene
     uncertain = np.array(["uncertain" in lm.flag_reasons for lm in d.landmarks])
     assert np.array_equal(uncertain, p >= threshold) and 0 < uncertain.sum() < 19
     assert d.to_json_dict()["flag_rule"] == {"score": "p_large_error", "threshold": threshold}
-    assert d.flag_rule_text() == f"P(error > 4 mm) ≥ {100 * threshold:g} %"
+    assert d.flag_rule_text() == f"P(error > 4 mm) ≥ {100 * threshold:.3g} %"
+    fitted = det.decide(obs, replace(det.settings, flag_p_large_min=0.0138123))
+    assert fitted.flag_rule_text() == "P(error > 4 mm) ≥ 1.38 %"  # a fitted threshold, readable in the PDF
     ere_rule = det.decide(obs).to_json_dict()["flag_rule"]
     assert ere_rule == {"score": "ere_mm", "threshold": round(det.settings.ere_threshold_mm, 4)}
 
