@@ -159,14 +159,14 @@ def fit(detector: LandmarkDetector, cases, method: str, flag_p_large=None) -> Se
                    flag_p_large_min=flag_threshold(cross_fitted.p_large if flag_p_large is None else flag_p_large))
 
 
-def flag_threshold(p_large) -> float:
-    """The P(error > 4 mm) threshold that flags FLAG_SHARE of these points (NaN left out), kept within
+def flag_threshold(p_large, share: float = FLAG_SHARE) -> float:
+    """The P(error > 4 mm) threshold that flags `share` of these points (NaN left out), kept within
     the range a model file accepts."""
     p = np.asarray(p_large, dtype=np.float64).ravel()
     p = p[np.isfinite(p)]
     if p.size == 0:
         raise CephError("no finite P(error > 4 mm) to fit the flag threshold on")
-    return float(np.clip(np.quantile(p, 1 - FLAG_SHARE), *FLAG_P_LARGE_RANGE))
+    return float(np.clip(np.quantile(p, 1 - share), *FLAG_P_LARGE_RANGE))
 
 
 def _plausible(offsets, detector) -> np.ndarray:

@@ -28,7 +28,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from CephLandmarksLib.adaptation import FINE_TUNE, METHODS, adapt, encode_case, read_with  # noqa: E402
+from CephLandmarksLib.adaptation import FINE_TUNE, METHODS, adapt, encode_case, flag_threshold, read_with  # noqa: E402
 from CephLandmarksLib.metrics import LARGE_ERROR_MM, threshold_at_tpr  # noqa: E402
 from CephLandmarksLib.scoring import GOOD_ERROR_MM, Case, figures, outcome  # noqa: E402
 from CephLandmarksLib.datasets import load_dataset  # noqa: E402
@@ -96,7 +96,7 @@ FLAG_RULES = {  # alternative flag rules on P(error > 4 mm), each fitted on the 
     "p_large catching 80 % of the clinic's CV errors > 3 mm": lambda cv: threshold_at_tpr(cv.p_large.ravel(),
                                                                                           cv.errors_mm.ravel() > 3.0, 0.8),
     f"p_large >= {FIXED_P_LARGE:g} (fixed)": lambda cv: FIXED_P_LARGE,
-    **{f"p_large flagging {q:.0%} of the clinic's CV points": (lambda cv, q=q: float(np.quantile(cv.p_large, 1 - q)))
+    **{f"p_large flagging {q:.0%} of the clinic's CV points": (lambda cv, q=q: flag_threshold(cv.p_large, q))
        for q in (0.25, 0.27, 0.30)},
     **{f"p_large >= {t:g} (fixed)": (lambda cv, t=t: t) for t in (0.01, 0.015, 0.03)},
 }

@@ -25,7 +25,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import adapt_benchmark as ab  # noqa: E402
-from CephLandmarksLib.adaptation import adapt  # noqa: E402
+from CephLandmarksLib.adaptation import adapt, flag_threshold  # noqa: E402
 from CephLandmarksLib.detect import LandmarkDetector  # noqa: E402
 from CephLandmarksLib.metrics import radial_errors_mm, roc_curve  # noqa: E402
 from CephLandmarksLib.registry import SHIPPED_MODELS_DIR, default_model_path  # noqa: E402
@@ -94,7 +94,7 @@ def share_table(parts, cv_p, shares=np.arange(0.20, 0.4001, 0.01)) -> list:
     for q in shares:
         caught = good = n_large = n_good = 0
         for part, p in zip(parts, cv_p):
-            f = part["other_flag"].astype(bool) | (part["p_large"] >= np.quantile(p, 1 - q))
+            f = part["other_flag"].astype(bool) | (part["p_large"] >= flag_threshold(p, q))
             large, ok = part["error"] > 4.0, part["error"] <= 2.0
             caught, n_large = caught + f[large].sum(), n_large + large.sum()
             good, n_good = good + f[ok].sum(), n_good + ok.sum()
