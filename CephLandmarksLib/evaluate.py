@@ -128,7 +128,7 @@ def evaluate(model_path, dataset, split, out_dir, ground_truth="mean", device="c
         "p_large_error_reliability": reliability(a["p_large"], errors > LARGE_ERROR_MM, P_LARGE_BIN_EDGES),
         "ere_threshold_mm": info.ere_threshold_mm,
         "flag_rule": flag_rule,
-        "flagged_percent": float(100 * flagged.mean()) if flagged.size else float("nan"),
+        "flagged_percent": 100 * _share(flagged),
         "flagged_by_reason_percent": {reason: float(100 * sum(reason in x for im in rows["reasons"] for x in im)
                                                     / n_points) for reason in FLAG_REASONS},
         "flagged_share_of_errors_over_4mm": rocs[4.0]["threshold_point"][1],

@@ -125,13 +125,16 @@ def summarise(errors_mm, landmark_names) -> dict:
 
 def finite_mean(x) -> float:
     """Mean of the finite values; NaN when there are none."""
-    x = np.asarray(x, dtype=float)
-    x = x[np.isfinite(x)]
+    x = _finite(x)
     return float(x.mean()) if x.size else float("nan")
 
 
 def finite_std(x) -> float:
     """Standard deviation of the finite values; NaN when there are none."""
-    x = np.asarray(x, dtype=float)
-    x = x[np.isfinite(x)]
+    x = _finite(x)
     return float(x.std()) if x.size else float("nan")
+
+
+def _finite(x) -> np.ndarray:
+    x = np.asarray(x, dtype=float).ravel()
+    return x[np.isfinite(x)]

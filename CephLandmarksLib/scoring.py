@@ -12,7 +12,7 @@ import numpy as np
 from .conformal import NOMINAL_MASSES, covered, region_scores
 from .detect import LandmarkDetector, Observation
 from .images import read_radiograph
-from .metrics import LARGE_ERROR_MM, radial_errors_mm
+from .metrics import LARGE_ERROR_MM, finite_mean, radial_errors_mm
 
 GOOD_ERROR_MM = 2.0  # "points within 2 mm": flagging them is the cost of the flags
 
@@ -114,7 +114,6 @@ def measurement_coverage(detector: LandmarkDetector, cases, out: Outcome) -> dic
 def figures(out: Outcome, names=None) -> dict:
     """Pooled and per-landmark figures of an Outcome (the adapted model's record and the report)."""
     e = out.errors_mm
-    finite = np.isfinite(e)
     large, good = e > LARGE_ERROR_MM, e <= GOOD_ERROR_MM
 
     def pct(x, where=None):
@@ -123,7 +122,7 @@ def figures(out: Outcome, names=None) -> dict:
 
     pooled = {
         "n_points": int(e.size),
-        "mre_mm": float(e[finite].mean()) if finite.any() else float("nan"),
+        "mre_mm": finite_mean(e),
         "sdr_2mm_percent": pct(e <= 2.0),
         "coverage_50_percent": pct(out.coverage("50")),
         "coverage_90_percent": pct(out.coverage("90")),
@@ -137,7 +136,7 @@ def figures(out: Outcome, names=None) -> dict:
         col = e[:, j]
         per.append({
             "landmark": names[j] if names else j + 1,
-            "mre_mm": float(col[np.isfinite(col)].mean()) if np.isfinite(col).any() else float("nan"),
+            "mre_mm": finite_mean(col),
             "sdr_2mm_percent": pct(col <= 2.0),
             "coverage_50_percent": pct(out.coverage("50")[:, j]),
             "coverage_90_percent": pct(out.coverage("90")[:, j]),
