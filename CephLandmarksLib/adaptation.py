@@ -14,12 +14,10 @@ Steps of one fit, in order, each on the images it is given:
 2. one temperature scale shared by all landmarks, minimising the heatmap NLL of the
    true points (moved by the offsets);
 3. split-conformal region masses per landmark (conformal.py);
-4. the tail calibration: one logit shift per landmark on P(error > r), fitted on the points'
-   errors over 2, 3 and 4 mm (tail_calibration.py);
-5. the flag rule: tail-calibrated P(error > 4 mm) >= a threshold, the one that flags FLAG_SHARE
-   of the clinic's points (flag_threshold); the final fit takes it from the K-fold
-   cross-validated reading that chose the method, a fold's fit from its own images.
-Steps 2-5 read each image with offsets learnt without it (leave-one-out), so regions and
+4. the flag rule: P(error > 4 mm) >= a threshold on the clinic-calibrated maps, the one that
+   flags FLAG_SHARE of the clinic's points (flag_threshold); the final fit takes it from the
+   K-fold cross-validated reading that chose the method, a fold's fit from its own images.
+Steps 2-4 read each image with offsets learnt without it (leave-one-out), so regions and
 flags are sized for images the offsets were not fitted on.  The method is chosen by
 K-fold cross-validation within the clinic's images (lowest MRE; "none" on a tie), and the
 figures reported "after" are those cross-validated figures, never in-sample ones.
@@ -43,7 +41,6 @@ from .images import normalise, read_radiograph
 from .metrics import LARGE_ERROR_MM
 from .modelmeta import CONVENTION_OFFSET_LIMIT_MM, FLAG_P_LARGE_RANGE, TEMPERATURE_RANGE
 from .scoring import Case, Outcome, figures, measurement_coverage, outcome
-from .tail_calibration import TAIL_RADII_MM, fit_tail_shifts, shifted
 
 FINE_TUNE = "fine-tune"
 METHODS = ("none", "offsets", FINE_TUNE)
@@ -141,9 +138,8 @@ def _temperature_scale(detector, cases, settings_per_case) -> float:
 def fit(detector: LandmarkDetector, cases, method: str, flag_p_large=None) -> Settings:
     """Settings fitted on `cases` by `method` ("none" or "offsets"; "fine-tune" is "none" on
     out-of-fold cases), cross-fitted as the module says, starting from the model's own settings.
-    The flag threshold is fitted on `flag_p_large`, the clinic's tail-calibrated P(error > 4 mm) as
-    cross-validation read it (adapt passes it for the final fit), else on these cases' own
-    cross-fitted reading with the tail calibration fitted here."""
+    The flag threshold is fitted on `flag_p_large`, the clinic's P(error > 4 mm) as cross-validation
+    read it (adapt passes it for the final fit), else on these cases' own cross-fitted reading."""
     if method not in ("none", "offsets"):
         raise ValueError(f"fit takes 'none' or 'offsets', not {method!r}")
     base = replace(detector.settings, offsets_mm=None)
@@ -159,11 +155,8 @@ def fit(detector: LandmarkDetector, cases, method: str, flag_p_large=None) -> Se
     per_case = [replace(s, temperatures=temps) for s in per_case]
     cross_fitted = outcome(detector, cases, per_case)
     masses = {k: np.asarray(v) for k, v in fit_region_masses(cross_fitted.scores).items()}
-    tail = fit_tail_shifts(cross_fitted.p_beyond, cross_fitted.errors_mm)
-    if flag_p_large is None:
-        flag_p_large = shifted(cross_fitted.p_beyond[..., TAIL_RADII_MM.index(LARGE_ERROR_MM)], tail)
     return replace(base, temperatures=temps, offsets_mm=offsets, region_masses=masses, regions="split-conformal",
-                   p_large_logit_shift=tail, flag_p_large_min=flag_threshold(flag_p_large))
+                   flag_p_large_min=flag_threshold(cross_fitted.p_large if flag_p_large is None else flag_p_large))
 
 
 def flag_threshold(p_large, share: float = FLAG_SHARE) -> float:
@@ -309,10 +302,8 @@ def record(adaptation: Adaptation, base_sha256: str, ids) -> dict:
         "fine_tune": {"epochs": FINE_TUNE_EPOCHS, "learning_rate": FINE_TUNE_LR, "trained": "decoder and head",
                       "calibrated_on": "out-of-fold maps"} if adaptation.method == FINE_TUNE else None,
         "region_rule": RULE,
-        "flag_rule": f"P(error > {LARGE_ERROR_MM:g} mm) >= {s.flag_p_large_min:.3g} on the clinic-calibrated map "
-                     f"(temperatures, then each landmark's tail), the threshold that flags {FLAG_SHARE:.0%} of the "
-                     f"clinic's cross-fitted points",
-        "p_large_logit_shift": None if s.p_large_logit_shift is None else np.round(s.p_large_logit_shift, 3).tolist(),
+        "flag_rule": f"P(error > {LARGE_ERROR_MM:g} mm) >= {s.flag_p_large_min:.3g} on the clinic-calibrated map, "
+                     f"the threshold that flags {FLAG_SHARE:.0%} of the clinic's cross-fitted points",
     }
 
 
@@ -388,7 +379,6 @@ def adapt_file(model_path, dataset, out, split: str = "train", methods=METHODS, 
     s = result.settings
     info.temperatures = [round(float(t), 5) for t in s.temperatures]
     info.flag_p_large_min = s.flag_p_large_min
-    info.p_large_logit_shift = None if s.p_large_logit_shift is None else np.round(s.p_large_logit_shift, 4).tolist()
     info.region_masses = {k: [round(float(v), 6) for v in m] for k, m in s.region_masses.items()}
     info.convention_offsets_mm = None if s.offsets_mm is None else np.round(s.offsets_mm, 4).tolist()
     info.adaptation = rec

@@ -29,8 +29,7 @@ from .images import Radiograph, framing_for, model_input, normalise
 from .missing import missing_landmarks, near_edge, outside_mass
 from .model import run_network
 from .modelfile import LoadedModel, load_model, model_mm_per_px
-from .tail_calibration import TAIL_RADII_MM, shifted
-from .uncertainty import (LARGE_ERROR_MM, credible_contours, error_probabilities, expected_radial_error_mm,
+from .uncertainty import (LARGE_ERROR_MM, credible_contours, error_probability, expected_radial_error_mm,
                           region_extent)
 
 REACH_LEVEL = "90"  # the region whose area and reach the JSON reports per point
@@ -47,7 +46,6 @@ class Settings:
     offsets_mm: np.ndarray | None = None  # (L, 2) head-frame offsets (conventions.py)
     regions: str = "nominal"  # how the masses were chosen: "nominal" or "split-conformal"
     flag_p_large_min: float | None = None  # flag P(error > 4 mm) >= this instead of ERE > ere_threshold_mm
-    p_large_logit_shift: np.ndarray | None = None  # (L,) tail calibration of P(error > 4 mm) (tail_calibration.py)
 
     def flag_rule(self) -> dict:
         if self.flag_p_large_min is None:
@@ -60,8 +58,7 @@ class Settings:
         return cls(np.asarray(info.temperatures, dtype=np.float64), float(info.ere_threshold_mm),
                    masses_for(info.region_masses or {}, n),
                    None if info.convention_offsets_mm is None else np.asarray(info.convention_offsets_mm, float),
-                   "split-conformal" if info.region_masses else "nominal", info.flag_p_large_min,
-                   None if info.p_large_logit_shift is None else np.asarray(info.p_large_logit_shift, float))
+                   "split-conformal" if info.region_masses else "nominal", info.flag_p_large_min)
 
 
 @dataclass
@@ -183,8 +180,7 @@ class LandmarkDetector:
             shift = shifts_uv(uv, s.offsets_mm, mm, *frame_landmarks(self.info.landmark_abbreviations))
             probs, uv = shift_maps(probs, shift), uv + shift
         ere = expected_radial_error_mm(probs, uv, mm)
-        p_beyond = error_probabilities(probs, uv, mm, TAIL_RADII_MM)  # (L, R) the map's own
-        p_large = shifted(p_beyond[:, TAIL_RADII_MM.index(LARGE_ERROR_MM)], s.p_large_logit_shift)
+        p_large = error_probability(probs, uv, mm, LARGE_ERROR_MM)
         uncertain = ere > s.ere_threshold_mm if s.flag_p_large_min is None else p_large >= s.flag_p_large_min
         implausible, expected_outside = shape_check(
             uv, reference_uv(self.info, self.mm_per_px), ~missing & ~uncertain, frame, self.mm_per_px)
@@ -227,7 +223,7 @@ class LandmarkDetector:
             framing=obs.framing, orientation=obs.orientation, alignment=alignment,
             regions={"method": s.regions, "masses": {k: [round(float(v), 4) for v in m]
                                                        for k, m in s.region_masses.items()}},
-            flag_rule=s.flag_rule(), p_beyond=p_beyond,
+            flag_rule=s.flag_rule(),
         )
 
     def detect(self, radiograph: Radiograph, contours: bool = True, orientation_check=None) -> Detection:

@@ -89,9 +89,6 @@ class Detection:
     regions: dict = field(default_factory=dict)  # {"method": "split-conformal" | "nominal", "masses": {...}}
     # What "uncertain" means: {"score": "ere_mm" | "p_large_error", "threshold": t} (empty: ERE > ere_threshold_mm)
     flag_rule: dict = field(default_factory=dict)
-    # (L, R) each map's own P(error > r) at tail_calibration.TAIL_RADII_MM, before any tail calibration
-    # (what adaptation fits the calibration on; not written to the JSON)
-    p_beyond: np.ndarray | None = None
 
     def flag_rule_text(self) -> str:
         """The uncertainty flag's rule in words: "ERE > 1.52 mm" or "P(error > 4 mm) ≥ 2 %"."""

@@ -49,8 +49,6 @@ class ModelInfo:
     # Clinic conventions (adaptation.py): (L, 2) offsets in mm in the head frame (along S->N, then its normal);
     # None: no correction.  Applied to the point and its heatmap.
     convention_offsets_mm: list | None = None
-    # Tail calibration (tail_calibration.py): one logit shift per landmark applied to P(error > 4 mm); None: none.
-    p_large_logit_shift: list | None = None
     # Adaptation record: base model SHA-256, clinic image ids and count, method, cross-validated figures.
     adaptation: dict = field(default_factory=dict)
 

@@ -34,7 +34,6 @@ INPUT_SIZE_MULTIPLE = 32  # the U-Net halves the input five times
 REFINE_RADIUS_RANGE = (0, 5)  # model pixels around the argmax used for sub-pixel refinement
 MODEL_MM_PER_PX_RANGE = (0.01, 10.0)
 FLAG_P_LARGE_RANGE = (0.001, 0.5)  # a flag probability outside this flags (nearly) everything or nothing
-TAIL_SHIFT_LIMIT = 5.0  # a tail calibration's logit shift is within +-this (a factor of about 150 on the odds)
 CONVENTION_OFFSET_LIMIT_MM = 20.0  # a clinic's convention moves a point by less than this
 REGION_LEVELS = ("50", "90")  # conformal region levels (percent) a model may carry masses for
 
@@ -101,11 +100,6 @@ def number_list(lo, hi, lo_open=False):
         bad = [t for t in v if not (math.isfinite(t) and (lo < t if lo_open else lo <= t) and t <= hi)]
         return f"must hold numbers in {interval}, got {_short(bad[0])}" if bad else None
     return check
-
-
-def optional(check):
-    """A check that also accepts null."""
-    return lambda v, meta: None if v is None else check(v, meta)
 
 
 def number(lo, hi, optional=False):
@@ -218,7 +212,6 @@ FIELDS = {
     "metrics": (False, json_object),
     "region_masses": (False, region_masses),
     "convention_offsets_mm": (False, point_table(_offset_extent)),
-    "p_large_logit_shift": (False, optional(number_list(-TAIL_SHIFT_LIMIT, TAIL_SHIFT_LIMIT))),
     "adaptation": (False, json_object),
     "weights_sha256": (True, sha256_hex),
 }

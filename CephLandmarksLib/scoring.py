@@ -46,9 +46,8 @@ class Outcome:
     flagged: np.ndarray  # (n, L)
     scores: np.ndarray  # (n, L) conformal scores of the true points
     masses: dict  # {"50": (n, L), "90": (n, L)} the masses drawn for each image
-    p_large: np.ndarray  # (n, L) P(error > LARGE_ERROR_MM) read from each calibrated map (tail-calibrated)
+    p_large: np.ndarray  # (n, L) P(error > LARGE_ERROR_MM) read from each calibrated map
     settings: list = field(default_factory=list)  # the Settings each case was decided with
-    p_beyond: np.ndarray | None = None  # (n, L, R) the maps' own P(error > r), tail_calibration.TAIL_RADII_MM
 
     def coverage(self, level: str) -> np.ndarray:
         return covered(self.scores, self.masses[level])
@@ -57,7 +56,7 @@ class Outcome:
         rows = list(rows)
         return Outcome(self.errors_mm[rows], self.ere_mm[rows], self.flagged[rows], self.scores[rows],
                        {k: m[rows] for k, m in self.masses.items()}, self.p_large[rows],
-                       [self.settings[i] for i in rows], None if self.p_beyond is None else self.p_beyond[rows])
+                       [self.settings[i] for i in rows])
 
 
 def observe_each(detector: LandmarkDetector, samples, progress=None):
@@ -91,12 +90,10 @@ def outcome(detector: LandmarkDetector, cases, settings) -> Outcome:
         err = point_errors_mm(det, case.true_px)
         scores = region_scores(det.probs, case.true_uv)
         rows.append((err, [lm.ere_mm for lm in det.landmarks], [lm.flagged for lm in det.landmarks], scores,
-                     {k: np.asarray(m) for k, m in s.region_masses.items()}, [lm.p_large_error for lm in det.landmarks],
-                     det.p_beyond))
-    err, ere, flagged, scores, masses, p_large, p_beyond = zip(*rows)
+                     {k: np.asarray(m) for k, m in s.region_masses.items()}, [lm.p_large_error for lm in det.landmarks]))
+    err, ere, flagged, scores, masses, p_large = zip(*rows)
     return Outcome(np.array(err), np.array(ere), np.array(flagged), np.array(scores),
-                   {k: np.stack([m[k] for m in masses]) for k in NOMINAL_MASSES}, np.array(p_large), per_case,
-                   np.array(p_beyond))
+                   {k: np.stack([m[k] for m in masses]) for k in NOMINAL_MASSES}, np.array(p_large), per_case)
 
 
 def measurement_coverage(detector: LandmarkDetector, cases, out: Outcome) -> dict:

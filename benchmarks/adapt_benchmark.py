@@ -36,7 +36,6 @@ from CephLandmarksLib.conformal import fit_region_masses, masses_for  # noqa: E4
 from CephLandmarksLib.detect import LandmarkDetector, Observation  # noqa: E402
 from CephLandmarksLib.geometry import ModelFrame  # noqa: E402
 from CephLandmarksLib.registry import default_model_path, SHIPPED_MODELS_DIR  # noqa: E402
-from CephLandmarksLib.tail_calibration import TAIL_RADII_MM  # noqa: E402
 
 SIZES = (10, 20, 30)
 
@@ -101,14 +100,6 @@ FLAG_RULES = {  # alternative flag rules on P(error > 4 mm), each fitted on the 
        for q in (0.25, 0.27, 0.30)},
     **{f"p_large >= {t:g} (fixed)": (lambda cv, t=t: t) for t in (0.01, 0.015, 0.03)},
 }
-# The same rules on the maps' own P(error > 4 mm), without the tail calibration (the previous version's score)
-UNTAILED_RULES = {f"untailed p_large flagging {q:.0%} of the clinic's CV points": (lambda p, q=q: flag_threshold(p, q))
-                  for q in (0.25, 0.27, 0.30)} | {f"untailed p_large >= {FIXED_P_LARGE:g} (fixed)": lambda p: FIXED_P_LARGE}
-
-
-def untailed(out) -> np.ndarray:
-    """(n, L) the maps' own P(error > 4 mm), before the tail calibration."""
-    return out.p_beyond[..., TAIL_RADII_MM.index(LARGE_ERROR_MM)]
 
 
 def uncertain(out):
@@ -123,10 +114,9 @@ def flag_alternatives(cv, scored) -> dict:
     other = scored.flagged & ~uncertain(scored)
     large, good = scored.errors_mm > LARGE_ERROR_MM, scored.errors_mm <= GOOD_ERROR_MM
     out = {}
-    rules = [(name, float(rule(cv)), scored.p_large) for name, rule in FLAG_RULES.items()]
-    rules += [(name, float(rule(untailed(cv))), untailed(scored)) for name, rule in UNTAILED_RULES.items()]
-    for name, t, p in rules:
-        f = other | (p >= t)
+    for name, rule in FLAG_RULES.items():
+        t = float(rule(cv))
+        f = other | (scored.p_large >= t)
         out[name] = {"threshold": t, "large_errors_flagged_percent": float(100 * f[large].mean()),
                      "good_points_flagged_percent": float(100 * f[good].mean())}
     return out

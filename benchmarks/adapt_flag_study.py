@@ -27,9 +27,8 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 import adapt_benchmark as ab  # noqa: E402
 from CephLandmarksLib.adaptation import adapt, flag_threshold  # noqa: E402
 from CephLandmarksLib.detect import LandmarkDetector  # noqa: E402
-from CephLandmarksLib.metrics import LARGE_ERROR_MM, radial_errors_mm, roc_curve  # noqa: E402
+from CephLandmarksLib.metrics import radial_errors_mm, roc_curve  # noqa: E402
 from CephLandmarksLib.registry import SHIPPED_MODELS_DIR, default_model_path  # noqa: E402
-from CephLandmarksLib.tail_calibration import TAIL_RADII_MM  # noqa: E402
 
 CLINIC_IMAGES = 20
 CATCH = 0.85  # the issue's target share of errors over 4 mm flagged
@@ -37,13 +36,11 @@ CATCH = 0.85  # the issue's target share of errors over 4 mm flagged
 
 def point_scores(detector, cases, settings) -> dict:
     """Per scored point: error (mm) and each candidate score."""
-    rows = {"error": [], "ere": [], "p_large": [], "p_large_untailed": [], "reach90": [], "area90": [],
-            "other_flag": []}
+    rows = {"error": [], "ere": [], "p_large": [], "reach90": [], "area90": [], "other_flag": []}
     for c in cases:
         d = detector.decide(c.obs, settings, contours=False, extents=True)
         rows["other_flag"] += [bool(set(lm.flag_reasons) - {"uncertain"}) for lm in d.landmarks]
         rows["error"] += list(radial_errors_mm(d.points_px, c.true_px, d.spacing_mm))
-        rows["p_large_untailed"] += list(d.p_beyond[:, TAIL_RADII_MM.index(LARGE_ERROR_MM)])
         for lm in d.landmarks:
             rows["ere"].append(lm.ere_mm)
             rows["p_large"].append(lm.p_large_error)
@@ -62,18 +59,16 @@ def main(argv=None):
     a = ap.parse_args(argv)
     detector = LandmarkDetector(default_model_path(SHIPPED_MODELS_DIR))
     sets = ab.load_all(detector, a.dataset, Path(a.cache), encode=())
-    shares = []  # (clinic, score, table)
+    shares = []
     print("| clinic | score | AUC, errors > 4 mm | points ≤ 2 mm flagged at 85 % caught | threshold |\n|---|---|---|---|---|")
     for clinic in a.clinics.split(","):
-        cases, parts, cv_p, cv_raw = sets[clinic], [], [], []
+        cases, parts, cv_p = sets[clinic], [], []
         for split in range(a.splits):  # the adapt benchmark's splits
             order = np.random.default_rng(1000 * CLINIC_IMAGES + split).permutation(len(cases))
             ad = adapt(detector, [cases[i] for i in order[:CLINIC_IMAGES]], a.methods.split(","))
             parts.append(point_scores(detector, [cases[i] for i in order[CLINIC_IMAGES:]], ad.settings))
             cv_p.append(ad.outcomes[ad.method].p_large)
-            cv_raw.append(ab.untailed(ad.outcomes[ad.method]))
-        shares.append((clinic, "p_large (tail-calibrated, the product)", share_table(parts, cv_p)))
-        shares.append((clinic, "p_large_untailed", share_table(parts, cv_raw, "p_large_untailed")))
+        shares.append((clinic, share_table(parts, cv_p)))
         pooled = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
         pooled.pop("other_flag")
         err = pooled.pop("error")
@@ -83,8 +78,8 @@ def main(argv=None):
             auc = roc_curve(score[ok], large)[3]
             t = float(np.quantile(score[ok][large], 1 - CATCH))
             print(f"| {clinic} | {name} | {auc:.3f} | {100 * (score[ok][good] >= t).mean():.1f} % | {t:.3g} |")
-    for clinic, score, table in shares:
-        print(f"\n{clinic}, {score}, share of the clinic's cross-validated points flagged -> errors > 4 mm caught, "
+    for clinic, table in shares:
+        print(f"\n{clinic}, share of the clinic's cross-validated points flagged -> errors > 4 mm caught, "
               f"points <= 2 mm flagged (the other flag reasons kept):")
         for q, caught, good in table:
             print(f"  {q:.2f}: {caught:.1f} %, {good:.1f} %")
@@ -92,14 +87,14 @@ def main(argv=None):
         print(f"  smallest share catching {CATCH:.0%}: {first}")
 
 
-def share_table(parts, cv_p, score="p_large", shares=np.arange(0.20, 0.4001, 0.01)) -> list:
+def share_table(parts, cv_p, shares=np.arange(0.20, 0.4001, 0.01)) -> list:
     """[(share, % of errors > 4 mm caught, % of points <= 2 mm flagged)] pooled over the splits, each
     split's threshold flagging that share of its clinic's cross-validated points."""
     table = []
     for q in shares:
         caught = good = n_large = n_good = 0
         for part, p in zip(parts, cv_p):
-            f = part["other_flag"].astype(bool) | (part[score] >= flag_threshold(p, q))
+            f = part["other_flag"].astype(bool) | (part["p_large"] >= flag_threshold(p, q))
             large, ok = part["error"] > 4.0, part["error"] <= 2.0
             caught, n_large = caught + f[large].sum(), n_large + large.sum()
             good, n_good = good + f[ok].sum(), n_good + ok.sum()
