@@ -50,3 +50,27 @@ def test_evaluate_reports_what_detect_produces(tiny_model, rescaled_dataset, tmp
     assert sum(m["passes"]["orientation"].values()) == len(samples) == m["n_images"]
     assert "observe" in m["predictor"] and "decide" in m["predictor"]
     json.loads((tmp_path / "ev" / "metrics.json").read_text(), parse_constant=lambda c: pytest.fail(c))
+
+
+def test_evaluate_fixes_glibcs_mmap_threshold_unless_the_user_set_one(monkeypatch, tmp_path):
+    """`evaluate` sets glibc's mmap threshold before its loop (memory.py: the heap otherwise grew
+    about 30 MB an image); a user's MALLOC_MMAP_THRESHOLD_ wins, and other C libraries are left alone."""
+    import ctypes
+
+    from CephLandmarksLib import cli, memory
+
+    monkeypatch.delenv("MALLOC_MMAP_THRESHOLD_", raising=False)
+    try:
+        ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        assert memory.limit_heap_fragmentation() is False
+        return
+    assert memory.limit_heap_fragmentation() is True
+    monkeypatch.setenv("MALLOC_MMAP_THRESHOLD_", "65536")
+    assert memory.limit_heap_fragmentation() is False
+    calls = []
+    monkeypatch.setattr(memory, "limit_heap_fragmentation", lambda: calls.append("set"))
+    monkeypatch.setattr("CephLandmarksLib.evaluate.evaluate", lambda *a, **k: calls.append("evaluate") or
+                        {"mre_mm": 1.0, "sdr": {"2.0": 80.0}, "ece": 1.0})
+    assert cli.main(["evaluate", "--dataset", str(tmp_path), "--out", str(tmp_path / "out")]) == 0
+    assert calls == ["set", "evaluate"]
