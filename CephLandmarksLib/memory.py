@@ -5,9 +5,9 @@ per-image arrays of tens of MB are then carved from the heap, which fragments: `
 grew about 30 MB an image (1.39 GB after 6 images, 1.93 GB after 24).  A fixed 1 MiB
 threshold gives each large array its own mapping, returned to the system when freed: 1.13 GB
 after 6 and 1.14 GB after 24, with identical metrics.  Its time cost was within the noise of a
-loaded machine (6 images: 55-68 s without, 70 s with).  Only `evaluate`, whose loop decides
-image after image, calls this; a user's own MALLOC_MMAP_THRESHOLD_ wins, and other C libraries
-are left alone.
+loaded machine (6 images: 55-68 s without, 70 s with).  Only `evaluate` and the adaptation
+benchmarks, whose loops decide image after image, call this; a user's own MALLOC_MMAP_THRESHOLD_
+wins, and other C libraries are left alone.
 """
 
 import ctypes

@@ -33,6 +33,7 @@ from CephLandmarksLib.metrics import LARGE_ERROR_MM, threshold_at_tpr  # noqa: E
 from CephLandmarksLib.scoring import GOOD_ERROR_MM, Case, figures, outcome  # noqa: E402
 from CephLandmarksLib.datasets import load_dataset  # noqa: E402
 from CephLandmarksLib.conformal import fit_region_masses, masses_for  # noqa: E402
+from CephLandmarksLib.memory import limit_heap_fragmentation  # noqa: E402
 from CephLandmarksLib.detect import LandmarkDetector, Observation  # noqa: E402
 from CephLandmarksLib.geometry import ModelFrame  # noqa: E402
 from CephLandmarksLib.registry import default_model_path, SHIPPED_MODELS_DIR  # noqa: E402
@@ -138,6 +139,7 @@ def main(argv=None):
     ap.add_argument("--cache-only", action="store_true")
     ap.add_argument("--out", default=str(ROOT / "docs/adaptation/adapt_benchmark.json"))
     a = ap.parse_args(argv)
+    limit_heap_fragmentation()  # thousands of decides: a flag-study loop without it was OOM-killed at 24 GB
     detector = LandmarkDetector(a.model or default_model_path(SHIPPED_MODELS_DIR))
     sets = load_all(detector, a.dataset, Path(a.cache))
     if a.cache_only:

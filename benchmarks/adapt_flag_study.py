@@ -26,6 +26,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import adapt_benchmark as ab  # noqa: E402
 from CephLandmarksLib.adaptation import adapt, flag_threshold  # noqa: E402
+from CephLandmarksLib.memory import limit_heap_fragmentation  # noqa: E402
 from CephLandmarksLib.detect import LandmarkDetector  # noqa: E402
 from CephLandmarksLib.metrics import radial_errors_mm, roc_curve  # noqa: E402
 from CephLandmarksLib.registry import SHIPPED_MODELS_DIR, default_model_path  # noqa: E402
@@ -57,6 +58,7 @@ def main(argv=None):
     ap.add_argument("--splits", type=int, default=5)
     ap.add_argument("--methods", default="none,offsets")
     a = ap.parse_args(argv)
+    limit_heap_fragmentation()  # thousands of decides: a flag-study loop without it was OOM-killed at 24 GB
     detector = LandmarkDetector(default_model_path(SHIPPED_MODELS_DIR))
     sets = ab.load_all(detector, a.dataset, Path(a.cache), encode=())
     shares = []
