@@ -96,10 +96,9 @@ FIXED_P_LARGE = 0.02  # the previous adapted flag rule (P(error > 4 mm) >= 2 %),
 FLAG_RULES = {  # alternative flag rules on P(error > 4 mm), each fitted on the clinic's cross-validated outcome
     "p_large catching 80 % of the clinic's CV errors > 3 mm": lambda cv: threshold_at_tpr(cv.p_large.ravel(),
                                                                                           cv.errors_mm.ravel() > 3.0, 0.8),
-    f"p_large >= {FIXED_P_LARGE:g} (fixed)": lambda cv: FIXED_P_LARGE,
+    **{f"p_large >= {t:g} (fixed)": (lambda cv, t=t: t) for t in (FIXED_P_LARGE, 0.01, 0.015, 0.03)},
     **{f"p_large flagging {q:.0%} of the clinic's CV points": (lambda cv, q=q: flag_threshold(cv.p_large, q))
        for q in (0.25, 0.27, 0.30)},
-    **{f"p_large >= {t:g} (fixed)": (lambda cv, t=t: t) for t in (0.01, 0.015, 0.03)},
 }
 
 

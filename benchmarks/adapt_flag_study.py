@@ -28,8 +28,9 @@ import adapt_benchmark as ab  # noqa: E402
 from CephLandmarksLib.adaptation import adapt, flag_threshold  # noqa: E402
 from CephLandmarksLib.memory import limit_heap_fragmentation  # noqa: E402
 from CephLandmarksLib.detect import LandmarkDetector  # noqa: E402
-from CephLandmarksLib.metrics import radial_errors_mm, roc_curve  # noqa: E402
+from CephLandmarksLib.metrics import LARGE_ERROR_MM, radial_errors_mm, roc_curve  # noqa: E402
 from CephLandmarksLib.registry import SHIPPED_MODELS_DIR, default_model_path  # noqa: E402
+from CephLandmarksLib.scoring import GOOD_ERROR_MM  # noqa: E402
 
 CLINIC_IMAGES = 20
 CATCH = 0.85  # the target share of errors over 4 mm flagged
@@ -76,7 +77,7 @@ def main(argv=None):
         err = pooled.pop("error")
         for name, score in pooled.items():
             ok = np.isfinite(score) & np.isfinite(err)
-            large, good = err[ok] > 4.0, err[ok] <= 2.0
+            large, good = err[ok] > LARGE_ERROR_MM, err[ok] <= GOOD_ERROR_MM
             auc = roc_curve(score[ok], large)[3]
             t = float(np.quantile(score[ok][large], 1 - CATCH))
             print(f"| {clinic} | {name} | {auc:.3f} | {100 * (score[ok][good] >= t).mean():.1f} % | {t:.3g} |")
@@ -97,7 +98,7 @@ def share_table(parts, cv_p, shares=np.arange(0.20, 0.4001, 0.01)) -> list:
         caught = good = n_large = n_good = 0
         for part, p in zip(parts, cv_p):
             f = part["other_flag"].astype(bool) | (part["p_large"] >= flag_threshold(p, q))
-            large, ok = part["error"] > 4.0, part["error"] <= 2.0
+            large, ok = part["error"] > LARGE_ERROR_MM, part["error"] <= GOOD_ERROR_MM
             caught, n_large = caught + f[large].sum(), n_large + large.sum()
             good, n_good = good + f[ok].sum(), n_good + ok.sum()
         table.append((round(float(q), 2), 100 * caught / n_large, 100 * good / n_good))
