@@ -137,6 +137,8 @@ def main(argv=None):
     ap.add_argument("--methods", default=",".join(METHODS), help="adaptation methods to choose from")
     ap.add_argument("--cache-only", action="store_true")
     ap.add_argument("--out", default=str(ROOT / "docs/adaptation/adapt_benchmark.json"))
+    ap.add_argument("--resume", action="store_true",
+                    help="keep the splits already in --out (same model, same clinic ids) and run only the missing ones")
     a = ap.parse_args(argv)
     limit_heap_fragmentation()  # thousands of decides: a flag-study loop without it was OOM-killed at 24 GB
     detector = LandmarkDetector(a.model or default_model_path(SHIPPED_MODELS_DIR))
@@ -145,6 +147,7 @@ def main(argv=None):
         return
     names = list(detector.info.landmark_abbreviations)
     results = {"model_sha256": detector.model.sha256, "plan": a.plan}
+    earlier = finished_runs(Path(a.out), detector.model.sha256) if a.resume else {}
 
     # The shipped model's own regions: conformal masses fitted on its held-out training images.
     nominal = replace(detector.settings, region_masses=masses_for({}, len(names)), regions="nominal")
@@ -168,6 +171,10 @@ def main(argv=None):
             t0 = time.time()
             order = np.random.default_rng(1000 * size + split).permutation(len(cases))
             clinic_cases, rest = [cases[i] for i in order[:size]], [cases[i] for i in order[size:]]
+            done = earlier.get(f"{clinic}_{size}", [])
+            if split < len(done) and done[split]["clinic_ids"] == [c.id for c in clinic_cases]:
+                runs.append(done[split])  # finished in an earlier run of this plan
+                continue
             ad = adapt(detector, clinic_cases, a.methods.split(","))
             seconds = time.time() - t0
             after = outcome(detector, [read_with(ad.network, c) for c in rest] if ad.method == FINE_TUNE else rest, ad.settings)
@@ -187,6 +194,17 @@ def main(argv=None):
                   f"<=2mm {r['after']['good_points_flagged_percent']:.0f} (p_large rules {alt}), {r['seconds']:.0f} s", file=sys.stderr, flush=True)
             out.write_text(json.dumps(_clean(results), indent=1, allow_nan=False) + "\n")
     print(summary(results))
+
+
+def finished_runs(out: Path, model_sha256: str) -> dict:
+    """The splits an earlier run wrote to `out`, if it scored the same model (else none)."""
+    if not out.is_file():
+        return {}
+    earlier = json.loads(out.read_text())
+    if earlier.get("model_sha256") != model_sha256:
+        print(f"{out} scored another model; starting afresh", file=sys.stderr)
+        return {}
+    return {k: v for k, v in earlier.items() if isinstance(v, list)}
 
 
 def _clean(x):
