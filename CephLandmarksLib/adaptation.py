@@ -14,9 +14,10 @@ Steps of one fit, in order, each on the images it is given:
 2. one temperature scale shared by all landmarks, minimising the heatmap NLL of the
    true points (moved by the offsets);
 3. split-conformal region masses per landmark (conformal.py);
-4. the flag rule: P(error > 4 mm) >= a threshold on the clinic-calibrated maps, the one that
-   flags FLAG_SHARE of the clinic's points (flag_threshold); the final fit takes it from the
-   K-fold cross-validated reading that chose the method, a fold's fit from its own images.
+4. the flag rule: P(error > 4 mm) on the clinic-calibrated maps, adjusted for the image's other
+   landmarks (uncertainty.image_adjusted_p_large), >= the threshold that flags FLAG_SHARE of the
+   clinic's points (flag_threshold); the final fit takes it from the K-fold cross-validated
+   reading that chose the method, a fold's fit from its own images.
 Steps 2-4 read each image with offsets learnt without it (leave-one-out), so regions and
 flags are sized for images the offsets were not fitted on.  The method is chosen by
 K-fold cross-validation within the clinic's images (lowest MRE; "none" on a tie), and the
@@ -41,17 +42,18 @@ from .images import normalise, read_radiograph
 from .metrics import LARGE_ERROR_MM
 from .modelmeta import CONVENTION_OFFSET_LIMIT_MM, FLAG_P_LARGE_RANGE, TEMPERATURE_RANGE
 from .scoring import Case, Outcome, figures, measurement_coverage, outcome
+from .uncertainty import IMAGE_WEIGHT, image_adjusted_p_large
 
 FINE_TUNE = "fine-tune"
 METHODS = ("none", "offsets", FINE_TUNE)
 MIN_IMAGES = 10  # below this a 90 % conformal region is barely finite and offsets are noise
 CV_FOLDS = 5
-# Adapted models flag the points whose clinic-calibrated maps give the highest chance to an error over 4 mm:
-# P(error > 4 mm) >= the threshold that flags this share of the clinic's own cross-fitted points.  A share
-# of several hundred points is a stable fit where the clinic's handful of large errors is not, and it
-# follows a fine-tune's sharper maps, which a fixed probability does not (docs/adaptation.md, Flags).
-# Chosen with Test1 as the clinic, never on Test2.
-FLAG_SHARE = 0.27
+# Adapted models flag the points whose clinic-calibrated maps, weighed with the image's other points, give
+# the highest chance to an error over 4 mm: the adjusted P(error > 4 mm) >= the threshold that flags this
+# share of the clinic's own cross-fitted points.  A share of several hundred points is a stable fit where
+# the clinic's handful of large errors is not, and it follows a fine-tune's sharper maps, which a fixed
+# probability does not (docs/adaptation.md, Flags).  Chosen with Test1 as the clinic, never on Test2.
+FLAG_SHARE = 0.26
 TEMPERATURE_SCALE_RANGE = (0.5, 4.0)  # the shared temperature factor adaptation may choose
 TEMPERATURE_SEARCH_STEPS = 8  # golden-section steps: the factor to within about 3 %
 LOGIT_BINS = 4096  # histogram bins per map for the temperature search's normaliser
@@ -156,13 +158,15 @@ def fit(detector: LandmarkDetector, cases, method: str, flag_p_large=None) -> Se
     cross_fitted = outcome(detector, cases, per_case)
     masses = {k: np.asarray(v) for k, v in fit_region_masses(cross_fitted.scores).items()}
     return replace(base, temperatures=temps, offsets_mm=offsets, region_masses=masses, regions="split-conformal",
-                   flag_p_large_min=flag_threshold(cross_fitted.p_large if flag_p_large is None else flag_p_large))
+                   flag_p_large_min=flag_threshold(cross_fitted.p_large if flag_p_large is None else flag_p_large),
+                   flag_image_weight=IMAGE_WEIGHT)
 
 
-def flag_threshold(p_large, share: float = FLAG_SHARE) -> float:
-    """The P(error > 4 mm) threshold that flags `share` of these points (NaN left out), kept within
-    the range a model file accepts."""
-    p = np.asarray(p_large, dtype=np.float64).ravel()
+def flag_threshold(p_large, share: float = FLAG_SHARE, image_weight: float = IMAGE_WEIGHT) -> float:
+    """The threshold on P(error > 4 mm), (n images, L) adjusted for each image's other landmarks
+    (image_adjusted_p_large; image_weight 0: as read), that flags `share` of these points (NaN left
+    out), kept within the range a model file accepts."""
+    p = image_adjusted_p_large(p_large, image_weight).ravel()
     p = p[np.isfinite(p)]
     if p.size == 0:
         raise CephError("no finite P(error > 4 mm) to fit the flag threshold on")
@@ -302,7 +306,8 @@ def record(adaptation: Adaptation, base_sha256: str, ids) -> dict:
         "fine_tune": {"epochs": FINE_TUNE_EPOCHS, "learning_rate": FINE_TUNE_LR, "trained": "decoder and head",
                       "calibrated_on": "out-of-fold maps"} if adaptation.method == FINE_TUNE else None,
         "region_rule": RULE,
-        "flag_rule": f"P(error > {LARGE_ERROR_MM:g} mm) >= {s.flag_p_large_min:.3g} on the clinic-calibrated map, "
+        "flag_rule": f"P(error > {LARGE_ERROR_MM:g} mm) on the clinic-calibrated map, weighed with the image's "
+                     f"other points (image weight {s.flag_image_weight:g}), >= {s.flag_p_large_min:.3g}, "
                      f"the threshold that flags {FLAG_SHARE:.0%} of the clinic's cross-fitted points",
     }
 
@@ -379,6 +384,7 @@ def adapt_file(model_path, dataset, out, split: str = "train", methods=METHODS, 
     s = result.settings
     info.temperatures = [round(float(t), 5) for t in s.temperatures]
     info.flag_p_large_min = s.flag_p_large_min
+    info.flag_image_weight = s.flag_image_weight
     info.region_masses = {k: [round(float(v), 6) for v in m] for k, m in s.region_masses.items()}
     info.convention_offsets_mm = None if s.offsets_mm is None else np.round(s.offsets_mm, 4).tolist()
     info.adaptation = rec

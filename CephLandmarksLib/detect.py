@@ -30,7 +30,7 @@ from .missing import missing_landmarks, near_edge, outside_mass
 from .model import run_network
 from .modelfile import LoadedModel, load_model, model_mm_per_px
 from .uncertainty import (LARGE_ERROR_MM, credible_contours, error_probability, expected_radial_error_mm,
-                          region_extent)
+                          image_adjusted_p_large, region_extent)
 
 REACH_LEVEL = "90"  # the region whose area and reach the JSON reports per point
 
@@ -46,11 +46,19 @@ class Settings:
     offsets_mm: np.ndarray | None = None  # (L, 2) head-frame offsets (conventions.py)
     regions: str = "nominal"  # how the masses were chosen: "nominal" or "split-conformal"
     flag_p_large_min: float | None = None  # flag P(error > 4 mm) >= this instead of ERE > ere_threshold_mm
+    flag_image_weight: float = 0.0  # ... that P adjusted for the image's other landmarks (image_adjusted_p_large)
 
     def flag_rule(self) -> dict:
         if self.flag_p_large_min is None:
             return {"score": "ere_mm", "threshold": round(float(self.ere_threshold_mm), 4)}
-        return {"score": "p_large_error", "threshold": float(self.flag_p_large_min)}
+        return {"score": "p_large_error", "threshold": float(self.flag_p_large_min),
+                **({"image_weight": float(self.flag_image_weight)} if self.flag_image_weight else {})}
+
+    def uncertain(self, ere_mm, p_large) -> np.ndarray:
+        """The points (..., L) of one or more images that this flag rule calls uncertain."""
+        if self.flag_p_large_min is None:
+            return np.asarray(ere_mm) > self.ere_threshold_mm
+        return image_adjusted_p_large(p_large, self.flag_image_weight) >= self.flag_p_large_min
 
     @classmethod
     def of(cls, info) -> "Settings":
@@ -58,7 +66,8 @@ class Settings:
         return cls(np.asarray(info.temperatures, dtype=np.float64), float(info.ere_threshold_mm),
                    masses_for(info.region_masses or {}, n),
                    None if info.convention_offsets_mm is None else np.asarray(info.convention_offsets_mm, float),
-                   "split-conformal" if info.region_masses else "nominal", info.flag_p_large_min)
+                   "split-conformal" if info.region_masses else "nominal", info.flag_p_large_min,
+                   float(info.flag_image_weight or 0.0))
 
 
 @dataclass
@@ -181,7 +190,7 @@ class LandmarkDetector:
             probs, uv = shift_maps(probs, shift), uv + shift
         ere = expected_radial_error_mm(probs, uv, mm)
         p_large = error_probability(probs, uv, mm, LARGE_ERROR_MM)
-        uncertain = ere > s.ere_threshold_mm if s.flag_p_large_min is None else p_large >= s.flag_p_large_min
+        uncertain = s.uncertain(ere, p_large)
         implausible, expected_outside = shape_check(
             uv, reference_uv(self.info, self.mm_per_px), ~missing & ~uncertain, frame, self.mm_per_px)
         missing = missing | (implausible & expected_outside)

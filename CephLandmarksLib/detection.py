@@ -87,13 +87,16 @@ class Detection:
     alignment: dict = field(default_factory=dict)
     large_error_mm: float = LARGE_ERROR_MM  # the radius of the landmarks' p_large_error
     regions: dict = field(default_factory=dict)  # {"method": "split-conformal" | "nominal", "masses": {...}}
-    # What "uncertain" means: {"score": "ere_mm" | "p_large_error", "threshold": t} (empty: ERE > ere_threshold_mm)
+    # What "uncertain" means: {"score": "ere_mm" | "p_large_error", "threshold": t} (empty: ERE > ere_threshold_mm),
+    # with "image_weight": w when P is adjusted for the image's other landmarks (uncertainty.image_adjusted_p_large)
     flag_rule: dict = field(default_factory=dict)
 
     def flag_rule_text(self) -> str:
-        """The uncertainty flag's rule in words: "ERE > 1.52 mm" or "P(error > 4 mm) ≥ 2 %"."""
+        """The uncertainty flag's rule in words: "ERE > 1.52 mm", "P(error > 4 mm) ≥ 2 %" or, adjusted,
+        "P(error > 4 mm), weighed with the image's other points, ≥ 1.6 %"."""
         if self.flag_rule.get("score") == "p_large_error":
-            return f"P(error > {self.large_error_mm:g} mm) ≥ {100 * self.flag_rule['threshold']:.3g} %"  # a fitted 0.0138.. reads 1.38 %
+            weighed = ", weighed with the image's other points," if self.flag_rule.get("image_weight") else ""
+            return f"P(error > {self.large_error_mm:g} mm){weighed} ≥ {100 * self.flag_rule['threshold']:.3g} %"  # a fitted 0.0138.. reads 1.38 %
         return f"ERE > {self.ere_threshold_mm:.2f} mm"
 
     @property

@@ -34,6 +34,7 @@ INPUT_SIZE_MULTIPLE = 32  # the U-Net halves the input five times
 REFINE_RADIUS_RANGE = (0, 5)  # model pixels around the argmax used for sub-pixel refinement
 MODEL_MM_PER_PX_RANGE = (0.01, 10.0)
 FLAG_P_LARGE_RANGE = (0.001, 0.5)  # a flag probability outside this flags (nearly) everything or nothing
+FLAG_IMAGE_WEIGHT_RANGE = (0.0, 2.0)  # above 2 the image's other landmarks would outweigh the point's own map
 CONVENTION_OFFSET_LIMIT_MM = 20.0  # a clinic's convention moves a point by less than this
 REGION_LEVELS = ("50", "90")  # conformal region levels (percent) a model may carry masses for
 
@@ -204,6 +205,7 @@ FIELDS = {
     "temperatures": (True, number_list(*TEMPERATURE_RANGE)),
     "ere_threshold_mm": (True, number(*ERE_THRESHOLD_RANGE_MM)),
     "flag_p_large_min": (False, number(*FLAG_P_LARGE_RANGE, optional=True)),
+    "flag_image_weight": (False, number(*FLAG_IMAGE_WEIGHT_RANGE)),
     "refine_radius": (True, integer(*REFINE_RADIUS_RANGE)),
     "model_mm_per_px": (False, number(*MODEL_MM_PER_PX_RANGE, optional=True)),
     "reference_uv": (False, point_table(_model_extent)),

@@ -49,6 +49,35 @@ def error_probability(probs, points_uv, mm_per_px, radius_mm: float = LARGE_ERRO
     return (p * far).sum(dim=(1, 2)).clamp(0.0, 1.0).numpy()
 
 
+# The adapted flag score (docs/adaptation.md, Flags): a point's P(error > 4 mm) moved by how hard its image is.
+IMAGE_WEIGHT = 0.5  # log-odds moved per unit of the image's other landmarks' mean log-odds; chosen on Test1
+TYPICAL_P_LARGE = 0.001  # the image mean that moves nothing: about the median on Test1 (logit -6.8), adapted
+
+
+def _log_odds(p) -> np.ndarray:
+    p = np.clip(np.asarray(p, dtype=np.float64), 1e-6, 1 - 1e-6)
+    return np.log(p / (1 - p))
+
+
+def image_adjusted_p_large(p_large, weight: float = IMAGE_WEIGHT) -> np.ndarray:
+    """(n, L) P(error > 4 mm), (n, L) per image and landmark, with each point's log-odds raised by
+    `weight` x how far the mean log-odds of the same image's other landmarks (NaN left out) lie above
+    TYPICAL_P_LARGE's: unchanged on an image of typical difficulty, higher on a hard one.
+
+    A hard image (poor contrast, unusual anatomy) misleads several maps at once, more than each map
+    says of itself; the image's other landmarks carry that evidence.  weight 0 returns P itself.
+    """
+    own = _log_odds(p_large)
+    if weight == 0:
+        return np.where(np.isfinite(np.asarray(p_large, dtype=np.float64)), np.clip(p_large, 0.0, 1.0), np.nan)
+    seen = np.isfinite(np.asarray(p_large, dtype=np.float64))
+    kept = np.where(seen, own, 0.0)
+    n_others = seen.sum(-1, keepdims=True) - seen
+    others = (kept.sum(-1, keepdims=True) - kept) / np.maximum(n_others, 1)
+    lift = np.where(n_others > 0, weight * (others - _log_odds(TYPICAL_P_LARGE)), 0.0)
+    return np.where(seen, 1 / (1 + np.exp(-(own + lift))), np.nan)
+
+
 def credible_level(prob_map: np.ndarray, mass: float) -> float:
     """Level t such that {p > t} is the smallest region holding at least `mass` of the probability."""
     v = np.sort(np.asarray(prob_map, dtype=np.float64).ravel())[::-1]

@@ -13,6 +13,7 @@ from CephLandmarksLib import cli
 from CephLandmarksLib.adaptation import FLAG_SHARE, flag_threshold
 from CephLandmarksLib.errors import CephError
 from CephLandmarksLib.modelmeta import FLAG_P_LARGE_RANGE
+from CephLandmarksLib.uncertainty import IMAGE_WEIGHT, TYPICAL_P_LARGE, image_adjusted_p_large
 from CephLandmarksLib.conformal import conformal_mass, covered, fit_region_masses, region_scores
 from CephLandmarksLib.conventions import residuals_mm, robust_offsets, shifts_uv
 from CephLandmarksLib.files import file_sha256
@@ -128,14 +129,53 @@ def test_probability_flag_rule_flags_exactly_the_points_over_it(tiny_model, gene
     assert ere_rule == {"score": "ere_mm", "threshold": round(det.settings.ere_threshold_mm, 4)}
 
 
+def test_image_weighted_flag_rule_flags_the_adjusted_points(tiny_model, generic_dataset):
+    """With flag_image_weight, "uncertain" means P(error > 4 mm) adjusted for the image's other points
+    >= the threshold; the JSON and the rule's words say so."""
+    from CephLandmarksLib.detect import LandmarkDetector
+    from CephLandmarksLib.images import read_radiograph
+
+    det = LandmarkDetector(tiny_model)
+    obs = det.observe(read_radiograph(generic_dataset / "img00.png", 0.5))
+    p = np.array([lm.p_large_error for lm in det.decide(obs).landmarks])
+    adjusted = image_adjusted_p_large(p, 0.5)
+    threshold = float(np.median(adjusted))
+    d = det.decide(obs, replace(det.settings, flag_p_large_min=threshold, flag_image_weight=0.5))
+    uncertain = np.array(["uncertain" in lm.flag_reasons for lm in d.landmarks])
+    assert np.array_equal(uncertain, adjusted >= threshold) and 0 < uncertain.sum() < 19
+    assert d.to_json_dict()["flag_rule"] == {"score": "p_large_error", "threshold": threshold, "image_weight": 0.5}
+    assert d.flag_rule_text() == f"P(error > 4 mm), weighed with the image's other points, ≥ {100 * threshold:.3g} %"
+
+
+def test_image_adjusted_p_large_moves_points_by_their_images_other_points():
+    """A typical image's points keep their P; a point on a hard image (others' P high) rises, one on an easy
+    image falls; the order within an image is kept; NaN points stay NaN and do not count; weight 0 is P."""
+    typical = np.full(19, TYPICAL_P_LARGE)
+    typical[3] = 0.02
+    assert image_adjusted_p_large(typical)[3] == pytest.approx(0.02)
+    hard, easy = np.full(19, 0.05), np.full(19, 1e-5)
+    hard[3] = easy[3] = 0.02
+    assert image_adjusted_p_large(hard)[3] > 0.05 and image_adjusted_p_large(easy)[3] < 0.005
+    rng = np.random.default_rng(1)
+    p = rng.random((4, 19)) ** 4
+    a = image_adjusted_p_large(p)
+    assert all(np.array_equal(np.argsort(row), np.argsort(p[i])) for i, row in enumerate(a))
+    p[0, 5] = np.nan
+    a = image_adjusted_p_large(p)
+    assert np.isnan(a[0, 5]) and np.isfinite(np.delete(a[0], 5)).all()
+    assert np.allclose(image_adjusted_p_large(p, 0.0)[1:], p[1:])
+
+
 def test_flag_threshold_flags_the_share_of_points_it_was_fitted_on():
-    """The adapted flag threshold flags FLAG_SHARE of the points it is fitted on, whatever their scale
-    (sharper maps, smaller P), ignores NaN, stays in the model file's range, and refuses nothing to fit."""
+    """The adapted flag threshold flags FLAG_SHARE of the points it is fitted on (P adjusted for each image's
+    other points), whatever their scale (sharper maps, smaller P), ignores NaN, stays in the model file's
+    range, and refuses nothing to fit."""
     rng = np.random.default_rng(0)
     for scale in (0.01, 0.1):  # a sharp and a broad clinic
         p = scale * rng.random((20, 19)) ** 3
         t = flag_threshold(np.where(rng.random(p.shape) < 0.05, np.nan, p))
-        assert abs((p >= t).mean() - FLAG_SHARE) < 0.02
+        assert abs((image_adjusted_p_large(p) >= t).mean() - FLAG_SHARE) < 0.02
+        assert abs((p >= flag_threshold(p, image_weight=0.0)).mean() - FLAG_SHARE) < 0.02
     assert flag_threshold(np.full(50, 1e-9)) == FLAG_P_LARGE_RANGE[0]
     assert flag_threshold(np.full(50, 0.9)) == FLAG_P_LARGE_RANGE[1]
     with pytest.raises(CephError):
@@ -159,8 +199,8 @@ def test_adapt_fits_the_threshold_on_the_cross_validated_points(tiny_model, tmp_
     assert s.flag_p_large_min == flag_threshold(outcome(det, cases, s).p_large)  # "none": nothing left out
     ad = adaptation.adapt(det, cases, ["none", "offsets"])
     cv = ad.outcomes[ad.method].p_large
-    assert ad.settings.flag_p_large_min == flag_threshold(cv)
-    assert abs((cv >= ad.settings.flag_p_large_min).mean() - FLAG_SHARE) < 0.01
+    assert ad.settings.flag_p_large_min == flag_threshold(cv) and ad.settings.flag_image_weight == IMAGE_WEIGHT
+    assert abs((image_adjusted_p_large(cv) >= ad.settings.flag_p_large_min).mean() - FLAG_SHARE) < 0.01
     assert flag_threshold(cv) != adaptation.fit(det, cases, ad.method).flag_p_large_min
 
 
@@ -236,7 +276,8 @@ def test_adapt_learns_a_clinic_convention_and_writes_model_and_report(tiny_model
     assert code == 0, err
     d = json.loads((tmp_path / "det" / "img00.json").read_text())
     assert d["regions"]["method"] == "split-conformal"
-    assert d["flag_rule"] == {"score": "p_large_error", "threshold": threshold}
+    assert meta["flag_image_weight"] == IMAGE_WEIGHT
+    assert d["flag_rule"] == {"score": "p_large_error", "threshold": threshold, "image_weight": IMAGE_WEIGHT}
     assert d["model"]["adapted"]["base_sha256"] == base_hash
     lm = d["landmarks"][0]
     assert lm["region_90_area_mm2"] > 0 and lm["region_90_max_distance_mm"] > 0

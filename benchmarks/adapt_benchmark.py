@@ -28,7 +28,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from CephLandmarksLib.adaptation import FINE_TUNE, METHODS, adapt, encode_case, flag_threshold, read_with  # noqa: E402
+from CephLandmarksLib.adaptation import FINE_TUNE, FLAG_SHARE, METHODS, adapt, encode_case, flag_threshold, read_with  # noqa: E402
 from CephLandmarksLib.metrics import LARGE_ERROR_MM, threshold_at_tpr  # noqa: E402
 from CephLandmarksLib.scoring import GOOD_ERROR_MM, Case, figures, outcome  # noqa: E402
 from CephLandmarksLib.datasets import load_dataset  # noqa: E402
@@ -36,6 +36,7 @@ from CephLandmarksLib.conformal import fit_region_masses, masses_for  # noqa: E4
 from CephLandmarksLib.memory import limit_heap_fragmentation  # noqa: E402
 from CephLandmarksLib.detect import LandmarkDetector, Observation  # noqa: E402
 from CephLandmarksLib.geometry import ModelFrame  # noqa: E402
+from CephLandmarksLib.uncertainty import image_adjusted_p_large  # noqa: E402
 from CephLandmarksLib.registry import default_model_path, SHIPPED_MODELS_DIR  # noqa: E402
 
 SIZES = (10, 20, 30)
@@ -93,19 +94,22 @@ def load_all(detector, dataset, cache: Path, encode=("test1", "test2")) -> dict:
 
 
 FIXED_P_LARGE = 0.02  # the previous adapted flag rule (P(error > 4 mm) >= 2 %), replayed for comparison
-FLAG_RULES = {  # alternative flag rules on P(error > 4 mm), each fitted on the clinic's cross-validated outcome
+FLAG_RULES = {  # alternative flag rules on the map's own P(error > 4 mm), each fitted on the clinic's CV outcome
     "p_large catching 80 % of the clinic's CV errors > 3 mm": lambda cv: threshold_at_tpr(cv.p_large.ravel(),
                                                                                           cv.errors_mm.ravel() > 3.0, 0.8),
     **{f"p_large >= {t:g} (fixed)": (lambda cv, t=t: t) for t in (FIXED_P_LARGE, 0.01, 0.015, 0.03)},
-    **{f"p_large flagging {q:.0%} of the clinic's CV points": (lambda cv, q=q: flag_threshold(cv.p_large, q))
+    **{f"p_large flagging {q:.0%} of the clinic's CV points": (lambda cv, q=q: flag_threshold(cv.p_large, q, 0.0))
        for q in (0.25, 0.27, 0.30)},
+}
+ADJUSTED_RULES = {  # the same share rule on P adjusted for the image's other points (the adapted rule at FLAG_SHARE)
+    f"image-adjusted p_large flagging {q:.0%} of the clinic's CV points": (lambda cv, q=q: flag_threshold(cv.p_large, q))
+    for q in (0.24, FLAG_SHARE, 0.27)
 }
 
 
 def uncertain(out):
-    """(n, L): the points each case's own flag rule calls uncertain (detect.Settings.flag_rule)."""
-    return np.array([p >= s.flag_p_large_min if s.flag_p_large_min is not None else e > s.ere_threshold_mm
-                     for p, e, s in zip(out.p_large, out.ere_mm, out.settings)])
+    """(n, L): the points each case's own flag rule calls uncertain (detect.Settings.uncertain)."""
+    return np.array([s.uncertain(e, p) for p, e, s in zip(out.p_large, out.ere_mm, out.settings)])
 
 
 def flag_alternatives(cv, scored) -> dict:
@@ -114,9 +118,10 @@ def flag_alternatives(cv, scored) -> dict:
     other = scored.flagged & ~uncertain(scored)
     large, good = scored.errors_mm > LARGE_ERROR_MM, scored.errors_mm <= GOOD_ERROR_MM
     out = {}
-    for name, rule in FLAG_RULES.items():
+    adjusted = image_adjusted_p_large(scored.p_large)
+    for name, rule in [*FLAG_RULES.items(), *ADJUSTED_RULES.items()]:
         t = float(rule(cv))
-        f = other | (scored.p_large >= t)
+        f = other | ((adjusted if name in ADJUSTED_RULES else scored.p_large) >= t)
         out[name] = {"threshold": t, "large_errors_flagged_percent": float(100 * f[large].mean()),
                      "good_points_flagged_percent": float(100 * f[good].mean())}
     return out
@@ -137,6 +142,9 @@ def main(argv=None):
     ap.add_argument("--methods", default=",".join(METHODS), help="adaptation methods to choose from")
     ap.add_argument("--cache-only", action="store_true")
     ap.add_argument("--out", default=str(ROOT / "docs/adaptation/adapt_benchmark.json"))
+    ap.add_argument("--points", default=str(ROOT / "runs/adapt_points"),
+                    help="folder for each split's per-point P(error > 4 mm) and errors, to replay flag rules "
+                         "(git-ignored: derived from ISBI annotations)")
     ap.add_argument("--resume", action="store_true",
                     help="keep the splits already in --out (same model, same clinic ids) and run only the missing ones")
     a = ap.parse_args(argv)
@@ -185,6 +193,7 @@ def main(argv=None):
                          "flag_alternatives": flag_alternatives(ad.outcomes[ad.method], after),
                          "cv_after": brief(ad.after), "offsets_mm": None if ad.settings.offsets_mm is None
                          else np.round(ad.settings.offsets_mm, 3).tolist()})
+            save_points(Path(a.points) / f"{clinic}_{size}_split{split}.npz", ad.outcomes[ad.method], after)
             r = runs[-1]
             alt = " ".join(f"{v['large_errors_flagged_percent']:.0f}/{v['good_points_flagged_percent']:.0f}"
                            for v in r["flag_alternatives"].values())
@@ -194,6 +203,14 @@ def main(argv=None):
                   f"<=2mm {r['after']['good_points_flagged_percent']:.0f} (p_large rules {alt}), {r['seconds']:.0f} s", file=sys.stderr, flush=True)
             out.write_text(json.dumps(_clean(results), indent=1, allow_nan=False) + "\n")
     print(summary(results))
+
+
+def save_points(path: Path, cv, scored) -> None:
+    """Per point: the clinic's cross-validated P(error > 4 mm) and errors, and the scored rest's, with
+    its other flag reasons: enough to replay any flag rule on these adapted models."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(path, cv_p_large=cv.p_large, cv_errors_mm=cv.errors_mm, p_large=scored.p_large,
+                        errors_mm=scored.errors_mm, other_flag=scored.flagged & ~uncertain(scored))
 
 
 def finished_runs(out: Path, model_sha256: str) -> dict:
