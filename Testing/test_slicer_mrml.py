@@ -74,6 +74,7 @@ def test_rejects_3d_volume(scene):
 
 
 def test_markups_node_contents_positions_and_colours(scene, volume, detection):
+    detection.landmarks[11].flag_reasons = ["uncertain", "near_edge"]  # landmark 12 is flagged; 3 and 7 without reasons
     node = M.createLandmarksNode(scene, detection, volume)
     assert node.GetNumberOfControlPoints() == 19
     assert node.GetNodeReference(M.VOLUME_REFERENCE) is volume
@@ -83,6 +84,8 @@ def test_markups_node_contents_positions_and_colours(scene, volume, detection):
         assert ("FLAGGED" in node.GetNthControlPointDescription(i)) == lm.flagged
         assert np.array(node.GetNthControlPointPosition(i)) == pytest.approx(ijkToRAS(volume, lm.x_px, lm.y_px))
         assert bool(node.GetNthControlPointSelected(i)) == (not lm.flagged)
+    assert node.GetNthControlPointDescription(11).endswith("; FLAGGED (uncertain, near edge)")
+    assert node.GetNthControlPointDescription(2).endswith("; FLAGGED")  # a record without reasons (older versions)
     display = node.GetDisplayNode()
     assert display.GetColor() == pytest.approx(M.FLAGGED_COLOR)
     assert display.GetSelectedColor() == pytest.approx(M.CONFIDENT_COLOR)

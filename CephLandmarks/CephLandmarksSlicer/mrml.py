@@ -156,8 +156,9 @@ def _describe(record):
     text = f"{record['name']}; confidence {record['confidence']:.2f}; ERE {record['ere_mm']:.2f} mm"
     if record.get("p_large_error") is not None:
         text += f"; P(large error) {probability_text(record['p_large_error'])}"
-    if record["flagged"]:
-        text += "; FLAGGED"
+    if record["flagged"]:  # with its reasons, so a flag on a low P(large error) is not a riddle
+        reasons = ", ".join(r.replace("_", " ") for r in record.get("flag_reasons") or [])
+        text += f"; FLAGGED ({reasons})" if reasons else "; FLAGGED"
     if record.get("reviewed"):
         text += "; reviewed"
     return text
