@@ -1,5 +1,6 @@
-"""Uncertainty read from the heatmaps: Expected Radial Error (the flag score), the probability
-of a large error (shown beside it) and credible-region contours."""
+"""Uncertainty read from the heatmaps: Expected Radial Error (the shipped model's flag score), the
+probability of a large error (shown beside it; adapted models flag on it, weighed with the image's
+other points) and credible-region contours."""
 
 import numpy as np
 import torch
@@ -60,20 +61,21 @@ def _log_odds(p) -> np.ndarray:
 
 
 def image_adjusted_p_large(p_large, weight: float = IMAGE_WEIGHT) -> np.ndarray:
-    """(n, L) P(error > 4 mm), (n, L) per image and landmark, with each point's log-odds raised by
-    `weight` x how far the mean log-odds of the same image's other landmarks (NaN left out) lie above
-    TYPICAL_P_LARGE's: unchanged on an image of typical difficulty, higher on a hard one.
+    """P(error > 4 mm) of (..., L) points, one row of L landmarks per image, with each point's log-odds
+    raised by `weight` x how far the mean log-odds of the same image's other landmarks (NaN left out)
+    lies above TYPICAL_P_LARGE's: unchanged on an image of typical difficulty, higher on a hard one,
+    lower on an easy one.  NaN stays NaN; weight 0 returns P itself.
 
     A hard image (poor contrast, unusual anatomy) misleads several maps at once, more than each map
-    says of itself; the image's other landmarks carry that evidence.  weight 0 returns P itself.
+    says of itself; the image's other landmarks carry that evidence.
     """
-    own = _log_odds(p_large)
+    p = np.asarray(p_large, dtype=np.float64)
+    seen = np.isfinite(p)
     if weight == 0:
-        return np.where(np.isfinite(np.asarray(p_large, dtype=np.float64)), np.clip(p_large, 0.0, 1.0), np.nan)
-    seen = np.isfinite(np.asarray(p_large, dtype=np.float64))
-    kept = np.where(seen, own, 0.0)
+        return np.where(seen, np.clip(p, 0.0, 1.0), np.nan)
+    own = np.where(seen, _log_odds(p), 0.0)
     n_others = seen.sum(-1, keepdims=True) - seen
-    others = (kept.sum(-1, keepdims=True) - kept) / np.maximum(n_others, 1)
+    others = (own.sum(-1, keepdims=True) - own) / np.maximum(n_others, 1)
     lift = np.where(n_others > 0, weight * (others - _log_odds(TYPICAL_P_LARGE)), 0.0)
     return np.where(seen, 1 / (1 + np.exp(-(own + lift))), np.nan)
 
