@@ -26,13 +26,14 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import adapt_benchmark as ab  # noqa: E402
-from CephLandmarksLib.adaptation import adapt, flag_threshold  # noqa: E402
+from adapt_flag_replay import replay  # noqa: E402
+from CephLandmarksLib.adaptation import adapt  # noqa: E402
 from CephLandmarksLib.memory import limit_heap_fragmentation  # noqa: E402
 from CephLandmarksLib.detect import LandmarkDetector  # noqa: E402
 from CephLandmarksLib.metrics import LARGE_ERROR_MM, radial_errors_mm, roc_curve  # noqa: E402
 from CephLandmarksLib.registry import SHIPPED_MODELS_DIR, default_model_path  # noqa: E402
 from CephLandmarksLib.scoring import GOOD_ERROR_MM  # noqa: E402
-from CephLandmarksLib.uncertainty import image_adjusted_p_large  # noqa: E402
+from CephLandmarksLib.uncertainty import IMAGE_WEIGHT, image_adjusted_p_large  # noqa: E402
 
 CLINIC_IMAGES = 20
 CATCH = 0.85  # the issue's target share of errors over 4 mm flagged
@@ -96,17 +97,20 @@ def main(argv=None):
 def share_table(parts, cv_p, shares=np.arange(0.20, 0.4001, 0.01)) -> list:
     """[(share, % of errors > 4 mm caught, % of points <= 2 mm flagged)] pooled over the splits, each
     split's threshold flagging that share of its clinic's cross-validated points (the adapted rule:
-    P(error > 4 mm) adjusted for the image's other points)."""
+    P(error > 4 mm) weighed with the image's other points; adapt_flag_replay.replay)."""
     table = []
     for q in shares:
-        caught = good = n_large = n_good = 0
-        for part, p in zip(parts, cv_p):
-            f = part["other_flag"].astype(bool) | (part["p_adjusted"] >= flag_threshold(p, q))
-            large, ok = part["error"] > LARGE_ERROR_MM, part["error"] <= GOOD_ERROR_MM
-            caught, n_large = caught + f[large].sum(), n_large + large.sum()
-            good, n_good = good + f[ok].sum(), n_good + ok.sum()
+        caught, n_large, good, n_good = np.sum([replay(_split(part, p), q, IMAGE_WEIGHT)
+                                                for part, p in zip(parts, cv_p)], axis=0)
         table.append((round(float(q), 2), 100 * caught / n_large, 100 * good / n_good))
     return table
+
+
+def _split(part, cv_p) -> dict:
+    """A split's point_scores and its clinic's CV P in the form adapt_flag_replay.replay reads."""
+    rows = (-1, cv_p.shape[1])
+    return {"cv_p_large": cv_p, "p_large": part["p_large"].reshape(rows), "errors_mm": part["error"].reshape(rows),
+            "other_flag": part["other_flag"].astype(bool).reshape(rows)}
 
 
 if __name__ == "__main__":
