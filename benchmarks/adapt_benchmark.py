@@ -36,7 +36,7 @@ from CephLandmarksLib.conformal import fit_region_masses, masses_for  # noqa: E4
 from CephLandmarksLib.memory import limit_heap_fragmentation  # noqa: E402
 from CephLandmarksLib.detect import LandmarkDetector, Observation  # noqa: E402
 from CephLandmarksLib.geometry import ModelFrame  # noqa: E402
-from CephLandmarksLib.uncertainty import image_adjusted_p_large  # noqa: E402
+from CephLandmarksLib.uncertainty import IMAGE_WEIGHT, image_adjusted_p_large  # noqa: E402
 from CephLandmarksLib.registry import default_model_path, SHIPPED_MODELS_DIR  # noqa: E402
 
 SIZES = (10, 20, 30)
@@ -94,16 +94,15 @@ def load_all(detector, dataset, cache: Path, encode=("test1", "test2")) -> dict:
 
 
 FIXED_P_LARGE = 0.02  # the previous adapted flag rule (P(error > 4 mm) >= 2 %), replayed for comparison
-FLAG_RULES = {  # alternative flag rules on the map's own P(error > 4 mm), each fitted on the clinic's CV outcome
-    "p_large catching 80 % of the clinic's CV errors > 3 mm": lambda cv: threshold_at_tpr(cv.p_large.ravel(),
-                                                                                          cv.errors_mm.ravel() > 3.0, 0.8),
-    **{f"p_large >= {t:g} (fixed)": (lambda cv, t=t: t) for t in (FIXED_P_LARGE, 0.01, 0.015, 0.03)},
-    **{f"p_large flagging {q:.0%} of the clinic's CV points": (lambda cv, q=q: flag_threshold(cv.p_large, q, 0.0))
+FLAG_RULES = {  # alternative flag rules, each (threshold fitted on the clinic's CV outcome, image weight of the score)
+    "p_large catching 80 % of the clinic's CV errors > 3 mm": (lambda cv: threshold_at_tpr(
+        cv.p_large.ravel(), cv.errors_mm.ravel() > 3.0, 0.8), 0.0),
+    **{f"p_large >= {t:g} (fixed)": ((lambda cv, t=t: t), 0.0) for t in (FIXED_P_LARGE, 0.01, 0.015, 0.03)},
+    **{f"p_large flagging {q:.0%} of the clinic's CV points": ((lambda cv, q=q: flag_threshold(cv.p_large, q, 0.0)), 0.0)
        for q in (0.25, 0.27, 0.30)},
-}
-ADJUSTED_RULES = {  # the same share rule on P adjusted for the image's other points (the adapted rule at FLAG_SHARE)
-    f"image-adjusted p_large flagging {q:.0%} of the clinic's CV points": (lambda cv, q=q: flag_threshold(cv.p_large, q))
-    for q in (0.24, FLAG_SHARE, 0.27)
+    # the share rule on P weighed with the image's other points (the adapted rule at FLAG_SHARE)
+    **{f"image-adjusted p_large flagging {q:.0%} of the clinic's CV points":
+       ((lambda cv, q=q: flag_threshold(cv.p_large, q, IMAGE_WEIGHT)), IMAGE_WEIGHT) for q in (0.24, FLAG_SHARE, 0.27)},
 }
 
 
@@ -118,10 +117,9 @@ def flag_alternatives(cv, scored) -> dict:
     other = scored.flagged & ~uncertain(scored)
     large, good = scored.errors_mm > LARGE_ERROR_MM, scored.errors_mm <= GOOD_ERROR_MM
     out = {}
-    adjusted = image_adjusted_p_large(scored.p_large)
-    for name, rule in [*FLAG_RULES.items(), *ADJUSTED_RULES.items()]:
+    for name, (rule, weight) in FLAG_RULES.items():
         t = float(rule(cv))
-        f = other | ((adjusted if name in ADJUSTED_RULES else scored.p_large) >= t)
+        f = other | (image_adjusted_p_large(scored.p_large, weight) >= t)
         out[name] = {"threshold": t, "large_errors_flagged_percent": float(100 * f[large].mean()),
                      "good_points_flagged_percent": float(100 * f[good].mean())}
     return out
