@@ -54,11 +54,13 @@ class Settings:
         return {"score": "p_large_error", "threshold": float(self.flag_p_large_min),
                 **({"image_weight": float(self.flag_image_weight)} if self.flag_image_weight else {})}
 
-    def uncertain(self, ere_mm, p_large) -> np.ndarray:
-        """The points (..., L) of one or more images that this flag rule calls uncertain."""
+    def uncertain(self, ere_mm, p_large, missing=None) -> np.ndarray:
+        """The points (..., L) of one or more images that this flag rule calls uncertain; `missing`
+        points (outside the image) do not weigh on their image's others."""
         if self.flag_p_large_min is None:
             return np.asarray(ere_mm) > self.ere_threshold_mm
-        return image_adjusted_p_large(p_large, self.flag_image_weight) >= self.flag_p_large_min
+        counted = None if missing is None else ~np.asarray(missing, dtype=bool)
+        return image_adjusted_p_large(p_large, self.flag_image_weight, counted) >= self.flag_p_large_min
 
     @classmethod
     def of(cls, info) -> "Settings":
@@ -190,7 +192,7 @@ class LandmarkDetector:
             probs, uv = shift_maps(probs, shift), uv + shift
         ere = expected_radial_error_mm(probs, uv, mm)
         p_large = error_probability(probs, uv, mm, LARGE_ERROR_MM)
-        uncertain = s.uncertain(ere, p_large)
+        uncertain = s.uncertain(ere, p_large, missing)
         implausible, expected_outside = shape_check(
             uv, reference_uv(self.info, self.mm_per_px), ~missing & ~uncertain, frame, self.mm_per_px)
         missing = missing | (implausible & expected_outside)

@@ -60,11 +60,13 @@ def _log_odds(p) -> np.ndarray:
     return np.log(p / (1 - p))
 
 
-def image_adjusted_p_large(p_large, weight: float = IMAGE_WEIGHT) -> np.ndarray:
+def image_adjusted_p_large(p_large, weight: float = IMAGE_WEIGHT, counted=None) -> np.ndarray:
     """P(error > 4 mm) of (..., L) points, one row of L landmarks per image, with each point's log-odds
     raised by `weight` x how far the mean log-odds of the same image's other landmarks (NaN left out)
     lies above TYPICAL_P_LARGE's: unchanged on an image of typical difficulty, higher on a hard one,
-    lower on an easy one.  NaN stays NaN; weight 0 returns P itself.
+    lower on an easy one.  NaN stays NaN; weight 0 returns P itself.  `counted` (..., L bool; default
+    all) says which points may weigh on the others: a landmark cut off by the image's edge has a
+    vague map for that reason alone, which says nothing about how hard the rest of the image is.
 
     A hard image (poor contrast, unusual anatomy) misleads several maps at once, more than each map
     says of itself; the image's other landmarks carry that evidence.
@@ -74,8 +76,10 @@ def image_adjusted_p_large(p_large, weight: float = IMAGE_WEIGHT) -> np.ndarray:
     if weight == 0:
         return np.where(seen, np.clip(p, 0.0, 1.0), np.nan)
     own = np.where(seen, _log_odds(p), 0.0)
-    n_others = seen.sum(-1, keepdims=True) - seen
-    others = (own.sum(-1, keepdims=True) - own) / np.maximum(n_others, 1)
+    weighs = seen if counted is None else seen & np.asarray(counted, dtype=bool)
+    counted_log_odds = np.where(weighs, own, 0.0)
+    n_others = weighs.sum(-1, keepdims=True) - weighs
+    others = (counted_log_odds.sum(-1, keepdims=True) - counted_log_odds) / np.maximum(n_others, 1)
     lift = np.where(n_others > 0, weight * (others - _log_odds(TYPICAL_P_LARGE)), 0.0)
     return np.where(seen, 1 / (1 + np.exp(-(own + lift))), np.nan)
 

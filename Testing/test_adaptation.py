@@ -166,6 +166,19 @@ def test_image_adjusted_p_large_moves_points_by_their_images_other_points():
     assert np.allclose(image_adjusted_p_large(p, 0.0)[1:], p[1:])
 
 
+def test_a_point_left_uncounted_does_not_weigh_on_its_images_others():
+    """A cut-off landmark's vague map (counted=False) leaves the others' adjusted P as if it were absent,
+    and is itself still weighed with them."""
+    p = np.full(19, TYPICAL_P_LARGE)
+    p[3] = 0.9
+    counted = np.ones(19, bool)
+    counted[3] = False
+    kept = image_adjusted_p_large(p, 0.5, counted)
+    assert np.allclose(np.delete(kept, 3), TYPICAL_P_LARGE)
+    assert np.all(np.delete(image_adjusted_p_large(p, 0.5), 3) > 1.2 * TYPICAL_P_LARGE)  # counted, it lifts them
+    assert kept[3] == pytest.approx(0.9)  # the others are typical: its own P
+
+
 def test_flag_threshold_flags_the_share_of_points_it_was_fitted_on():
     """The adapted flag threshold flags FLAG_SHARE of the points it is fitted on (P adjusted for each image's
     other points), whatever their scale (sharper maps, smaller P), ignores NaN, stays in the model file's

@@ -2,6 +2,7 @@
 and the augmentation that covers them (synthetic data only; fast)."""
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -17,6 +18,7 @@ from CephLandmarksLib.landmarks import ISBI_LANDMARKS
 from CephLandmarksLib.missing import missing_landmarks, near_edge
 from CephLandmarksLib.modelfile import ModelInfo, model_mm_per_px
 from CephLandmarksLib.outputs import markups_dict
+from CephLandmarksLib.uncertainty import image_adjusted_p_large
 
 MODEL_MM = 0.5
 
@@ -178,6 +180,30 @@ def test_landmark_peaking_in_the_padding_is_missing_not_snapped(tiny_model, monk
     assert cp[3]["positionStatus"] == "missing" and cp[0]["positionStatus"] == "defined"
     for lm in d.landmarks:  # no point that is not missing lies outside the image
         assert lm.missing or (-0.5 <= lm.x_px <= rad.size[0] - 0.5 and -0.5 <= lm.y_px <= rad.size[1] - 0.5)
+
+
+def test_a_missing_landmark_does_not_raise_its_images_other_flags(tiny_model, monkeypatch):
+    """Under the adapted rule (P weighed with the image's other points), a landmark cut off by the edge
+    is flagged missing, and its vague map does not push the image's other points over the threshold."""
+    det = LandmarkDetector(tiny_model, orientation_check=False, align=False)
+    rad = Radiograph(np.random.default_rng(0).random((40, 96)).astype(np.float32), (0.5, 0.5), "user")
+    frame = ModelFrame.physical(rad.size, rad.spacing_mm, det.info.input_size, det.mm_per_px)
+    (u0, u1), (v0, v1) = frame.visible_box()
+    uv = np.array([[(u0 + u1) / 2, (v0 + v1) / 2]]) + np.random.default_rng(1).uniform(-8, 8, (19, 2))
+    uv[3] = [(u0 + u1) / 2, 62.0]  # landmark 4 peaks in the padding
+    logits = _peaked_logits(frame, uv) / 8.0  # maps a few pixels wide: P(error > 4 mm) well inside (0, 1)
+    logits[3] /= 20.0  # the cut-off landmark: a vague map
+    monkeypatch.setattr("CephLandmarksLib.detect.run_network", lambda net, x, device: logits[None])
+    obs = det.observe(rad)
+    p = np.array([lm.p_large_error for lm in det.decide(obs).landmarks])
+    missing = np.arange(19) == 3
+    without = np.delete(image_adjusted_p_large(p, 0.5, ~missing), 3)
+    counted = np.delete(image_adjusted_p_large(p, 0.5), 3)
+    assert counted.max() > without.max() + 0.01  # counted, the cut-off map would lift the others
+    t = float((without.max() + counted.max()) / 2)
+    d = det.decide(obs, replace(det.settings, flag_p_large_min=t, flag_image_weight=0.5), contours=False)
+    assert d.landmarks[3].missing and d.landmarks[3].flagged
+    assert not any("uncertain" in lm.flag_reasons for i, lm in enumerate(d.landmarks) if i != 3)
 
 
 def test_landmark_near_the_edge_is_flagged_not_missing(tiny_model, monkeypatch):
