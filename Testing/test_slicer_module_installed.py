@@ -163,6 +163,7 @@ def test_a_volume_that_is_not_a_radiograph_gives_one_message(harness, widget):
     assert widget._detection is None and widget.ui.detectButton.text == "Detect landmarks"
 
 
+@pytest.mark.filterwarnings("error:does not have observer")  # leaving and re-entering lets go of each observer once
 def test_pixel_spacing_box_stops_at_the_library_limit(harness, widget):
     """The box cannot offer a spacing the library refuses: its cap is images.MAX_SPACING_MM, after every
     connectGui (enter) too, and the parameter itself refuses more.  Its tooltip names the spacing the
