@@ -19,6 +19,7 @@ orientation and a second, aligned pass.
 import argparse
 import csv
 import json
+import shutil
 import subprocess
 import sys
 import time
@@ -82,8 +83,8 @@ def main(argv=None):
     work = Path(a.work)
     make_clinic(Path(a.dataset), work)
     model = work / "clinic.safetensors"
-    if model.exists():
-        model.unlink()
+    model.unlink(missing_ok=True)  # each run starts from no adapted file and no report
+    shutil.rmtree(model.with_suffix(".report"), ignore_errors=True)
     seconds = run("adapt", "--dataset", str(work), "--out", str(model))
     for name, args in (("base", []), ("adapted", ["--model", str(model)])):
         run("evaluate", *args, "--dataset", str(work), "--split", "test1", "--out", str(work / f"eval_{name}"))
