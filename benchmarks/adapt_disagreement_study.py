@@ -28,7 +28,6 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 CLINIC_IMAGES = 20
-CATCH = 0.85  # the issue's target share of errors over 4 mm flagged
 DISTANCE_FLOOR_MM = 0.3  # keeps log(distance) finite where the two readings agree to the pixel
 WEIGHTS = (0.5, 1.0, 1.5, 2.0, 3.0)  # b in log-odds + b x log(distance + floor)
 
@@ -59,13 +58,10 @@ def collect(detector, cases, split: int) -> dict:
 
 def table(dumps) -> list:
     """Markdown rows: per reading and score, AUC for errors > 4 mm and good points flagged at 85 % caught."""
-    from CephLandmarksLib.metrics import LARGE_ERROR_MM, roc_curve
-    from CephLandmarksLib.scoring import GOOD_ERROR_MM
+    from adapt_flag_study import ranking
+    from CephLandmarksLib.metrics import LARGE_ERROR_MM
     from CephLandmarksLib.uncertainty import IMAGE_WEIGHT, image_adjusted_p_large
-
-    def log_odds(p):
-        p = np.clip(p, 1e-6, 1 - 1e-6)
-        return np.log(p / (1 - p))
+    from CephLandmarksLib.uncertainty import _log_odds as log_odds
 
     lines = ["| reading | score | AUC, errors > 4 mm | points ≤ 2 mm flagged at 85 % caught |", "|---|---|---|---|"]
     log_d = np.log(np.concatenate([d["distance_mm"] for d in dumps]) + DISTANCE_FLOOR_MM)
@@ -76,12 +72,11 @@ def table(dumps) -> list:
         scores = {"P(error > 4 mm)": log_odds(p), "P weighed with the image (the adapted score)": weighed,
                   "distance between the readings": log_d,
                   **{f"weighed P + {b:g} × log distance": weighed + b * log_d for b in WEIGHTS}}
+        n_large = int((err > LARGE_ERROR_MM).sum())
         for name, s in scores.items():
-            ok = np.isfinite(s) & np.isfinite(err)
-            large, good = err[ok] > LARGE_ERROR_MM, err[ok] <= GOOD_ERROR_MM
-            t = np.quantile(s[ok][large], 1 - CATCH)
-            lines.append(f"| {reading} (MRE {np.nanmean(err):.3f} mm, {large.sum()} errors > 4 mm) | {name} | "
-                         f"{roc_curve(s[ok], large)[3]:.3f} | {100 * (s[ok][good] >= t).mean():.1f} % |")
+            auc, good_flagged, _ = ranking(s, err)
+            lines.append(f"| {reading} (MRE {np.nanmean(err):.3f} mm, {n_large} errors > 4 mm) | {name} | "
+                         f"{auc:.3f} | {good_flagged:.1f} % |")
     return lines
 
 

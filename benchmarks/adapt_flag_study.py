@@ -80,11 +80,8 @@ def main(argv=None):
         pooled.pop("other_flag")
         err = pooled.pop("error")
         for name, score in pooled.items():
-            ok = np.isfinite(score) & np.isfinite(err)
-            large, good = err[ok] > LARGE_ERROR_MM, err[ok] <= GOOD_ERROR_MM
-            auc = roc_curve(score[ok], large)[3]
-            t = float(np.quantile(score[ok][large], 1 - CATCH))
-            print(f"| {clinic} | {name} | {auc:.3f} | {100 * (score[ok][good] >= t).mean():.1f} % | {t:.3g} |")
+            auc, good_flagged, t = ranking(score, err)
+            print(f"| {clinic} | {name} | {auc:.3f} | {good_flagged:.1f} % | {t:.3g} |")
     for clinic, table in shares:
         print(f"\n{clinic}, share of the clinic's cross-validated points flagged -> errors > 4 mm caught, "
               f"points <= 2 mm flagged (the other flag reasons kept):")
@@ -92,6 +89,16 @@ def main(argv=None):
             print(f"  {q:.2f}: {caught:.1f} %, {good:.1f} %")
         first = next((q for q, caught, _ in table if caught >= 100 * CATCH), None)
         print(f"  smallest share catching {CATCH:.0%}: {first}")
+
+
+def ranking(score, errors_mm) -> tuple:
+    """(ROC AUC of `score` for errors over 4 mm, % of points within 2 mm flagged at the threshold catching
+    CATCH of those errors, that threshold), over the points where both are finite."""
+    ok = np.isfinite(score) & np.isfinite(errors_mm)
+    s, e = np.asarray(score)[ok], np.asarray(errors_mm)[ok]
+    large, good = e > LARGE_ERROR_MM, e <= GOOD_ERROR_MM
+    t = float(np.quantile(s[large], 1 - CATCH))
+    return roc_curve(s, large)[3], 100 * float((s[good] >= t).mean()), t
 
 
 def share_table(parts, cv_p, shares=np.arange(0.20, 0.4001, 0.01)) -> list:
