@@ -1,8 +1,8 @@
 """Clinic adaptation end to end, through the commands a user runs: Test2 plays the clinic.
 
 adapt_benchmark.py scores adapted settings on cached network outputs.  This runs the product
-instead: a generic-layout clinic folder is made from ISBI Test2 (the adapt benchmark's split 0 of
-20 clinic images as `train`, the other 80 as `test`; image links and a landmarks.csv, under a
+instead: a generic-layout clinic folder is made from ISBI Test2 (one of the adapt benchmark's
+20-image splits, 0 unless --split says, its clinic images as `train`, the other 80 as `test`; image links and a landmarks.csv, under a
 git-ignored folder: ISBI licence), then
 
     ceph-landmarks adapt    --dataset CLINIC --out CLINIC/clinic.safetensors   (timed)
@@ -13,7 +13,9 @@ predictor (framing, orientation check, aligned second pass) with the fine-tuned 
 one was chosen.  Prints both models' figures on the 80 images, and how often each chose each
 orientation and a second, aligned pass.
 
-    .venv/bin/python benchmarks/adapt_end_to_end.py [--work runs/adapt_end_to_end]
+    .venv/bin/python benchmarks/adapt_end_to_end.py [--split 0] [--work runs/adapt_end_to_end]
+
+Split 0 chooses offsets, split 1 a fine-tune (as in the benchmark).
 """
 
 import argparse
@@ -31,8 +33,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from CephLandmarksLib.datasets import load_dataset  # noqa: E402
+from CephLandmarksLib.modelfile import load_model  # noqa: E402
 
-CLINIC_IMAGES, SPLIT = 20, 0  # the adapt benchmark's first 20-image split
+CLINIC_IMAGES = 20  # the adapt benchmark's 20-image splits
 FIGURES = {  # column -> how to read it from evaluate's metrics.json
     "MRE mm": lambda m: f"{m['mre_mm']:.3f}",
     "SDR 2 mm %": lambda m: f"{m['sdr']['2.0']:.1f}",
@@ -45,11 +48,11 @@ FIGURES = {  # column -> how to read it from evaluate's metrics.json
 }
 
 
-def make_clinic(dataset: Path, work: Path) -> list:
+def make_clinic(dataset: Path, work: Path, split: int) -> list:
     """CLINIC/landmarks.csv over links to the Test2 images: the split's clinic images `train`, the rest
     `test`.  Returns the clinic ids."""
     samples = load_dataset(dataset, "test2")
-    order = np.random.default_rng(1000 * CLINIC_IMAGES + SPLIT).permutation(len(samples))
+    order = np.random.default_rng(1000 * CLINIC_IMAGES + split).permutation(len(samples))  # as adapt_benchmark draws it
     clinic = {samples[i].id for i in order[:CLINIC_IMAGES]}
     (work / "images").mkdir(parents=True, exist_ok=True)
     rows = []
@@ -78,17 +81,19 @@ def run(*args) -> float:
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--dataset", default=str(ROOT.parent / "shared/data/isbi2015"))
+    ap.add_argument("--split", type=int, default=0, help="which of the benchmark's 20-image splits")
     ap.add_argument("--work", default=str(ROOT / "runs/adapt_end_to_end"))
     a = ap.parse_args(argv)
     work = Path(a.work)
-    make_clinic(Path(a.dataset), work)
+    make_clinic(Path(a.dataset), work, a.split)
     model = work / "clinic.safetensors"
     model.unlink(missing_ok=True)  # each run starts from no adapted file and no report
     shutil.rmtree(model.with_suffix(".report"), ignore_errors=True)
     seconds = run("adapt", "--dataset", str(work), "--out", str(model))
     for name, args in (("base", []), ("adapted", ["--model", str(model)])):
         run("evaluate", *args, "--dataset", str(work), "--split", "test1", "--out", str(work / f"eval_{name}"))
-    print(f"adapt on {CLINIC_IMAGES} Test2 images: {seconds:.0f} s wall\n")
+    chosen = load_model(model).info.adaptation["method"]
+    print(f"adapt on {CLINIC_IMAGES} Test2 images (split {a.split}): {seconds:.0f} s wall, chose {chosen}\n")
     print("| model | " + " | ".join(FIGURES) + " |\n|" + "---|" * (len(FIGURES) + 1))
     for name in ("base", "adapted"):
         m = json.loads((work / f"eval_{name}" / "metrics.json").read_text())
