@@ -320,11 +320,13 @@ def encode_case(detector, case: Case, radiograph) -> None:
 
 
 def read_clinic(dataset, split: str, n_landmarks: int) -> list:
-    """The clinic's radiographs and annotations, checked: enough images, the model's landmark count,
-    and either every image with a pixel spacing or none (mixed, the offsets in mm would mix scales)."""
+    """The clinic's radiographs and annotations in id order, checked: enough images, the model's
+    landmark count, and either every image with a pixel spacing or none (mixed, the offsets in mm
+    would mix scales).  In id order because the folds and the fine-tune's batches follow the order:
+    the same images listed in another order give the same adapted model."""
     from .datasets import load_dataset
 
-    samples = load_dataset(dataset, split)
+    samples = sorted(load_dataset(dataset, split), key=lambda s: s.id)
     if len(samples) < MIN_IMAGES:
         raise CephError(f"clinic adaptation needs at least {MIN_IMAGES} annotated images; {dataset} has "
                         f"{len(samples)}")

@@ -297,6 +297,28 @@ def test_adapt_learns_a_clinic_convention_and_writes_model_and_report(tiny_model
     assert isinstance(lm["flag_reasons"], list) and bool(lm["flag_reasons"]) == lm["flagged"]
 
 
+def test_adapt_does_not_depend_on_the_order_the_clinic_lists_its_images(tiny_model, tmp_path, capsys):
+    """The folds and the fine-tune's batches follow the images' order; the same images listed in
+    another order must give the same adapted model."""
+    clinic = _clinic(tmp_path, model=tiny_model, menton_offset_mm=1.0)
+    metas = []
+    for name in ("listed.safetensors", "reversed.safetensors"):
+        out = tmp_path / name
+        code, _, err = _run(["adapt", "--model", tiny_model, "--dataset", clinic, "--out", out], capsys)
+        assert code == 0, err
+        from CephLandmarksLib.registry import read_model_info
+
+        metas.append(read_model_info(out))
+        rows = list(csv.reader(open(clinic / "landmarks.csv")))
+        with open(clinic / "landmarks.csv", "w", newline="") as f:
+            csv.writer(f).writerows([rows[0], *rows[:0:-1]])
+    listed, reversed_ = metas
+    for key in ("flag_p_large_min", "temperatures", "region_masses", "convention_offsets_mm"):
+        assert listed[key] == reversed_[key], key
+    for key in ("method", "methods_cv_mre_mm", "cv_before", "cv_after"):
+        assert listed["adaptation"].get(key) == reversed_["adaptation"].get(key), key
+
+
 def _refused(argv, capsys, out):
     code, _, err = _run(argv, capsys)
     assert code == 2
