@@ -1,4 +1,4 @@
-"""Would the spread of the cross-validation's fold fine-tunes improve the adapted flags?
+"""Would the cross-validation's fold fine-tunes improve the adapted flags, or the fine-tune itself?
 
 While choosing, `adapt` fine-tunes the decoder five times, each on four fifths of the clinic's
 images, then once on all of them (the final network it ships).  Where the five fold networks put a
@@ -18,8 +18,8 @@ the weighed P's log-odds + b x log(spread + 0.3 mm); then the adapted flag rule 
 on the clinic's cross-validated readings, as `adapt` fits it) applied to the final network's P and to
 the folds' mean P: the folds read a new image as they read their held-out clinic images, so their P
 should flag the share the rule was fitted for, where the final network, trained on more images, is
-sharper and flags less.  Test1 is the clinic where flag rules are
-chosen; Test2 (the benchmark's clinic) only reports.  Per-split arrays go to --dumps (git-ignored,
+sharper and flags less.  Test1 is the clinic where flag rules are chosen; Test2 (the benchmark's
+clinic) only reports.  Per-split arrays go to --dumps (git-ignored,
 derived from ISBI annotations); --from-dumps prints the table from them again.
 
     .venv/bin/python benchmarks/adapt_fold_spread_study.py [--clinic test1] [--splits 5] [--from-dumps]
@@ -42,7 +42,7 @@ WEIGHTS = (1.0, 2.0, 3.0, 4.0, 6.0)  # b in log-odds + b x log(spread + floor)
 
 def collect(detector, cases, split: int) -> dict:
     """Per scored point of one split: the final fine-tune's error and P, the folds' spread and mean P,
-    and the error of the networks' mean point."""
+    the error of the networks' mean point, and the soup's error and P; and the clinic's CV P."""
     from CephLandmarksLib.adaptation import FINE_TUNE, cross_validate, fit, fold_indices, read_with, tuned_network
     from CephLandmarksLib.metrics import radial_errors_mm
 
