@@ -300,14 +300,14 @@ def test_adapt_learns_a_clinic_convention_and_writes_model_and_report(tiny_model
 def test_adapt_does_not_depend_on_the_order_the_clinic_lists_its_images(tiny_model, tmp_path, capsys):
     """The folds and the fine-tune's batches follow the images' order; the same images listed in
     another order must give the same adapted model."""
+    from CephLandmarksLib.registry import read_model_info
+
     clinic = _clinic(tmp_path, model=tiny_model, menton_offset_mm=1.0)
     metas = []
     for name in ("listed.safetensors", "reversed.safetensors"):
         out = tmp_path / name
         code, _, err = _run(["adapt", "--model", tiny_model, "--dataset", clinic, "--out", out], capsys)
         assert code == 0, err
-        from CephLandmarksLib.registry import read_model_info
-
         metas.append(read_model_info(out))
         rows = list(csv.reader(open(clinic / "landmarks.csv")))
         with open(clinic / "landmarks.csv", "w", newline="") as f:

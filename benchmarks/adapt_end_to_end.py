@@ -2,8 +2,8 @@
 
 adapt_benchmark.py scores adapted settings on cached network outputs.  This runs the product
 instead: a generic-layout clinic folder is made from ISBI Test2 (one of the adapt benchmark's
-20-image splits, 0 unless --split says, its clinic images as `train`, the other 80 as `test`; image links and a landmarks.csv, under a
-git-ignored folder: ISBI licence), then
+20-image splits, 0 unless --split says: its clinic images as `train`, the other 80 as `test`; image
+links and a landmarks.csv, under a git-ignored folder: ISBI licence), then
 
     ceph-landmarks adapt    --dataset CLINIC --out CLINIC/clinic.safetensors   (timed)
     ceph-landmarks evaluate --model BASE or the adapted file --dataset CLINIC --split test1
