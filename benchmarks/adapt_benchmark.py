@@ -93,6 +93,38 @@ def load_all(detector, dataset, cache: Path, encode=("test1", "test2")) -> dict:
     return cases
 
 
+def split_study(argv, description: str, dumps: str, collect, describe, keep_finished: bool = False):
+    """The command line of a study over the benchmark's clinic splits (adapt_disagreement_study,
+    adapt_fold_spread_study): for each split, collect(detector, cases, split) -> arrays, saved under
+    --dumps (git-ignored: derived from ISBI annotations) with a line describe(dump) on stderr, unless
+    --from-dumps; keep_finished skips splits already saved.  Returns (args, the saved dumps)."""
+    ap = argparse.ArgumentParser(description=description)
+    ap.add_argument("--dataset", default=str(ROOT.parent / "shared/data/isbi2015"))
+    ap.add_argument("--cache", default=str(ROOT / "runs/adapt_cache"))
+    ap.add_argument("--dumps", default=str(ROOT / dumps))
+    ap.add_argument("--clinic", default="test1")
+    ap.add_argument("--splits", type=int, default=5)
+    ap.add_argument("--from-dumps", action="store_true", help="print the table from the saved splits only")
+    a = ap.parse_args(argv)
+    dumps_dir = Path(a.dumps)
+    paths = [dumps_dir / f"{a.clinic}_{split}.npz" for split in range(a.splits)]
+    if not a.from_dumps:
+        limit_heap_fragmentation()
+        detector = LandmarkDetector(default_model_path(SHIPPED_MODELS_DIR))
+        cases = load_all(detector, a.dataset, Path(a.cache), encode=(a.clinic,))[a.clinic]
+        dumps_dir.mkdir(parents=True, exist_ok=True)
+        for split, path in enumerate(paths):
+            if keep_finished and path.is_file():
+                continue
+            d = collect(detector, cases, split)
+            np.savez(path, **d)
+            print(f"{a.clinic} split {split}: {describe(d)}", file=sys.stderr, flush=True)
+    saved = [dict(np.load(p)) for p in paths if p.is_file()]
+    if not saved:
+        raise SystemExit(f"no saved splits in {dumps_dir}: run without --from-dumps first")
+    return a, saved
+
+
 FIXED_P_LARGE = 0.02  # the previous adapted flag rule (P(error > 4 mm) >= 2 %), replayed for comparison
 FLAG_RULES = {  # alternative flag rules, each (threshold fitted on the clinic's CV outcome, image weight of the score)
     "p_large catching 80 % of the clinic's CV errors > 3 mm": (lambda cv: threshold_at_tpr(

@@ -17,7 +17,6 @@ derived from ISBI annotations), and --from-dumps prints the table from them agai
     .venv/bin/python benchmarks/adapt_disagreement_study.py [--clinic test1] [--splits 5] [--from-dumps]
 """
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -81,34 +80,11 @@ def table(dumps) -> list:
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--dataset", default=str(ROOT.parent / "shared/data/isbi2015"))
-    ap.add_argument("--cache", default=str(ROOT / "runs/adapt_cache"))
-    ap.add_argument("--dumps", default=str(ROOT / "runs/adapt_disagreement"))
-    ap.add_argument("--clinic", default="test1")
-    ap.add_argument("--splits", type=int, default=5)
-    ap.add_argument("--from-dumps", action="store_true", help="print the table from the saved splits only")
-    a = ap.parse_args(argv)
-    dumps_dir = Path(a.dumps)
-    paths = [dumps_dir / f"{a.clinic}_{split}.npz" for split in range(a.splits)]
-    if not a.from_dumps:
-        import adapt_benchmark as ab
-        from CephLandmarksLib.detect import LandmarkDetector
-        from CephLandmarksLib.memory import limit_heap_fragmentation
-        from CephLandmarksLib.registry import SHIPPED_MODELS_DIR, default_model_path
+    from adapt_benchmark import split_study
 
-        limit_heap_fragmentation()
-        detector = LandmarkDetector(default_model_path(SHIPPED_MODELS_DIR))
-        cases = ab.load_all(detector, a.dataset, Path(a.cache), encode=(a.clinic,))[a.clinic]
-        dumps_dir.mkdir(parents=True, exist_ok=True)
-        for split, path in enumerate(paths):
-            d = collect(detector, cases, split)
-            np.savez(path, **d)
-            print(f"{a.clinic} split {split}: {d['method']}, MRE fine-tune {np.nanmean(d['err_ft']):.3f}, "
-                  f"offsets {np.nanmean(d['err_off']):.3f}", file=sys.stderr, flush=True)
-    dumps = [dict(np.load(p)) for p in paths if p.is_file()]
-    if not dumps:
-        raise SystemExit(f"no saved splits in {dumps_dir}: run without --from-dumps first")
+    a, dumps = split_study(argv, __doc__.splitlines()[0], "runs/adapt_disagreement", collect,
+                           describe=lambda d: f"{d['method']}, MRE fine-tune {np.nanmean(d['err_ft']):.3f}, "
+                                              f"offsets {np.nanmean(d['err_off']):.3f}")
     print(f"{a.clinic} as the clinic, {len(dumps)} splits of {CLINIC_IMAGES} images, chosen: "
           f"{[str(d['method']) for d in dumps]}")
     print("\n".join(table(dumps)))
