@@ -111,8 +111,15 @@ def table(dumps) -> list:
               "the folds' spread": log_s,
               **{f"weighed P + {b:g} × log spread": weighed("p") + b * log_s for b in WEIGHTS},
               **{f"the folds' weighed P + {b:g} × log spread": weighed("p_folds") + b * log_s for b in WEIGHTS}}
+
     def by_split(key):
         return ", ".join(f"{np.nanmean(d[key]):.3f}" for d in dumps)
+
+    def rule_row(name, flagged, errors_mm) -> str:
+        """| name | points flagged | errors > 4 mm caught | points within 2 mm flagged |, pooled over splits."""
+        f, e = np.concatenate(flagged).ravel(), np.concatenate(errors_mm).ravel()
+        return (f"| {name} | {100 * f.mean():.1f} % | {100 * f[e > LARGE_ERROR_MM].mean():.1f} % | "
+                f"{100 * f[e <= GOOD_ERROR_MM].mean():.1f} % |")
 
     lines = [f"MRE, pooled (by split), of the final fine-tune: {np.nanmean(err):.3f} mm ({by_split('err')}); of the six "
              f"networks' mean point: {np.nanmean(np.concatenate([d['err_mean_point'] for d in dumps])):.3f} mm "
@@ -125,12 +132,10 @@ def table(dumps) -> list:
     lines += ["", "The adapted rule (each split's threshold flags FLAG_SHARE of its clinic's cross-validated points), "
               "applied to:", "", "| P read by | points flagged | errors > 4 mm caught | points ≤ 2 mm flagged |",
               "|---|---|---|---|"]
-    for name, key, e in (("the final network (the product)", "p", err), ("the folds, mean", "p_folds", err),
-                         ("the soup, for its own errors", "p_soup", err_soup)):
-        flagged = np.concatenate([image_adjusted_p_large(d[key], IMAGE_WEIGHT) >= flag_threshold(d["cv_p"])
-                                  for d in dumps]).ravel()
-        lines.append(f"| {name} | {100 * flagged.mean():.1f} % | {100 * flagged[e.ravel() > LARGE_ERROR_MM].mean():.1f} % "
-                     f"| {100 * flagged[e.ravel() <= GOOD_ERROR_MM].mean():.1f} % |")
+    for name, key, err_key in (("the final network (the product)", "p", "err"), ("the folds, mean", "p_folds", "err"),
+                               ("the soup, for its own errors", "p_soup", "err_soup")):
+        lines.append(rule_row(name, [image_adjusted_p_large(d[key], IMAGE_WEIGHT) >= flag_threshold(d["cv_p"])
+                                     for d in dumps], [d[err_key] for d in dumps]))
     lines += ["", "The share refitted on unlabelled clinic images (the final network's reading of the first N rest "
                   "images), scored on the rest after the first 40:", "",
               "| threshold fitted on | points flagged | errors > 4 mm caught | points ≤ 2 mm flagged |", "|---|---|---|---|"]
@@ -140,10 +145,7 @@ def table(dumps) -> list:
             t = flag_threshold(d["cv_p"] if n == 0 else d["p"][:n])
             flagged.append(image_adjusted_p_large(d["p"], IMAGE_WEIGHT)[UNLABELLED:] >= t)
             e.append(d["err"][UNLABELLED:])
-        flagged, e = np.concatenate(flagged).ravel(), np.concatenate(e).ravel()
-        lines.append(f"| {'the clinic CV (the product)' if n == 0 else f'{n} unlabelled images'} | "
-                     f"{100 * flagged.mean():.1f} % | {100 * flagged[e > LARGE_ERROR_MM].mean():.1f} % | "
-                     f"{100 * flagged[e <= GOOD_ERROR_MM].mean():.1f} % |")
+        lines.append(rule_row("the clinic CV (the product)" if n == 0 else f"{n} unlabelled images", flagged, e))
     auc, good_flagged, _ = ranking(weighed("p_soup"), err_soup)
     lines += ["", f"The soup's own weighed P for its own errors: AUC {auc:.3f}, {good_flagged:.1f} % of its points "
                   f"within 2 mm flagged at 85 % caught."]
