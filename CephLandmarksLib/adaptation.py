@@ -15,7 +15,7 @@ Steps of one fit, in order, each on the images it is given:
    true points (moved by the offsets);
 3. split-conformal region masses per landmark (conformal.py);
 4. the flag rule: P(error > 4 mm) on the clinic-calibrated maps, adjusted for the image's other
-   landmarks (uncertainty.image_adjusted_p_large), >= the threshold that flags FLAG_SHARE of the
+   landmarks (flag_score.image_adjusted_p_large), >= the threshold that flags FLAG_SHARE of the
    clinic's points (flag_threshold); the final fit takes it from the K-fold cross-validated
    reading that chose the method, a fold's fit from its own images.
 Steps 2-4 read each image with offsets learnt without it (leave-one-out), so regions and
@@ -42,7 +42,7 @@ from .images import normalise, read_radiograph
 from .metrics import LARGE_ERROR_MM
 from .modelmeta import CONVENTION_OFFSET_LIMIT_MM, FLAG_P_LARGE_RANGE, TEMPERATURE_RANGE
 from .scoring import Case, Outcome, figures, measurement_coverage, outcome
-from .uncertainty import IMAGE_WEIGHT, image_adjusted_p_large
+from .flag_score import IMAGE_WEIGHT, image_adjusted_p_large
 
 FINE_TUNE = "fine-tune"
 METHODS = ("none", "offsets", FINE_TUNE)

@@ -23,14 +23,14 @@ from .conventions import frame_landmarks, shifts_uv
 from .detection import (FLAG_IMPLAUSIBLE, FLAG_MISSING, FLAG_NEAR_EDGE, FLAG_UNCERTAIN, LEFT_FACING, RIGHT_FACING,
                         Detection, LandmarkResult)
 from .errors import CephError
+from .flag_score import image_adjusted_p_large
 from .geometry import ModelFrame, px_to_mm, to_model_input
 from .heatmaps import decode_points, mask_padding, shift_maps, softmax_2d
 from .images import Radiograph, framing_for, model_input, normalise
 from .missing import missing_landmarks, near_edge, outside_mass
 from .model import run_network
 from .modelfile import LoadedModel, load_model, model_mm_per_px
-from .uncertainty import (LARGE_ERROR_MM, credible_contours, error_probability, expected_radial_error_mm,
-                          image_adjusted_p_large, region_extent)
+from .uncertainty import LARGE_ERROR_MM, credible_contours, error_probability, expected_radial_error_mm, region_extent
 
 REACH_LEVEL = "90"  # the region whose area and reach the JSON reports per point
 

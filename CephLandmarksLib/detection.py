@@ -88,7 +88,7 @@ class Detection:
     large_error_mm: float = LARGE_ERROR_MM  # the radius of the landmarks' p_large_error
     regions: dict = field(default_factory=dict)  # {"method": "split-conformal" | "nominal", "masses": {...}}
     # What "uncertain" means: {"score": "ere_mm" | "p_large_error", "threshold": t} (empty: ERE > ere_threshold_mm),
-    # with "image_weight": w when P is adjusted for the image's other landmarks (uncertainty.image_adjusted_p_large)
+    # with "image_weight": w when P is adjusted for the image's other landmarks (flag_score.image_adjusted_p_large)
     flag_rule: dict = field(default_factory=dict)
 
     def flag_rule_text(self) -> str:

@@ -37,7 +37,7 @@ class ModelInfo:
     # Flag rule: None flags ERE > ere_threshold_mm; a probability p flags P(error > 4 mm) >= p instead (adapted
     # models, whose maps are calibrated on the clinic's own images).
     flag_p_large_min: float | None = None
-    # ... and with a weight w, that P adjusted for the image's other landmarks (uncertainty.image_adjusted_p_large);
+    # ... and with a weight w, that P adjusted for the image's other landmarks (flag_score.image_adjusted_p_large);
     # 0 or absent: the map's own P (adapted models written before it existed).
     flag_image_weight: float = 0.0
     refine_radius: int = 1

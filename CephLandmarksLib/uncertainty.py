@@ -1,6 +1,6 @@
 """Uncertainty read from the heatmaps: Expected Radial Error (the shipped model's flag score), the
 probability of a large error (shown beside it; adapted models flag on it, weighed with the image's
-other points) and credible-region contours."""
+other points: flag_score.py) and credible-region contours."""
 
 import numpy as np
 import torch
@@ -48,40 +48,6 @@ def error_probability(probs, points_uv, mm_per_px, radius_mm: float = LARGE_ERRO
     p = p / p.sum(dim=(1, 2), keepdim=True)
     far = _distances_mm(p.shape, points_uv, mm_per_px) > radius_mm
     return (p * far).sum(dim=(1, 2)).clamp(0.0, 1.0).numpy()
-
-
-# The adapted flag score (docs/adaptation.md, Flags): a point's P(error > 4 mm) moved by how hard its image is.
-IMAGE_WEIGHT = 0.5  # log-odds moved per unit of the image's other landmarks' mean log-odds; chosen on Test1
-TYPICAL_P_LARGE = 0.001  # the image mean that moves nothing: about the median on Test1 (logit -6.8), adapted
-
-
-def _log_odds(p) -> np.ndarray:
-    p = np.clip(np.asarray(p, dtype=np.float64), 1e-6, 1 - 1e-6)
-    return np.log(p / (1 - p))
-
-
-def image_adjusted_p_large(p_large, weight: float = IMAGE_WEIGHT, counted=None) -> np.ndarray:
-    """P(error > 4 mm) of (..., L) points, one row of L landmarks per image, with each point's log-odds
-    raised by `weight` x how far the mean log-odds of the same image's other landmarks (NaN left out)
-    lies above TYPICAL_P_LARGE's: unchanged on an image of typical difficulty, higher on a hard one,
-    lower on an easy one.  NaN stays NaN; weight 0 returns P itself.  `counted` (..., L bool; default
-    all) says which points may weigh on the others: a landmark cut off by the image's edge has a
-    vague map for that reason alone, which says nothing about how hard the rest of the image is.
-
-    A hard image (poor contrast, unusual anatomy) misleads several maps at once, more than each map
-    says of itself; the image's other landmarks carry that evidence.
-    """
-    p = np.asarray(p_large, dtype=np.float64)
-    seen = np.isfinite(p)
-    if weight == 0:
-        return np.where(seen, np.clip(p, 0.0, 1.0), np.nan)
-    own = np.where(seen, _log_odds(p), 0.0)
-    weighs = seen if counted is None else seen & np.asarray(counted, dtype=bool)
-    counted_log_odds = np.where(weighs, own, 0.0)
-    n_others = weighs.sum(-1, keepdims=True) - weighs
-    others = (counted_log_odds.sum(-1, keepdims=True) - counted_log_odds) / np.maximum(n_others, 1)
-    lift = np.where(n_others > 0, weight * (others - _log_odds(TYPICAL_P_LARGE)), 0.0)
-    return np.where(seen, 1 / (1 + np.exp(-(own + lift))), np.nan)
 
 
 def credible_level(prob_map: np.ndarray, mass: float) -> float:

@@ -13,10 +13,10 @@ from CephLandmarksLib import cli
 from CephLandmarksLib.adaptation import FLAG_SHARE, flag_threshold
 from CephLandmarksLib.errors import CephError
 from CephLandmarksLib.modelmeta import FLAG_P_LARGE_RANGE
-from CephLandmarksLib.uncertainty import IMAGE_WEIGHT, TYPICAL_P_LARGE, image_adjusted_p_large
 from CephLandmarksLib.conformal import conformal_mass, covered, fit_region_masses, region_scores
 from CephLandmarksLib.conventions import residuals_mm, robust_offsets, shifts_uv
 from CephLandmarksLib.files import file_sha256
+from CephLandmarksLib.flag_score import IMAGE_WEIGHT, TYPICAL_P_LARGE, image_adjusted_p_large
 from CephLandmarksLib.geometry import from_head_frame, head_axes, to_head_frame
 from CephLandmarksLib.heatmaps import shift_maps
 from conftest import make_generic_dataset

@@ -18,7 +18,7 @@ from CephLandmarksLib.landmarks import ISBI_LANDMARKS
 from CephLandmarksLib.missing import missing_landmarks, near_edge
 from CephLandmarksLib.modelfile import ModelInfo, model_mm_per_px
 from CephLandmarksLib.outputs import markups_dict
-from CephLandmarksLib.uncertainty import image_adjusted_p_large
+from CephLandmarksLib.flag_score import image_adjusted_p_large
 
 MODEL_MM = 0.5
 

@@ -36,7 +36,7 @@ from CephLandmarksLib.conformal import fit_region_masses, masses_for  # noqa: E4
 from CephLandmarksLib.memory import limit_heap_fragmentation  # noqa: E402
 from CephLandmarksLib.detect import LandmarkDetector, Observation  # noqa: E402
 from CephLandmarksLib.geometry import ModelFrame  # noqa: E402
-from CephLandmarksLib.uncertainty import IMAGE_WEIGHT, image_adjusted_p_large  # noqa: E402
+from CephLandmarksLib.flag_score import IMAGE_WEIGHT, image_adjusted_p_large  # noqa: E402
 from CephLandmarksLib.registry import default_model_path, SHIPPED_MODELS_DIR  # noqa: E402
 
 SIZES = (10, 20, 30)

@@ -24,7 +24,7 @@ sys.path.insert(0, str(ROOT))
 from CephLandmarksLib.adaptation import FLAG_SHARE, flag_threshold  # noqa: E402
 from CephLandmarksLib.metrics import LARGE_ERROR_MM  # noqa: E402
 from CephLandmarksLib.scoring import GOOD_ERROR_MM  # noqa: E402
-from CephLandmarksLib.uncertainty import IMAGE_WEIGHT, image_adjusted_p_large  # noqa: E402
+from CephLandmarksLib.flag_score import IMAGE_WEIGHT, image_adjusted_p_large  # noqa: E402
 
 RULES = {  # name -> (share of the clinic's CV points flagged, image weight)
     f"adapted rule: {100 * FLAG_SHARE:.0f} %, weighed with the image (w {IMAGE_WEIGHT:g})": (FLAG_SHARE, IMAGE_WEIGHT),

@@ -33,7 +33,7 @@ from CephLandmarksLib.detect import LandmarkDetector  # noqa: E402
 from CephLandmarksLib.metrics import LARGE_ERROR_MM, radial_errors_mm, roc_curve  # noqa: E402
 from CephLandmarksLib.registry import SHIPPED_MODELS_DIR, default_model_path  # noqa: E402
 from CephLandmarksLib.scoring import GOOD_ERROR_MM  # noqa: E402
-from CephLandmarksLib.uncertainty import IMAGE_WEIGHT, image_adjusted_p_large  # noqa: E402
+from CephLandmarksLib.flag_score import IMAGE_WEIGHT, image_adjusted_p_large  # noqa: E402
 
 CLINIC_IMAGES = 20
 CATCH = 0.85  # the target share of errors over 4 mm flagged

@@ -97,8 +97,8 @@ def table(dumps) -> list:
     from CephLandmarksLib.adaptation import flag_threshold
     from CephLandmarksLib.metrics import LARGE_ERROR_MM
     from CephLandmarksLib.scoring import GOOD_ERROR_MM
-    from CephLandmarksLib.uncertainty import IMAGE_WEIGHT, image_adjusted_p_large
-    from CephLandmarksLib.uncertainty import _log_odds as log_odds
+    from CephLandmarksLib.flag_score import IMAGE_WEIGHT, image_adjusted_p_large
+    from CephLandmarksLib.flag_score import log_odds
 
     def weighed(key):
         return log_odds(np.concatenate([image_adjusted_p_large(d[key], IMAGE_WEIGHT) for d in dumps]))
