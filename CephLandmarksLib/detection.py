@@ -14,6 +14,7 @@ import numpy as np
 
 from .errors import CephError
 from .files import atomic_write
+from .flag_score import threshold_fraction
 from .geometry import ModelFrame, px_to_lps
 from .images import FRAMING_FIT
 from .metrics import LARGE_ERROR_MM
@@ -98,6 +99,13 @@ class Detection:
             weighed = ", weighed with the image's other points," if self.flag_rule.get("image_weight") else ""
             return f"P(error > {self.large_error_mm:g} mm){weighed} ≥ {100 * self.flag_rule['threshold']:.3g} %"  # a fitted 0.0138.. reads 1.38 %
         return f"ERE > {self.ere_threshold_mm:.2f} mm"
+
+    def flag_fractions(self) -> np.ndarray:
+        """(L,) each point's flag score as a fraction of the flag rule's threshold (1: at it): what
+        colours a point from confident to flagged, by the rule this detection flags by."""
+        lms = self.landmarks
+        return threshold_fraction(self.flag_rule, [lm.ere_mm for lm in lms], [lm.p_large_error for lm in lms],
+                                  [lm.missing for lm in lms], self.ere_threshold_mm)
 
     @property
     def points_px(self) -> np.ndarray:

@@ -39,3 +39,15 @@ def image_adjusted_p_large(p_large, weight: float = IMAGE_WEIGHT, counted=None) 
     lift = np.where(n_others > 0, weight * (others - log_odds(TYPICAL_P_LARGE)), 0.0)
     return np.where(seen, 1 / (1 + np.exp(-(own + lift))), np.nan)
 
+
+def threshold_fraction(rule: dict, ere_mm, p_large, missing, ere_threshold_mm: float) -> np.ndarray:
+    """Each point's flag score as a fraction of the rule's threshold (1: at it), for one image's L
+    points: ERE / threshold, or P(error > 4 mm), weighed as the rule weighs it, / threshold.
+
+    `rule` is Detection.flag_rule ({} or score "ere_mm": ERE over `ere_threshold_mm`); `missing`
+    points do not weigh on the others.  What colours a point from confident to flagged."""
+    if rule.get("score") == "p_large_error":
+        counted = ~np.asarray(missing, dtype=bool)
+        p = image_adjusted_p_large(p_large, float(rule.get("image_weight", 0.0)), counted)
+        return p / float(rule["threshold"])
+    return np.asarray(ere_mm, dtype=np.float64) / max(float(ere_threshold_mm), 1e-9)

@@ -14,16 +14,17 @@ def _figure(w_in, h_in):
     return Figure(figsize=(w_in, h_in), dpi=100)
 
 
-def _ere_colour(ere_mm, threshold_mm):
-    """Green (confident) through yellow to red at and above the flag threshold."""
+def _flag_colour(fraction):
+    """Green (confident) through yellow to red at and above the flag threshold (fraction 1)."""
     import matplotlib
 
-    t = float(np.clip(ere_mm / max(threshold_mm, 1e-6), 0, 1))
+    t = float(np.clip(np.nan_to_num(fraction, nan=1.0), 0, 1))
     return matplotlib.colormaps["RdYlGn_r"](0.1 + 0.85 * t)
 
 
 def render_overlay(pixels: np.ndarray, detection, path, max_height_px: int = 1200, labels: bool = True):
-    """The radiograph with each landmark coloured by ERE, flagged ones ringed in red,
+    """The radiograph with each landmark coloured by its flag score (ERE, or an adapted model's
+    P(error > 4 mm)) up to the flag threshold, flagged ones ringed in red,
     and the 50 % (solid) and 90 % (dashed) credible-region contours."""
     from matplotlib import patheffects
 
@@ -39,11 +40,10 @@ def render_overlay(pixels: np.ndarray, detection, path, max_height_px: int = 120
     fig = _figure(shown.shape[1] / 100, height_in)
     ax = fig.add_axes((0, band, 1, 1 - band))
     ax.imshow(shown, cmap="gray", vmin=0, vmax=1, interpolation="bilinear")
-    thr = detection.ere_threshold_mm
-    for lm in detection.landmarks:
+    for lm, fraction in zip(detection.landmarks, detection.flag_fractions()):
         if lm.missing:  # outside the image: named in the caption, not drawn
             continue
-        colour = _ere_colour(lm.ere_mm, thr)
+        colour = _flag_colour(fraction)
         for key, style in (("50", "-"), ("90", "--")):
             for line in lm.contours_px.get(key, []):
                 ax.plot((line[:, 0] + 0.5) * scale - 0.5, (line[:, 1] + 0.5) * scale - 0.5, style, color=colour, lw=1.0)

@@ -145,6 +145,29 @@ def test_image_weighted_flag_rule_flags_the_adjusted_points(tiny_model, generic_
     assert np.array_equal(uncertain, adjusted >= threshold) and 0 < uncertain.sum() < 19
     assert d.to_json_dict()["flag_rule"] == {"score": "p_large_error", "threshold": threshold, "image_weight": 0.5}
     assert d.flag_rule_text() == f"P(error > 4 mm), weighed with the image's other points, ≥ {100 * threshold:.3g} %"
+    np.testing.assert_allclose(d.flag_fractions(), adjusted / threshold)  # what colours the overlay
+    assert np.array_equal(d.flag_fractions() >= 1, uncertain)
+
+
+def test_the_overlay_colours_points_by_the_rule_that_flags_them(tmp_path):
+    """A point whose ERE is over the base threshold but whose P(error > 4 mm) is under an adapted model's
+    is drawn green, not red, by that model's overlay; under the ERE rule the same point is red."""
+    from PIL import Image
+    from slicer_fixtures import syntheticDetection
+
+    from CephLandmarksLib.plots import render_overlay
+
+    base = syntheticDetection(flagged=())
+    lms = list(base.landmarks)
+    lms[4] = replace(lms[4], ere_mm=3 * base.ere_threshold_mm)  # its P stays 0.001
+    colours = {}
+    for name, rule in (("adapted", {"score": "p_large_error", "threshold": 0.02}), ("shipped", {})):
+        d = replace(base, landmarks=lms, flag_rule=rule)
+        render_overlay(np.zeros(base.image_size[::-1], np.float32), d, tmp_path / f"{name}.png", labels=False)
+        rgb = np.asarray(Image.open(tmp_path / f"{name}.png").convert("RGB")).astype(int)
+        colours[name] = rgb[round(lms[4].y_px), round(lms[4].x_px)]
+    assert colours["adapted"][1] > colours["adapted"][0] + 60  # green
+    assert colours["shipped"][0] > colours["shipped"][1] + 60  # red
 
 
 def test_image_adjusted_p_large_moves_points_by_their_images_other_points():
