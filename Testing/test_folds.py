@@ -1,6 +1,5 @@
 """K-fold ensemble training (`train --folds K`): split, members, manifest, out-of-fold data, resume."""
 
-import json
 import shutil
 
 import numpy as np

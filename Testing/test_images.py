@@ -97,7 +97,6 @@ def test_bad_images_give_clear_errors(tmp_path):
 
 
 def _fake_isbi(root, n_lines=19, drop=None):
-    rng = np.random.default_rng(0)
     (root / "RawImage" / "Test1Data").mkdir(parents=True)
     for doc in ("senior", "junior"):
         (root / "AnnotationsByMD" / f"400_{doc}").mkdir(parents=True)
