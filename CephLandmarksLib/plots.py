@@ -5,7 +5,9 @@ import numpy as np
 from .files import OUTPUT_TAG
 
 PNG_METADATA = {"Software": f"{OUTPUT_TAG} (matplotlib)"}  # how a later run recognises the file as ours
-CAPTION_IN = 0.45  # inches of caption under an overlay: two lines
+CAPTION_PT = 8  # the overlay caption's font size
+CAPTION_LINE_IN = 0.17  # inches per caption line
+CAPTION_CHAR_IN = 0.6 * CAPTION_PT / 72  # a generous mean character width at that size, to wrap the caption
 
 
 def _figure(w_in, h_in):
@@ -22,23 +24,43 @@ def _flag_colour(fraction):
     return matplotlib.colormaps["RdYlGn_r"](0.1 + 0.85 * t)
 
 
-def render_overlay(pixels: np.ndarray, detection, path, max_height_px: int = 1200, labels: bool = True):
+def _overlay_caption(detection, width_in: float) -> list:
+    """[(text, colour)] lines under the overlay, wrapped to its width: a long flag rule (an adapted
+    model's) or a narrow image must not run off the picture."""
+    import textwrap
+
+    from .missing import NEAR_EDGE_MM
+
+    chars = max(30, int(0.96 * width_in / CAPTION_CHAR_IN))
+    lines = []
+    missing = [lm.abbreviation for lm in detection.landmarks if lm.missing]
+    if missing:
+        lines += [(t, "red") for t in textwrap.wrap(f"Outside the image (missing): {', '.join(missing)}", chars)]
+    n_flag = sum(lm.flagged for lm in detection.landmarks)
+    text = (f"{n_flag} of {len(detection.landmarks)} points flagged, ringed red ({detection.flag_rule_text()}, "
+            f"missing, implausible or within {NEAR_EDGE_MM:g} mm of the edge). "
+            f"Contours: 50 % solid, 90 % dashed. Spacing {detection.spacing_mm[0]:.3g} mm ({detection.spacing_source}).")
+    return lines + [(t, "black") for t in textwrap.wrap(text, chars)]
+
+
+def overlay_figure(pixels: np.ndarray, detection, max_height_px: int = 1200, labels: bool = True):
     """The radiograph with each landmark coloured by its flag score (ERE, or an adapted model's
-    P(error > 4 mm)) up to the flag threshold, flagged ones ringed in red,
-    and the 50 % (solid) and 90 % (dashed) credible-region contours."""
+    P(error > 4 mm)) up to the flag threshold, flagged ones ringed in red, the 50 % (solid) and
+    90 % (dashed) credible-region contours, and a caption under it (a matplotlib Figure)."""
     from matplotlib import patheffects
 
     from .images import normalise
-    from .missing import NEAR_EDGE_MM
 
     h, w = pixels.shape
     step = max(1, int(np.ceil(h / max_height_px)))
     shown = normalise(pixels[::step, ::step])
     scale = 1.0 / step
-    height_in = shown.shape[0] / 100 + CAPTION_IN
-    band = CAPTION_IN / height_in  # the caption band under the picture, as a fraction of the figure
-    fig = _figure(shown.shape[1] / 100, height_in)
-    ax = fig.add_axes((0, band, 1, 1 - band))
+    width_in = shown.shape[1] / 100
+    caption = _overlay_caption(detection, width_in)
+    caption_in = CAPTION_LINE_IN * (len(caption) + 0.6)
+    height_in = shown.shape[0] / 100 + caption_in
+    fig = _figure(width_in, height_in)
+    ax = fig.add_axes((0, caption_in / height_in, 1, 1 - caption_in / height_in))
     ax.imshow(shown, cmap="gray", vmin=0, vmax=1, interpolation="bilinear")
     for lm, fraction in zip(detection.landmarks, detection.flag_fractions()):
         if lm.missing:  # outside the image: named in the caption, not drawn
@@ -58,16 +80,16 @@ def render_overlay(pixels: np.ndarray, detection, path, max_height_px: int = 120
     ax.set_xlim(-0.5, shown.shape[1] - 0.5)
     ax.set_ylim(shown.shape[0] - 0.5, -0.5)
     ax.axis("off")
-    n_flag = sum(lm.flagged for lm in detection.landmarks)
-    missing = [lm.abbreviation for lm in detection.landmarks if lm.missing]
-    if missing:
-        fig.text(0.01, 0.58 * band, f"Outside the image (missing): {', '.join(missing)}",
-                 fontsize=8, color="red")
-    fig.text(0.01, 0.15 * band, f"{n_flag} of {len(detection.landmarks)} points flagged, ringed red ({detection.flag_rule_text()}, "
-             f"missing, implausible or within {NEAR_EDGE_MM:g} mm of the edge). "
-             f"Contours: 50 % solid, 90 % dashed. Spacing {detection.spacing_mm[0]:.3g} mm ({detection.spacing_source}).",
-             fontsize=8)
-    fig.savefig(path, format="png", facecolor="white", metadata=PNG_METADATA)
+    for k, (text, colour) in enumerate(caption):
+        y_in = CAPTION_LINE_IN * (len(caption) - k - 0.7)
+        fig.text(0.01, y_in / height_in, text, fontsize=CAPTION_PT, color=colour)
+    return fig
+
+
+def render_overlay(pixels: np.ndarray, detection, path, max_height_px: int = 1200, labels: bool = True):
+    """overlay_figure, written as a PNG to `path`."""
+    overlay_figure(pixels, detection, max_height_px, labels).savefig(path, format="png", facecolor="white",
+                                                                      metadata=PNG_METADATA)
 
 
 def reliability_diagram(before: dict, after: dict, path, title=""):

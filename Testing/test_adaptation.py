@@ -170,6 +170,26 @@ def test_the_overlay_colours_points_by_the_rule_that_flags_them(tmp_path):
     assert colours["shipped"][0] > colours["shipped"][1] + 60  # red
 
 
+def test_the_overlay_caption_stays_on_a_narrow_picture(tmp_path):
+    """An adapted model's long flag rule and a list of missing landmarks, under a 2-inch-wide picture:
+    every caption line is wrapped inside the figure and the lines do not overlap."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from slicer_fixtures import syntheticDetection
+
+    from CephLandmarksLib.plots import overlay_figure
+
+    base = syntheticDetection(flagged=())
+    lms = [replace(lm, missing=lm.index in (1, 2, 3)) for lm in base.landmarks]
+    d = replace(base, landmarks=lms, flag_rule={"score": "p_large_error", "threshold": 0.0204, "image_weight": 0.5})
+    fig = overlay_figure(np.zeros(base.image_size[::-1], np.float32), d)
+    renderer = FigureCanvasAgg(fig).get_renderer()
+    boxes = [t.get_window_extent(renderer) for t in fig.texts]
+    assert len(boxes) >= 4  # the missing landmarks' line and the rule, wrapped
+    assert all(0 <= b.x0 and b.x1 <= fig.bbox.width and b.y0 >= 0 for b in boxes)
+    assert all(upper.y0 >= lower.y1 - 1 for upper, lower in zip(boxes, boxes[1:]))
+    assert "≥ 2.04 %" in " ".join(t.get_text() for t in fig.texts)
+
+
 def test_image_adjusted_p_large_moves_points_by_their_images_other_points():
     """A typical image's points keep their P; a point on a hard image (others' P high) rises, one on an easy
     image falls; the order within an image is kept; NaN points stay NaN and do not count; weight 0 is P."""
