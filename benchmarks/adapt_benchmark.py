@@ -223,7 +223,8 @@ def main(argv=None):
                          "flag_alternatives": flag_alternatives(ad.outcomes[ad.method], after),
                          "cv_after": brief(ad.after), "offsets_mm": None if ad.settings.offsets_mm is None
                          else np.round(ad.settings.offsets_mm, 3).tolist()})
-            save_points(Path(a.points) / f"{clinic}_{size}_split{split}.npz", ad.outcomes[ad.method], after)
+            save_points(Path(a.points) / f"{clinic}_{size}_split{split}.npz", ad.outcomes[ad.method], after,
+                        [c.id for c in rest])
             r = runs[-1]
             alt = " ".join(f"{v['large_errors_flagged_percent']:.0f}/{v['good_points_flagged_percent']:.0f}"
                            for v in r["flag_alternatives"].values())
@@ -235,12 +236,12 @@ def main(argv=None):
     print(summary(results))
 
 
-def save_points(path: Path, cv, scored) -> None:
-    """Per point: the clinic's cross-validated P(error > 4 mm) and errors, and the scored rest's, with
-    its other flag reasons: enough to replay any flag rule on these adapted models."""
+def save_points(path: Path, cv, scored, ids: list) -> None:
+    """Per point: the clinic's cross-validated P(error > 4 mm) and errors, and the scored rest's (images
+    `ids`), with its other flag reasons: enough to replay any flag rule on these adapted models."""
     path.parent.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(path, cv_p_large=cv.p_large, cv_errors_mm=cv.errors_mm, p_large=scored.p_large,
-                        errors_mm=scored.errors_mm, other_flag=scored.flagged & ~uncertain(scored))
+                        errors_mm=scored.errors_mm, other_flag=scored.flagged & ~uncertain(scored), ids=np.array(ids))
 
 
 def finished_runs(out: Path, model_sha256: str) -> dict:
