@@ -28,6 +28,10 @@ from .scoring import observe_samples, outcome
 
 FLAG_ERROR_MM = 3.0  # the threshold is chosen to flag this share of errors above this size
 FLAG_TPR = 0.8
+# A temperature that lowers its landmark's held-out NLL by less than this (nats) is noise and stays 1: on a
+# nearly flat loss (an untrained model's uniform maps) the fit drifts to TEMPERATURE_RANGE's edges by float
+# rounding alone, differently on different CPUs.
+MIN_NLL_GAIN = 0.01
 
 
 def fit_temperatures(logits: torch.Tensor, uv: torch.Tensor, max_iter: int = 100) -> torch.Tensor:
@@ -38,13 +42,17 @@ def fit_temperatures(logits: torch.Tensor, uv: torch.Tensor, max_iter: int = 100
     holding the true point, and the one-hot NLL is the proper score for that event.
     """
     uv = uv.round()
-    log_t = torch.zeros(logits.shape[1], dtype=torch.float32, requires_grad=True)
+    lo, hi = (float(v) for v in np.log(TEMPERATURE_RANGE))
+    # float64 and clamped inside the loss: on a nearly flat loss (an untrained model's uniform maps) the
+    # strong-Wolfe line search extrapolates steps of ~1e38, which overflow a float32 parameter.
+    log_t = torch.zeros(logits.shape[1], dtype=torch.float64, requires_grad=True)
     opt = torch.optim.LBFGS([log_t], lr=0.5, max_iter=max_iter, line_search_fn="strong_wolfe")
 
     def closure():
         opt.zero_grad()
         # Sum over landmarks of per-landmark means: each temperature sees only its own maps.
-        loss = heatmap_nll(logits, uv, log_t.exp(), reduce=False).mean(0).sum()
+        t = log_t.clamp(lo, hi).exp().to(logits.dtype)
+        loss = heatmap_nll(logits, uv, t, reduce=False).mean(0).sum()
         loss.backward()
         return loss
 
@@ -52,7 +60,11 @@ def fit_temperatures(logits: torch.Tensor, uv: torch.Tensor, max_iter: int = 100
     log_t = log_t.detach()
     if not torch.isfinite(log_t).all():
         raise CephError("the temperature fit diverged (the held-out logits are not finite); the model is unchanged")
-    return log_t.clamp(*np.log(TEMPERATURE_RANGE)).exp()
+    t = log_t.clamp(lo, hi).exp().float()
+    with torch.no_grad():
+        ones = torch.ones_like(t)
+        gain = (heatmap_nll(logits, uv, ones, reduce=False) - heatmap_nll(logits, uv, t, reduce=False)).mean(0)
+    return torch.where(gain >= MIN_NLL_GAIN, t, ones)
 
 
 def ere_threshold(ere_mm, errors_mm, error_mm: float = FLAG_ERROR_MM, tpr: float = FLAG_TPR) -> float:

@@ -84,3 +84,15 @@ def test_temperature_fit_recovers_the_truth_and_lowers_heldout_nll():
     assert t.shape == (3,) and (t > 0).all()
     np.testing.assert_allclose(t.numpy(), 3.0, rtol=0.2)
     assert heatmap_nll(z_new, uv_new, t) < heatmap_nll(z_new, uv_new) - 0.1
+
+
+def test_temperature_fit_keeps_one_where_the_loss_is_flat():
+    """An untrained model's near-uniform maps give a nearly flat NLL: the fit must neither overflow
+    (L-BFGS extrapolating huge steps) nor drift to the range's edges; such landmarks keep T = 1, while a
+    landmark with a real miscalibration beside them is still fitted."""
+    rng = np.random.default_rng(0)
+    z, uv = _overconfident_logits(40, rng)
+    z[:, :2] = torch.as_tensor(rng.normal(0, 1e-3, (40, 2, 24, 24)), dtype=torch.float32)  # two flat maps
+    t = fit_temperatures(z, uv)
+    assert t[0] == 1.0 and t[1] == 1.0
+    assert t[2] > 1.5  # the overconfident one (true temperature 3)
