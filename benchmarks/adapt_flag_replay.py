@@ -40,7 +40,7 @@ RULES = {  # name -> (share of the clinic's CV points flagged, image weight)
 }
 
 
-AGREEMENT_MM = (None, 4.0, 2.0)  # points kept: all, or where the two doctors are at most this far apart
+AGREEMENT_MM = (np.inf, 4.0, 2.0)  # points kept: all, or where the two doctors are at most this far apart
 
 
 def replay(split: dict, share: float, weight: float, keep=None) -> tuple:
@@ -58,6 +58,13 @@ def doctors_apart_mm(dataset: str, clinic: str) -> dict:
     senior, junior = (load_dataset(dataset, clinic, doctor) for doctor in ("senior", "junior"))
     return {a.id: np.linalg.norm(a.landmarks_px - b.landmarks_px, axis=1) * a.spacing_mm[0]
             for a, b in zip(senior, junior)}
+
+
+def caught_and_good(counts: np.ndarray) -> str:
+    """"caught % (range by split) | good flagged % (range)" of replay's counts, one row per split."""
+    caught, good = 100 * counts[:, 0] / counts[:, 1], 100 * counts[:, 2] / counts[:, 3]
+    return (f"{100 * counts[:, 0].sum() / counts[:, 1].sum():.1f} % ({caught.min():.0f}–{caught.max():.0f}) | "
+            f"{100 * counts[:, 2].sum() / counts[:, 3].sum():.1f} % ({good.min():.0f}–{good.max():.0f})")
 
 
 def ranking(splits: list, keeps: list) -> tuple:
@@ -78,14 +85,11 @@ def print_by_agreement(groups: dict, dataset: str) -> None:
             continue
         apart = doctors_apart_mm(dataset, clinic)
         for limit in AGREEMENT_MM:
-            keeps = [np.array([apart[str(i)] for i in s["ids"]]) <= (np.inf if limit is None else limit) for s in splits]
+            keeps = [np.array([apart[str(i)] for i in s["ids"]]) <= limit for s in splits]
             counts = np.array([replay(s, FLAG_SHARE, IMAGE_WEIGHT, k) for s, k in zip(splits, keeps)])
             auc, good_at_85 = ranking(splits, keeps)
-            caught, good = 100 * counts[:, 0] / counts[:, 1], 100 * counts[:, 2] / counts[:, 3]
-            kept = "all" if limit is None else f"≤ {limit:g} mm"
-            print(f"| {clinic} | {size} ({len(splits)}) | {kept} | {counts[:, 1].sum()} | "
-                  f"{100 * counts[:, 0].sum() / counts[:, 1].sum():.1f} % ({caught.min():.0f}–{caught.max():.0f}) | "
-                  f"{100 * counts[:, 2].sum() / counts[:, 3].sum():.1f} % ({good.min():.0f}–{good.max():.0f}) | "
+            kept = "all" if limit == np.inf else f"≤ {limit:g} mm"
+            print(f"| {clinic} | {size} ({len(splits)}) | {kept} | {counts[:, 1].sum()} | {caught_and_good(counts)} | "
                   f"{auc:.3f} | {100 * good_at_85:.1f} % |")
 
 
@@ -106,10 +110,7 @@ def main(argv=None):
     for (clinic, size), splits in sorted(groups.items()):
         for name, (share, weight) in RULES.items():
             counts = np.array([replay(s, share, weight) for s in splits])
-            caught, good = 100 * counts[:, 0] / counts[:, 1], 100 * counts[:, 2] / counts[:, 3]
-            print(f"| {clinic} | {size} ({len(splits)}) | {name} | {100 * counts[:, 0].sum() / counts[:, 1].sum():.1f} % "
-                  f"({caught.min():.0f}–{caught.max():.0f}) | {100 * counts[:, 2].sum() / counts[:, 3].sum():.1f} % "
-                  f"({good.min():.0f}–{good.max():.0f}) |")
+            print(f"| {clinic} | {size} ({len(splits)}) | {name} | {caught_and_good(counts)} |")
     if Path(a.dataset).is_dir():
         print_by_agreement(groups, a.dataset)
 
