@@ -57,7 +57,7 @@ if _usable():
         sys.path.append(libraryFolder())
     # The pixel spacing box stops where the library's plausibility check does, and says what the library
     # assumes without a spacing (numpy and SimpleITK: bundled).
-    from CephLandmarksLib.images import DEFAULT_SPACING_MM, MAX_SPACING_MM
+    from CephLandmarksLib.imaging.images import DEFAULT_SPACING_MM, MAX_SPACING_MM
 else:
     MAX_SPACING_MM = float("inf")  # the library does not load here; setup() only asks for a newer Slicer
     DEFAULT_SPACING_MM = None
@@ -489,7 +489,7 @@ class CephLandmarksWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def onAddToClinic(self) -> None:
         """The reviewed radiograph and its current points into the clinic dataset folder (whole or nothing)."""
-        from CephLandmarksLib.clinic_dataset import DuplicateCase
+        from CephLandmarksLib.annotations.clinic_dataset import DuplicateCase
 
         node, folder = self._parameterNode.landmarks, chosenPath(self._parameterNode.clinicFolder)
         helpers = clinic()
@@ -642,8 +642,8 @@ class CephLandmarksLogic(ScriptedLoadableModuleLogic):
 
     @staticmethod
     def registry():
-        """The model registry (CephLandmarksLib.registry): shipped, imported, trained and adapted models; no torch."""
-        from CephLandmarksLib.registry import ModelRegistry
+        """The model registry (CephLandmarksLib.store.registry): shipped, imported, trained and adapted models; no torch."""
+        from CephLandmarksLib.store.registry import ModelRegistry
 
         settingsDir = os.path.dirname(slicer.app.slicerUserSettingsFilePath)  # survives Slicer upgrades
         return ModelRegistry(pathlib.Path(settingsDir) / "CephLandmarks" / "Models")

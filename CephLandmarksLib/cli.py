@@ -14,10 +14,10 @@ import sys
 import threading
 from pathlib import Path
 
-from . import registry
+from .store import registry
 from .errors import CephError
-from .modelmeta import INPUT_SIZE_MULTIPLE, INPUT_SIZE_RANGE
-from .registry import SHIPPED_MODELS_DIR as DEFAULT_MODEL_DIR
+from .store.modelmeta import INPUT_SIZE_MULTIPLE, INPUT_SIZE_RANGE
+from .store.registry import SHIPPED_MODELS_DIR as DEFAULT_MODEL_DIR
 
 PROGRESS_PREFIX = "[progress]"  # `detect --progress` lines: "[progress] FRACTION STAGE" (the Slicer module reads them)
 ERROR_PREFIX = "ceph-landmarks: error:"  # the one line a user error prints
@@ -133,8 +133,8 @@ def _check_device_exists(kind, index, text):
 def _cmd_train(a):
     from dataclasses import asdict
 
-    from .augment import AugmentSettings
-    from .training import TrainConfig, train
+    from .training.augment import AugmentSettings
+    from .training.loop import TrainConfig, train
 
     holdout = a.holdout if a.holdout is not None else (10 if a.folds is not None else 20)
     cfg = TrainConfig(
@@ -146,7 +146,7 @@ def _cmd_train(a):
     )
     log = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
     if a.folds is not None:
-        from .folds import train_folds
+        from .training.folds import train_folds
 
         path = train_folds(cfg, a.folds, resume=a.resume, log=log)
     else:
@@ -155,13 +155,13 @@ def _cmd_train(a):
 
 
 def _cmd_calibrate(a):
-    from .calibration import calibrate_file
+    from .training.calibration import calibrate_file
 
     calibrate_file(a.model, a.dataset, ground_truth=a.ground_truth, log=lambda m: print(m, file=sys.stderr))
 
 
 def _cmd_detect(a):
-    from .batch import detect_files
+    from .outputs.batch import detect_files
 
     model = a.model or default_model_path()
     warn = lambda m: print(f"{ERROR_PREFIX} {m}", file=sys.stderr)  # noqa: E731
@@ -177,7 +177,7 @@ def _print_progress(fraction, stage):
 
 
 def _cmd_evaluate(a):
-    from .evaluate import evaluate
+    from .training.evaluate import evaluate
     from .memory import limit_heap_fragmentation
 
     limit_heap_fragmentation()  # image after image: without it the heap grows about 30 MB an image
@@ -187,14 +187,14 @@ def _cmd_evaluate(a):
 
 
 def _cmd_report(a):
-    from .report import report_file
+    from .outputs.report import report_file
 
     for out in report_file(a.image, a.model or default_model_path(), a.out_dir, a.spacing, a.device):
         print(out)
 
 
 def _cmd_adapt(a):
-    from .adaptation import adapt_file
+    from .clinic.adaptation import adapt_file
 
     rec = adapt_file(a.model or default_model_path(), a.dataset, a.out, split=a.split,
                      methods=tuple(m.strip() for m in a.methods.split(",") if m.strip()), device=a.device,

@@ -54,7 +54,7 @@ def generic_dataset(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_model(generic_dataset, tmp_path_factory):
     """A model trained for 2 epochs at 64 x 64 on the synthetic dataset (a few seconds)."""
-    from CephLandmarksLib.training import TrainConfig, train
+    from CephLandmarksLib.training.loop import TrainConfig, train
 
     out = tmp_path_factory.mktemp("model") / "tiny.safetensors"
     cfg = TrainConfig(dataset=str(generic_dataset), out=str(out), input_size=(64, 64), epochs=2,

@@ -18,8 +18,8 @@ import torch
 from safetensors.torch import save_file
 
 from CephLandmarksLib.landmarks import N_LANDMARKS
-from CephLandmarksLib.modelfile import _tensor_digest
-from CephLandmarksLib.modelmeta import CHECKSUM_KEY, FORMAT, META_KEY, metadata_digest
+from CephLandmarksLib.store.modelfile import _tensor_digest
+from CephLandmarksLib.store.modelmeta import CHECKSUM_KEY, FORMAT, META_KEY, metadata_digest
 
 MISSING = object()  # a mutation that deletes the field
 SMALL_TENSORS = {"w": torch.arange(4, dtype=torch.float32)}  # metadata checks run before the network is built

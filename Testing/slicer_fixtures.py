@@ -66,8 +66,8 @@ def makeVolume(scene, pixels, spacing=(0.1, 0.1), origin=(0.0, 0.0, 0.0), direct
 def syntheticDetection(image_size=(200, 240), spacing=(0.1, 0.1), model_size=(96, 112), seed=0,
                        flagged=(3, 7, 12)):
     """A Detection with 19 landmarks on a grid, Gaussian heatmaps and circular credible contours."""
-    from CephLandmarksLib.detection import Detection, LandmarkResult
-    from CephLandmarksLib.geometry import ModelFrame
+    from CephLandmarksLib.detection.result import Detection, LandmarkResult
+    from CephLandmarksLib.imaging.geometry import ModelFrame
     from CephLandmarksLib.landmarks import ISBI_LANDMARKS
 
     rng = np.random.default_rng(seed)

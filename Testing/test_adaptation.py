@@ -10,15 +10,15 @@ import pytest
 import torch
 
 from CephLandmarksLib import cli
-from CephLandmarksLib.adaptation import FLAG_SHARE, flag_threshold
+from CephLandmarksLib.clinic.adaptation import FLAG_SHARE, flag_threshold
 from CephLandmarksLib.errors import CephError
-from CephLandmarksLib.modelmeta import FLAG_P_LARGE_RANGE
-from CephLandmarksLib.conformal import conformal_mass, covered, fit_region_masses, region_scores
-from CephLandmarksLib.conventions import residuals_mm, robust_offsets, shifts_uv
+from CephLandmarksLib.store.modelmeta import FLAG_P_LARGE_RANGE
+from CephLandmarksLib.uncertainty.conformal import conformal_mass, covered, fit_region_masses, region_scores
+from CephLandmarksLib.clinic.conventions import residuals_mm, robust_offsets, shifts_uv
 from CephLandmarksLib.files import file_sha256
-from CephLandmarksLib.flag_score import IMAGE_WEIGHT, TYPICAL_P_LARGE, image_adjusted_p_large
-from CephLandmarksLib.geometry import from_head_frame, head_axes, to_head_frame
-from CephLandmarksLib.heatmaps import shift_maps
+from CephLandmarksLib.uncertainty.flag_score import IMAGE_WEIGHT, TYPICAL_P_LARGE, image_adjusted_p_large
+from CephLandmarksLib.imaging.geometry import from_head_frame, head_axes, to_head_frame
+from CephLandmarksLib.network.heatmaps import shift_maps
 from conftest import make_generic_dataset
 
 
@@ -88,8 +88,8 @@ def test_shift_maps_moves_the_mass_by_the_shift():
 
 
 def test_decide_with_offsets_moves_point_and_map(tiny_model, generic_dataset):
-    from CephLandmarksLib.detect import LandmarkDetector
-    from CephLandmarksLib.images import read_radiograph
+    from CephLandmarksLib.detection.predictor import LandmarkDetector
+    from CephLandmarksLib.imaging.images import read_radiograph
 
     det = LandmarkDetector(tiny_model)
     obs = det.observe(read_radiograph(generic_dataset / "img00.png", 0.5))
@@ -111,8 +111,8 @@ def test_decide_with_offsets_moves_point_and_map(tiny_model, generic_dataset):
 
 def test_probability_flag_rule_flags_exactly_the_points_over_it(tiny_model, generic_dataset):
     """With flag_p_large_min (adapted models) "uncertain" means P(error > 4 mm) >= it, whatever the ERE."""
-    from CephLandmarksLib.detect import LandmarkDetector
-    from CephLandmarksLib.images import read_radiograph
+    from CephLandmarksLib.detection.predictor import LandmarkDetector
+    from CephLandmarksLib.imaging.images import read_radiograph
 
     det = LandmarkDetector(tiny_model)
     obs = det.observe(read_radiograph(generic_dataset / "img00.png", 0.5))
@@ -132,8 +132,8 @@ def test_probability_flag_rule_flags_exactly_the_points_over_it(tiny_model, gene
 def test_image_weighted_flag_rule_flags_the_adjusted_points(tiny_model, generic_dataset):
     """With flag_image_weight, "uncertain" means P(error > 4 mm) adjusted for the image's other points
     >= the threshold; the JSON and the rule's words say so."""
-    from CephLandmarksLib.detect import LandmarkDetector
-    from CephLandmarksLib.images import read_radiograph
+    from CephLandmarksLib.detection.predictor import LandmarkDetector
+    from CephLandmarksLib.imaging.images import read_radiograph
 
     det = LandmarkDetector(tiny_model)
     obs = det.observe(read_radiograph(generic_dataset / "img00.png", 0.5))
@@ -155,7 +155,7 @@ def test_the_overlay_colours_points_by_the_rule_that_flags_them(tmp_path):
     from PIL import Image
     from slicer_fixtures import syntheticDetection
 
-    from CephLandmarksLib.plots import render_overlay
+    from CephLandmarksLib.outputs.plots import render_overlay
 
     base = syntheticDetection(flagged=())
     lms = list(base.landmarks)
@@ -176,7 +176,7 @@ def test_the_overlay_caption_stays_on_a_narrow_picture(tmp_path):
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from slicer_fixtures import syntheticDetection
 
-    from CephLandmarksLib.plots import overlay_figure
+    from CephLandmarksLib.outputs.plots import overlay_figure
 
     base = syntheticDetection(flagged=())
     lms = [replace(lm, missing=lm.index in (1, 2, 3)) for lm in base.landmarks]
@@ -243,10 +243,10 @@ def test_adapt_fits_the_threshold_on_the_cross_validated_points(tiny_model, tmp_
     cross-validated reading (the one that chose the method); for a plain fit, of its own points.  Never a
     fixed probability.  (The tiny model's maps are so broad that its thresholds meet the model file's
     cap; the cap is lifted here so that the two readings' thresholds differ.)"""
-    from CephLandmarksLib import adaptation
-    from CephLandmarksLib.datasets import load_dataset
-    from CephLandmarksLib.detect import LandmarkDetector
-    from CephLandmarksLib.scoring import observe_samples, outcome
+    from CephLandmarksLib.clinic import adaptation
+    from CephLandmarksLib.annotations.datasets import load_dataset
+    from CephLandmarksLib.detection.predictor import LandmarkDetector
+    from CephLandmarksLib.training.scoring import observe_samples, outcome
 
     monkeypatch.setattr(adaptation, "FLAG_P_LARGE_RANGE", (0.0, 1.0))
     det = LandmarkDetector(tiny_model)
@@ -277,8 +277,8 @@ def _clinic(tmp_path, n=12, seed=3, model=None, menton_offset_mm=0.0):
     make_generic_dataset(root, n_train=n, n_test=0, seed=seed)
     if model is None:
         return root
-    from CephLandmarksLib.detect import LandmarkDetector
-    from CephLandmarksLib.images import read_radiograph
+    from CephLandmarksLib.detection.predictor import LandmarkDetector
+    from CephLandmarksLib.imaging.images import read_radiograph
 
     det = LandmarkDetector(model)
 
@@ -307,7 +307,7 @@ def test_adapt_learns_a_clinic_convention_and_writes_model_and_report(tiny_model
     assert code == 0, err
     assert stdout.strip() == str(out)
     assert file_sha256(tiny_model) == base_hash  # the base is never touched
-    from CephLandmarksLib.registry import read_model_info
+    from CephLandmarksLib.store.registry import read_model_info
 
     meta = read_model_info(out)
     rec = meta["adaptation"]
@@ -343,7 +343,7 @@ def test_adapt_learns_a_clinic_convention_and_writes_model_and_report(tiny_model
 def test_adapt_does_not_depend_on_the_order_the_clinic_lists_its_images(tiny_model, tmp_path, capsys):
     """The folds and the fine-tune's batches follow the images' order; the same images listed in
     another order must give the same adapted model."""
-    from CephLandmarksLib.registry import read_model_info
+    from CephLandmarksLib.store.registry import read_model_info
 
     clinic = _clinic(tmp_path, model=tiny_model, menton_offset_mm=1.0)
     metas = []
@@ -428,7 +428,7 @@ def test_adapt_refuses_a_damaged_base(tiny_model, tmp_path, capsys):
 
 def test_calibrate_fits_conformal_regions_through_the_detect_path(tiny_model, generic_dataset, tmp_path, capsys):
     """The tiny model holds out 2 images: too few for a finite 90 % mass (the whole map), enough for 50 %."""
-    from CephLandmarksLib.registry import read_model_info
+    from CephLandmarksLib.store.registry import read_model_info
 
     model = tmp_path / "m.safetensors"
     model.write_bytes(tiny_model.read_bytes())

@@ -1,7 +1,7 @@
 import numpy as np
 import torch
 
-from CephLandmarksLib.augment import AugmentSettings, augment_batch
+from CephLandmarksLib.training.augment import AugmentSettings, augment_batch
 
 
 def test_landmarks_follow_the_image():

@@ -7,7 +7,7 @@ import pytest
 import SimpleITK as sitk
 
 from CephLandmarksLib import cli
-from CephLandmarksLib.geometry import px_to_lps
+from CephLandmarksLib.imaging.geometry import px_to_lps
 
 
 def run(capsys, *argv):

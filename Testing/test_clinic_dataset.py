@@ -1,4 +1,4 @@
-"""CephLandmarksLib.clinic_dataset: a clinic dataset in the generic layout, written whole or not at all."""
+"""CephLandmarksLib.annotations.clinic_dataset: a clinic dataset in the generic layout, written whole or not at all."""
 
 import csv
 import os
@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from CephLandmarksLib import clinic_dataset as cd
-from CephLandmarksLib.datasets import GENERIC_CSV, load_dataset, load_generic
+from CephLandmarksLib.annotations import clinic_dataset as cd
+from CephLandmarksLib.annotations.datasets import GENERIC_CSV, load_dataset, load_generic
 from CephLandmarksLib.errors import CephError
-from CephLandmarksLib.images import read_radiograph
+from CephLandmarksLib.imaging.images import read_radiograph
 from CephLandmarksLib.landmarks import ISBI_LANDMARKS
 
 ABBREVIATIONS = [lm.abbreviation for lm in ISBI_LANDMARKS]

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from CephLandmarksLib.cli import main
-from CephLandmarksLib.detection import load_detection, save_heatmaps
-from CephLandmarksLib.images import Radiograph, read_radiograph, save_radiograph
+from CephLandmarksLib.detection.result import load_detection, save_heatmaps
+from CephLandmarksLib.imaging.images import Radiograph, read_radiograph, save_radiograph
 from slicer_fixtures import syntheticDetection
 
 
@@ -35,7 +35,7 @@ def test_detection_files_load_without_torch(tmp_path):
     detection = syntheticDetection()
     (tmp_path / "x.json").write_text(json.dumps(detection.to_json_dict()))
     save_heatmaps(tmp_path / "x.heatmaps.npz", detection)
-    code = ("import sys; sys.modules['torch'] = None; from CephLandmarksLib.detection import load_detection; "
+    code = ("import sys; sys.modules['torch'] = None; from CephLandmarksLib.detection.result import load_detection; "
             f"d = load_detection({str(tmp_path / 'x.json')!r}); print(len(d.landmarks), d.probs.shape[0])")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr[-600:]

@@ -7,11 +7,11 @@ import shutil
 import numpy as np
 import pytest
 
-from CephLandmarksLib.datasets import load_dataset
-from CephLandmarksLib.detect import LandmarkDetector
-from CephLandmarksLib.evaluate import evaluate
-from CephLandmarksLib.images import read_radiograph
-from CephLandmarksLib.metrics import radial_errors_mm
+from CephLandmarksLib.annotations.datasets import load_dataset
+from CephLandmarksLib.detection.predictor import LandmarkDetector
+from CephLandmarksLib.training.evaluate import evaluate
+from CephLandmarksLib.imaging.images import read_radiograph
+from CephLandmarksLib.training.metrics import radial_errors_mm
 
 
 @pytest.fixture
@@ -57,7 +57,9 @@ def test_evaluate_fixes_glibcs_mmap_threshold_unless_the_user_set_one(monkeypatc
     about 30 MB an image); a user's MALLOC_MMAP_THRESHOLD_ wins, and other C libraries are left alone."""
     import ctypes
 
-    from CephLandmarksLib import cli, memory
+    from CephLandmarksLib import cli
+
+    from CephLandmarksLib import memory
 
     monkeypatch.delenv("MALLOC_MMAP_THRESHOLD_", raising=False)
     try:
@@ -70,7 +72,7 @@ def test_evaluate_fixes_glibcs_mmap_threshold_unless_the_user_set_one(monkeypatc
     assert memory.limit_heap_fragmentation() is False
     calls = []
     monkeypatch.setattr(memory, "limit_heap_fragmentation", lambda: calls.append("set"))
-    monkeypatch.setattr("CephLandmarksLib.evaluate.evaluate", lambda *a, **k: calls.append("evaluate") or
+    monkeypatch.setattr("CephLandmarksLib.training.evaluate.evaluate", lambda *a, **k: calls.append("evaluate") or
                         {"mre_mm": 1.0, "sdr": {"2.0": 80.0}, "ece": 1.0})
     assert cli.main(["evaluate", "--dataset", str(tmp_path), "--out", str(tmp_path / "out")]) == 0
     assert calls == ["set", "evaluate"]

@@ -7,14 +7,14 @@ import pytest
 import torch
 
 from CephLandmarksLib import cli
-from CephLandmarksLib.adaptation import encode_case
-from CephLandmarksLib.datasets import load_dataset
-from CephLandmarksLib.detect import LandmarkDetector
-from CephLandmarksLib.finetune import fine_tune, logits_of
-from CephLandmarksLib.heatmaps import heatmap_nll
-from CephLandmarksLib.images import read_radiograph
-from CephLandmarksLib.modelfile import load_model
-from CephLandmarksLib.scoring import Case
+from CephLandmarksLib.clinic.adaptation import encode_case
+from CephLandmarksLib.annotations.datasets import load_dataset
+from CephLandmarksLib.detection.predictor import LandmarkDetector
+from CephLandmarksLib.clinic.finetune import fine_tune, logits_of
+from CephLandmarksLib.network.heatmaps import heatmap_nll
+from CephLandmarksLib.imaging.images import read_radiograph
+from CephLandmarksLib.store.modelfile import load_model
+from CephLandmarksLib.training.scoring import Case
 from conftest import make_generic_dataset
 
 
@@ -60,7 +60,7 @@ def test_fine_tune_trains_the_decoder_only_towards_the_targets(encoded_cases):
 
 
 def test_adapt_by_fine_tune_writes_the_tuned_network(tiny_model, tmp_path, capsys, monkeypatch):
-    from CephLandmarksLib import adaptation
+    from CephLandmarksLib.clinic import adaptation
 
     measured = []  # the cases each measurement-coverage call reads: "after" must read the fine-tune's maps
     real = adaptation.measurement_coverage

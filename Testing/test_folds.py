@@ -7,13 +7,13 @@ import pytest
 import torch
 
 from CephLandmarksLib.cli import main
-from CephLandmarksLib.datasets import load_dataset, split_folds
+from CephLandmarksLib.annotations.datasets import load_dataset, split_folds
 from CephLandmarksLib.errors import CephError
 from CephLandmarksLib.files import file_sha256
-from CephLandmarksLib.folds import load_oof, read_manifest, train_folds
-from CephLandmarksLib.modelfile import load_model
-from CephLandmarksLib.prepared import prepare, prepared_logits
-from CephLandmarksLib.training import TrainConfig
+from CephLandmarksLib.training.folds import load_oof, read_manifest, train_folds
+from CephLandmarksLib.store.modelfile import load_model
+from CephLandmarksLib.training.prepared import prepare, prepared_logits
+from CephLandmarksLib.training.loop import TrainConfig
 
 ARGS = ["--input-size", "64x64", "--epochs", "1", "--batch-size", "4", "--holdout", "1", "--device", "cpu"]
 

@@ -1,7 +1,7 @@
 import numpy as np
 import torch
 
-from CephLandmarksLib.heatmaps import (argmax_2d, bilinear_target, decode_points, heatmap_nll, log_softmax_2d,
+from CephLandmarksLib.network.heatmaps import (argmax_2d, bilinear_target, decode_points, heatmap_nll, log_softmax_2d,
                                        refine_subpixel, softmax_2d)
 
 

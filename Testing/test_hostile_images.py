@@ -22,9 +22,9 @@ import SimpleITK as sitk
 
 import hostile_images_corpus as C
 from CephLandmarksLib import cli
-from CephLandmarksLib import detect as detect_module
+from CephLandmarksLib.detection import predictor as detect_module
 from CephLandmarksLib.errors import CephError
-from CephLandmarksLib.images import MAX_FIELD_MM, MAX_PIXELS, MAX_SPACING_MM, MIN_SPACING_MM, read_radiograph
+from CephLandmarksLib.imaging.images import MAX_FIELD_MM, MAX_PIXELS, MAX_SPACING_MM, MIN_SPACING_MM, read_radiograph
 
 ERROR = cli.ERROR_PREFIX
 OUTPUT_SUFFIXES = (".json", ".mrk.json", ".png")
@@ -36,8 +36,8 @@ ROOT = os.geteuid() == 0 if hasattr(os, "geteuid") else False
 @pytest.fixture(scope="module")
 def model(tmp_path_factory):
     """An untrained 64 x 64 model: its flat heatmaps are what NumPy warns about."""
-    from CephLandmarksLib.model import build_model
-    from CephLandmarksLib.modelfile import ModelInfo, save_model
+    from CephLandmarksLib.network.model import build_model
+    from CephLandmarksLib.store.modelfile import ModelInfo, save_model
 
     path = tmp_path_factory.mktemp("hostile_model") / "untrained.safetensors"
     save_model(path, build_model(), ModelInfo(name="untrained", input_size=(64, 64), model_mm_per_px=1.5))
@@ -343,7 +343,7 @@ def test_grey_alpha_png_reads_its_grey_channel(tmp_path):
 @pytest.mark.parametrize("value, expected", [(0.5, (0.5, 0.5)), ((0.1, 0.2), (0.1, 0.2)), (MIN_SPACING_MM, None),
                                              (MAX_SPACING_MM, None)])
 def test_user_spacing_accepts_the_range(value, expected):
-    from CephLandmarksLib.images import user_spacing
+    from CephLandmarksLib.imaging.images import user_spacing
 
     assert user_spacing(value) == (expected or (value, value))
 
@@ -351,7 +351,7 @@ def test_user_spacing_accepts_the_range(value, expected):
 @pytest.mark.parametrize("value", [0, -1, float("nan"), float("inf"), MIN_SPACING_MM * 0.99, MAX_SPACING_MM * 1.01,
                                    (0.1, 2.0), "abc", (0.1, 0.2, 0.3)])
 def test_user_spacing_refuses_the_rest(value):
-    from CephLandmarksLib.images import user_spacing
+    from CephLandmarksLib.imaging.images import user_spacing
 
     with pytest.raises(CephError, match="--spacing"):
         user_spacing(value, "--spacing")
@@ -477,7 +477,7 @@ def test_read_only_out_dir_names_the_file(capfd, model, tmp_path):
                          ids=["disk_full", "interrupt"])
 def test_failure_while_writing_leaves_nothing(capfd, model, tmp_path, monkeypatch, failure):
     """The overlay (written third) fails: the JSON and markups already written must not stay."""
-    from CephLandmarksLib import plots
+    from CephLandmarksLib.outputs import plots
 
     def fail(pixels, detection, path, *a, **k):
         Path(path).write_bytes(b"half a picture")
@@ -644,7 +644,7 @@ def test_evaluate_writes_predictions_whole_or_not_at_all(capfd, model, generic_d
 
 
 def _radiograph_file(d: Path, **changes) -> Path:
-    from CephLandmarksLib.images import Radiograph, save_radiograph
+    from CephLandmarksLib.imaging.images import Radiograph, save_radiograph
 
     rad = Radiograph(C.skull_like().astype(np.float32), (0.5, 0.5), "volume", "scan")
     for k, v in changes.items():

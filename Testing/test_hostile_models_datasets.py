@@ -22,9 +22,12 @@ import pytest
 import torch
 
 import hostile_models_corpus as corpus
-from CephLandmarksLib import cli, datasets, modelmeta, registry
+from CephLandmarksLib import cli
+from CephLandmarksLib.annotations import datasets
+from CephLandmarksLib.store import modelmeta
+from CephLandmarksLib.store import registry
 from CephLandmarksLib.errors import CephError
-from CephLandmarksLib.modelfile import ModelInfo, load_model
+from CephLandmarksLib.store.modelfile import ModelInfo, load_model
 from conftest import synthetic_image
 
 REPO = Path(__file__).resolve().parent.parent
@@ -90,8 +93,8 @@ def dataset(generic_dataset, tmp_path_factory):
 def untrained_model(tmp_path_factory):
     """A real (untrained, float16) network at 64 x 64 whose holdout is img00 and img01: loads and
     calibrates without any training."""
-    from CephLandmarksLib.model import build_model
-    from CephLandmarksLib.modelfile import save_model
+    from CephLandmarksLib.network.model import build_model
+    from CephLandmarksLib.store.modelfile import save_model
 
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("untrained") / "untrained.safetensors"
@@ -174,7 +177,7 @@ def test_saving_invalid_metadata_writes_nothing(untrained_model, tmp_path):
                    {"landmark_abbreviations": ["S"] * 18}):
         info = ModelInfo(**{**loaded.info.__dict__, **change})
         with pytest.raises(CephError, match=f"'{next(iter(change))}'"):
-            from CephLandmarksLib.modelfile import save_model
+            from CephLandmarksLib.store.modelfile import save_model
 
             save_model(tmp_path / "bad.safetensors", loaded.net, info)
         assert list(tmp_path.iterdir()) == []
@@ -195,7 +198,7 @@ def test_legacy_format_file_loads_and_reseal_keeps_tensors(untrained_model, tmp_
     from safetensors import safe_open
     from safetensors.torch import load_file, save_file
 
-    from CephLandmarksLib.modelfile import reseal
+    from CephLandmarksLib.store.modelfile import reseal
 
     with safe_open(str(untrained_model), "pt") as f:
         meta = json.loads(f.metadata()[modelmeta.META_KEY])
@@ -443,8 +446,8 @@ def test_model_path_that_is_not_a_file_is_named(dataset, tmp_path, capfd):
 
 
 def _resume_config(dataset, out) -> dict:
-    from CephLandmarksLib.augment import AugmentSettings
-    from CephLandmarksLib.training import TrainConfig
+    from CephLandmarksLib.training.augment import AugmentSettings
+    from CephLandmarksLib.training.loop import TrainConfig
 
     return asdict(TrainConfig(dataset=str(dataset), out=str(out), input_size=(64, 64), epochs=1, batch_size=4,
                               holdout=2, device="cpu", augment=asdict(AugmentSettings())))
@@ -486,7 +489,7 @@ def test_resume_with_nothing_to_resume_creates_nothing(dataset, tmp_path, capfd)
 def test_failed_training_removes_the_work_folder_it_created(dataset, tmp_path, capfd, monkeypatch):
     """A bad image found while preparing: one line, and no empty OUT.work/ is left behind."""
     ds = corpus.copy_dataset(dataset, tmp_path / "ds")
-    from CephLandmarksLib import training
+    from CephLandmarksLib.training import loop as training
 
     def broken(samples, size, desc=""):
         raise CephError(f"{samples[0].image_path}: not a readable image")

@@ -2,9 +2,9 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from CephLandmarksLib.datasets import load_dataset, read_isbi_annotation
+from CephLandmarksLib.annotations.datasets import load_dataset, read_isbi_annotation
 from CephLandmarksLib.errors import CephError
-from CephLandmarksLib.images import read_radiograph
+from CephLandmarksLib.imaging.images import read_radiograph
 
 
 def _grad(h=40, w=30, dtype=np.uint8):
@@ -65,7 +65,7 @@ def test_dicom_pixel_spacing_and_monochrome1(tmp_path):
 
 
 def test_dicom_imager_pixel_spacing_fallback():
-    from CephLandmarksLib.images import _dicom_spacing
+    from CephLandmarksLib.imaging.images import _dicom_spacing
 
     class Reader:
         def __init__(self, tags):

@@ -7,23 +7,37 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parents[1] / "CephLandmarksLib"
 
 
+def module_name(path: Path, package: Path = PACKAGE) -> str:
+    """Dotted name below the package: "detection.predictor", "cli"; a subpackage's __init__ is the subpackage."""
+    parts = list(path.relative_to(package).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
 def import_graph(package: Path = PACKAGE) -> dict:
-    """{module: set of package modules it imports anywhere in its source (relative or absolute)}."""
-    names = {p.stem for p in package.glob("*.py")}
+    """{module: set of package modules it imports anywhere in its source (relative or absolute)},
+    over every subpackage; a module is named by its dotted path below the package."""
+    paths = sorted(p for p in package.rglob("*.py") if "__pycache__" not in p.parts)
+    names = {module_name(p, package) for p in paths}
     graph = {}
-    for path in sorted(package.glob("*.py")):
+    for path in paths:
+        me = module_name(path, package)
+        here = me.split(".")[:-1] if path.name != "__init__.py" else me.split(".") if me else []
         deps = set()
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
             if isinstance(node, ast.ImportFrom):
-                if node.level == 1:
-                    deps |= {node.module.split(".")[0]} if node.module else {a.name for a in node.names}
-                elif node.level == 0 and (node.module or "").startswith(f"{package.name}."):
-                    deps.add(node.module.split(".")[1])
-                elif node.level == 0 and node.module == package.name:
-                    deps |= {a.name for a in node.names}
+                if node.level:
+                    base = here[: len(here) - (node.level - 1)] if node.level > 1 else here
+                    stem = base + (node.module.split(".") if node.module else [])
+                elif node.module == package.name or (node.module or "").startswith(f"{package.name}."):
+                    stem = node.module.split(".")[1:]
+                else:
+                    continue
+                for alias in node.names:  # "from .room import module" names a module; else the stem is one
+                    full = ".".join(stem + [alias.name])
+                    deps.add(full if full in names else ".".join(stem))
             elif isinstance(node, ast.Import):
-                deps |= {a.name.split(".")[1] for a in node.names if a.name.startswith(f"{package.name}.")}
-        graph[path.stem] = (deps & names) - {"__init__"}
+                deps |= {a.name.split(".", 1)[1] for a in node.names if a.name.startswith(f"{package.name}.")}
+        graph[me] = (deps & names) - {"", me}
     return graph
 
 
@@ -65,5 +79,8 @@ def test_the_checker_finds_a_cycle():
 
 def test_no_import_cycle_in_the_package():
     graph = import_graph()
-    assert {"training", "calibration", "evaluate", "prepared", "detect", "scoring"} <= set(graph)
+    assert {"training.loop", "training.calibration", "training.evaluate", "training.prepared", "detection.predictor",
+            "training.scoring", "imaging.images"} <= set(graph)
+    assert "imaging.geometry" in graph["imaging.images"]  # relative imports inside a subpackage are followed
+    assert "store.registry" in graph["cli"]
     assert cycles(graph) == []

@@ -3,11 +3,11 @@
 import numpy as np
 import pytest
 
-from CephLandmarksLib import measurements as M
-from CephLandmarksLib.detection import Detection, LandmarkResult
-from CephLandmarksLib.geometry import ModelFrame
+from CephLandmarksLib.cephalometry import measurements as M
+from CephLandmarksLib.detection.result import Detection, LandmarkResult
+from CephLandmarksLib.imaging.geometry import ModelFrame
 from CephLandmarksLib.landmarks import ISBI_LANDMARKS
-from CephLandmarksLib.measurement_uncertainty import (
+from CephLandmarksLib.cephalometry.measurement_uncertainty import (
     measure_detection, measurements_json, sample_landmarks_mm, sample_pixels,
 )
 
@@ -179,7 +179,7 @@ def test_broad_heatmaps_give_wider_intervals_and_probabilities_sum_to_one():
 
 
 def test_intervals_cover_90_percent_of_configurations_drawn_from_the_same_heatmaps():
-    from CephLandmarksLib.measurement_uncertainty import measure_points
+    from CephLandmarksLib.cephalometry.measurement_uncertainty import measure_points
 
     d = detection_from_profile(sigma=2.5)
     truths = sample_landmarks_mm(d, n=1000, seed=123)  # "true" configurations from the same distribution
@@ -203,7 +203,7 @@ def test_sampling_is_repeatable_and_json_ready():
 # ---- corrected points ---------------------------------------------------------------
 
 def test_landmarks_used_follow_the_definitions():
-    from CephLandmarksLib.measurement_uncertainty import landmarks_used
+    from CephLandmarksLib.cephalometry.measurement_uncertainty import landmarks_used
 
     names = lambda key: {ISBI_LANDMARKS[i].abbreviation for i in landmarks_used(M.BY_KEY[key])}  # noqa: E731
     assert names("ANB") == {"S", "N", "A", "B"}
@@ -219,7 +219,7 @@ def profile_mm():
 
 
 def test_nothing_corrected_is_measure_detection():
-    from CephLandmarksLib.measurement_uncertainty import measure_corrected
+    from CephLandmarksLib.cephalometry.measurement_uncertainty import measure_corrected
 
     d = detection_from_profile(sigma=2.0)
     expected = measure_detection(d, n=300, seed=3)
@@ -230,7 +230,7 @@ def test_nothing_corrected_is_measure_detection():
 
 
 def test_corrected_landmarks_are_exact_and_only_their_measurements_change():
-    from CephLandmarksLib.measurement_uncertainty import landmarks_used, measure_corrected
+    from CephLandmarksLib.cephalometry.measurement_uncertainty import landmarks_used, measure_corrected
 
     d = detection_from_profile(sigma=2.0)
     before = {r["key"]: r for r in measure_corrected(d, n=500)}
@@ -258,7 +258,7 @@ def test_corrected_landmarks_are_exact_and_only_their_measurements_change():
 def test_corrected_measurements_json():
     import json
 
-    from CephLandmarksLib.measurement_uncertainty import corrected_measurements_json, detection_measurements_json
+    from CephLandmarksLib.cephalometry.measurement_uncertainty import corrected_measurements_json, detection_measurements_json
 
     d = detection_from_profile(sigma=2.0)
     points = profile_mm()
@@ -281,7 +281,7 @@ def _image():
 
 
 def test_report_writes_pdf_and_png(tmp_path):
-    from CephLandmarksLib.report import write_report
+    from CephLandmarksLib.outputs.report import write_report
 
     d = detection_from_profile(sigma=2.0)
     d.landmarks[15].flagged = True
@@ -296,7 +296,7 @@ def test_report_writes_pdf_and_png(tmp_path):
 
 def test_report_marks_corrected_points():
     pytest.importorskip("matplotlib")
-    from CephLandmarksLib.report import report_figure
+    from CephLandmarksLib.outputs.report import report_figure
 
     def texts(fig):
         return [t.get_text() for t in fig.texts] + [c.get_text().get_text() for ax in fig.axes for t in ax.tables
@@ -306,7 +306,7 @@ def test_report_marks_corrected_points():
     results = measure_detection(d, n=100)
     plain = texts(report_figure(_image()[::4, ::4], d, results))
     assert not any("corrected" in t for t in plain) and "B  Supramentale (B point)" in plain
-    from CephLandmarksLib.measurement_uncertainty import measure_corrected
+    from CephLandmarksLib.cephalometry.measurement_uncertainty import measure_corrected
 
     results = measure_corrected(d, corrected=[M.B], n=100)
     marked = texts(report_figure(_image()[::4, ::4], d, results, corrected=["B"]))
@@ -322,7 +322,7 @@ def test_report_needs_no_torch():
     import sys
     from pathlib import Path
 
-    code = ("import sys; import CephLandmarksLib.report, CephLandmarksLib.measurement_uncertainty; "
+    code = ("import sys; import CephLandmarksLib.outputs.report, CephLandmarksLib.cephalometry.measurement_uncertainty; "
             "sys.exit(1 if 'torch' in sys.modules else 0)")
     assert subprocess.run([sys.executable, "-c", code], cwd=str(Path(__file__).resolve().parent.parent)).returncode == 0
 
@@ -330,7 +330,7 @@ def test_report_needs_no_torch():
 def test_report_leaves_nothing_on_error(tmp_path, monkeypatch):
     from matplotlib.figure import Figure
 
-    from CephLandmarksLib.report import write_report
+    from CephLandmarksLib.outputs.report import write_report
 
     real = Figure.savefig
 

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from CephLandmarksLib.calibration import ere_threshold, fit_temperatures
-from CephLandmarksLib.heatmaps import heatmap_nll
-from CephLandmarksLib.metrics import (UNIFORM_BIN_EDGES, grouped_correlation, hits, radial_errors_mm, reliability,
+from CephLandmarksLib.training.calibration import ere_threshold, fit_temperatures
+from CephLandmarksLib.network.heatmaps import heatmap_nll
+from CephLandmarksLib.training.metrics import (UNIFORM_BIN_EDGES, grouped_correlation, hits, radial_errors_mm, reliability,
                                      roc_curve, sdr_percent, threshold_at_tpr)
 
 

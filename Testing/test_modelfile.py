@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from CephLandmarksLib.errors import CephError
-from CephLandmarksLib.model import build_model
-from CephLandmarksLib.modelfile import ModelInfo, load_model, save_model
+from CephLandmarksLib.network.model import build_model
+from CephLandmarksLib.store.modelfile import ModelInfo, load_model, save_model
 
 
 @pytest.fixture(scope="module")

@@ -12,11 +12,13 @@ import pytest
 from safetensors import safe_open
 from safetensors.numpy import save_file
 
-from CephLandmarksLib import cli, registry
+from CephLandmarksLib import cli
+
+from CephLandmarksLib.store import registry
 from CephLandmarksLib.errors import CephError
 from CephLandmarksLib.files import file_sha256
-from CephLandmarksLib.modelmeta import seal
-from CephLandmarksLib.registry import FORMAT, META_KEY, ModelRegistry, read_model_info
+from CephLandmarksLib.store.modelmeta import seal
+from CephLandmarksLib.store.registry import FORMAT, META_KEY, ModelRegistry, read_model_info
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -126,7 +128,7 @@ def test_registry_works_without_torch_or_safetensors(shipped, tmp_path):
     reg.register_trained(write_model(tmp_path / "t.safetensors", name="t"))
     code = (
         "import sys; sys.modules['torch'] = None; sys.modules['safetensors'] = None\n"
-        "from CephLandmarksLib import registry, cli\n"
+        "from CephLandmarksLib import cli\nfrom CephLandmarksLib.store import registry\n"
         f"reg = registry.ModelRegistry({str(user)!r}, shipped_dir={str(shipped)!r})\n"
         "print([(e.kind, e.name) for e in reg.models()])\n"
         f"reg.import_model({str(tmp_path / 'a.safetensors')!r})\n"
@@ -300,7 +302,7 @@ def test_same_label_twice_names_the_files(shipped, tmp_path):
 
 def test_registry_agrees_with_the_model_writer(tiny_model, tmp_path):
     """A file save_model wrote passes read_model_info, and the imported copy loads and verifies."""
-    from CephLandmarksLib.modelfile import load_model
+    from CephLandmarksLib.store.modelfile import load_model
 
     info = read_model_info(tiny_model)
     loaded = load_model(tiny_model)

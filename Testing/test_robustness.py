@@ -8,17 +8,17 @@ import numpy as np
 import pytest
 import torch
 
-from CephLandmarksLib.alignment import realigned_frame, shape_check
-from CephLandmarksLib.augment import AugmentSettings, augment_batch, cut_band, jpeg_like
-from CephLandmarksLib.detect import LandmarkDetector
-from CephLandmarksLib.detection import LEFT_FACING, RIGHT_FACING, Detection, LandmarkResult
-from CephLandmarksLib.geometry import ModelFrame, to_model_input
-from CephLandmarksLib.images import Radiograph, framing_for, model_frame
+from CephLandmarksLib.detection.alignment import realigned_frame, shape_check
+from CephLandmarksLib.training.augment import AugmentSettings, augment_batch, cut_band, jpeg_like
+from CephLandmarksLib.detection.predictor import LandmarkDetector
+from CephLandmarksLib.detection.result import LEFT_FACING, RIGHT_FACING, Detection, LandmarkResult
+from CephLandmarksLib.imaging.geometry import ModelFrame, to_model_input
+from CephLandmarksLib.imaging.images import Radiograph, framing_for, model_frame
 from CephLandmarksLib.landmarks import ISBI_LANDMARKS
-from CephLandmarksLib.missing import missing_landmarks, near_edge
-from CephLandmarksLib.modelfile import ModelInfo, model_mm_per_px
-from CephLandmarksLib.outputs import markups_dict
-from CephLandmarksLib.flag_score import image_adjusted_p_large
+from CephLandmarksLib.detection.missing import missing_landmarks, near_edge
+from CephLandmarksLib.store.modelfile import ModelInfo, model_mm_per_px
+from CephLandmarksLib.outputs.writers import markups_dict
+from CephLandmarksLib.uncertainty.flag_score import image_adjusted_p_large
 
 MODEL_MM = 0.5
 
@@ -90,7 +90,7 @@ def test_mirrored_frame_maps_points_back():
 
 def _detect_with_mirror_preferred(detector, rad, prefer_mirror, monkeypatch):
     """Detect with the orientation check's confidence replaced: the mirrored pass wins iff prefer_mirror."""
-    import CephLandmarksLib.detect as detect_mod
+    import CephLandmarksLib.detection.predictor as detect_mod
 
     forward, mirrored_probs = detector._forward, []
 
@@ -110,7 +110,7 @@ def _detect_with_mirror_preferred(detector, rad, prefer_mirror, monkeypatch):
 
 
 def test_left_facing_is_processed_mirrored_and_mapped_back(tiny_model, generic_dataset, monkeypatch):
-    from CephLandmarksLib.images import read_radiograph
+    from CephLandmarksLib.imaging.images import read_radiograph
 
     det = LandmarkDetector(tiny_model, align=False)  # one pass per orientation: comparable points
     rad = read_radiograph(generic_dataset / "img08.png", 0.5)
@@ -168,7 +168,7 @@ def test_landmark_peaking_in_the_padding_is_missing_not_snapped(tiny_model, monk
     assert v1 < 64  # padding below the image
     uv = np.array([[(u0 + u1) / 2, (v0 + v1) / 2]]) + np.random.default_rng(1).uniform(-8, 8, (19, 2))
     uv[3] = [(u0 + u1) / 2, 62.0]  # landmark 4 peaks in the padding
-    monkeypatch.setattr("CephLandmarksLib.detect.run_network", lambda net, x, device: _peaked_logits(frame, uv)[None])
+    monkeypatch.setattr("CephLandmarksLib.detection.predictor.run_network", lambda net, x, device: _peaked_logits(frame, uv)[None])
     d = det.detect(rad, contours=False)
     lm = d.landmarks[3]
     assert lm.missing and lm.flagged and np.isnan(lm.x_px)
@@ -193,7 +193,7 @@ def test_a_missing_landmark_does_not_raise_its_images_other_flags(tiny_model, mo
     uv[3] = [(u0 + u1) / 2, 62.0]  # landmark 4 peaks in the padding
     logits = _peaked_logits(frame, uv) / 8.0  # maps a few pixels wide: P(error > 4 mm) well inside (0, 1)
     logits[3] /= 20.0  # the cut-off landmark: a vague map
-    monkeypatch.setattr("CephLandmarksLib.detect.run_network", lambda net, x, device: logits[None])
+    monkeypatch.setattr("CephLandmarksLib.detection.predictor.run_network", lambda net, x, device: logits[None])
     obs = det.observe(rad)
     p = np.array([lm.p_large_error for lm in det.decide(obs).landmarks])
     missing = np.arange(19) == 3
@@ -216,7 +216,7 @@ def test_landmark_near_the_edge_is_flagged_not_missing(tiny_model, monkeypatch):
     uv = np.tile([(u0 + u1) / 2, (v0 + v1) / 2], (19, 1))
     uv[4, 1] = (v1 - 1) - 2.0 / mm_v  # landmark 5: 2 mm above the bottom row
     assert (v1 - 1) - uv[4, 1] > 1.5 and (v0 + v1) / 2 - v0 > 4.5 / mm_v  # not "at the border"; centre far
-    monkeypatch.setattr("CephLandmarksLib.detect.run_network", lambda net, x, device: _peaked_logits(frame, uv)[None])
+    monkeypatch.setattr("CephLandmarksLib.detection.predictor.run_network", lambda net, x, device: _peaked_logits(frame, uv)[None])
     d = det.detect(rad, contours=False)
     assert d.landmarks[4].flagged and not d.landmarks[4].missing and np.isfinite(d.landmarks[4].y_px)
     assert d.alignment["near_edge"] == [d.landmarks[4].abbreviation]
@@ -225,8 +225,8 @@ def test_landmark_near_the_edge_is_flagged_not_missing(tiny_model, monkeypatch):
 
 
 def test_outputs_and_measurements_accept_a_missing_landmark(tmp_path):
-    from CephLandmarksLib.measurement_uncertainty import detection_measurements_json
-    from CephLandmarksLib.plots import render_overlay
+    from CephLandmarksLib.cephalometry.measurement_uncertainty import detection_measurements_json
+    from CephLandmarksLib.outputs.plots import render_overlay
 
     frame = ModelFrame.fit((200, 250), (64, 80))
     rng = np.random.default_rng(0)
@@ -328,7 +328,9 @@ def test_realignment_moves_the_anatomy_to_its_training_place():
 def test_cli_robust_augmentation_and_orientation_options(monkeypatch):
     from dataclasses import asdict
 
-    from CephLandmarksLib import cli, training
+    from CephLandmarksLib import cli
+
+    from CephLandmarksLib.training import loop as training
 
     seen = {}
     monkeypatch.setattr(training, "train", lambda cfg, **kw: seen.setdefault("cfg", cfg) and "model.safetensors")

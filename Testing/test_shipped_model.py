@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 
 from CephLandmarksLib import cli
-from CephLandmarksLib.datasets import load_dataset
-from CephLandmarksLib.detect import LandmarkDetector
-from CephLandmarksLib.images import read_radiograph
-from CephLandmarksLib.metrics import radial_errors_mm
+from CephLandmarksLib.annotations.datasets import load_dataset
+from CephLandmarksLib.detection.predictor import LandmarkDetector
+from CephLandmarksLib.imaging.images import read_radiograph
+from CephLandmarksLib.training.metrics import radial_errors_mm
 
 
 @pytest.fixture(scope="module")

@@ -104,14 +104,14 @@ def test_detect_then_add_round_trips_to_the_detections_pixels(harness, widget, t
     assert {b["kind"] for b in harness.message_boxes} <= {"question"} and harness.slot_errors == []
     assert "Added skull.nrrd" in widget.ui.statusLabel.text
 
-    datasets = lib("CephLandmarksLib.datasets")
+    datasets = lib("CephLandmarksLib.annotations.datasets")
     (sample,) = datasets.load_generic(clinicFolder)
     abbreviations = [lm.abbreviation for lm in lib("CephLandmarksLib.landmarks").ISBI_LANDMARKS]
     for k, abbreviation in enumerate(abbreviations):
         assert sample.landmarks_px[k] == pytest.approx(expected[abbreviation], abs=1e-3), abbreviation
     assert abs(sample.landmarks_px[5][0] - detected["B"]["x_px"]) > 1.0  # B really moved
     assert sample.spacing_mm == (0.5, 0.5)
-    radiograph = lib("CephLandmarksLib.images").read_radiograph(sample.image_path)
+    radiograph = lib("CephLandmarksLib.imaging.images").read_radiograph(sample.image_path)
     assert np.array_equal(radiograph.pixels, skull()) and radiograph.spacing_mm == (0.5, 0.5)
 
     # The written image, detected again by the command line: the same points as in Slicer.
@@ -160,7 +160,7 @@ def test_a_fully_reviewed_detection_is_added_without_a_question(harness, widget,
     widget.ui.clinicFolderPathLineEdit.currentPath = str(tmp_path / "clinic")
     widget.ui.addToClinicButton.click()
     assert harness.message_boxes == [] and harness.slot_errors == []
-    assert lib("CephLandmarksLib.clinic_dataset").case_count(tmp_path / "clinic") == 1
+    assert lib("CephLandmarksLib.annotations.clinic_dataset").case_count(tmp_path / "clinic") == 1
 
 
 def test_the_same_radiograph_again_is_replaced_only_when_the_user_says_so(harness, widget, tmp_path):
@@ -183,7 +183,7 @@ def test_the_same_radiograph_again_is_replaced_only_when_the_user_says_so(harnes
     harness.queue_answer(qt.QMessageBox.Yes)
     widget.ui.addToClinicButton.click()
     assert "Replaced" in widget.ui.statusLabel.text
-    (sample,) = lib("CephLandmarksLib.datasets").load_generic(clinicFolder)
+    (sample,) = lib("CephLandmarksLib.annotations.datasets").load_generic(clinicFolder)
     y0 = detection.landmarks[0].y_px
     assert sample.landmarks_px[0][1] == pytest.approx(y0 + 0.5 / 0.1, abs=1e-3)  # the corrected S, 5 px down
     assert harness.slot_errors == []
@@ -251,7 +251,7 @@ def test_the_clinic_folder_is_remembered_and_shared_with_the_training_tab(harnes
 STAND_IN = textwrap.dedent('''
     import json, os, struct, sys, time
     from pathlib import Path
-    from CephLandmarksLib import modelmeta
+    from CephLandmarksLib.store import modelmeta
     from CephLandmarksLib.files import atomic_write
 
     args = sys.argv[1:]
@@ -428,9 +428,9 @@ def test_adapt_with_the_cli_refuses_too_few_images_in_one_message(harness, widge
                                                                    generic_dataset):
     """The real command line: the module's arguments pass its parser, and its refusal (exit 2) comes
     as its one line in one message box, with no model left and nothing added to the list."""
-    from CephLandmarksLib import clinic_dataset
-    from CephLandmarksLib.datasets import load_generic
-    from CephLandmarksLib.images import read_radiograph
+    from CephLandmarksLib.annotations import clinic_dataset
+    from CephLandmarksLib.annotations.datasets import load_generic
+    from CephLandmarksLib.imaging.images import read_radiograph
 
     ui = widget.ui
     widget.logic.registerTrainedModel(str(tiny_model))
@@ -457,9 +457,9 @@ def clinic12(tiny_model, tmp_path_factory):
     moved by the clinic's convention (+2 px along x), written by clinic_dataset.add_case."""
     from conftest import make_generic_dataset
 
-    from CephLandmarksLib import clinic_dataset
-    from CephLandmarksLib.datasets import load_generic
-    from CephLandmarksLib.images import read_radiograph
+    from CephLandmarksLib.annotations import clinic_dataset
+    from CephLandmarksLib.annotations.datasets import load_generic
+    from CephLandmarksLib.imaging.images import read_radiograph
 
     samples = load_generic(make_generic_dataset(tmp_path_factory.mktemp("clinic_source"), n_train=12, n_test=0,
                                                 seed=5))
@@ -481,7 +481,7 @@ def clinic12(tiny_model, tmp_path_factory):
 
 @needsAdapt
 def test_adapt_with_the_cli_lists_the_adapted_model_with_its_figures(harness, widget, tiny_model, clinic12):
-    from CephLandmarksLib.registry import read_model_info
+    from CephLandmarksLib.store.registry import read_model_info
 
     ui = widget.ui
     base = Path(tiny_model).resolve()

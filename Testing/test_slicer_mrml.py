@@ -53,7 +53,7 @@ def test_radiograph_from_volume(volume):
     assert rad.spacing_mm == pytest.approx(SPACING) and rad.spacing_source == "volume"
     assert M.radiographFromVolume(volume, 0.2).spacing_mm == (0.2, 0.2)
     # LPS placement matches the volume's RAS placement
-    from CephLandmarksLib.geometry import px_to_lps
+    from CephLandmarksLib.imaging.geometry import px_to_lps
 
     lps = px_to_lps([[10, 20]], rad.spacing_mm, rad.origin_lps, rad.direction_lps)[0]
     assert lps * np.array([-1, -1, 1]) == pytest.approx(ijkToRAS(volume, 10, 20))
@@ -95,7 +95,7 @@ def test_markups_node_contents_positions_and_colours(scene, volume, detection):
 def test_contour_geometry(scene, volume, detection):
     from vtk.util import numpy_support
 
-    from CephLandmarksLib.geometry import ras_to_ijk
+    from CephLandmarksLib.imaging.geometry import ras_to_ijk
 
     node = M.createLandmarksNode(scene, detection, volume)
     models = M.createContourModels(scene, detection, volume, node)
@@ -264,7 +264,7 @@ def measurementColumns(t):
 
 
 def test_measurements_table(scene, volume):
-    from CephLandmarksLib.measurements import MEASUREMENTS
+    from CephLandmarksLib.cephalometry.measurements import MEASUREMENTS
 
     detection = measurementsDetection()
     node = M.createLandmarksNode(scene, detection, volume)
@@ -347,8 +347,8 @@ def landmarkIndex(abbreviation):
 
 
 def usesLandmark(key, abbreviation):
-    from CephLandmarksLib.measurement_uncertainty import landmarks_used
-    from CephLandmarksLib.measurements import BY_KEY
+    from CephLandmarksLib.cephalometry.measurement_uncertainty import landmarks_used
+    from CephLandmarksLib.cephalometry.measurements import BY_KEY
 
     return landmarkIndex(abbreviation) in landmarks_used(BY_KEY[key])
 
@@ -373,7 +373,7 @@ NUMBERS = ("value", "median", "p05", "p95")
 
 def rowNames(keys):
     """The table's names of measurements `keys`, without marks."""
-    from CephLandmarksLib.measurements import BY_KEY
+    from CephLandmarksLib.cephalometry.measurements import BY_KEY
 
     return {f"{k}: {BY_KEY[k].name}" if k not in BY_KEY[k].name else BY_KEY[k].name for k in keys}
 
@@ -412,7 +412,7 @@ def test_landmark_maps_are_kept_hidden_and_replaced_on_redo(scene, volume, detec
 
 
 def test_unedited_node_gives_the_detection_time_table(scene, volume, detection):
-    from CephLandmarksLib.measurement_uncertainty import measure_detection
+    from CephLandmarksLib.cephalometry.measurement_uncertainty import measure_detection
 
     node = M.createLandmarksNode(scene, detection, volume)
     table = M.createMeasurementsTable(scene, detection, landmarksNode=node, n=N_DRAWS)
@@ -576,7 +576,7 @@ def test_cli_json_carries_the_recomputed_measurements(scene, volume, detection):
 
 def test_report_export_marks_corrected_points(scene, volume, detection, tmp_path, monkeypatch):
     pytest.importorskip("matplotlib")
-    from CephLandmarksLib import report
+    from CephLandmarksLib.outputs import report
 
     node = M.createLandmarksNode(scene, detection, volume)
     M.createContourModels(scene, detection, volume, node)
@@ -608,7 +608,7 @@ def test_report_export_marks_corrected_points(scene, volume, detection, tmp_path
 def test_mrb_round_trip_keeps_what_recomputation_needs(scene, volume, detection, tmp_path):
     import dataclasses
 
-    from CephLandmarksLib.geometry import ModelFrame
+    from CephLandmarksLib.imaging.geometry import ModelFrame
 
     f = detection.frame  # an offset, mirrored frame: every field must survive the round trip
     detection = dataclasses.replace(detection, frame=ModelFrame(f.image_size, f.model_size, f.scaled_size, (2, -1),

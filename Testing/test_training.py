@@ -2,10 +2,10 @@ import pytest
 import torch
 
 from CephLandmarksLib.errors import CephError
-from CephLandmarksLib.heatmaps import heatmap_nll
-from CephLandmarksLib.model import build_model
-from CephLandmarksLib.modelfile import load_model
-from CephLandmarksLib.training import TrainConfig, forward, train
+from CephLandmarksLib.network.heatmaps import heatmap_nll
+from CephLandmarksLib.network.model import build_model
+from CephLandmarksLib.store.modelfile import load_model
+from CephLandmarksLib.training.loop import TrainConfig, forward, train
 
 
 def test_model_shapes():
@@ -15,8 +15,8 @@ def test_model_shapes():
 
 
 def test_loss_falls_on_a_fixed_batch(generic_dataset):
-    from CephLandmarksLib.datasets import load_dataset
-    from CephLandmarksLib.prepared import prepare
+    from CephLandmarksLib.annotations.datasets import load_dataset
+    from CephLandmarksLib.training.prepared import prepare
 
     torch.manual_seed(0)
     data = prepare(load_dataset(generic_dataset, "train")[:4], (64, 64))
@@ -81,9 +81,9 @@ def test_fine_tuning_starts_from_the_model_and_keeps_its_holdout(tiny_model, gen
 
 
 def test_prepared_cache_round_trips_without_pickle(generic_dataset, tmp_path):
-    from CephLandmarksLib.datasets import load_dataset
-    from CephLandmarksLib.prepared import from_plain, prepare, to_plain
-    from CephLandmarksLib.training import _load_cache
+    from CephLandmarksLib.annotations.datasets import load_dataset
+    from CephLandmarksLib.training.prepared import from_plain, prepare, to_plain
+    from CephLandmarksLib.training.loop import _load_cache
 
     samples = load_dataset(generic_dataset, "train")
     d = prepare(samples[:3], (64, 64))

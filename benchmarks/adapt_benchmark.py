@@ -28,16 +28,16 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from CephLandmarksLib.adaptation import FINE_TUNE, FLAG_SHARE, METHODS, adapt, encode_case, flag_threshold, read_with  # noqa: E402
-from CephLandmarksLib.metrics import LARGE_ERROR_MM, threshold_at_tpr  # noqa: E402
-from CephLandmarksLib.scoring import GOOD_ERROR_MM, Case, figures, outcome  # noqa: E402
-from CephLandmarksLib.datasets import load_dataset  # noqa: E402
-from CephLandmarksLib.conformal import fit_region_masses, masses_for  # noqa: E402
+from CephLandmarksLib.clinic.adaptation import FINE_TUNE, FLAG_SHARE, METHODS, adapt, encode_case, flag_threshold, read_with  # noqa: E402
+from CephLandmarksLib.training.metrics import LARGE_ERROR_MM, threshold_at_tpr  # noqa: E402
+from CephLandmarksLib.training.scoring import GOOD_ERROR_MM, Case, figures, outcome  # noqa: E402
+from CephLandmarksLib.annotations.datasets import load_dataset  # noqa: E402
+from CephLandmarksLib.uncertainty.conformal import fit_region_masses, masses_for  # noqa: E402
 from CephLandmarksLib.memory import limit_heap_fragmentation  # noqa: E402
-from CephLandmarksLib.detect import LandmarkDetector, Observation  # noqa: E402
-from CephLandmarksLib.geometry import ModelFrame  # noqa: E402
-from CephLandmarksLib.flag_score import IMAGE_WEIGHT, image_adjusted_p_large  # noqa: E402
-from CephLandmarksLib.registry import default_model_path, SHIPPED_MODELS_DIR  # noqa: E402
+from CephLandmarksLib.detection.predictor import LandmarkDetector, Observation  # noqa: E402
+from CephLandmarksLib.imaging.geometry import ModelFrame  # noqa: E402
+from CephLandmarksLib.uncertainty.flag_score import IMAGE_WEIGHT, image_adjusted_p_large  # noqa: E402
+from CephLandmarksLib.store.registry import default_model_path, SHIPPED_MODELS_DIR  # noqa: E402
 
 SIZES = (10, 20, 30)
 
@@ -50,7 +50,7 @@ def cache_cases(detector, samples, path: Path) -> list:
             return [Case(i, Observation(lg.float(), ModelFrame(*fr[:4], fr[4]), *rest), t)
                     for i, lg, fr, rest, t in zip(saved["ids"], saved["logits"], saved["frames"], saved["rest"],
                                                   saved["true_px"])]
-    from CephLandmarksLib.images import read_radiograph
+    from CephLandmarksLib.imaging.images import read_radiograph
 
     cases = []
     for k, s in enumerate(samples):
@@ -69,7 +69,7 @@ def cache_cases(detector, samples, path: Path) -> list:
 
 def cache_encoded(detector, samples, cases, path: Path) -> None:
     """Fill each case's encoder outputs (fine-tune needs them), cached (bfloat16) like the logits."""
-    from CephLandmarksLib.images import read_radiograph
+    from CephLandmarksLib.imaging.images import read_radiograph
 
     saved = torch.load(path, weights_only=False) if path.is_file() else None
     if saved is None or saved["model_sha256"] != detector.model.sha256 or saved["ids"] != [c.id for c in cases]:

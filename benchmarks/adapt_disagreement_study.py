@@ -33,8 +33,8 @@ WEIGHTS = (0.5, 1.0, 1.5, 2.0, 3.0)  # b in log-odds + b x log(distance + floor)
 
 def collect(detector, cases, split: int) -> dict:
     """Per scored point of one split: errors, P(error > 4 mm) of each reading, and their distance."""
-    from CephLandmarksLib.adaptation import FINE_TUNE, adapt, fit, read_with, tuned_network
-    from CephLandmarksLib.metrics import radial_errors_mm
+    from CephLandmarksLib.clinic.adaptation import FINE_TUNE, adapt, fit, read_with, tuned_network
+    from CephLandmarksLib.training.metrics import radial_errors_mm
 
     order = np.random.default_rng(1000 * CLINIC_IMAGES + split).permutation(len(cases))
     clinic, rest = [cases[i] for i in order[:CLINIC_IMAGES]], [cases[i] for i in order[CLINIC_IMAGES:]]
@@ -58,9 +58,9 @@ def collect(detector, cases, split: int) -> dict:
 def table(dumps) -> list:
     """Markdown rows: per reading and score, AUC for errors > 4 mm and good points flagged at 85 % caught."""
     from adapt_flag_study import ranking
-    from CephLandmarksLib.metrics import LARGE_ERROR_MM
-    from CephLandmarksLib.flag_score import IMAGE_WEIGHT, image_adjusted_p_large
-    from CephLandmarksLib.flag_score import log_odds
+    from CephLandmarksLib.training.metrics import LARGE_ERROR_MM
+    from CephLandmarksLib.uncertainty.flag_score import IMAGE_WEIGHT, image_adjusted_p_large
+    from CephLandmarksLib.uncertainty.flag_score import log_odds
 
     lines = ["| reading | score | AUC, errors > 4 mm | points ≤ 2 mm flagged at 85 % caught |", "|---|---|---|---|"]
     log_d = np.log(np.concatenate([d["distance_mm"] for d in dumps]) + DISTANCE_FLOOR_MM)

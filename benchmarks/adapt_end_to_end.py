@@ -32,8 +32,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from CephLandmarksLib.datasets import load_dataset  # noqa: E402
-from CephLandmarksLib.modelfile import load_model  # noqa: E402
+from CephLandmarksLib.annotations.datasets import load_dataset  # noqa: E402
+from CephLandmarksLib.store.modelfile import load_model  # noqa: E402
 
 CLINIC_IMAGES = 20  # the adapt benchmark's 20-image splits
 FIGURES = {  # column -> how to read it from evaluate's metrics.json

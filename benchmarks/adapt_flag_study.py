@@ -27,13 +27,13 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import adapt_benchmark as ab  # noqa: E402
 from adapt_flag_replay import replay  # noqa: E402
-from CephLandmarksLib.adaptation import adapt  # noqa: E402
+from CephLandmarksLib.clinic.adaptation import adapt  # noqa: E402
 from CephLandmarksLib.memory import limit_heap_fragmentation  # noqa: E402
-from CephLandmarksLib.detect import LandmarkDetector  # noqa: E402
-from CephLandmarksLib.metrics import LARGE_ERROR_MM, radial_errors_mm, roc_curve  # noqa: E402
-from CephLandmarksLib.registry import SHIPPED_MODELS_DIR, default_model_path  # noqa: E402
-from CephLandmarksLib.scoring import GOOD_ERROR_MM  # noqa: E402
-from CephLandmarksLib.flag_score import IMAGE_WEIGHT, image_adjusted_p_large  # noqa: E402
+from CephLandmarksLib.detection.predictor import LandmarkDetector  # noqa: E402
+from CephLandmarksLib.training.metrics import LARGE_ERROR_MM, radial_errors_mm, roc_curve  # noqa: E402
+from CephLandmarksLib.store.registry import SHIPPED_MODELS_DIR, default_model_path  # noqa: E402
+from CephLandmarksLib.training.scoring import GOOD_ERROR_MM  # noqa: E402
+from CephLandmarksLib.uncertainty.flag_score import IMAGE_WEIGHT, image_adjusted_p_large  # noqa: E402
 
 CLINIC_IMAGES = 20
 CATCH = 0.85  # the target share of errors over 4 mm flagged

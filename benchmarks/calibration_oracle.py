@@ -28,10 +28,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from calibration_study import ISBI, Summary, fit  # noqa: E402
-from CephLandmarksLib.datasets import load_dataset  # noqa: E402
-from CephLandmarksLib.metrics import reliability  # noqa: E402
-from CephLandmarksLib.modelfile import atomic_write, load_model  # noqa: E402
-from CephLandmarksLib.prepared import prepare, prepared_logits, subset  # noqa: E402
+from CephLandmarksLib.annotations.datasets import load_dataset  # noqa: E402
+from CephLandmarksLib.training.metrics import reliability  # noqa: E402
+from CephLandmarksLib.store.modelfile import atomic_write, load_model  # noqa: E402
+from CephLandmarksLib.training.prepared import prepare, prepared_logits, subset  # noqa: E402
 
 CHUNK = 10
 

@@ -26,11 +26,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from CephLandmarksLib.datasets import load_dataset  # noqa: E402
-from CephLandmarksLib.heatmaps import argmax_2d  # noqa: E402
-from CephLandmarksLib.metrics import hits, reliability  # noqa: E402
-from CephLandmarksLib.modelfile import atomic_write, load_model  # noqa: E402
-from CephLandmarksLib.prepared import prepare, prepared_logits  # noqa: E402
+from CephLandmarksLib.annotations.datasets import load_dataset  # noqa: E402
+from CephLandmarksLib.network.heatmaps import argmax_2d  # noqa: E402
+from CephLandmarksLib.training.metrics import hits, reliability  # noqa: E402
+from CephLandmarksLib.store.modelfile import atomic_write, load_model  # noqa: E402
+from CephLandmarksLib.training.prepared import prepare, prepared_logits  # noqa: E402
 
 ISBI = Path(__file__).resolve().parents[2] / "shared" / "data" / "isbi2015"
 BIN, N_BINS = 0.01, 10000

@@ -25,12 +25,12 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from CephLandmarksLib.datasets import load_dataset  # noqa: E402
-from CephLandmarksLib.detect import LandmarkDetector  # noqa: E402
-from CephLandmarksLib.geometry import to_model_input  # noqa: E402
-from CephLandmarksLib.heatmaps import decode_points  # noqa: E402
-from CephLandmarksLib.images import Radiograph, normalise, read_radiograph  # noqa: E402
-from CephLandmarksLib.uncertainty import error_probability, expected_radial_error_mm  # noqa: E402
+from CephLandmarksLib.annotations.datasets import load_dataset  # noqa: E402
+from CephLandmarksLib.detection.predictor import LandmarkDetector  # noqa: E402
+from CephLandmarksLib.imaging.geometry import to_model_input  # noqa: E402
+from CephLandmarksLib.network.heatmaps import decode_points  # noqa: E402
+from CephLandmarksLib.imaging.images import Radiograph, normalise, read_radiograph  # noqa: E402
+from CephLandmarksLib.uncertainty.measures import error_probability, expected_radial_error_mm  # noqa: E402
 from shift_benchmark import ISBI, inside, shifts  # noqa: E402
 
 TTA_SCALE, TTA_SHIFT = 0.9, (7, 5)

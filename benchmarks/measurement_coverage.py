@@ -26,8 +26,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from CephLandmarksLib.datasets import ISBI_SPACING_MM, load_dataset  # noqa: E402
-from CephLandmarksLib.measurements import ISBI_MEASUREMENTS, MEASUREMENTS  # noqa: E402
+from CephLandmarksLib.annotations.datasets import ISBI_SPACING_MM, load_dataset  # noqa: E402
+from CephLandmarksLib.cephalometry.measurements import ISBI_MEASUREMENTS, MEASUREMENTS  # noqa: E402
 
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "isbi2015"
 
@@ -52,8 +52,8 @@ def doctors_agreement(root, split) -> dict:
 
 
 def evaluate_split(detector, root, split, n, seed, limit=None, log=print) -> dict:
-    from CephLandmarksLib.images import read_radiograph
-    from CephLandmarksLib.measurement_uncertainty import measure_detection
+    from CephLandmarksLib.imaging.images import read_radiograph
+    from CephLandmarksLib.cephalometry.measurement_uncertainty import measure_detection
 
     samples = load_dataset(root, split)[:limit]
     rows = {m.key: {"covered": [], "width": [], "abs_err_median": [], "abs_err_value": [], "truth": [],
@@ -124,7 +124,7 @@ def main(argv=None) -> int:
     if not (Path(a.data) / "RawImage").is_dir():
         print(f"ISBI 2015 data not found at {a.data}; skipping")
         return 0
-    from CephLandmarksLib.detect import LandmarkDetector
+    from CephLandmarksLib.detection.predictor import LandmarkDetector
 
     detector = LandmarkDetector(a.model, a.device)
     results = {"model": str(a.model), "samples": a.samples, "seed": a.seed, "ground_truth": "mean of the two doctors",

@@ -35,10 +35,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from CephLandmarksLib.datasets import load_dataset  # noqa: E402
-from CephLandmarksLib.detect import LEFT_FACING, LandmarkDetector  # noqa: E402
-from CephLandmarksLib.images import Radiograph, read_radiograph  # noqa: E402
-from CephLandmarksLib.modelfile import atomic_write  # noqa: E402
+from CephLandmarksLib.annotations.datasets import load_dataset  # noqa: E402
+from CephLandmarksLib.detection.predictor import LEFT_FACING, LandmarkDetector  # noqa: E402
+from CephLandmarksLib.imaging.images import Radiograph, read_radiograph  # noqa: E402
+from CephLandmarksLib.store.modelfile import atomic_write  # noqa: E402
 
 ISBI = Path(__file__).resolve().parents[2] / "shared" / "data" / "isbi2015"
 SPACING_MM = 0.1

@@ -2,7 +2,7 @@
 
 Headless like mrml.py (MRML classes, numpy and CephLandmarksLib; no qt, no slicer.app):
 
-- `clinicCase` turns a reviewed landmarks node into what `CephLandmarksLib.clinic_dataset.add_case`
+- `clinicCase` turns a reviewed landmarks node into what `CephLandmarksLib.annotations.clinic_dataset.add_case`
   writes: the radiograph's grey pixels as detection read them (`mrml.radiographFromVolume`), the
   *current* (corrected) points in image pixels (`mrml.landmarkRows`: the node's positions through the
   inverse of the pixel-to-RAS matrix detection placed them with), the detection's spacing and the
@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from CephLandmarksLib.clinic_dataset import add_case, safe_id
+from CephLandmarksLib.annotations.clinic_dataset import add_case, safe_id
 from CephLandmarksLib.errors import CephError
 
 from .process import cliCommand

@@ -37,13 +37,13 @@ from vtk.util import numpy_support
 
 import slicer
 
-from CephLandmarksLib.detection import CONTOUR_LEVELS, Detection, LandmarkResult
+from CephLandmarksLib.detection.result import CONTOUR_LEVELS, Detection, LandmarkResult
 from CephLandmarksLib.errors import CephError
-from CephLandmarksLib.geometry import ModelFrame, ijk_to_ras, px_to_mm, ras_to_ijk
-from CephLandmarksLib.images import DEFAULT_SPACING_MM, Radiograph, user_spacing
-from CephLandmarksLib.measurement_uncertainty import (DEFAULT_SAMPLES, DEFAULT_SEED, UNCERTAIN_BELOW,
+from CephLandmarksLib.imaging.geometry import ModelFrame, ijk_to_ras, px_to_mm, ras_to_ijk
+from CephLandmarksLib.imaging.images import DEFAULT_SPACING_MM, Radiograph, user_spacing
+from CephLandmarksLib.cephalometry.measurement_uncertainty import (DEFAULT_SAMPLES, DEFAULT_SEED, UNCERTAIN_BELOW,
                                                       measure_corrected, results_json)
-from CephLandmarksLib.measurements import MEASUREMENTS
+from CephLandmarksLib.cephalometry.measurements import MEASUREMENTS
 from CephLandmarksLib.text import probability_text
 
 DETECTION_ATTRIBUTE = "CephLandmarks.Detection"
@@ -661,7 +661,7 @@ def measurementResultRows(results):
     """Rows (tuples in MEASUREMENT_COLUMNS order) of measurement reports (measure_corrected's dicts):
     uncertain first, then the others, then the skipped ones (a landmark they use is missing or was
     deleted), each group in the library's order."""
-    from CephLandmarksLib.report import measurement_rows  # the report module: imported on use
+    from CephLandmarksLib.outputs.report import measurement_rows  # the report module: imported on use
 
     rows = []
     for r, strings in zip(results, measurement_rows(results)):
@@ -819,7 +819,7 @@ def exportReport(landmarksNode, volumeNode=None, outDir=".", stem=None, n=DEFAUL
     (corrected) points, with the recomputed measurements; corrected points are marked.  volumeNode:
     the radiograph (default: the one the node references).  Needs matplotlib, not torch.  Returns
     the two paths."""
-    from CephLandmarksLib.report import write_report  # needs matplotlib: imported on use
+    from CephLandmarksLib.outputs.report import write_report  # needs matplotlib: imported on use
 
     volumeNode = volumeNode or landmarksNode.GetNodeReference(VOLUME_REFERENCE)
     if volumeNode is None:

@@ -145,7 +145,7 @@ class DetectionJob:
     """
 
     def __init__(self, radiograph, modelPath, python, libraryFolder, device="cpu"):
-        from CephLandmarksLib.images import RADIOGRAPH_SUFFIX, save_radiograph
+        from CephLandmarksLib.imaging.images import RADIOGRAPH_SUFFIX, save_radiograph
 
         self.folder = Path(tempfile.mkdtemp(prefix="CephLandmarks-detect-"))
         self.cancelled = False
@@ -195,7 +195,7 @@ class DetectionJob:
                 return None, None, True
             if exitCode != 0:
                 return None, failureMessage(exitCode, crashed, self._lines), False
-            from CephLandmarksLib.detection import load_detection
+            from CephLandmarksLib.detection.result import load_detection
             from CephLandmarksLib.errors import CephError
 
             try:

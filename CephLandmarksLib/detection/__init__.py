@@ -1,0 +1,1 @@
+"""The predictor (radiograph -> Detection) and the detection result it writes, which Slicer reads without torch."""

@@ -1,0 +1,250 @@
+"""Detection on one radiograph: points, confidence, ERE, flags and credible-region contours.
+
+Framing: with a known pixel spacing the image is resampled to the model's own mm per
+pixel ("physical"); with an assumed one it is fitted to the model's width ("fit-width").
+Orientation: unless switched off, the network also runs on the mirrored image, and the
+orientation with the higher mean confidence is used ("left-facing" = mirrored).
+Landmarks outside the image are reported missing (coordinates None) and flagged.
+Alignment: when the confident landmarks sit far from their training positions in the
+canvas, the image is moved and run again (alignment.py).  Shape check: a landmark over
+25 mm from where the confident ones put it is flagged, and reported missing when that
+place is outside the image.  A point within 4 mm of the image's edge is flagged (the
+anatomy may be cut off there).  The JSON's "alignment" records all three.
+"""
+
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+import torch
+
+from .alignment import realigned_frame, reference_uv, shape_check
+from ..uncertainty.conformal import masses_for
+from ..clinic.conventions import frame_landmarks, shifts_uv
+from .result import (FLAG_IMPLAUSIBLE, FLAG_MISSING, FLAG_NEAR_EDGE, FLAG_UNCERTAIN, LEFT_FACING, RIGHT_FACING,
+                        Detection, LandmarkResult)
+from ..errors import CephError
+from ..uncertainty.flag_score import image_adjusted_p_large
+from ..imaging.geometry import ModelFrame, px_to_mm, to_model_input
+from ..network.heatmaps import decode_points, mask_padding, shift_maps, softmax_2d
+from ..imaging.images import Radiograph, framing_for, model_input, normalise
+from .missing import missing_landmarks, near_edge, outside_mass
+from ..network.model import run_network
+from ..store.modelfile import LoadedModel, load_model, model_mm_per_px
+from ..uncertainty.measures import LARGE_ERROR_MM, credible_contours, error_probability, expected_radial_error_mm, region_extent
+
+REACH_LEVEL = "90"  # the region whose area and reach the JSON reports per point
+
+
+@dataclass
+class Settings:
+    """What turns the network's logits into a detection, and what calibration and clinic
+    adaptation refit: temperatures, the flag threshold, region masses, convention offsets."""
+
+    temperatures: np.ndarray  # (L,)
+    ere_threshold_mm: float
+    region_masses: dict  # {"50": (L,), "90": (L,)} (conformal.masses_for)
+    offsets_mm: np.ndarray | None = None  # (L, 2) head-frame offsets (conventions.py)
+    regions: str = "nominal"  # how the masses were chosen: "nominal" or "split-conformal"
+    flag_p_large_min: float | None = None  # flag P(error > 4 mm) >= this instead of ERE > ere_threshold_mm
+    flag_image_weight: float = 0.0  # ... that P adjusted for the image's other landmarks (image_adjusted_p_large)
+
+    def flag_rule(self) -> dict:
+        if self.flag_p_large_min is None:
+            return {"score": "ere_mm", "threshold": round(float(self.ere_threshold_mm), 4)}
+        return {"score": "p_large_error", "threshold": float(self.flag_p_large_min),
+                **({"image_weight": float(self.flag_image_weight)} if self.flag_image_weight else {})}
+
+    def uncertain(self, ere_mm, p_large, missing=None) -> np.ndarray:
+        """The points (..., L) of one or more images that this flag rule calls uncertain; `missing`
+        points (outside the image) do not weigh on their image's others."""
+        if self.flag_p_large_min is None:
+            return np.asarray(ere_mm) > self.ere_threshold_mm
+        counted = None if missing is None else ~np.asarray(missing, dtype=bool)
+        return image_adjusted_p_large(p_large, self.flag_image_weight, counted) >= self.flag_p_large_min
+
+    @classmethod
+    def of(cls, info) -> "Settings":
+        n = len(info.landmark_names)
+        return cls(np.asarray(info.temperatures, dtype=np.float64), float(info.ere_threshold_mm),
+                   masses_for(info.region_masses or {}, n),
+                   None if info.convention_offsets_mm is None else np.asarray(info.convention_offsets_mm, float),
+                   "split-conformal" if info.region_masses else "nominal", info.flag_p_large_min,
+                   float(info.flag_image_weight or 0.0))
+
+
+@dataclass
+class Observation:
+    """What the network made of one radiograph, before any calibration choice: the raw logits of
+    the pass kept (orientation check and alignment done) and where the image sat."""
+
+    logits: torch.Tensor  # (L, h, w), padding not masked
+    frame: ModelFrame
+    orientation: str
+    alignment: dict  # {"shift_model_px": [du, dv]} when an aligned second pass was kept
+    framing: str
+    image: dict = field(default_factory=dict)  # path, size, spacing_mm, spacing_source, origin_lps, direction_lps
+
+
+class LandmarkDetector:
+    """Loads a model file once; `detect` runs it on radiographs.
+
+    detect = decide(observe(radiograph)): `observe` runs the network, `decide` applies the
+    Settings.  Evaluation and adaptation call the same two, so a figure measured there is
+    a figure of what detect produces.
+    """
+
+    def __init__(self, model_path, device="cpu", orientation_check: bool = True, align: bool = True):
+        self.device = torch.device(device)
+        self.orientation_check = orientation_check
+        self.align = align
+        self.model: LoadedModel = load_model(model_path, self.device)
+        if len(self.model.info.temperatures) != len(self.model.info.landmark_names):
+            raise CephError(f"{model_path}: {len(self.model.info.temperatures)} temperatures for "
+                            f"{len(self.model.info.landmark_names)} landmarks")
+        self.settings = Settings.of(self.model.info)
+        self.temperatures = torch.tensor(self.model.info.temperatures, dtype=torch.float32)
+
+    @property
+    def info(self):
+        return self.model.info
+
+    @property
+    def mm_per_px(self) -> float:
+        return model_mm_per_px(self.info)
+
+    def _forward(self, radiograph: Radiograph, mirror_x: bool = False):
+        """(calibrated probabilities (L, h, w), frame, probability outside the image (L,), raw logits)."""
+        x, frame = model_input(radiograph, self.info.input_size, self.mm_per_px, mirror_x)
+        return self._run(x, frame)
+
+    def _run(self, x, frame: ModelFrame):
+        raw = run_network(self.model.net, x[None], self.device)
+        outside = outside_mass(raw[0], frame.image_mask(), self.temperatures)
+        return softmax_2d(mask_padding(raw, [frame]), self.temperatures)[0], frame, outside, raw[0]
+
+    def heatmaps(self, radiograph: Radiograph, mirror_x: bool = False):
+        """(calibrated probabilities (L, h, w), frame) for one radiograph."""
+        probs, frame, _, _ = self._forward(radiograph, mirror_x)
+        return probs, frame
+
+    def oriented_forward(self, radiograph: Radiograph, orientation_check=None):
+        """(probs, frame, outside, raw logits, orientation): the mirrored image is used when its mean
+        confidence is higher."""
+        check = self.orientation_check if orientation_check is None else orientation_check
+        result = self._forward(radiograph, False)
+        if check:
+            mirrored = self._forward(radiograph, True)
+            if mean_confidence(mirrored[0]) > mean_confidence(result[0]):
+                return (*mirrored, LEFT_FACING)
+        return (*result, RIGHT_FACING)
+
+    def _decode(self, probs, frame, outside, spacing_mm, threshold_mm, with_ere: bool = True):
+        """(uv, confidence, missing, ERE, ERE over the threshold) of one pass (ERE None unless with_ere)."""
+        uv = decode_points(probs[None], self.info.refine_radius)[0].numpy()
+        conf = probs.amax(dim=(1, 2)).numpy()
+        missing = missing_landmarks(uv, frame, outside, conf)
+        if not with_ere:
+            return uv, conf, missing, None, None
+        ere = expected_radial_error_mm(probs, uv, frame.model_pixel_mm(spacing_mm))
+        return uv, conf, missing, ere, ere > threshold_mm
+
+    def aligned_pass(self, radiograph: Radiograph, probs, frame, outside):
+        """A second pass on a frame that puts the anatomy where training had it; None if not needed
+        or not better (mean confidence)."""
+        uv, _, missing, _, uncertain = self._decode(probs, frame, outside, radiograph.spacing_mm,
+                                                    self.info.ere_threshold_mm)
+        ref = reference_uv(self.info, self.mm_per_px)
+        moved = realigned_frame(frame, uv, ref, ~missing & ~uncertain, allow_scale=False)
+        if moved is None:
+            return None
+        again = self._run(to_model_input(normalise(radiograph.pixels), moved), moved)
+        return again if mean_confidence(again[0]) >= mean_confidence(probs) else None
+
+    def observe(self, radiograph: Radiograph, orientation_check=None) -> Observation:
+        """Run the network: orientation check, then an aligned second pass when it helps."""
+        probs, frame, outside, raw, orientation = self.oriented_forward(radiograph, orientation_check)
+        alignment = {}
+        if self.align:
+            again = self.aligned_pass(radiograph, probs, frame, outside)
+            if again is not None:
+                alignment = {"shift_model_px": [int(a - b) for a, b in zip(again[1].offset, frame.offset)]}
+                _, frame, _, raw = again
+        image = {"path": radiograph.path, "size": radiograph.size, "spacing_mm": tuple(radiograph.spacing_mm),
+                 "spacing_source": radiograph.spacing_source, "origin_lps": radiograph.origin_lps,
+                 "direction_lps": radiograph.direction_lps}
+        return Observation(raw, frame, orientation, alignment, framing_for(radiograph, self.mm_per_px), image)
+
+    def decide(self, obs: Observation, settings: Settings | None = None, contours: bool = True,
+               extents: bool = True) -> Detection:
+        """The detection the settings (default: the model's own) make of an observation.
+
+        contours=False / extents=False skip the region contours / the region's area and reach
+        (evaluation loops that need neither)."""
+        s = settings or self.settings
+        frame, spacing = obs.frame, obs.image["spacing_mm"]
+        temps = torch.as_tensor(s.temperatures, dtype=torch.float32)
+        probs = softmax_2d(mask_padding(obs.logits[None], [frame]), temps)[0]
+        outside = outside_mass(obs.logits, frame.image_mask(), temps)
+        mm = frame.model_pixel_mm(spacing)
+        uv, conf, missing, _, _ = self._decode(probs, frame, outside, spacing, s.ere_threshold_mm, with_ere=False)
+        if s.offsets_mm is not None:  # clinic conventions: move each point and its whole map
+            shift = shifts_uv(uv, s.offsets_mm, mm, *frame_landmarks(self.info.landmark_abbreviations))
+            probs, uv = shift_maps(probs, shift), uv + shift
+        ere = expected_radial_error_mm(probs, uv, mm)
+        p_large = error_probability(probs, uv, mm, LARGE_ERROR_MM)
+        uncertain = s.uncertain(ere, p_large, missing)
+        implausible, expected_outside = shape_check(
+            uv, reference_uv(self.info, self.mm_per_px), ~missing & ~uncertain, frame, self.mm_per_px)
+        missing = missing | (implausible & expected_outside)
+        edge = ~missing & near_edge(uv, frame, mm)
+        reasons = [[r for r, on in ((FLAG_UNCERTAIN, uncertain[i]), (FLAG_MISSING, missing[i]),
+                                    (FLAG_IMPLAUSIBLE, implausible[i]), (FLAG_NEAR_EDGE, edge[i])) if on]
+                   for i in range(len(uv))]
+        xy_px = frame.model_to_image(uv)
+        xy_px[missing] = np.nan
+        xy_mm = px_to_mm(xy_px, spacing)
+        p = probs.numpy()
+        landmarks = []
+        for i, (name, abbr) in enumerate(zip(self.info.landmark_names, self.info.landmark_abbreviations)):
+            masses = {level: float(m[i]) for level, m in s.region_masses.items()}
+            cont, extent = {}, (float("nan"), float("nan"))
+            if extents and not missing[i]:
+                extent = region_extent(p[i], masses[REACH_LEVEL], uv[i], mm)
+                if contours:
+                    cont = {k: [frame.model_to_image(c) for c in lines]
+                            for k, lines in credible_contours(p[i], masses).items()}
+            landmarks.append(LandmarkResult(
+                i + 1, name, abbr, float(xy_px[i, 0]), float(xy_px[i, 1]), float(xy_mm[i, 0]), float(xy_mm[i, 1]),
+                float(conf[i]), float(ere[i]), bool(reasons[i]), cont,
+                bool(missing[i]), float(p_large[i]), reasons[i], *extent,
+            ))
+        alignment = dict(obs.alignment)
+        if implausible.any():
+            alignment["implausible"] = [self.info.landmark_abbreviations[i] for i in np.nonzero(implausible)[0]]
+        if edge.any():
+            alignment["near_edge"] = [self.info.landmark_abbreviations[i] for i in np.nonzero(edge)[0]]
+        model = {"name": self.info.name, "version": self.info.version, "sha256": self.model.sha256}
+        if self.info.adaptation:
+            model["adapted"] = {k: self.info.adaptation[k] for k in ("base_sha256", "method", "n_images")
+                                if k in self.info.adaptation}
+        im = obs.image
+        return Detection(
+            im["path"], tuple(im["size"]), tuple(spacing), im["spacing_source"], model,
+            s.ere_threshold_mm, landmarks, p, frame, im["origin_lps"], im["direction_lps"],
+            framing=obs.framing, orientation=obs.orientation, alignment=alignment,
+            regions={"method": s.regions, "masses": {k: [round(float(v), 4) for v in m]
+                                                       for k, m in s.region_masses.items()}},
+            flag_rule=s.flag_rule(),
+        )
+
+    def detect(self, radiograph: Radiograph, contours: bool = True, orientation_check=None) -> Detection:
+        return self.decide(self.observe(radiograph, orientation_check), contours=contours)
+
+    def with_settings(self, **changes) -> Settings:
+        """The model's settings with some fields replaced (adaptation tries alternatives)."""
+        return replace(self.settings, **changes)
+
+
+def mean_confidence(probs: torch.Tensor) -> float:
+    """Mean over landmarks of each calibrated map's maximum: the orientation check's score."""
+    return float(probs.amax(dim=(1, 2)).mean())

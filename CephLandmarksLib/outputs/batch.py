@@ -1,0 +1,135 @@
+"""The CLI's detect on a list of files: one model load; per image NAME.json, NAME.mrk.json, NAME.png
+(and NAME.heatmaps.npz), written whole-or-nothing; a bad image is reported and the batch goes on.
+
+Never a lost file:
+- an output that would replace an input image (same path, link or hard link; e.g. the overlay
+  `xray.png` of `detect xray.png` in the image's own folder) refuses the whole run before anything runs;
+- an existing file at an output's name is replaced only when it is an earlier output of ours
+  (outputs.is_own_output); any other refuses that image, naming the file;
+- each image's files go to temporary names and are renamed together when all are written;
+  on an error, Ctrl-C or SIGTERM (the CLI turns it into an exception) no temporary file is left.
+"""
+
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import CephError
+from ..imaging.images import read_radiograph, user_spacing
+
+
+def output_stem(path) -> str:
+    """NAME of NAME.json and the other outputs: the file name up to its first dot, leading dots
+    skipped (an image named `.png` gives `png`); `image` if nothing is left."""
+    return Path(path).name.lstrip(".").split(".")[0] or "image"
+
+
+def _file_keys(path) -> set:
+    """What identifies a file: its resolved path and, if it exists, its (device, inode)."""
+    keys = {str(Path(path).resolve())}
+    try:
+        st = os.stat(path)
+        keys.add((st.st_dev, st.st_ino))
+    except OSError:
+        pass
+    return keys
+
+
+def check_inputs_kept(inputs, outputs) -> None:
+    """CephError when any output path names one of the input files (by resolved path or inode)."""
+    taken = {}
+    for p in inputs:
+        for key in _file_keys(p):
+            taken[key] = p
+    for out in outputs:
+        for key in _file_keys(out):
+            if key in taken:
+                raise CephError(f"the output {out} would replace the input image {taken[key]}; "
+                                "choose another output folder (--out-dir)")
+
+
+def check_out_dir(out_dir) -> None:
+    """CephError when the output folder exists as something other than a folder."""
+    if os.path.lexists(out_dir) and not Path(out_dir).is_dir():
+        raise CephError(f"--out-dir {out_dir} is not a folder")
+
+
+def quietly(fn, *args, **kw):
+    """fn(*args, **kw) with Python warnings (NumPy's on flat heatmaps, matplotlib's, torch's) silenced:
+    the CLI's stderr holds only its own words."""
+    with warnings.catch_warnings(), np.errstate(all="ignore"):
+        warnings.simplefilter("ignore")
+        return fn(*args, **kw)
+
+
+def _unexpected(path, e: Exception) -> CephError:
+    """A failure the checks did not foresee, as one line naming the image (the batch goes on)."""
+    return CephError(f"detection failed on {path}: {type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}")
+
+
+def _detect_and_write(detector, rad, path, out_dir, stem, overlay, heatmaps, writing) -> list:
+    """One image's detection and its outputs (whole-or-nothing); an unforeseen failure becomes a CephError."""
+    from ..files import write_group
+    from .writers import detection_writers
+
+    try:
+        detection = quietly(detector.detect, rad)
+        writing()
+        return quietly(lambda: write_group(detection_writers(detection, rad, out_dir, stem, overlay, heatmaps)))
+    except CephError:
+        raise
+    except (ArithmeticError, MemoryError, ValueError, RuntimeError, IndexError) as e:
+        raise _unexpected(path, e) from e
+
+
+def detect_files(paths, model_path, out_dir, spacing_mm=None, device="cpu", on_error=None,
+                 orientation_check: bool = True, overlay: bool = True, heatmaps: bool = False,
+                 progress=None) -> list:
+    """The CLI's detect: NAME.json, NAME.mrk.json and NAME.png per image; returns the paths written.
+
+    overlay=False skips the PNG; heatmaps=True adds NAME.heatmaps.npz (detection.save_heatmaps),
+    which the Slicer module reads.  progress(fraction, stage) is told how far the run is.
+    A bad image is reported through `on_error(message)` and skipped; if any failed, CephError is
+    raised at the end.  See the module's docstring for the rules that keep every file safe.
+    """
+    from ..detection.predictor import LandmarkDetector
+    from .writers import check_outputs_replaceable, output_paths
+
+    report = progress or (lambda fraction, stage: None)
+    spacing = None if spacing_mm is None else user_spacing(spacing_mm, "--spacing")
+    check_out_dir(out_dir)
+    stems = [output_stem(p) for p in paths]
+    if len(set(stems)) != len(stems):
+        raise CephError("two input images have the same name; their outputs would overwrite each other")
+    planned = [output_paths(out_dir, stem, overlay, heatmaps) for stem in stems]
+    check_inputs_kept(paths, [p for outs in planned for p in outs])
+    report(0.0, "loading the model")
+    detector = LandmarkDetector(model_path, device, orientation_check)  # a bad model stops the run first
+    written, failed = [], []
+
+    def fail(path, error: CephError):
+        failed.append(str(path))
+        if on_error is None or len(paths) == 1:
+            raise error
+        on_error(str(error))
+
+    for k, (stem, path, outs) in enumerate(zip(stems, paths, planned)):
+        try:
+            check_outputs_replaceable(outs)
+            report((k + 0.1) / len(paths), f"reading {Path(path).name}")
+            rad = read_radiograph(path, spacing)
+        except CephError as e:
+            fail(path, e)
+            continue
+        try:
+            report((k + 0.2) / len(paths), f"detecting on {Path(path).name}")
+            written += _detect_and_write(detector, rad, path, out_dir, stem, overlay, heatmaps,
+                                         lambda: report((k + 0.8) / len(paths), "writing the results"))
+        except CephError as e:
+            fail(path, e)
+    report(1.0, "done")
+    if failed:
+        raise CephError(f"{len(failed)} of {len(paths)} images failed: {', '.join(failed)}")
+    return written

@@ -1,0 +1,211 @@
+"""A one-page (A4) printable report: overlay, landmark table, measurements with intervals.
+
+Written as NAME_report.pdf and NAME_report.png, both or neither (files.write_group).  Like
+detect, it never replaces the input image or an existing file that is not an earlier report
+of ours (both files carry files.OUTPUT_TAG in their metadata).  Uses matplotlib's object API (no pyplot state); needs no torch.
+
+After review in Slicer, the points the clinician corrected are marked: CORRECTED_MARK
+after the abbreviation in the landmark table and after each measurement that uses one,
+a blue x in the overlay, and a footnote.
+"""
+
+import datetime
+import math
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import CephError
+from ..cephalometry.measurement_uncertainty import DEFAULT_SAMPLES, DEFAULT_SEED, UNCERTAIN_BELOW, measure_detection
+from ..files import OUTPUT_TAG, check_replaceable, is_tagged, write_group
+from ..text import probability_text
+
+A4_INCHES = (8.27, 11.69)
+PNG_DPI = 150
+FLAGGED_RGB = (0.85, 0.1, 0.1)
+CONFIDENT_RGB = (0.1, 0.75, 0.2)
+UNCERTAIN_ROW_RGB = (1.0, 0.88, 0.55)
+FLAGGED_ROW_RGB = (1.0, 0.82, 0.82)
+HEADER_RGB = (0.86, 0.89, 0.94)
+CORRECTED_RGB = (0.15, 0.35, 0.95)
+CORRECTED_MARK = "*"
+CONTOUR_MAX_ERE_MM = 5.0  # diffuse maps' 90 % regions would clutter the overlay: not drawn
+PDF_METADATA = {"Creator": OUTPUT_TAG}  # how a later run recognises the file as ours
+PNG_METADATA = {"Software": OUTPUT_TAG}
+REPORT_SUFFIXES = ("_report.pdf", "_report.png")
+DISCLAIMER = "Research use only - not a medical device. Check every point and value before clinical use."
+
+
+def _fmt(value: float, unit: str) -> str:
+    return f"{value:.3f}" if unit == "ratio" else f"{value:.1f}"
+
+
+def measurement_rows(results: list) -> list:
+    """Table rows (strings) of measurement reports; shared by the PDF and the Slicer table.
+
+    Columns: measurement, unit, value at the detected points, median, 90 % interval, class
+    (most probable, with its probability), and a flag "uncertain".
+    """
+    rows = []
+    for r in results:
+        cls = f"{r['class_label']}  {100 * r['class_probability']:.0f} %" if "classes" in r else ""
+        rows.append([
+            f"{r['key']}: {r['name']}" if r["key"] not in r["name"] else r["name"],
+            {"deg": "°"}.get(r["unit"], r["unit"]),
+            _fmt(r["value"], r["unit"]), _fmt(r["median"], r["unit"]),
+            f"{_fmt(r['p05'], r['unit'])} to {_fmt(r['p95'], r['unit'])}",
+            cls, "uncertain" if r.get("uncertain") else "",
+        ])
+    return rows
+
+
+def corrected_landmarks(detection, corrected=None) -> set:
+    """Abbreviations of the points the clinician corrected: `corrected`, else the detection's
+    extra "corrected_landmarks" (set by the Slicer module's reviewedDetection)."""
+    return set(detection.extra.get("corrected_landmarks", ()) if corrected is None else corrected)
+
+
+def landmark_rows(detection, corrected=()) -> list:
+    mark = lambda lm: CORRECTED_MARK if lm.abbreviation in corrected else ""  # noqa: E731
+    return [[str(lm.index), f"{lm.abbreviation}{mark(lm)}  {lm.name}", "missing" if lm.missing else f"{lm.x_mm:.1f}",
+             "" if lm.missing else f"{lm.y_mm:.1f}", f"{lm.confidence:.3f}", f"{lm.ere_mm:.2f}",
+             probability_text(lm.p_large_error), "FLAG" if lm.flagged else ""] for lm in detection.landmarks]
+
+
+def _table(ax, header, rows, col_widths, fontsize, highlight):
+    ax.axis("off")
+    t = ax.table(cellText=rows, colLabels=header, colWidths=col_widths, loc="upper center", cellLoc="left")
+    t.auto_set_font_size(False)
+    t.set_fontsize(fontsize)
+    n = len(rows) + 1
+    for (i, j), cell in t.get_celld().items():
+        cell.set_height(1.0 / n)
+        cell.set_linewidth(0.3)
+        if i == 0:
+            cell.set_facecolor(HEADER_RGB)
+            cell.set_text_props(weight="bold")
+        elif highlight[i - 1] is not None:
+            cell.set_facecolor(highlight[i - 1])
+    return t
+
+
+def _overlay(ax, pixels, detection, corrected=()):
+    from ..imaging.images import normalise
+
+    step = max(1, math.ceil(max(pixels.shape) / 900))  # keep the embedded image small
+    img = normalise(pixels[::step, ::step])
+    h, w = pixels.shape
+    ax.imshow(img, cmap="gray", vmin=0, vmax=1, extent=(-0.5, w - 0.5, h - 0.5, -0.5), interpolation="antialiased")
+    for lm in (lm for lm in detection.landmarks if not lm.missing):
+        colour = FLAGGED_RGB if lm.flagged else CONFIDENT_RGB
+        for line in lm.contours_px.get("90", []) if lm.ere_mm <= CONTOUR_MAX_ERE_MM else []:
+            line = np.asarray(line)
+            if len(line) > 1:
+                ax.plot(line[:, 0], line[:, 1], color=colour, linewidth=0.5, alpha=0.8)
+        if lm.abbreviation in corrected:
+            colour = CORRECTED_RGB
+        ax.plot(lm.x_px, lm.y_px, "x" if lm.abbreviation in corrected else "+", color=colour, markersize=6,
+                markeredgewidth=1.0)
+        ax.annotate(lm.abbreviation, (lm.x_px, lm.y_px), xytext=(3, 3), textcoords="offset points",
+                    fontsize=5.5, color=colour)
+    ax.set_xlim(-0.5, w - 0.5)
+    ax.set_ylim(h - 0.5, -0.5)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.set_title("+ landmark (green: confident, red: flagged" + (", blue x: corrected" if corrected else "") + ")\n"
+                 f"lines: 90 % regions (drawn when ERE <= {CONTOUR_MAX_ERE_MM:g} mm)", fontsize=6.5)
+
+
+def report_figure(pixels, detection, results: list, when=None, corrected=None):
+    """The page as a matplotlib Figure (A4 portrait).  corrected: abbreviations of the points the
+    clinician corrected (default: the detection's extra "corrected_landmarks")."""
+    from matplotlib.figure import Figure
+
+    corrected = corrected_landmarks(detection, corrected)
+    fig = Figure(figsize=A4_INCHES)
+    model = detection.model
+    when = when or datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
+    fig.text(0.04, 0.975, "Cephalometric landmarks and measurements", fontsize=13, weight="bold", va="top")
+    fig.text(0.04, 0.955, f"Image: {Path(detection.image_path).name or '(unnamed)'}   "
+             f"{detection.image_size[0]} x {detection.image_size[1]} px   Report: {when}", fontsize=7.5, va="top")
+
+    _overlay(fig.add_axes((0.03, 0.535, 0.40, 0.40)), pixels, detection, corrected)
+
+    lm_ax = fig.add_axes((0.45, 0.535, 0.52, 0.40))
+    lm_ax.set_title(f"Landmarks (mm from the image's top-left; FLAG: {detection.flag_rule_text()})",
+                    fontsize=7)
+    _table(lm_ax, ["#", "Landmark", "x mm", "y mm", "conf.", "ERE mm", f"P(>{detection.large_error_mm:g} mm)", ""],
+           landmark_rows(detection, corrected), [0.05, 0.36, 0.09, 0.09, 0.09, 0.10, 0.14, 0.08], 6.2,
+           [FLAGGED_ROW_RGB if lm.flagged else None for lm in detection.landmarks])
+
+    m_ax = fig.add_axes((0.03, 0.075, 0.94, 0.43))
+    m_ax.set_title(f"Measurements: value at the {'current' if corrected else 'detected'} points, median and "
+                   "90 % interval of "
+                   f"{DEFAULT_SAMPLES} draws from the heatmaps, most probable class "
+                   f"(highlighted: below {100 * UNCERTAIN_BELOW:.0f} %)", fontsize=7)
+    rows = measurement_rows(results)
+    for row, r in zip(rows, results):
+        if r.get("corrected"):
+            row[0] += f" {CORRECTED_MARK}"
+    _table(m_ax, ["Measurement", "unit", "value", "median", "90 % interval", "class (ISBI 2015 thresholds)", ""],
+           rows, [0.32, 0.05, 0.07, 0.07, 0.14, 0.27, 0.08], 6.2,
+           [UNCERTAIN_ROW_RGB if r[-1] else None for r in rows])
+
+    if corrected:
+        fig.text(0.04, 0.068, f"{CORRECTED_MARK} corrected by the clinician ({', '.join(sorted(corrected))}): the "
+                 "point is where the clinician put it (confidence, ERE and P describe the detected point); "
+                 f"measurements marked {CORRECTED_MARK} take it as exact.", fontsize=6.5, va="top",
+                 color=CORRECTED_RGB)
+    sx, sy = detection.spacing_mm
+    fig.text(0.04, 0.054, f"Model: {model.get('name', '?')} version {model.get('version', '?')} "
+             f"(sha256 {str(model.get('sha256', ''))[:12]})   Pixel spacing: {sx:g} x {sy:g} mm "
+             f"({detection.spacing_source})" + ("  - ASSUMED, distances may be wrong" if
+                                                detection.spacing_source == "assumed" else ""),
+             fontsize=6.5, va="top")
+    fig.text(0.04, 0.041, "Classes and thresholds: ISBI 2015 challenge (Wang et al., Med Image Anal 2016). "
+             "ERE: expected radial error from the calibrated heatmap;", fontsize=6.5, va="top")
+    r = f"{detection.large_error_mm:g} mm"
+    fig.text(0.04, 0.030, f"P(>{r}): the heatmap's probability that the point is more than {r} off "
+             "(it cannot see systematic errors).", fontsize=6.5, va="top")
+    fig.text(0.04, 0.016, DISCLAIMER, fontsize=7, weight="bold", va="top")
+
+    return fig
+
+
+def report_paths(out_dir, stem) -> list:
+    """[NAME_report.pdf, NAME_report.png] in out_dir."""
+    return [Path(out_dir) / f"{stem}{suffix}" for suffix in REPORT_SUFFIXES]
+
+
+def write_report(pixels, detection, results, out_dir, stem, corrected=None) -> list:
+    """NAME_report.pdf and NAME_report.png in out_dir; both or neither.  corrected: see report_figure.
+    An existing file at either name that is not an earlier report is refused (CephError), untouched."""
+    pdf, png = report_paths(out_dir, stem)
+    for path in (pdf, png):
+        check_replaceable(path, is_tagged)
+    fig = report_figure(pixels, detection, results, corrected=corrected)
+    return write_group([
+        (pdf, lambda tmp: fig.savefig(tmp, format="pdf", metadata=PDF_METADATA)),
+        (png, lambda tmp: fig.savefig(tmp, format="png", dpi=PNG_DPI, metadata=PNG_METADATA)),
+    ])
+
+
+def report_file(image, model_path, out_dir=".", spacing_mm=None, device="cpu",
+                n: int = DEFAULT_SAMPLES, seed: int = DEFAULT_SEED) -> list:
+    """The CLI's report: detect on one image, measure, write the page; returns the paths."""
+    from .batch import check_inputs_kept, check_out_dir, output_stem, quietly
+    from ..detection.predictor import LandmarkDetector
+    from ..imaging.images import read_radiograph, user_spacing
+
+    spacing = None if spacing_mm is None else user_spacing(spacing_mm, "--spacing")
+    check_out_dir(out_dir)
+    stem = output_stem(image)
+    check_inputs_kept([image], report_paths(out_dir, stem))
+    for path in report_paths(out_dir, stem):
+        check_replaceable(path, is_tagged)
+    rad = read_radiograph(image, spacing)
+    detection = quietly(LandmarkDetector(model_path, device).detect, rad)
+    if len(detection.landmarks) != 19:
+        raise CephError(f"the report needs the 19 ISBI landmarks; the model gives {len(detection.landmarks)}")
+    results = quietly(measure_detection, detection, n, seed)
+    return quietly(write_report, rad.pixels, detection, results, out_dir, stem)

@@ -1,0 +1,384 @@
+"""The model registry: which model files there are, for the CLI and the Slicer module alike.
+
+Imports neither torch nor safetensors (nor anything that does): Slicer lists the models at
+start-up, before the Python packages detection needs may be installed.
+
+Four kinds of model:
+
+- "shipped": the ``*.safetensors`` files in ``Resources/Models`` next to the library
+  (``Path(CephLandmarksLib.__file__).parent.parent / "Resources" / "Models"``, in the source
+  tree and in the installed extension alike);
+- "imported": copies a user imported into a per-user folder, as ``<stem>-<sha12>.safetensors``;
+- "trained": files the Training tab wrote at a path the user chose; they stay where they are;
+- "adapted": a user model (imported or trained) whose metadata records a clinic adaptation (the
+  non-empty "adaptation" that ``ceph-landmarks adapt`` writes).  It is stored like the others;
+  only its label and provenance line differ.
+
+The per-user folder holds a manifest, ``models.json``, recording the SHA-256 of each user model
+(see ModelRegistry). A user model whose file is missing or changed is left out of the list with
+a warning.
+
+The registry checks only a model file's header (``read_model_info``): that it is a safetensors
+file carrying CephLandmarks metadata of the supported format, and that the file is as long as
+the header says. The full checksum of the weights is verified when a model is loaded for
+detection (``modelfile.load_model``), which needs torch.
+"""
+
+import json
+import logging
+import os
+import shutil
+import struct
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import CephError
+from ..files import atomic_write, file_sha256
+from .modelmeta import FORMAT, META_KEY, check_model_path, parse_and_check  # noqa: F401 - FORMAT, META_KEY re-exported
+MANIFEST_NAME = "models.json"
+MANIFEST_FORMAT = "ceph-landmarks-models/2"
+MAX_HEADER_BYTES = 100_000_000  # safetensors' own limit; our headers are tens of kilobytes
+
+SHIPPED_MODELS_DIR = Path(__file__).resolve().parents[2] / "Resources" / "Models"  # CephLandmarksLib/../Resources
+KINDS = ("shipped", "imported", "trained", "adapted")
+
+# The tooltip's provenance line of a user model; an adapted model's training record is its base's.
+_PROVENANCE = {"imported": "Imported", "trained": "Trained", "adapted": "Base model trained"}
+
+log = logging.getLogger(__name__)
+
+
+def read_model_info(path) -> dict:
+    """The CephLandmarks metadata of a model file, read from its safetensors header.
+
+    Raises CephError, one line naming the file and the problem, for a missing or unreadable file,
+    a file that is not safetensors (or whose header or weights are truncated), an absurd header
+    length, a safetensors file that is not a CephLandmarks model, an unsupported format, metadata
+    that do not match their checksum, or a metadata field that fails its check (modelmeta.FIELDS,
+    the same validation as ``modelfile.load_model``).  Does not verify the weights' checksum:
+    ``modelfile.load_model`` does, on loading.
+    """
+    path = Path(path)
+    check_model_path(path)
+    try:
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            head = f.read(8)
+            if len(head) < 8:
+                raise CephError(f"{path} is not a safetensors file (only {len(head)} bytes: truncated header)")
+            (n,) = struct.unpack("<Q", head)
+            if n > MAX_HEADER_BYTES:
+                raise CephError(f"{path} is not a safetensors file (it declares an absurd header length of "
+                                f"{n} bytes)")
+            if 8 + n > size:
+                raise CephError(f"{path} is not a safetensors file, or is truncated (the header declares {n} "
+                                f"bytes, the file has {size - 8} after the length)")
+            raw = f.read(n)
+    except OSError as e:
+        raise CephError(f"{path}: cannot be read ({e.strerror or e})") from None
+    try:
+        header = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise CephError(f"{path} is not a safetensors file (its header is not JSON)") from None
+    if not isinstance(header, dict):
+        raise CephError(f"{path} is not a safetensors file (its header is not a JSON object)")
+    _check_data_length(path, header, size - 8 - n)
+    metadata = header.get("__metadata__") or {}
+    text = metadata.get(META_KEY) if isinstance(metadata, dict) else None
+    try:
+        return parse_and_check(text)
+    except CephError as e:
+        raise CephError(f"{path}: {e}") from None
+
+
+def _check_data_length(path, header, available):
+    """The tensors' byte ranges must end exactly where the file does (as safetensors requires)."""
+    end = 0
+    for key, t in header.items():
+        if key == "__metadata__":
+            continue
+        offsets = t.get("data_offsets") if isinstance(t, dict) else None
+        if (not isinstance(offsets, list) or len(offsets) != 2
+                or not all(isinstance(v, int) and not isinstance(v, bool) for v in offsets)):
+            raise CephError(f"{path} is not a safetensors file (tensor {key!r} has no valid data_offsets)")
+        end = max(end, offsets[1])
+    if end > available:
+        raise CephError(f"{path} is truncated (the weights need {end} bytes, the file holds {available})")
+    if end < available:
+        raise CephError(f"{path} is damaged ({available - end} unexpected bytes after the weights)")
+
+
+@dataclass
+class ModelEntry:
+    """One model as a list shows it."""
+
+    path: Path
+    kind: str  # one of KINDS
+    name: str
+    version: str
+    label: str  # e.g. "isbi2015-384x480 (shipped)"
+    tooltip: str  # one or two lines: name, version, landmarks, metrics; provenance for user models
+    sha256: str | None = None  # of the whole file; recorded for user models, None for shipped ones
+    info: dict = field(default_factory=dict, repr=False)  # the metadata (read_model_info)
+
+
+def _is_adapted(info) -> bool:
+    """Whether a model's metadata records a clinic adaptation (a non-empty "adaptation" object)."""
+    adaptation = info.get("adaptation")
+    return isinstance(adaptation, dict) and bool(adaptation)
+
+
+def _user_kind(stored_as, info) -> str:
+    """The kind of a user model stored as "imported" or "trained": "adapted" when its metadata
+    says so, whichever way it came (the label should say what the model is)."""
+    return "adapted" if _is_adapted(info) else stored_as
+
+
+def _entry(path, kind, info, sha256=None) -> ModelEntry:
+    path = Path(path)
+    name = str(info.get("name") or path.stem)
+    version = str(info.get("version", ""))
+    return ModelEntry(path=path, kind=kind, name=name, version=version, label=f"{name} ({kind})",
+                      tooltip=_tooltip(kind, name, version, info), sha256=sha256, info=info)
+
+
+def _number(value):
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def _tooltip(kind, name, version, info) -> str:
+    parts = [f"{name} {version}".strip()]
+    names = info.get("landmark_names")
+    if isinstance(names, list):
+        parts.append(f"{len(names)} landmarks")
+    size = info.get("input_size")
+    if isinstance(size, list) and len(size) == 2:
+        parts.append(f"input {size[0]}x{size[1]}")
+    metrics = info.get("metrics") if isinstance(info.get("metrics"), dict) else {}
+    calibration = info.get("calibration") if isinstance(info.get("calibration"), dict) else {}
+    if _number(metrics.get("mre_mm")) is not None:
+        parts.append(f"MRE {_number(metrics['mre_mm']):.2f} mm")
+        sdr = metrics.get("sdr") if isinstance(metrics.get("sdr"), dict) else {}
+        if _number(sdr.get("2.0")) is not None:
+            parts.append(f"SDR 2 mm {_number(sdr['2.0']):.1f} %")
+    elif _number(calibration.get("holdout_mre_mm")) is not None:
+        parts.append(f"holdout MRE {_number(calibration['holdout_mre_mm']):.2f} mm")
+    lines = [", ".join(parts)]
+    if kind != "shipped":
+        lines.append(_provenance(kind, info))
+    return "\n".join(lines)
+
+
+def _provenance(kind, info) -> str:
+    training = info.get("training") if isinstance(info.get("training"), dict) else {}
+    config = training.get("config") if isinstance(training.get("config"), dict) else {}
+    init = training.get("init_model") if isinstance(training.get("init_model"), dict) else {}
+    words = []
+    if init.get("name"):
+        words.append(f"fine-tuned from {init['name']}")
+    if config.get("dataset"):
+        words.append(f"on {Path(str(config['dataset'])).name or config['dataset']}")
+    text = " ".join(words)
+    if training.get("epochs_run") is not None:
+        text += (", " if text else "") + f"{training['epochs_run']} epochs"
+    return f"{_PROVENANCE[kind]}: {text or 'no training record'}"
+
+
+def shipped_models_dir() -> Path:
+    """The folder of the models shipped with the library/extension."""
+    return SHIPPED_MODELS_DIR
+
+
+def shipped_models(models_dir=None) -> list[ModelEntry]:
+    """The shipped models, sorted by file name; a broken one is left out with a warning."""
+    folder = Path(models_dir) if models_dir is not None else shipped_models_dir()
+    entries = []
+    for path in sorted(folder.glob("*.safetensors")):
+        try:
+            entries.append(_entry(path, "shipped", read_model_info(path)))
+        except CephError as e:
+            log.warning(f"CephLandmarks: shipped model left out: {e}")
+    return entries
+
+
+def default_model_path(models_dir=None) -> Path:
+    """The first shipped model file (by name); CephError if there is none."""
+    folder = Path(models_dir) if models_dir is not None else shipped_models_dir()
+    models = sorted(folder.glob("*.safetensors"))
+    if not models:
+        raise CephError(
+            f"no default model is installed (looked in {folder}); "
+            "pass --model FILE, or train one with `ceph-landmarks train`"
+        )
+    return models[0]
+
+
+class ModelRegistry:
+    """The shipped models plus a user's imported and trained ones.
+
+    ``user_dir/models.json`` (written atomically)::
+
+        {"format": "ceph-landmarks-models/2",
+         "imported": {"<file name in user_dir>": "<sha256>", ...},
+         "trained": {"<absolute path>": "<sha256>", ...}}
+
+    The older flat form ``{"<file name in user_dir>": "<sha256>"}`` (imported models only) is
+    still read, and rewritten in the new form on the next change. A manifest that cannot be read
+    gives one warning and an empty user list; the next change keeps it as ``models.json.corrupt``.
+    """
+
+    def __init__(self, user_dir, shipped_dir=None):
+        self.user_dir = Path(user_dir)
+        self.shipped_dir = Path(shipped_dir) if shipped_dir is not None else shipped_models_dir()
+
+    @property
+    def manifest_path(self) -> Path:
+        return self.user_dir / MANIFEST_NAME
+
+    # manifest
+
+    def _read_manifest(self) -> tuple[dict, dict, bool]:
+        """(imported, trained, ok): ok is False when a manifest exists but cannot be used."""
+        path = self.manifest_path
+        if not path.is_file():
+            return {}, {}, True
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            imported, trained = _parse_manifest(data)
+        except (OSError, UnicodeDecodeError, ValueError) as e:
+            log.warning(f"CephLandmarks: the model manifest {path} cannot be read ({e}); user models ignored")
+            return {}, {}, False
+        return imported, trained, True
+
+    def _write_manifest(self, imported, trained, ok=True):
+        if not ok and self.manifest_path.is_file():
+            backup = self.manifest_path.with_name(MANIFEST_NAME + ".corrupt")
+            os.replace(self.manifest_path, backup)
+            log.warning(f"CephLandmarks: the unreadable model manifest was kept as {backup}")
+        data = {"format": MANIFEST_FORMAT, "imported": dict(sorted(imported.items())), "trained": trained}
+        text = json.dumps(data, indent=2, allow_nan=False) + "\n"
+        atomic_write(self.manifest_path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+
+    # listing
+
+    def models(self) -> list[ModelEntry]:
+        """Shipped models first, then imported ones (by file name), then trained ones (in the order
+        they were registered); an adapted model is listed where it is stored. A user model whose
+        file is missing, changed (SHA-256) or no longer a valid model is left out with a warning."""
+        entries = shipped_models(self.shipped_dir)
+        imported, trained, _ = self._read_manifest()
+        for name, sha256 in sorted(imported.items()):
+            entry = self._user_entry(self.user_dir / name, "imported", sha256)
+            if entry:
+                entries.append(entry)
+        for name, sha256 in trained.items():
+            entry = self._user_entry(Path(name), "trained", sha256)
+            if entry:
+                entries.append(entry)
+        _disambiguate(entries)
+        return entries
+
+    @staticmethod
+    def _user_entry(path, kind, sha256):
+        if not path.is_file():
+            log.warning(f"CephLandmarks: {kind} model {path} is missing; left out")
+            return None
+        try:
+            actual = file_sha256(path)
+        except OSError as e:
+            log.warning(f"CephLandmarks: {kind} model {path} cannot be read ({e.strerror or e}); left out")
+            return None
+        if actual != sha256:
+            log.warning(f"CephLandmarks: {kind} model {path} has changed since it was recorded (SHA-256); left out")
+            return None
+        try:
+            info = read_model_info(path)
+            return _entry(path, _user_kind(kind, info), info, sha256)
+        except CephError as e:
+            log.warning(f"CephLandmarks: {kind} model left out: {e}")
+            return None
+
+    # changes
+
+    def import_model(self, path) -> ModelEntry:
+        """Check a model file's header, copy it into user_dir as <stem>-<sha12>.safetensors
+        (atomically) and record its SHA-256. Importing the same file again changes nothing."""
+        path = Path(path)
+        info = read_model_info(path)  # raises CephError naming the problem
+        sha256 = file_sha256(path)
+        stem = path.stem
+        if stem.endswith(f"-{sha256[:12]}"):  # already one of our copies
+            stem = stem[: -len(sha256[:12]) - 1]
+        target = self.user_dir / f"{stem}-{sha256[:12]}.safetensors"
+        if not (target.is_file() and file_sha256(target) == sha256):
+            atomic_write(target, lambda tmp: shutil.copyfile(path, tmp))
+        imported, trained, ok = self._read_manifest()
+        if imported.get(target.name) != sha256 or not ok:
+            imported[target.name] = sha256
+            self._write_manifest(imported, trained, ok)
+        log.info(f"CephLandmarks: imported model {info.get('name')} {info.get('version')} as {target}")
+        return _entry(target, _user_kind("imported", info), info, sha256)
+
+    def register_trained(self, path) -> ModelEntry:
+        """Record a model the Training tab (or Adapt) wrote, where it is, with its current SHA-256;
+        call it again after the file changed (e.g. recalibrated) to record the new digest."""
+        path = Path(path).resolve()
+        info = read_model_info(path)
+        sha256 = file_sha256(path)
+        imported, trained, ok = self._read_manifest()
+        if trained.get(str(path)) != sha256 or not ok:
+            trained[str(path)] = sha256
+            self._write_manifest(imported, trained, ok)
+        return _entry(path, _user_kind("trained", info), info, sha256)
+
+    def forget(self, path) -> bool:
+        """Drop a user model from the list: an imported copy is deleted from user_dir, a trained
+        model's file is left alone. False if the path is not a recorded user model."""
+        path = Path(path).resolve()
+        imported, trained, ok = self._read_manifest()
+        if not ok:
+            return False
+        found = False
+        if str(path) in trained:
+            del trained[str(path)]
+            found = True
+        if path.parent == self.user_dir.resolve() and path.name in imported:
+            del imported[path.name]
+            found = True
+            self._write_manifest(imported, trained)
+            path.unlink(missing_ok=True)
+        elif found:
+            self._write_manifest(imported, trained)
+        return found
+
+
+def _parse_manifest(data) -> tuple[dict, dict]:
+    """(imported, trained) from either manifest form; ValueError if it is neither."""
+    if not isinstance(data, dict):
+        raise ValueError("not a JSON object")
+    if "imported" in data or "trained" in data or "format" in data:
+        if data.get("format", MANIFEST_FORMAT) != MANIFEST_FORMAT:
+            raise ValueError(f"unknown manifest format {data.get('format')!r}")
+        imported, trained = data.get("imported", {}), data.get("trained", {})
+    else:  # the first form: {file name in user_dir: sha256}
+        imported, trained = data, {}
+    for table in (imported, trained):
+        if not isinstance(table, dict) or not all(isinstance(k, str) and isinstance(v, str)
+                                                  for k, v in table.items()):
+            raise ValueError("entries must map names to SHA-256 strings")
+    if any(Path(name).name != name or name in ("", ".", "..") for name in imported):
+        raise ValueError("an imported entry is not a plain file name")
+    if any(not Path(name).is_absolute() for name in trained):
+        raise ValueError("a trained entry is not an absolute path")
+    return dict(imported), dict(trained)
+
+
+def _disambiguate(entries):
+    """Two entries with the same label (e.g. the shipped model also imported) get the file name."""
+    seen = {}
+    for e in entries:
+        seen.setdefault(e.label, []).append(e)
+    for same in seen.values():
+        if len(same) > 1:
+            for e in same:
+                e.label = f"{e.name} ({e.kind}: {e.path.name})"

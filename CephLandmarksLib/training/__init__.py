@@ -1,0 +1,1 @@
+"""Training, the held-out calibration, cross-validation folds, evaluation and the scoring they share."""
