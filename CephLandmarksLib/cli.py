@@ -16,11 +16,10 @@ from pathlib import Path
 
 from .store import registry
 from .errors import CephError
+from .progress import ERROR_PREFIX, PROGRESS_PREFIX, progress_line
 from .store.modelmeta import INPUT_SIZE_MULTIPLE, INPUT_SIZE_RANGE
 from .store.registry import SHIPPED_MODELS_DIR as DEFAULT_MODEL_DIR
 
-PROGRESS_PREFIX = "[progress]"  # `detect --progress` lines: "[progress] FRACTION STAGE" (the Slicer module reads them)
-ERROR_PREFIX = "ceph-landmarks: error:"  # the one line a user error prints
 
 
 def default_model_path() -> Path:
@@ -173,7 +172,7 @@ def _cmd_detect(a):
 
 def _print_progress(fraction, stage):
     """One line per step on stderr, `PROGRESS_PREFIX 0.40 stage`: what the Slicer module reads."""
-    print(f"{PROGRESS_PREFIX} {fraction:.2f} {stage}", file=sys.stderr, flush=True)
+    print(progress_line(fraction, stage), file=sys.stderr, flush=True)
 
 
 def _cmd_evaluate(a):
@@ -187,7 +186,7 @@ def _cmd_evaluate(a):
 
 
 def _cmd_report(a):
-    from .outputs.report import report_file
+    from .outputs.batch import report_file
 
     for out in report_file(a.image, a.model or default_model_path(), a.out_dir, a.spacing, a.device):
         print(out)

@@ -19,7 +19,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from CephLandmarksLib.cli import ERROR_PREFIX, PROGRESS_PREFIX  # torch-free: errors and registry only
+from CephLandmarksLib.progress import ERROR_PREFIX, PROGRESS_PREFIX  # torch-free
 _EPOCH = re.compile(r"\s*epoch (\d+)/(\d+)(?::\s*\d+%\|[^|]*\|\s*(\d+)/(\d+))?")
 
 

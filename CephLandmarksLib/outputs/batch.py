@@ -1,4 +1,7 @@
-"""The CLI's detect on a list of files: one model load; per image NAME.json, NAME.mrk.json, NAME.png
+"""The commands that run the predictor and write for a user: `detect` on a list of files, and
+`report` on one image (report_file).
+
+detect: one model load; one model load; per image NAME.json, NAME.mrk.json, NAME.png
 (and NAME.heatmaps.npz), written whole-or-nothing; a bad image is reported and the batch goes on.
 
 Never a lost file:
@@ -16,7 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
+from ..cephalometry.measurement_uncertainty import DEFAULT_SAMPLES, DEFAULT_SEED, measure_detection
 from ..errors import CephError
+from ..files import check_replaceable, is_tagged
 from ..imaging.images import read_radiograph, user_spacing
 
 
@@ -133,3 +138,23 @@ def detect_files(paths, model_path, out_dir, spacing_mm=None, device="cpu", on_e
     if failed:
         raise CephError(f"{len(failed)} of {len(paths)} images failed: {', '.join(failed)}")
     return written
+
+
+def report_file(image, model_path, out_dir=".", spacing_mm=None, device="cpu",
+                n: int = DEFAULT_SAMPLES, seed: int = DEFAULT_SEED) -> list:
+    """The CLI's report: detect on one image, measure, write the page; returns the paths."""
+    from ..detection.predictor import LandmarkDetector
+    from .report import report_paths, write_report
+
+    spacing = None if spacing_mm is None else user_spacing(spacing_mm, "--spacing")
+    check_out_dir(out_dir)
+    stem = output_stem(image)
+    check_inputs_kept([image], report_paths(out_dir, stem))
+    for path in report_paths(out_dir, stem):
+        check_replaceable(path, is_tagged)
+    rad = read_radiograph(image, spacing)
+    detection = quietly(LandmarkDetector(model_path, device).detect, rad)
+    if len(detection.landmarks) != 19:
+        raise CephError(f"the report needs the 19 ISBI landmarks; the model gives {len(detection.landmarks)}")
+    results = quietly(measure_detection, detection, n, seed)
+    return quietly(write_report, rad.pixels, detection, results, out_dir, stem)

@@ -15,8 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import CephError
-from ..cephalometry.measurement_uncertainty import DEFAULT_SAMPLES, DEFAULT_SEED, UNCERTAIN_BELOW, measure_detection
+from ..cephalometry.measurement_uncertainty import DEFAULT_SAMPLES, UNCERTAIN_BELOW
 from ..files import OUTPUT_TAG, check_replaceable, is_tagged, write_group
 from ..text import probability_text
 
@@ -189,23 +188,3 @@ def write_report(pixels, detection, results, out_dir, stem, corrected=None) -> l
         (png, lambda tmp: fig.savefig(tmp, format="png", dpi=PNG_DPI, metadata=PNG_METADATA)),
     ])
 
-
-def report_file(image, model_path, out_dir=".", spacing_mm=None, device="cpu",
-                n: int = DEFAULT_SAMPLES, seed: int = DEFAULT_SEED) -> list:
-    """The CLI's report: detect on one image, measure, write the page; returns the paths."""
-    from .batch import check_inputs_kept, check_out_dir, output_stem, quietly
-    from ..detection.predictor import LandmarkDetector
-    from ..imaging.images import read_radiograph, user_spacing
-
-    spacing = None if spacing_mm is None else user_spacing(spacing_mm, "--spacing")
-    check_out_dir(out_dir)
-    stem = output_stem(image)
-    check_inputs_kept([image], report_paths(out_dir, stem))
-    for path in report_paths(out_dir, stem):
-        check_replaceable(path, is_tagged)
-    rad = read_radiograph(image, spacing)
-    detection = quietly(LandmarkDetector(model_path, device).detect, rad)
-    if len(detection.landmarks) != 19:
-        raise CephError(f"the report needs the 19 ISBI landmarks; the model gives {len(detection.landmarks)}")
-    results = quietly(measure_detection, detection, n, seed)
-    return quietly(write_report, rad.pixels, detection, results, out_dir, stem)
