@@ -1,6 +1,6 @@
 """How low can temperature scaling take the ECE at all?  An oracle on the test sets.
 
-    python benchmarks/calibration_oracle.py --model M [--dataset DIR] [--out docs/calibration_oracle.json]
+    python benchmarks/studies/calibration_oracle.py --model M [--dataset DIR] [--out docs/calibration_oracle.json]
 
 Diagnostic only: nothing here is shipped or chosen.  For each test split the temperatures
 are fitted *on that split itself* (in-sample, as the paper's public code does) and the ECE
@@ -24,8 +24,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository root
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # calibration_study, beside it
 
 from calibration_study import ISBI, Summary, fit  # noqa: E402
 from CephLandmarksLib.annotations.datasets import load_dataset  # noqa: E402

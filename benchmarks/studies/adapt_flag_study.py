@@ -12,7 +12,7 @@ points, the errors over 4 mm caught and the good points flagged on the rest, and
 catching 85 % (FLAG_SHARE was chosen so with Test1 as the clinic).
 Uses adapt_benchmark's cache of network outputs (git-ignored; never commit it: ISBI licence).
 
-    .venv/bin/python benchmarks/adapt_flag_study.py [--clinics test1,test2] [--splits 5]
+    .venv/bin/python benchmarks/studies/adapt_flag_study.py [--clinics test1,test2] [--splits 5]
 """
 
 import argparse
@@ -21,9 +21,10 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]  # benchmarks/studies/STUDY.py -> the repository root
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "benchmarks"))
+sys.path.insert(0, str(ROOT / "benchmarks"))  # adapt_benchmark stays in benchmarks/
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the other studies
 
 import adapt_benchmark as ab  # noqa: E402
 from adapt_flag_replay import replay  # noqa: E402

@@ -13,7 +13,7 @@ predictor (framing, orientation check, aligned second pass) with the fine-tuned 
 one was chosen.  Prints both models' figures on the 80 images, and how often each chose each
 orientation and a second, aligned pass.
 
-    .venv/bin/python benchmarks/adapt_end_to_end.py [--split 0] [--work runs/adapt_end_to_end]
+    .venv/bin/python benchmarks/studies/adapt_end_to_end.py [--split 0] [--work runs/adapt_end_to_end]
 
 Split 0 chooses offsets, split 1 a fine-tune (as in the benchmark).
 """
@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]  # benchmarks/studies/STUDY.py -> the repository root
 sys.path.insert(0, str(ROOT))
 
 from CephLandmarksLib.annotations.datasets import load_dataset  # noqa: E402

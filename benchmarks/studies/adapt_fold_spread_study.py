@@ -24,7 +24,7 @@ Test1 is the clinic where flag rules are chosen; Test2 (the benchmark's clinic) 
 Per-split arrays go to --dumps (git-ignored, derived from ISBI annotations); --from-dumps prints the
 table from them again.
 
-    .venv/bin/python benchmarks/adapt_fold_spread_study.py [--clinic test1] [--splits 5] [--from-dumps]
+    .venv/bin/python benchmarks/studies/adapt_fold_spread_study.py [--clinic test1] [--splits 5] [--from-dumps]
 """
 
 import sys
@@ -32,9 +32,10 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]  # benchmarks/studies/STUDY.py -> the repository root
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "benchmarks"))
+sys.path.insert(0, str(ROOT / "benchmarks"))  # adapt_benchmark stays in benchmarks/
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the other studies
 
 CLINIC_IMAGES = 20
 SPREAD_FLOOR_MM = 0.3  # keeps log(spread) finite where the folds agree to the pixel

@@ -12,7 +12,7 @@ doctors put each point apart: the reference is their mean, so where they part by
 "error over 4 mm" may be a point one of them chose.  Shows how much of the flag shortfall is the
 reference's own ambiguity.
 
-    .venv/bin/python benchmarks/adapt_flag_replay.py [--points runs/adapt_points] [--dataset ISBI]
+    .venv/bin/python benchmarks/studies/adapt_flag_replay.py [--points runs/adapt_points] [--dataset ISBI]
 """
 
 import argparse
@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]  # benchmarks/studies/STUDY.py -> the repository root
 sys.path.insert(0, str(ROOT))
 
 from CephLandmarksLib.clinic.adaptation import FLAG_SHARE, flag_threshold  # noqa: E402

@@ -14,7 +14,7 @@ flagged at the threshold catching 85 % of those errors, for P, the weighed P, th
 weighed P's log-odds + b x log(distance + 0.3 mm).  Per-split arrays go to --dumps (git-ignored,
 derived from ISBI annotations), and --from-dumps prints the table from them again.
 
-    .venv/bin/python benchmarks/adapt_disagreement_study.py [--clinic test1] [--splits 5] [--from-dumps]
+    .venv/bin/python benchmarks/studies/adapt_disagreement_study.py [--clinic test1] [--splits 5] [--from-dumps]
 """
 
 import sys
@@ -22,9 +22,10 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]  # benchmarks/studies/STUDY.py -> the repository root
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "benchmarks"))
+sys.path.insert(0, str(ROOT / "benchmarks"))  # adapt_benchmark stays in benchmarks/
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the other studies
 
 CLINIC_IMAGES = 20
 DISTANCE_FLOOR_MM = 0.3  # keeps log(distance) finite where the two readings agree to the pixel

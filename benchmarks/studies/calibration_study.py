@@ -1,6 +1,6 @@
 """Which temperature objective calibrates best?  Cross-validated on the model's own holdout.
 
-    python benchmarks/calibration_study.py --model M [--dataset DIR] [--out docs/calibration_study.json]
+    python benchmarks/studies/calibration_study.py --model M [--dataset DIR] [--out docs/calibration_study.json]
 
 Only the held-out training images recorded in the model are used (never Test1/Test2).  They
 are split into 5 folds by image; temperatures are fitted on 4 folds and the confidence of
@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository root
 
 from CephLandmarksLib.annotations.datasets import load_dataset  # noqa: E402
 from CephLandmarksLib.network.heatmaps import argmax_2d  # noqa: E402
@@ -32,7 +32,7 @@ from CephLandmarksLib.training.metrics import hits, reliability  # noqa: E402
 from CephLandmarksLib.store.modelfile import atomic_write, load_model  # noqa: E402
 from CephLandmarksLib.training.prepared import prepare, prepared_logits  # noqa: E402
 
-ISBI = Path(__file__).resolve().parents[2] / "shared" / "data" / "isbi2015"
+ISBI = Path(__file__).resolve().parents[3] / "shared" / "data" / "isbi2015"
 BIN, N_BINS = 0.01, 10000
 
 

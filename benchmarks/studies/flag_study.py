@@ -1,6 +1,6 @@
 """Flag study: which per-point score best separates large errors from good points?
 
-    python benchmarks/flag_study.py --model M [--dataset DIR] [--out features.npz]
+    python benchmarks/studies/flag_study.py --model M [--dataset DIR] [--out features.npz]
 
 Runs detection on the model's *held-out training images* (never Test1/Test2) under every
 shift of the shift benchmark, and records per point the error and candidate error scores:
@@ -22,8 +22,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository root
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # shift_benchmark stays in benchmarks/
 
 from CephLandmarksLib.annotations.datasets import load_dataset  # noqa: E402
 from CephLandmarksLib.detection.predictor import LandmarkDetector  # noqa: E402
