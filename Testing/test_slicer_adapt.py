@@ -77,8 +77,8 @@ def test_detect_then_add_round_trips_to_the_detections_pixels(harness, widget, t
     detectAndWait(harness, widget)
     assert [b["kind"] for b in harness.message_boxes] == [] and harness.slot_errors == []
     node = widget._parameterNode.landmarks
-    mrml = lib("CephLandmarksSlicer.mrml")
-    detected = {e["abbreviation"]: e for e in mrml.detectionRecord(node)["landmarks"]}
+    markups = lib("CephLandmarksSlicer.markups")
+    detected = {e["abbreviation"]: e for e in lib("CephLandmarksSlicer.record").detectionRecord(node)["landmarks"]}
 
     rasToIjk = vtk.vtkMatrix4x4()
     volume.GetRASToIJKMatrix(rasToIjk)
@@ -86,14 +86,14 @@ def test_detect_then_add_round_trips_to_the_detections_pixels(harness, widget, t
     volume.GetIJKToRASMatrix(ijkToRas)
     expected = {}
     for abbreviation, entry in detected.items():
-        i = mrml.controlPointIndex(node, entry["index"])
+        i = markups.controlPointIndex(node, entry["index"])
         if entry.get("missing"):  # anatomy the synthetic image lacks: the user places it at pixel (30, 40)
             position = ijkToRas.MultiplyPoint((30.0, 40.0, 0.0, 1.0))[:3]
             node.SetNthControlPointPosition(i, *position)
             expected[abbreviation] = (30.0, 40.0)
         else:
             expected[abbreviation] = (entry["x_px"], entry["y_px"])
-    b = mrml.controlPointIndex(node, 6)  # B point, moved by the user
+    b = markups.controlPointIndex(node, 6)  # B point, moved by the user
     moved = np.array(node.GetNthControlPointPosition(b)) + [2.0, 1.0, 0.0]
     node.SetNthControlPointPosition(b, *moved)
     expected["B"] = tuple(rasToIjk.MultiplyPoint((*moved, 1.0))[:2])  # the volume's own RAS -> IJK
@@ -140,9 +140,9 @@ def test_unreviewed_flagged_points_are_asked_about_and_no_writes_nothing(harness
     assert files(clinicFolder) is None and "Not added" in widget.ui.statusLabel.text
 
     # Or marked reviewed, Pog corrected: only UIT is left to ask about.
-    mrml = lib("CephLandmarksSlicer.mrml")
-    mrml.setReviewed(node, 3)
-    pog = mrml.controlPointIndex(node, 7)
+    markups = lib("CephLandmarksSlicer.markups")
+    markups.setReviewed(node, 3)
+    pog = markups.controlPointIndex(node, 7)
     node.SetNthControlPointPosition(pog, *(np.array(node.GetNthControlPointPosition(pog)) + [1.0, 0.0, 0.0]))
     harness.queue_answer(qt.QMessageBox.Yes)
     widget.ui.addToClinicButton.click()
@@ -154,9 +154,9 @@ def test_unreviewed_flagged_points_are_asked_about_and_no_writes_nothing(harness
 
 def test_a_fully_reviewed_detection_is_added_without_a_question(harness, widget, tmp_path):
     node, _, _ = showSynthetic(widget)
-    mrml = lib("CephLandmarksSlicer.mrml")
+    markups = lib("CephLandmarksSlicer.markups")
     for index in (3, 7, 12):
-        mrml.setReviewed(node, index)
+        markups.setReviewed(node, index)
     widget.ui.clinicFolderPathLineEdit.currentPath = str(tmp_path / "clinic")
     widget.ui.addToClinicButton.click()
     assert harness.message_boxes == [] and harness.slot_errors == []
@@ -171,8 +171,8 @@ def test_the_same_radiograph_again_is_replaced_only_when_the_user_says_so(harnes
     widget.ui.addToClinicButton.click()
     assert harness.message_boxes == []
     before = readCsv(clinicFolder)
-    mrml = lib("CephLandmarksSlicer.mrml")
-    s = mrml.controlPointIndex(node, 1)
+    markups = lib("CephLandmarksSlicer.markups")
+    s = markups.controlPointIndex(node, 1)
     node.SetNthControlPointPosition(s, *(np.array(node.GetNthControlPointPosition(s)) + [0.0, 0.5, 0.0]))
     volume.SetName("renamed")  # identity is the pixels, not the name
     harness.queue_answer(qt.QMessageBox.No)
@@ -192,8 +192,8 @@ def test_the_same_radiograph_again_is_replaced_only_when_the_user_says_so(harnes
 @pytest.mark.parametrize("how", ["unplaced", "deleted"])
 def test_a_point_without_position_gives_one_message_and_writes_nothing(harness, widget, tmp_path, how):
     node, _, _ = showSynthetic(widget, flagged=())
-    mrml = lib("CephLandmarksSlicer.mrml")
-    i = mrml.controlPointIndex(node, 10)  # Go
+    markups = lib("CephLandmarksSlicer.markups")
+    i = markups.controlPointIndex(node, 10)  # Go
     if how == "unplaced":
         node.SetNthControlPointPositionMissing(i)
     else:
@@ -295,8 +295,8 @@ def standIn(harness, tmp_path, monkeypatch):
     """The module's adapt command line, checked, then run by the stand-in script instead of the CLI."""
     script = tmp_path / "adapt_stand_in.py"
     script.write_text(STAND_IN)
-    clinic = lib("CephLandmarksSlicer.clinic")
-    real = clinic.adaptCommand
+    adapt = lib("CephLandmarksSlicer.adapt")
+    real = adapt.adaptCommand
     seen = []
 
     def command(python, base, clinicFolder, out):
@@ -305,7 +305,7 @@ def standIn(harness, tmp_path, monkeypatch):
         assert line[1:4] == ["-m", "CephLandmarksLib", "adapt"]
         return [line[0], "-u", str(script), *line[3:]]
 
-    monkeypatch.setattr(clinic, "adaptCommand", command)
+    monkeypatch.setattr(adapt, "adaptCommand", command)
     return seen
 
 
@@ -394,21 +394,21 @@ def test_adapt_checks_its_inputs_before_starting(harness, widget, tmp_path):
 def test_adapted_model_path_never_takes_the_base_or_an_existing_file(tmp_path):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "CephLandmarks"))
     try:
-        from CephLandmarksSlicer import clinic
+        from CephLandmarksSlicer import adapt
     finally:
         sys.path.pop(0)
     models = tmp_path / "Models"
     models.mkdir()
     base = models / "m-adapted-c.safetensors"  # adapting an adapted model to a clinic folder named "m"
     base.write_bytes(b"x")
-    assert clinic.adaptedModelPath(models, models / "m.safetensors", tmp_path / "c") == models / "m-adapted-c-2.safetensors"
-    assert clinic.adaptedModelPath(models, base, tmp_path / "my clinic") == models / "m-adapted-c-adapted-my_clinic.safetensors"
+    assert adapt.adaptedModelPath(models, models / "m.safetensors", tmp_path / "c") == models / "m-adapted-c-2.safetensors"
+    assert adapt.adaptedModelPath(models, base, tmp_path / "my clinic") == models / "m-adapted-c-adapted-my_clinic.safetensors"
     (models / "m-adapted-c-2.report").mkdir()  # a report left by an earlier model of that name takes the name too
-    assert clinic.adaptedModelPath(models, models / "m.safetensors", tmp_path / "c") == models / "m-adapted-c-3.safetensors"
+    assert adapt.adaptedModelPath(models, models / "m.safetensors", tmp_path / "c") == models / "m-adapted-c-3.safetensors"
     info = {"adaptation": {"n_images": 20, "method": "none", "cv_before": {"mre_mm": 1.5}, "cv_after": {"mre_mm": 1.5}}}
-    assert clinic.adaptationSummary(info, models / "m-adapted-site_2-3.safetensors") == (
+    assert adapt.adaptationSummary(info, models / "m-adapted-site_2-3.safetensors") == (
         "Adapted to site_2 from 20 images (none): cross-validated MRE 1.50 \u2192 1.50 mm")
-    assert clinic.adaptationSummary({"adaptation": {}}) == "" and clinic.adaptationSummary({}) == ""
+    assert adapt.adaptationSummary({"adaptation": {}}) == "" and adapt.adaptationSummary({}) == ""
 
 
 # --- Adapt with the real `ceph-landmarks adapt` ------------------------------------------------------

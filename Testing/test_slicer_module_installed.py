@@ -94,12 +94,12 @@ def test_detect_creates_the_nodes_and_matches_the_cli(harness, widget, tmp_path)
     assert [b["kind"] for b in harness.message_boxes] == [], harness.message_boxes
     node = widget._parameterNode.landmarks
     assert node is not None and node.GetNumberOfControlPoints() == 19
-    mrml = sys.modules["CephLandmarksSlicer.mrml"]
-    assert len(mrml.contourModels(node)) == 2
-    assert node.GetNodeReference(mrml.HEATMAP_REFERENCE) is not None
-    assert node.GetNodeReference(mrml.TABLE_REFERENCE).GetTable().GetNumberOfRows() == 19
-    assert node.GetNodeReference(mrml.MEASUREMENTS_REFERENCE) is not None
-    assert widget.ui.landmarksTable.mrmlTableNode() is node.GetNodeReference(mrml.TABLE_REFERENCE)
+    record = sys.modules["CephLandmarksSlicer.record"]
+    assert len(sys.modules["CephLandmarksSlicer.contours"].contourModels(node)) == 2
+    assert node.GetNodeReference(record.HEATMAP_REFERENCE) is not None
+    assert node.GetNodeReference(record.TABLE_REFERENCE).GetTable().GetNumberOfRows() == 19
+    assert node.GetNodeReference(record.MEASUREMENTS_REFERENCE) is not None
+    assert widget.ui.landmarksTable.mrmlTableNode() is node.GetNodeReference(record.TABLE_REFERENCE)
     assert widget.ui.detectButton.text == "Detect landmarks" and "landmarks" in widget.ui.statusLabel.text
     # The same pixels through the command line give the same points.
     out = tmp_path / "cli"
@@ -109,7 +109,7 @@ def test_detect_creates_the_nodes_and_matches_the_cli(harness, widget, tmp_path)
                        env=harness.cli_environment())
     assert r.returncode == 0, r.stderr[-800:]
     cli = {lm["abbreviation"]: lm for lm in json.loads((out / "skull.json").read_text())["landmarks"]}
-    rows = {row["abbreviation"]: row for row in mrml.landmarkRows(node)}
+    rows = {row["abbreviation"]: row for row in sys.modules["CephLandmarksSlicer.markups"].landmarkRows(node)}
     for abbreviation, lm in cli.items():
         if lm.get("missing"):
             assert not rows[abbreviation]["present"]
@@ -117,7 +117,7 @@ def test_detect_creates_the_nodes_and_matches_the_cli(harness, widget, tmp_path)
         assert rows[abbreviation]["x_px"] == pytest.approx(lm["x_px"], abs=2e-3)
         assert rows[abbreviation]["y_px"] == pytest.approx(lm["y_px"], abs=2e-3)
         assert rows[abbreviation]["flagged"] == lm["flagged"]
-    assert volume.GetID() == node.GetNodeReferenceID(mrml.VOLUME_REFERENCE)
+    assert volume.GetID() == node.GetNodeReferenceID(record.VOLUME_REFERENCE)
 
 
 def test_cancel_kills_the_process_and_leaves_nothing(harness, widget, tmp_path):
@@ -168,7 +168,7 @@ def test_pixel_spacing_box_stops_at_the_library_limit(harness, widget):
     """The box cannot offer a spacing the library refuses: its cap is images.MAX_SPACING_MM, after every
     connectGui (enter) too, and the parameter itself refuses more.  Its tooltip names the spacing the
     library assumes."""
-    from CephLandmarksLib import images  # the installed copy
+    from CephLandmarksLib.imaging import images  # the installed copy
 
     box = widget.ui.spacingSpinBox
     for _ in range(2):
@@ -211,15 +211,14 @@ def test_measurements_follow_a_corrected_point(harness, widget, tmp_path):
     loadRadiograph(harness, widget, writeNrrd(tmp_path / "skull.nrrd", skull()))
     detectAndWait(harness, widget)
     node = widget._parameterNode.landmarks
-    mrml = sys.modules["CephLandmarksSlicer.mrml"]
-    table = node.GetNodeReference(mrml.MEASUREMENTS_REFERENCE)
+    table = node.GetNodeReference(sys.modules["CephLandmarksSlicer.record"].MEASUREMENTS_REFERENCE)
 
     def column(name):
         t = table.GetTable()
         return [t.GetValueByName(r, name).ToString() for r in range(t.GetNumberOfRows())]
 
     assert not any(column("Corrected landmarks"))
-    b = mrml.controlPointIndex(node, 6)  # B point
+    b = sys.modules["CephLandmarksSlicer.markups"].controlPointIndex(node, 6)  # B point
     position = np.array(node.GetNthControlPointPosition(b))
     node.SetNthControlPointPosition(b, *(position + [2.0, 1.0, 0.0]))
     harness.process_events(until=lambda: any(column("Corrected landmarks")), timeout_s=5)

@@ -1,5 +1,5 @@
 """Checks of the Slicer module that need no Slicer GUI: it compiles, every self.ui.<name> it uses
-exists in the .ui file, the .ui's parameter bindings exist, the MRML module's imports stay headless,
+exists in the .ui file, the .ui's parameter bindings exist, the MRML modules' imports stay headless,
 and the CMake lists name files that exist."""
 
 import ast
@@ -13,7 +13,13 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 MODULE = ROOT / "CephLandmarks" / "CephLandmarks.py"
-MRML = ROOT / "CephLandmarks" / "CephLandmarksSlicer" / "mrml.py"
+HELPERS = ROOT / "CephLandmarks" / "CephLandmarksSlicer"
+# The MRML-only helpers: no qt, no slicer.app (they run headless under slicer-core).
+MRML = [HELPERS / f"{name}.py" for name in ("volumes", "record", "markups", "maps", "contours", "heatmap", "review",
+                                             "tables", "measurements", "exports", "detection", "clinic")]
+# The panel's sections and what they import: imported when Slicer loads the module file.
+SECTIONS = [HELPERS / f"{name}.py" for name in ("detectSection", "landmarksSection", "trainingSection")]
+LOADED_WITH_MODULE = SECTIONS + [HELPERS / f"{name}.py" for name in ("__init__", "parameters", "i18n")]
 UI = ROOT / "CephLandmarks" / "Resources" / "UI" / "CephLandmarks.ui"
 
 
@@ -21,14 +27,30 @@ def uiWidgets():
     return {w.get("name"): w for w in ET.parse(UI).iter("widget")}
 
 
-@pytest.mark.parametrize("path", [MODULE, MRML], ids=lambda p: p.name)
+@pytest.mark.parametrize("path", [MODULE, *sorted(HELPERS.glob("*.py"))], ids=lambda p: p.name)
 def test_compiles(path, tmp_path):
     py_compile.compile(str(path), cfile=str(tmp_path / "out.pyc"), doraise=True)
 
 
-def test_module_file_parses_as_python_3_9():
-    """Slicer 5.8 and older run Python 3.9: the module file must load there to tell the user to upgrade."""
-    ast.parse(MODULE.read_text(), feature_version=(3, 9))
+def topLevelHelperImports(path):
+    """The CephLandmarksSlicer modules a file imports when it is loaded (outside any function)."""
+    tree = ast.parse(path.read_text())
+    names = set()
+    for node in tree.body:
+        if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module.startswith("CephLandmarksSlicer."):
+            names.add(node.module.split(".", 1)[1])
+        elif isinstance(node, ast.ImportFrom) and node.level == 1 and node.module:
+            names.add(node.module)
+    return names
+
+
+@pytest.mark.parametrize("path", [MODULE, *LOADED_WITH_MODULE], ids=lambda p: p.name)
+def test_module_file_parses_as_python_3_9(path):
+    """Slicer 5.8 and older run Python 3.9: the module file, and the helpers it loads with it, must load there to
+    tell the user to upgrade."""
+    ast.parse(path.read_text(), feature_version=(3, 9))
+    loaded = {p.stem for p in LOADED_WITH_MODULE}
+    assert topLevelHelperImports(path) <= loaded, topLevelHelperImports(path) - loaded
 
 
 def test_one_dependency_list():
@@ -51,10 +73,13 @@ def test_one_dependency_list():
 
 
 def test_every_ui_name_used_exists():
-    tree = ast.parse(MODULE.read_text())
-    used = {node.attr for node in ast.walk(tree)
-            if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Attribute)
-            and node.value.attr == "ui" and isinstance(node.value.value, ast.Name) and node.value.value.id == "self"}
+    """In the module file and in the sections whose slots its widget has."""
+    used = set()
+    for path in (MODULE, *SECTIONS):
+        used |= {node.attr for node in ast.walk(ast.parse(path.read_text()))
+                 if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Attribute)
+                 and node.value.attr == "ui" and isinstance(node.value.value, ast.Name)
+                 and node.value.value.id == "self"}
     assert len(used) > 20
     missing = used - set(uiWidgets())
     assert not missing, f"widgets used by CephLandmarks.py but absent from the .ui file: {sorted(missing)}"
@@ -82,16 +107,20 @@ def test_ui_file_is_valid_designer_xml():
     assert used - qtClasses <= custom, "every non-Qt widget class must be declared as a customwidget"
 
 
-def test_mrml_module_stays_headless():
-    tree = ast.parse(MRML.read_text())
-    imported = set()
+@pytest.mark.parametrize("path", MRML, ids=lambda p: p.name)
+def test_mrml_module_stays_headless(path):
+    tree = ast.parse(path.read_text())
+    imported, helpers = set(), set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             imported |= {a.name.split(".")[0] for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level:  # this package: MRML-only modules only
+            helpers |= {node.module} if node.module else {a.name for a in node.names}
         elif isinstance(node, ast.ImportFrom):
             imported.add(node.module.split(".")[0])
     allowed = {"numpy", "vtk", "slicer", "CephLandmarksLib"}  # third-party: only what Slicer bundles
     assert {m for m in imported if m not in sys.stdlib_module_names} <= allowed, imported
+    assert helpers <= {p.stem for p in MRML}, helpers
     used = {n.attr for n in ast.walk(tree)
             if isinstance(n, ast.Attribute) and isinstance(n.value, ast.Name) and n.value.id == "slicer"}
     assert all(name.startswith("vtk") for name in used), used  # MRML classes only: no app, mrmlScene, util
@@ -137,7 +166,7 @@ def test_mrml_module_needs_no_torch():
 
     pytest.importorskip("slicer")
     code = ("import sys; sys.modules['torch'] = None; sys.path[:0] = ['.', 'CephLandmarks']; "
-            "from CephLandmarksSlicer import mrml")
+            f"from CephLandmarksSlicer import {', '.join(p.stem for p in MRML)}")
     root = Path(__file__).resolve().parents[1]
     r = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr[-800:]

@@ -1,4 +1,5 @@
-"""CephLandmarksSlicer.mrml against a real vtkMRMLScene from slicer-core (headless, no trained model)."""
+"""CephLandmarksSlicer's MRML modules (volumes, record, markups, maps, contours, heatmap, review, tables,
+measurements, exports) against a real vtkMRMLScene from slicer-core (headless, no trained model)."""
 
 import csv
 import json
@@ -12,7 +13,20 @@ if not hasattr(slicer, "vtkMRMLScene"):
 
 from slicer_fixtures import headlessScene, makeVolume, syntheticDetection  # noqa: E402
 
-from CephLandmarksSlicer import mrml as M  # noqa: E402
+from CephLandmarksSlicer.volumes import pixelToRASMatrix, radiographFromVolume  # noqa: E402
+from CephLandmarksSlicer.record import (HEATMAP_REFERENCE, MAPS_REFERENCE, MEASUREMENTS_REFERENCE, TABLE_REFERENCE,  # noqa: E402
+                                        VOLUME_REFERENCE, detectionRecord, isLandmarksNode, landmarksNodesForVolume)
+from CephLandmarksSlicer.markups import (CONFIDENT_COLOR, FLAGGED_COLOR, controlPointIndex, createLandmarksNode,  # noqa: E402
+                                         isEdited, landmarkRows, setReviewed)
+from CephLandmarksSlicer.maps import canRecomputeMeasurements, landmarkMaps  # noqa: E402
+from CephLandmarksSlicer.contours import contourModels, createContourModels, setContoursVisible  # noqa: E402
+from CephLandmarksSlicer.heatmap import createHeatmapVolume  # noqa: E402
+from CephLandmarksSlicer.review import measureLandmarks, reviewedDetection  # noqa: E402
+from CephLandmarksSlicer.tables import TABLE_COLUMNS, tableRowLandmarkIndex, updateTable  # noqa: E402
+from CephLandmarksSlicer.measurements import (CORRECTED_MARK, MEASUREMENT_COLUMNS, SKIPPED_TEXT, UNCERTAIN_MARK,  # noqa: E402
+                                              createMeasurementsTable, measurementResultRows, updateMeasurementsTable)
+from CephLandmarksSlicer.exports import (STALE_MEASUREMENTS_NOTE, cliJson, exportCliJson, exportCsv,  # noqa: E402
+                                         exportMarkupsJson, exportReport)
 
 # A rotated, anisotropic, off-origin placement: pixel (x, y) -> RAS is not a plain scaling.
 ANGLE = np.deg2rad(30)
@@ -47,11 +61,11 @@ def ijkToRAS(volume, x, y):
 
 
 def test_radiograph_from_volume(volume):
-    rad = M.radiographFromVolume(volume)
+    rad = radiographFromVolume(volume)
     assert rad.pixels.shape == (SIZE[1], SIZE[0])
     assert rad.pixels[5, 7] == 5 * SIZE[0] + 7  # row y=5, column x=7
     assert rad.spacing_mm == pytest.approx(SPACING) and rad.spacing_source == "volume"
-    assert M.radiographFromVolume(volume, 0.2).spacing_mm == (0.2, 0.2)
+    assert radiographFromVolume(volume, 0.2).spacing_mm == (0.2, 0.2)
     # LPS placement matches the volume's RAS placement
     from CephLandmarksLib.imaging.geometry import px_to_lps
 
@@ -70,14 +84,14 @@ def test_rejects_3d_volume(scene):
     image.AllocateScalars(vtk.VTK_SHORT, 1)
     volume.SetAndObserveImageData(image)
     with pytest.raises(CephError, match="single 2D image"):
-        M.radiographFromVolume(volume)
+        radiographFromVolume(volume)
 
 
 def test_markups_node_contents_positions_and_colours(scene, volume, detection):
     detection.landmarks[11].flag_reasons = ["uncertain", "near_edge"]  # landmark 12 is flagged; 3 and 7 without reasons
-    node = M.createLandmarksNode(scene, detection, volume)
+    node = createLandmarksNode(scene, detection, volume)
     assert node.GetNumberOfControlPoints() == 19
-    assert node.GetNodeReference(M.VOLUME_REFERENCE) is volume
+    assert node.GetNodeReference(VOLUME_REFERENCE) is volume
     for i, lm in enumerate(detection.landmarks):
         assert node.GetNthControlPointLabel(i) == lm.abbreviation
         assert node.GetNthControlPointDescription(i).startswith(lm.name + "; confidence ")
@@ -87,9 +101,9 @@ def test_markups_node_contents_positions_and_colours(scene, volume, detection):
     assert node.GetNthControlPointDescription(11).endswith("; FLAGGED (uncertain, near edge)")
     assert node.GetNthControlPointDescription(2).endswith("; FLAGGED")  # a record without reasons (older versions)
     display = node.GetDisplayNode()
-    assert display.GetColor() == pytest.approx(M.FLAGGED_COLOR)
-    assert display.GetSelectedColor() == pytest.approx(M.CONFIDENT_COLOR)
-    assert not M.isEdited(node)
+    assert display.GetColor() == pytest.approx(FLAGGED_COLOR)
+    assert display.GetSelectedColor() == pytest.approx(CONFIDENT_COLOR)
+    assert not isEdited(node)
 
 
 def test_contour_geometry(scene, volume, detection):
@@ -97,11 +111,11 @@ def test_contour_geometry(scene, volume, detection):
 
     from CephLandmarksLib.imaging.geometry import ras_to_ijk
 
-    node = M.createLandmarksNode(scene, detection, volume)
-    models = M.createContourModels(scene, detection, volume, node)
+    node = createLandmarksNode(scene, detection, volume)
+    models = createContourModels(scene, detection, volume, node)
     assert [m.GetName() for m in models] == [f"{node.GetName()} 50% regions", f"{node.GetName()} 90% regions"]
-    assert M.contourModels(node) == models
-    m = M.pixelToRASMatrix(volume)
+    assert contourModels(node) == models
+    m = pixelToRASMatrix(volume)
     for model, factor in zip(models, (1, 2)):
         poly = model.GetPolyData()
         assert poly.GetNumberOfCells() == 19 * 32
@@ -115,11 +129,11 @@ def test_contour_geometry(scene, volume, detection):
             ids = np.unique([poly.GetCell(c).GetPointId(k) for c in cells for k in range(4)])
             radius = (12.0 if lm.flagged else 5.0) * factor
             assert np.hypot(ijk[ids, 0] - lm.x_px, ijk[ids, 1] - lm.y_px) == pytest.approx(radius, abs=1e-6)
-            expected = np.round(np.array(M.FLAGGED_COLOR if lm.flagged else M.CONFIDENT_COLOR) * 255)
+            expected = np.round(np.array(FLAGGED_COLOR if lm.flagged else CONFIDENT_COLOR) * 255)
             assert (colors[ids] == expected).all()
-    M.setContoursVisible(node, False)
+    setContoursVisible(node, False)
     assert not any(m.GetDisplayNode().GetVisibility() for m in models)
-    M.createContourModels(scene, detection, volume, node)  # replaces, never accumulates
+    createContourModels(scene, detection, volume, node)  # replaces, never accumulates
     assert scene.GetNumberOfNodesByClass("vtkMRMLModelNode") == 2
 
 
@@ -132,9 +146,9 @@ def test_heatmap_volume_is_aligned(scene, volume, detection, mirrored):
 
     if mirrored:  # a left-facing image: the model saw it mirrored, the heatmap must be flipped back
         detection = dataclasses.replace(detection, frame=detection.frame.mirrored())
-    node = M.createLandmarksNode(scene, detection, volume)
-    heatmap = M.createHeatmapVolume(scene, detection, volume, node)
-    assert node.GetNodeReference(M.HEATMAP_REFERENCE) is heatmap
+    node = createLandmarksNode(scene, detection, volume)
+    heatmap = createHeatmapVolume(scene, detection, volume, node)
+    assert node.GetNodeReference(HEATMAP_REFERENCE) is heatmap
     assert heatmap.GetDisplayNode().GetColorNodeID() == "vtkMRMLColorTableNodeIron"
     dims = heatmap.GetImageData().GetDimensions()
     values = numpy_support.vtk_to_numpy(heatmap.GetImageData().GetPointData().GetScalars()).reshape(dims[1], dims[0])
@@ -148,43 +162,43 @@ def test_heatmap_volume_is_aligned(scene, volume, detection, mirrored):
 
 
 def test_table_rows_edits_and_review(scene, volume, detection):
-    node = M.createLandmarksNode(scene, detection, volume)
-    table = M.updateTable(scene, node)
-    assert node.GetNodeReference(M.TABLE_REFERENCE) is table
+    node = createLandmarksNode(scene, detection, volume)
+    table = updateTable(scene, node)
+    assert node.GetNodeReference(TABLE_REFERENCE) is table
     t = table.GetTable()
     assert t.GetNumberOfRows() == 19
-    assert [t.GetColumnName(c) for c in range(t.GetNumberOfColumns())] == [c for c, _ in M.TABLE_COLUMNS]
+    assert [t.GetColumnName(c) for c in range(t.GetNumberOfColumns())] == [c for c, _ in TABLE_COLUMNS]
     flags = [t.GetValueByName(r, "Flagged").ToString() for r in range(19)]
     assert flags == ["yes"] * 3 + ["no"] * 16  # flagged first
-    first = detection.landmarks[M.tableRowLandmarkIndex(table, 0) - 1]
+    first = detection.landmarks[tableRowLandmarkIndex(table, 0) - 1]
     assert first.flagged and t.GetValueByName(0, "Landmark").ToString() == first.name
     assert t.GetValueByName(0, "X (mm)").ToDouble() == pytest.approx(first.x_mm)
     assert t.GetValueByName(0, "ERE (mm)").ToDouble() == pytest.approx(first.ere_mm)
     # flagged rows by decreasing probability of a large error: landmark 12 (0.32) before 7 and 3
-    assert [M.tableRowLandmarkIndex(table, r) for r in range(3)] == [12, 7, 3]
+    assert [tableRowLandmarkIndex(table, r) for r in range(3)] == [12, 7, 3]
     assert t.GetValueByName(0, "P(large error) (%)").ToDouble() == pytest.approx(32.0)
     assert "P(large error) 32 %" in node.GetNthControlPointDescription(11)
 
     # the user drags point 2 (Nasion) by 10 pixels along x
     lm = detection.landmarks[1]
     node.SetNthControlPointPosition(1, *ijkToRAS(volume, lm.x_px + 10, lm.y_px))
-    assert M.isEdited(node)
-    row = next(r for r in M.landmarkRows(node) if r["index"] == 2)
+    assert isEdited(node)
+    row = next(r for r in landmarkRows(node) if r["index"] == 2)
     assert row["edited"] and row["x_px"] == pytest.approx(lm.x_px + 10)
     assert row["x_mm"] == pytest.approx((lm.x_px + 10) * SPACING[0])
-    M.setReviewed(node, 2)
+    setReviewed(node, 2)
     assert node.GetNthControlPointDescription(1).endswith("; reviewed")
-    M.updateTable(scene, node)
-    r = next(r for r in range(19) if M.tableRowLandmarkIndex(table, r) == 2)
+    updateTable(scene, node)
+    r = next(r for r in range(19) if tableRowLandmarkIndex(table, r) == 2)
     assert t.GetValueByName(r, "Reviewed").ToString() == "yes" and t.GetValueByName(r, "Edited").ToString() == "yes"
-    assert M.landmarksNodesForVolume(scene, volume) == [node]
+    assert landmarksNodesForVolume(scene, volume) == [node]
 
 
 def test_exports(scene, volume, detection, tmp_path):
     import slicer as s
 
-    node = M.createLandmarksNode(scene, detection, volume)
-    M.exportMarkupsJson(node, tmp_path / "l.mrk.json")
+    node = createLandmarksNode(scene, detection, volume)
+    exportMarkupsJson(node, tmp_path / "l.mrk.json")
     data = json.loads((tmp_path / "l.mrk.json").read_text())
     points = data["markups"][0]["controlPoints"]
     assert [p["label"] for p in points] == [lm.abbreviation for lm in detection.landmarks]
@@ -198,12 +212,12 @@ def test_exports(scene, volume, detection, tmp_path):
     assert loaded.GetNumberOfControlPoints() == 19
     assert np.array(loaded.GetNthControlPointPosition(4)) == pytest.approx(node.GetNthControlPointPosition(4), abs=1e-3)
 
-    M.exportCsv(node, tmp_path / "l.csv")
+    exportCsv(node, tmp_path / "l.csv")
     rows = list(csv.DictReader(open(tmp_path / "l.csv")))
     assert len(rows) == 19 and rows[0]["abbreviation"] == "S" and float(rows[0]["x_px"]) == pytest.approx(
         detection.landmarks[0].x_px)
 
-    M.exportCliJson(node, tmp_path / "l.json")
+    exportCliJson(node, tmp_path / "l.json")
     cli = json.loads((tmp_path / "l.json").read_text())
     assert cli["spacing_mm"] == list(SPACING) and cli["model"]["name"] == "synthetic"
     assert [lm["abbreviation"] for lm in cli["landmarks"]] == [lm.abbreviation for lm in detection.landmarks]
@@ -211,38 +225,38 @@ def test_exports(scene, volume, detection, tmp_path):
 
 
 def test_mrb_round_trip(scene, volume, detection, tmp_path):
-    node = M.createLandmarksNode(scene, detection, volume)
-    M.createContourModels(scene, detection, volume, node)
-    M.createHeatmapVolume(scene, detection, volume, node)
-    M.updateTable(scene, node)
+    node = createLandmarksNode(scene, detection, volume)
+    createContourModels(scene, detection, volume, node)
+    createHeatmapVolume(scene, detection, volume, node)
+    updateTable(scene, node)
     lm = detection.landmarks[5]
     moved = ijkToRAS(volume, lm.x_px + 3, lm.y_px - 4)
     node.SetNthControlPointPosition(5, *moved)
-    M.setReviewed(node, 6)
+    setReviewed(node, 6)
     assert scene.WriteToMRB(str(tmp_path / "case.mrb"))
 
     again = headlessScene()
     assert again.ReadFromMRB(str(tmp_path / "case.mrb"))
     nodes = [n for n in (again.GetNthNodeByClass(i, "vtkMRMLMarkupsFiducialNode")
                          for i in range(again.GetNumberOfNodesByClass("vtkMRMLMarkupsFiducialNode")))
-             if M.isLandmarksNode(n)]
+             if isLandmarksNode(n)]
     assert len(nodes) == 1
     loaded = nodes[0]
     assert loaded.GetNumberOfControlPoints() == 19
     assert np.array(loaded.GetNthControlPointPosition(5)) == pytest.approx(moved, abs=1e-3)
     assert [bool(loaded.GetNthControlPointSelected(i)) for i in range(19)] == [not x.flagged for x in
                                                                                 detection.landmarks]
-    assert loaded.GetDisplayNode().GetColor() == pytest.approx(M.FLAGGED_COLOR)
-    vol = loaded.GetNodeReference(M.VOLUME_REFERENCE)
+    assert loaded.GetDisplayNode().GetColor() == pytest.approx(FLAGGED_COLOR)
+    vol = loaded.GetNodeReference(VOLUME_REFERENCE)
     assert vol is not None and vol.GetImageData().GetDimensions() == (SIZE[0], SIZE[1], 1)
-    assert M.pixelToRASMatrix(vol) == pytest.approx(M.pixelToRASMatrix(volume))
-    assert len(M.contourModels(loaded)) == 2
-    assert M.contourModels(loaded)[0].GetPolyData().GetNumberOfCells() == 19 * 32
-    assert loaded.GetNodeReference(M.HEATMAP_REFERENCE).GetImageData() is not None
-    rows = {r["index"]: r for r in M.landmarkRows(loaded)}
+    assert pixelToRASMatrix(vol) == pytest.approx(pixelToRASMatrix(volume))
+    assert len(contourModels(loaded)) == 2
+    assert contourModels(loaded)[0].GetPolyData().GetNumberOfCells() == 19 * 32
+    assert loaded.GetNodeReference(HEATMAP_REFERENCE).GetImageData() is not None
+    rows = {r["index"]: r for r in landmarkRows(loaded)}
     assert rows[6]["edited"] and rows[6]["reviewed"] and not rows[1]["edited"]
     assert rows[6]["x_px"] == pytest.approx(lm.x_px + 3, abs=1e-3)
-    table = M.updateTable(again, loaded)
+    table = updateTable(again, loaded)
     assert table.GetTable().GetNumberOfRows() == 19
 
 
@@ -267,20 +281,20 @@ def test_measurements_table(scene, volume):
     from CephLandmarksLib.cephalometry.measurements import MEASUREMENTS
 
     detection = measurementsDetection()
-    node = M.createLandmarksNode(scene, detection, volume)
-    table = M.createMeasurementsTable(scene, detection, landmarksNode=node, n=400)
-    assert node.GetNodeReference(M.MEASUREMENTS_REFERENCE) is table
+    node = createLandmarksNode(scene, detection, volume)
+    table = createMeasurementsTable(scene, detection, landmarksNode=node, n=400)
+    assert node.GetNodeReference(MEASUREMENTS_REFERENCE) is table
     t = table.GetTable()
-    assert measurementColumns(t) == [c for c, _ in M.MEASUREMENT_COLUMNS]
+    assert measurementColumns(t) == [c for c, _ in MEASUREMENT_COLUMNS]
     assert t.GetNumberOfRows() == len(MEASUREMENTS)
     names = [t.GetValueByName(r, "Measurement").ToString() for r in range(t.GetNumberOfRows())]
     uncertain = [t.GetValueByName(r, "Uncertain").ToInt() for r in range(t.GetNumberOfRows())]
     classes = [t.GetValueByName(r, "Class").ToString() for r in range(t.GetNumberOfRows())]
-    skipped = [c == M.SKIPPED_TEXT for c in classes]
+    skipped = [c == SKIPPED_TEXT for c in classes]
     assert 0 < sum(uncertain) < len(uncertain) and 0 < sum(skipped)
     assert uncertain == sorted(uncertain, reverse=True)  # uncertain rows first
     assert skipped == sorted(skipped)  # skipped rows last
-    assert [n.startswith(M.UNCERTAIN_MARK) for n in names] == [bool(u) for u in uncertain]
+    assert [n.startswith(UNCERTAIN_MARK) for n in names] == [bool(u) for u in uncertain]
     for r in range(t.GetNumberOfRows()):
         lo, med, hi = (t.GetValueByName(r, c).ToDouble() for c in ("5 %", "Median", "95 %"))
         if skipped[r]:
@@ -293,15 +307,15 @@ def test_measurements_table(scene, volume):
         if classes[r]:
             assert bool(uncertain[r]) == (p < 0.8)
     # updating reuses the node
-    assert M.createMeasurementsTable(scene, detection, landmarksNode=node, n=400) is table
+    assert createMeasurementsTable(scene, detection, landmarksNode=node, n=400) is table
     assert scene.GetNumberOfNodesByClass("vtkMRMLTableNode") == 1
 
 
 def test_measurements_table_mrb_round_trip(scene, volume, tmp_path):
     detection = measurementsDetection()
-    node = M.createLandmarksNode(scene, detection, volume)
-    table = M.createMeasurementsTable(scene, detection, landmarksNode=node, n=400)
-    expected = [[table.GetTable().GetValue(r, c).ToString() for c in range(len(M.MEASUREMENT_COLUMNS))]
+    node = createLandmarksNode(scene, detection, volume)
+    table = createMeasurementsTable(scene, detection, landmarksNode=node, n=400)
+    expected = [[table.GetTable().GetValue(r, c).ToString() for c in range(len(MEASUREMENT_COLUMNS))]
                 for r in range(table.GetTable().GetNumberOfRows())]
     assert scene.WriteToMRB(str(tmp_path / "case.mrb"))
 
@@ -309,9 +323,9 @@ def test_measurements_table_mrb_round_trip(scene, volume, tmp_path):
     assert again.ReadFromMRB(str(tmp_path / "case.mrb"))
     loaded = next(n for n in (again.GetNthNodeByClass(i, "vtkMRMLMarkupsFiducialNode")
                               for i in range(again.GetNumberOfNodesByClass("vtkMRMLMarkupsFiducialNode")))
-                  if M.isLandmarksNode(n))
-    t = loaded.GetNodeReference(M.MEASUREMENTS_REFERENCE).GetTable()
-    assert measurementColumns(t) == [c for c, _ in M.MEASUREMENT_COLUMNS]
+                  if isLandmarksNode(n))
+    t = loaded.GetNodeReference(MEASUREMENTS_REFERENCE).GetTable()
+    assert measurementColumns(t) == [c for c, _ in MEASUREMENT_COLUMNS]
     got = [[t.GetValue(r, c).ToString() for c in range(t.GetNumberOfColumns())] for r in range(t.GetNumberOfRows())]
     assert len(got) == len(expected)
     for a, b in zip(got, expected):
@@ -323,15 +337,15 @@ def test_measurements_table_mrb_round_trip(scene, volume, tmp_path):
 def test_missing_landmark_has_no_position(scene, volume):
     """A landmark outside the image becomes a control point without a position, never NaN or the border."""
     detection = measurementsDetection()
-    node = M.createLandmarksNode(scene, detection, volume)
-    i = M.controlPointIndex(node, 10)  # Gonion, missing
+    node = createLandmarksNode(scene, detection, volume)
+    i = controlPointIndex(node, 10)  # Gonion, missing
     assert node.GetNthControlPointLabel(i) == "Go"
     assert node.GetNthControlPointPositionStatus(i) == node.PositionMissing
-    assert node.GetNthControlPointPositionStatus(M.controlPointIndex(node, 1)) == node.PositionDefined
-    rows = {r["index"]: r for r in M.landmarkRows(node)}
+    assert node.GetNthControlPointPositionStatus(controlPointIndex(node, 1)) == node.PositionDefined
+    rows = {r["index"]: r for r in landmarkRows(node)}
     assert not rows[10]["present"] and not rows[10]["edited"] and rows[10]["flagged"]
-    assert rows[1]["present"] and not M.isEdited(node)
-    table = M.updateTable(scene, node)
+    assert rows[1]["present"] and not isEdited(node)
+    table = updateTable(scene, node)
     assert table.GetTable().GetNumberOfRows() == 19
 
 
@@ -356,7 +370,7 @@ def usesLandmark(key, abbreviation):
 def movePoint(node, volume, detection, abbreviation, dx, dy):
     i = landmarkIndex(abbreviation)
     lm = detection.landmarks[i]
-    node.SetNthControlPointPosition(M.controlPointIndex(node, lm.index), *ijkToRAS(volume, lm.x_px + dx, lm.y_px + dy))
+    node.SetNthControlPointPosition(controlPointIndex(node, lm.index), *ijkToRAS(volume, lm.x_px + dx, lm.y_px + dy))
 
 
 def tableCells(tableNode):
@@ -379,19 +393,19 @@ def rowNames(keys):
 
 
 def unmarked(name):
-    return name.removeprefix(M.UNCERTAIN_MARK).removesuffix(M.CORRECTED_MARK)
+    return name.removeprefix(UNCERTAIN_MARK).removesuffix(CORRECTED_MARK)
 
 
 def test_landmark_maps_are_kept_hidden_and_replaced_on_redo(scene, volume, detection):
-    node = M.createLandmarksNode(scene, detection, volume)
-    maps = node.GetNodeReference(M.MAPS_REFERENCE)
+    node = createLandmarksNode(scene, detection, volume)
+    maps = node.GetNodeReference(MAPS_REFERENCE)
     assert maps is not None and maps.GetHideFromEditors() and maps.IsA("vtkMRMLScalarVolumeNode")
-    assert np.array_equal(M.landmarkMaps(node), detection.probs)
-    assert M.landmarkMaps(node).dtype == np.float32
-    assert M.detectionRecord(node)["model_frame"] == {
+    assert np.array_equal(landmarkMaps(node), detection.probs)
+    assert landmarkMaps(node).dtype == np.float32
+    assert detectionRecord(node)["model_frame"] == {
         "image_size": list(detection.frame.image_size), "model_size": list(detection.frame.model_size),
         "scaled_size": list(detection.frame.scaled_size), "offset": list(detection.frame.offset), "mirror_x": False}
-    assert M.canRecomputeMeasurements(node)
+    assert canRecomputeMeasurements(node)
     # slice k of the maps sits over the radiograph like the heatmap volume
     import vtk
 
@@ -403,30 +417,30 @@ def test_landmark_maps_are_kept_hidden_and_replaced_on_redo(scene, volume, detec
 
     # detection redone on the same node: the maps are replaced, never accumulated
     other = syntheticDetection(SIZE, SPACING, seed=7)
-    assert M.createLandmarksNode(scene, other, volume, node) is node
+    assert createLandmarksNode(scene, other, volume, node) is node
     hidden = [scene.GetNthNodeByClass(i, "vtkMRMLScalarVolumeNode")
               for i in range(scene.GetNumberOfNodesByClass("vtkMRMLScalarVolumeNode"))]
     hidden = [n for n in hidden if n.GetHideFromEditors()]
-    assert hidden == [node.GetNodeReference(M.MAPS_REFERENCE)] and scene.GetNodeByID(maps.GetID()) is None
-    assert np.array_equal(M.landmarkMaps(node), other.probs)
+    assert hidden == [node.GetNodeReference(MAPS_REFERENCE)] and scene.GetNodeByID(maps.GetID()) is None
+    assert np.array_equal(landmarkMaps(node), other.probs)
 
 
 def test_unedited_node_gives_the_detection_time_table(scene, volume, detection):
     from CephLandmarksLib.cephalometry.measurement_uncertainty import measure_detection
 
-    node = M.createLandmarksNode(scene, detection, volume)
-    table = M.createMeasurementsTable(scene, detection, landmarksNode=node, n=N_DRAWS)
-    expected = M.measurementResultRows(measure_detection(detection, n=N_DRAWS))
+    node = createLandmarksNode(scene, detection, volume)
+    table = createMeasurementsTable(scene, detection, landmarksNode=node, n=N_DRAWS)
+    expected = measurementResultRows(measure_detection(detection, n=N_DRAWS))
     assert tableCells(table) == [[vtkString(v) for v in row] for row in expected]
-    assert all(row[9] == "" and not row[0].endswith(M.CORRECTED_MARK) for row in tableCells(table))
-    results = M.measureLandmarks(node, n=N_DRAWS)
+    assert all(row[9] == "" and not row[0].endswith(CORRECTED_MARK) for row in tableCells(table))
+    results = measureLandmarks(node, n=N_DRAWS)
     for r, e in zip(results, measure_detection(detection, n=N_DRAWS)):
         assert r["corrected"] == [] and r["key"] == e["key"]
         assert r["value"] == pytest.approx(e["value"], rel=1e-12, abs=1e-12)  # points went through RAS and back
         assert all(r[k] == e[k] for k in ("median", "p05", "p95")) and r.get("classes") == e.get("classes")
     # updating reuses the table; a detection-less table goes through the same rows
-    assert M.updateMeasurementsTable(scene, node, n=N_DRAWS) is table
-    free = M.createMeasurementsTable(scene, detection, name="free", n=N_DRAWS)
+    assert updateMeasurementsTable(scene, node, n=N_DRAWS) is table
+    free = createMeasurementsTable(scene, detection, name="free", n=N_DRAWS)
     assert tableCells(free) == tableCells(table)
 
 
@@ -437,11 +451,11 @@ def vtkString(value):
 
 
 def test_moving_a_point_changes_exactly_the_measurements_that_use_it(scene, volume, detection):
-    node = M.createLandmarksNode(scene, detection, volume)
-    table = M.createMeasurementsTable(scene, detection, landmarksNode=node, n=N_DRAWS)
-    before = byKey(M.measureLandmarks(node, n=N_DRAWS))
+    node = createLandmarksNode(scene, detection, volume)
+    table = createMeasurementsTable(scene, detection, landmarksNode=node, n=N_DRAWS)
+    before = byKey(measureLandmarks(node, n=N_DRAWS))
     movePoint(node, volume, detection, "B", 15, -6)
-    after = byKey(M.measureLandmarks(node, n=N_DRAWS))
+    after = byKey(measureLandmarks(node, n=N_DRAWS))
     assert after.keys() == before.keys()
     using = {k for k in after if usesLandmark(k, "B")}
     assert using == {"ANB", "SNB", "ODI", "APDI"}
@@ -451,14 +465,14 @@ def test_moving_a_point_changes_exactly_the_measurements_that_use_it(scene, volu
         else:
             assert all(r[k] == before[key][k] for k in NUMBERS) and r["corrected"] == [], key
     # the table marks the rows resting on B (name and column), uncertain rows still first
-    M.updateMeasurementsTable(scene, node, n=N_DRAWS)
+    updateMeasurementsTable(scene, node, n=N_DRAWS)
     t = table.GetTable()
     names = [t.GetValueByName(r, "Measurement").ToString() for r in range(t.GetNumberOfRows())]
     corrected = [t.GetValueByName(r, "Corrected landmarks").ToString() for r in range(t.GetNumberOfRows())]
     uncertain = [t.GetValueByName(r, "Uncertain").ToInt() for r in range(t.GetNumberOfRows())]
     marked = {n for n, c in zip(names, corrected) if c}
     assert len(marked) == 4 and set(corrected) == {"", "B"}
-    assert all(n.endswith(M.CORRECTED_MARK) == bool(c) for n, c in zip(names, corrected))
+    assert all(n.endswith(CORRECTED_MARK) == bool(c) for n, c in zip(names, corrected))
     assert {unmarked(n) for n in marked} == rowNames(using)
     assert uncertain == sorted(uncertain, reverse=True)
     snb = next(r for r in range(t.GetNumberOfRows()) if "SNB" in names[r])
@@ -466,12 +480,12 @@ def test_moving_a_point_changes_exactly_the_measurements_that_use_it(scene, volu
 
 
 def test_corrected_points_are_exact_in_every_draw(scene, volume, detection):
-    node = M.createLandmarksNode(scene, detection, volume)
-    before = byKey(M.measureLandmarks(node, n=N_DRAWS))
+    node = createLandmarksNode(scene, detection, volume)
+    before = byKey(measureLandmarks(node, n=N_DRAWS))
     assert before["SNB"]["p95"] > before["SNB"]["p05"]
     for abbreviation, (dx, dy) in {"S": (4, 2), "N": (-3, 5), "B": (6, -2)}.items():
         movePoint(node, volume, detection, abbreviation, dx, dy)
-    after = byKey(M.measureLandmarks(node, n=N_DRAWS))
+    after = byKey(measureLandmarks(node, n=N_DRAWS))
     snb = after["SNB"]  # S, N and B all corrected: no uncertainty left
     assert snb["corrected"] == ["S", "N", "B"]
     assert snb["median"] == pytest.approx(snb["value"], abs=1e-9)
@@ -484,24 +498,24 @@ def test_corrected_points_are_exact_in_every_draw(scene, volume, detection):
 
 @pytest.mark.parametrize("how", ["delete", "unplace"])
 def test_deleted_or_unplaced_point_skips_its_measurements(scene, volume, detection, how):
-    node = M.createLandmarksNode(scene, detection, volume)
-    table = M.createMeasurementsTable(scene, detection, landmarksNode=node, n=N_DRAWS)
-    before = byKey(M.measureLandmarks(node, n=N_DRAWS))
-    i = M.controlPointIndex(node, detection.landmarks[landmarkIndex("Ar")].index)
+    node = createLandmarksNode(scene, detection, volume)
+    table = createMeasurementsTable(scene, detection, landmarksNode=node, n=N_DRAWS)
+    before = byKey(measureLandmarks(node, n=N_DRAWS))
+    i = controlPointIndex(node, detection.landmarks[landmarkIndex("Ar")].index)
     if how == "delete":
         node.RemoveNthControlPoint(i)
     else:
         node.SetNthControlPointPositionMissing(i)
-    after = byKey(M.measureLandmarks(node, n=N_DRAWS))
+    after = byKey(measureLandmarks(node, n=N_DRAWS))
     assert set(before) - set(after) == {"Gonial", "Saddle", "Articular", "Bjork"}
     for key, r in after.items():
         assert all(r[k] == before[key][k] for k in NUMBERS) and r["corrected"] == []
-    M.updateMeasurementsTable(scene, node, n=N_DRAWS)
+    updateMeasurementsTable(scene, node, n=N_DRAWS)
     t = table.GetTable()
     skipped = {t.GetValueByName(r, "Measurement").ToString()
-               for r in range(t.GetNumberOfRows()) if t.GetValueByName(r, "Class").ToString() == M.SKIPPED_TEXT}
+               for r in range(t.GetNumberOfRows()) if t.GetValueByName(r, "Class").ToString() == SKIPPED_TEXT}
     assert skipped == rowNames({"Gonial", "Saddle", "Articular", "Bjork"}) and t.GetNumberOfRows() == len(before)
-    detection2 = M.reviewedDetection(node)
+    detection2 = reviewedDetection(node)
     ar = detection2.landmarks[landmarkIndex("Ar")]
     assert ar.missing and np.isnan(ar.x_px)
     assert detection2.extra["corrected_landmarks"] == []
@@ -509,19 +523,19 @@ def test_deleted_or_unplaced_point_skips_its_measurements(scene, volume, detecti
 
 def test_placing_a_missing_landmark_counts_as_corrected(scene, volume):
     detection = measurementsDetection()  # Gonion missing
-    node = M.createLandmarksNode(scene, detection, volume)
-    assert "Gonial" not in byKey(M.measureLandmarks(node, n=N_DRAWS))
-    i = M.controlPointIndex(node, 10)
+    node = createLandmarksNode(scene, detection, volume)
+    assert "Gonial" not in byKey(measureLandmarks(node, n=N_DRAWS))
+    i = controlPointIndex(node, 10)
     node.SetNthControlPointPosition(i, *ijkToRAS(volume, 60, 150))
-    gonial = byKey(M.measureLandmarks(node, n=N_DRAWS))["Gonial"]
+    gonial = byKey(measureLandmarks(node, n=N_DRAWS))["Gonial"]
     assert gonial["corrected"] == ["Go"]
 
 
 def test_reviewed_detection(scene, volume, detection):
-    node = M.createLandmarksNode(scene, detection, volume)
-    M.createContourModels(scene, detection, volume, node)
+    node = createLandmarksNode(scene, detection, volume)
+    createContourModels(scene, detection, volume, node)
     movePoint(node, volume, detection, "B", 15, -6)
-    reviewed = M.reviewedDetection(node, n=N_DRAWS)
+    reviewed = reviewedDetection(node, n=N_DRAWS)
     b = landmarkIndex("B")
     assert reviewed.points_px[b] == pytest.approx([detection.landmarks[b].x_px + 15, detection.landmarks[b].y_px - 6])
     others = [i for i in range(19) if i != b]
@@ -537,10 +551,10 @@ def test_reviewed_detection(scene, volume, detection):
     out = reviewed.to_json_dict()
     assert out["measurements"]["corrected_landmarks"] == ["B"]
     items = {item["key"]: item for item in out["measurements"]["items"]}
-    expected = byKey(M.measureLandmarks(node, n=N_DRAWS))
+    expected = byKey(measureLandmarks(node, n=N_DRAWS))
     assert items["SNB"]["corrected"] == ["B"] and items["SNB"]["value"] == round(expected["SNB"]["value"], 2)
     # the origin and axes match the radiograph's
-    rad = M.radiographFromVolume(volume)
+    rad = radiographFromVolume(volume)
     assert reviewed.origin_lps == pytest.approx(rad.origin_lps) and reviewed.direction_lps == pytest.approx(
         rad.direction_lps)
 
@@ -549,22 +563,22 @@ def test_reviewed_detection_keeps_the_flag_rule_and_regions(scene, volume, detec
     """An adapted model's rule ("P(error > 4 mm) >= 2 %") survives the node: the PDF and JSON say it."""
     detection.flag_rule = {"score": "p_large_error", "threshold": 0.02}
     detection.regions = {"method": "split-conformal", "masses": {"50": [0.4] * 19, "90": [0.85] * 19}}
-    node = M.createLandmarksNode(scene, detection, volume)
-    reviewed = M.reviewedDetection(node, n=N_DRAWS)
+    node = createLandmarksNode(scene, detection, volume)
+    reviewed = reviewedDetection(node, n=N_DRAWS)
     assert reviewed.flag_rule == detection.flag_rule and reviewed.regions == detection.regions
     assert reviewed.flag_rule_text() == "P(error > 4 mm) ≥ 2 %"
 
 
 def test_cli_json_carries_the_recomputed_measurements(scene, volume, detection):
-    node = M.createLandmarksNode(scene, detection, volume)
-    unedited = M.cliJson(node)
+    node = createLandmarksNode(scene, detection, volume)
+    unedited = cliJson(node)
     assert "model_frame" not in unedited and unedited["measurements"]["corrected_landmarks"] == []
     movePoint(node, volume, detection, "B", 15, -6)
-    cli = M.cliJson(node)
+    cli = cliJson(node)
     assert cli["measurements"]["corrected_landmarks"] == ["B"] and "corrected" in cli["measurements"]["method"]
     new = {item["key"]: item for item in cli["measurements"]["items"]}
     old = {item["key"]: item for item in unedited["measurements"]["items"]}
-    expected = byKey(M.measureLandmarks(node))
+    expected = byKey(measureLandmarks(node))
     for key, item in new.items():
         assert item["value"] == pytest.approx(expected[key]["value"], abs=0.006)
         if usesLandmark(key, "B"):
@@ -578,8 +592,8 @@ def test_report_export_marks_corrected_points(scene, volume, detection, tmp_path
     pytest.importorskip("matplotlib")
     from CephLandmarksLib.outputs import report
 
-    node = M.createLandmarksNode(scene, detection, volume)
-    M.createContourModels(scene, detection, volume, node)
+    node = createLandmarksNode(scene, detection, volume)
+    createContourModels(scene, detection, volume, node)
     movePoint(node, volume, detection, "B", 15, -6)
     seen = {}
     real = report.write_report
@@ -592,7 +606,7 @@ def test_report_export_marks_corrected_points(scene, volume, detection, tmp_path
         return real(pixels, det, results, outDir, stem, corrected)
 
     monkeypatch.setattr(report, "write_report", spy)
-    paths = M.exportReport(node, volume, tmp_path, stem="case", n=N_DRAWS)
+    paths = exportReport(node, volume, tmp_path, stem="case", n=N_DRAWS)
     pdf, png = tmp_path / "case_report.pdf", tmp_path / "case_report.png"
     assert set(paths) == {pdf, png}
     assert pdf.read_bytes()[:5] == b"%PDF-" and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -613,48 +627,48 @@ def test_mrb_round_trip_keeps_what_recomputation_needs(scene, volume, detection,
     f = detection.frame  # an offset, mirrored frame: every field must survive the round trip
     detection = dataclasses.replace(detection, frame=ModelFrame(f.image_size, f.model_size, f.scaled_size, (2, -1),
                                                                 True))
-    node = M.createLandmarksNode(scene, detection, volume)
-    M.createContourModels(scene, detection, volume, node)
-    M.createHeatmapVolume(scene, detection, volume, node)
-    M.createMeasurementsTable(scene, detection, landmarksNode=node, n=N_DRAWS)
+    node = createLandmarksNode(scene, detection, volume)
+    createContourModels(scene, detection, volume, node)
+    createHeatmapVolume(scene, detection, volume, node)
+    createMeasurementsTable(scene, detection, landmarksNode=node, n=N_DRAWS)
     movePoint(node, volume, detection, "B", 15, -6)
-    M.updateMeasurementsTable(scene, node, n=N_DRAWS)
-    expected = M.measureLandmarks(node, n=N_DRAWS)
-    expectedCells = tableCells(node.GetNodeReference(M.MEASUREMENTS_REFERENCE))
+    updateMeasurementsTable(scene, node, n=N_DRAWS)
+    expected = measureLandmarks(node, n=N_DRAWS)
+    expectedCells = tableCells(node.GetNodeReference(MEASUREMENTS_REFERENCE))
     assert scene.WriteToMRB(str(tmp_path / "case.mrb"))
 
     again = headlessScene()
     assert again.ReadFromMRB(str(tmp_path / "case.mrb"))
     loaded = next(n for n in (again.GetNthNodeByClass(i, "vtkMRMLMarkupsFiducialNode")
                               for i in range(again.GetNumberOfNodesByClass("vtkMRMLMarkupsFiducialNode")))
-                  if M.isLandmarksNode(n))
-    maps = loaded.GetNodeReference(M.MAPS_REFERENCE)
+                  if isLandmarksNode(n))
+    maps = loaded.GetNodeReference(MAPS_REFERENCE)
     assert maps is not None and maps.GetHideFromEditors()
-    assert M.canRecomputeMeasurements(loaded) and np.array_equal(M.landmarkMaps(loaded), detection.probs)
-    assert M.reviewedDetection(loaded, measurements=False).frame == detection.frame
-    got = M.measureLandmarks(loaded, n=N_DRAWS)
+    assert canRecomputeMeasurements(loaded) and np.array_equal(landmarkMaps(loaded), detection.probs)
+    assert reviewedDetection(loaded, measurements=False).frame == detection.frame
+    got = measureLandmarks(loaded, n=N_DRAWS)
     assert [r["key"] for r in got] == [r["key"] for r in expected]
     for r, e in zip(got, expected):
         assert r["corrected"] == e["corrected"]
         assert all(r[k] == pytest.approx(e[k], rel=1e-9, abs=1e-9) for k in NUMBERS), r["key"]
     assert byKey(got)["SNB"]["corrected"] == ["B"]
-    table = M.updateMeasurementsTable(again, loaded, n=N_DRAWS)
-    assert table is loaded.GetNodeReference(M.MEASUREMENTS_REFERENCE) and tableCells(table) == expectedCells
+    table = updateMeasurementsTable(again, loaded, n=N_DRAWS)
+    assert table is loaded.GetNodeReference(MEASUREMENTS_REFERENCE) and tableCells(table) == expectedCells
     assert again.GetNumberOfNodesByClass("vtkMRMLTableNode") == 1
 
 
 def test_scene_without_stored_maps_keeps_the_old_measurements(scene, volume, detection):
-    node = M.createLandmarksNode(scene, detection, volume)
-    table = M.createMeasurementsTable(scene, detection, landmarksNode=node, n=N_DRAWS)
-    scene.RemoveNode(node.GetNodeReference(M.MAPS_REFERENCE))  # as in a scene saved before the maps were kept
-    assert not M.canRecomputeMeasurements(node)
+    node = createLandmarksNode(scene, detection, volume)
+    table = createMeasurementsTable(scene, detection, landmarksNode=node, n=N_DRAWS)
+    scene.RemoveNode(node.GetNodeReference(MAPS_REFERENCE))  # as in a scene saved before the maps were kept
+    assert not canRecomputeMeasurements(node)
     before = tableCells(table)
     movePoint(node, volume, detection, "B", 15, -6)
-    assert M.updateMeasurementsTable(scene, node) is None and tableCells(table) == before
-    cli = M.cliJson(node)
-    assert cli["measurements"]["note"] == M.STALE_MEASUREMENTS_NOTE
-    assert cli["measurements"]["items"] == M.detectionRecord(node)["measurements"]["items"]
+    assert updateMeasurementsTable(scene, node) is None and tableCells(table) == before
+    cli = cliJson(node)
+    assert cli["measurements"]["note"] == STALE_MEASUREMENTS_NOTE
+    assert cli["measurements"]["items"] == detectionRecord(node)["measurements"]["items"]
     from CephLandmarksLib.errors import CephError
 
     with pytest.raises(CephError, match="no heatmaps"):
-        M.exportReport(node, volume, ".")
+        exportReport(node, volume, ".")

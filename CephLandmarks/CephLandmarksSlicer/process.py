@@ -5,11 +5,13 @@ thread is starved; a separate process runs at full speed and can really be cance
 `BackgroundProcess` wraps a qt.QProcess: output arrives line by line (QByteArray.data(), as
 PythonQt has no buffer protocol), and the end through `finished(int,QProcess::ExitStatus)`,
 connected by its full signature (a bare `.finished.connect` takes Qt's first overload,
-`finished(int)`).  `DetectionJob` is one Detect press: the volume goes in as a
-NAME.radiograph.npz, `detect --heatmaps` writes the JSON and the heatmaps into a temporary
-folder, and the result is loaded on the main thread; the folder is removed in every case.
+`finished(int)`); `cliProcess` makes one with the library on the child's path.  `DetectionJob`
+is one Detect press: the volume goes in as a NAME.radiograph.npz, `detect --heatmaps` writes
+the JSON and the heatmaps into a temporary folder, and the result is loaded on the main thread;
+the folder is removed in every case.
 """
 
+import logging
 import os
 import re
 import shlex
@@ -135,6 +137,13 @@ class BackgroundProcess:
             self._done = True
             self._onLine(f"{ERROR_PREFIX} could not start {self.commandLine[0]}")
             self._onFinished(-1, True)
+
+
+def cliProcess(commandLine, libraryFolder, onLine=None, onFinished=None) -> BackgroundProcess:
+    """A BackgroundProcess running commandLine with libraryFolder first on its PYTHONPATH (not started);
+    without onLine, its output goes to the log."""
+    return BackgroundProcess(commandLine, processEnvironment(libraryFolder), onLine or logging.info,
+                             onFinished or (lambda code, crashed: None))
 
 
 class DetectionJob:
