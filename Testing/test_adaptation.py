@@ -14,7 +14,8 @@ from CephLandmarksLib.clinic.adaptation import FLAG_SHARE, flag_threshold
 from CephLandmarksLib.errors import CephError
 from CephLandmarksLib.store.modelmeta import FLAG_P_LARGE_RANGE
 from CephLandmarksLib.uncertainty.conformal import conformal_mass, covered, fit_region_masses, region_scores
-from CephLandmarksLib.clinic.conventions import residuals_mm, robust_offsets, shifts_uv
+from CephLandmarksLib.clinic.conventions import residuals_mm, robust_offsets
+from CephLandmarksLib.imaging.geometry import shifts_uv
 from CephLandmarksLib.files import file_sha256
 from CephLandmarksLib.uncertainty.flag_score import IMAGE_WEIGHT, TYPICAL_P_LARGE, image_adjusted_p_large
 from CephLandmarksLib.imaging.geometry import from_head_frame, head_axes, to_head_frame

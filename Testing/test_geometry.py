@@ -1,7 +1,8 @@
 import numpy as np
 import torch
 
-from CephLandmarksLib.imaging.geometry import ModelFrame, ijk_to_ras, px_to_lps, px_to_mm, ras_to_ijk, to_model_input
+from CephLandmarksLib.imaging.geometry import ModelFrame, ijk_to_ras, px_to_lps, px_to_mm, ras_to_ijk
+from CephLandmarksLib.network.inputs import to_model_input
 
 
 def test_fit_keeps_aspect_and_pads_right_bottom():

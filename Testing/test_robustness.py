@@ -12,8 +12,9 @@ from CephLandmarksLib.detection.alignment import realigned_frame, shape_check
 from CephLandmarksLib.training.augment import AugmentSettings, augment_batch, cut_band, jpeg_like
 from CephLandmarksLib.detection.predictor import LandmarkDetector
 from CephLandmarksLib.detection.result import LEFT_FACING, RIGHT_FACING, Detection, LandmarkResult
-from CephLandmarksLib.imaging.geometry import ModelFrame, to_model_input
-from CephLandmarksLib.imaging.images import Radiograph, framing_for, model_frame
+from CephLandmarksLib.imaging.geometry import ModelFrame
+from CephLandmarksLib.imaging.images import Radiograph
+from CephLandmarksLib.network.inputs import framing_for, model_frame, to_model_input
 from CephLandmarksLib.landmarks import ISBI_LANDMARKS
 from CephLandmarksLib.detection.missing import missing_landmarks, near_edge
 from CephLandmarksLib.store.modelfile import ModelInfo, model_mm_per_px

@@ -29,7 +29,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from CephLandmarksLib.clinic.adaptation import FINE_TUNE, FLAG_SHARE, METHODS, adapt, encode_case, flag_threshold, read_with  # noqa: E402
-from CephLandmarksLib.training.metrics import LARGE_ERROR_MM, threshold_at_tpr  # noqa: E402
+from CephLandmarksLib.training.metrics import threshold_at_tpr  # noqa: E402
+from CephLandmarksLib.uncertainty.levels import LARGE_ERROR_MM  # noqa: E402
 from CephLandmarksLib.training.scoring import GOOD_ERROR_MM, Case, figures, outcome  # noqa: E402
 from CephLandmarksLib.annotations.datasets import load_dataset  # noqa: E402
 from CephLandmarksLib.uncertainty.conformal import fit_region_masses, masses_for  # noqa: E402

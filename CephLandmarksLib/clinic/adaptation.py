@@ -30,16 +30,17 @@ import numpy as np
 import torch
 
 from ..uncertainty.conformal import RULE, fit_region_masses
-from .conventions import frame_landmarks, residuals_mm, robust_offsets, shifts_uv
+from .conventions import residuals_mm, robust_offsets
 from ..detection.predictor import LandmarkDetector, Settings
 from ..errors import CephError
 from .finetune import EPOCHS as FINE_TUNE_EPOCHS
 from .finetune import LEARNING_RATE as FINE_TUNE_LR
 from .finetune import encoder_outputs, fine_tune, logits_of
-from ..imaging.geometry import to_model_input
+from ..imaging.geometry import frame_landmarks, shifts_uv
 from ..network.heatmaps import bilinear_target, mask_padding
-from ..imaging.images import normalise, read_radiograph
-from ..training.metrics import LARGE_ERROR_MM
+from ..imaging.images import read_radiograph
+from ..network.inputs import ModelInput
+from ..uncertainty.levels import LARGE_ERROR_MM
 from ..store.modelmeta import CONVENTION_OFFSET_LIMIT_MM, FLAG_P_LARGE_RANGE, TEMPERATURE_RANGE
 from ..training.scoring import Case, Outcome, figures, measurement_coverage, outcome
 from ..uncertainty.flag_score import IMAGE_WEIGHT, image_adjusted_p_large
@@ -316,7 +317,7 @@ def record(adaptation: Adaptation, base_sha256: str, ids) -> dict:
 
 def encode_case(detector, case: Case, radiograph) -> None:
     """Keep the case's encoder outputs (for fine-tune), read from the very input its observation used."""
-    case.encoded = encoder_outputs(detector.model.net, to_model_input(normalise(radiograph.pixels), case.obs.frame))
+    case.encoded = encoder_outputs(detector.model.net, ModelInput(radiograph).tensor(case.obs.frame))
 
 
 def read_clinic(dataset, split: str, n_landmarks: int) -> list:

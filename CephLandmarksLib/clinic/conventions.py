@@ -11,17 +11,7 @@ image is already mirrored, so one offset serves both orientations.
 
 import numpy as np
 
-from ..imaging.geometry import head_axes, from_head_frame, to_head_frame
-
-SELLA, NASION = "S", "N"  # abbreviations of the landmarks spanning the head frame
-
-
-def frame_landmarks(abbreviations) -> tuple[int, int]:
-    """Indices of sella and nasion among the model's landmarks; ValueError if it lacks them."""
-    abbreviations = list(abbreviations)
-    if SELLA not in abbreviations or NASION not in abbreviations:
-        raise ValueError(f"the model has no {SELLA} and {NASION} landmarks to build a head frame from")
-    return abbreviations.index(SELLA), abbreviations.index(NASION)
+from ..imaging.geometry import head_axes, to_head_frame
 
 
 def residuals_mm(pred_uv, true_uv, mm_per_px, s: int, n: int) -> np.ndarray:
@@ -31,14 +21,6 @@ def residuals_mm(pred_uv, true_uv, mm_per_px, s: int, n: int) -> np.ndarray:
     pred_mm = np.asarray(pred_uv, dtype=np.float64) * mm
     axes = head_axes(pred_mm[s], pred_mm[n])
     return to_head_frame(np.asarray(true_uv, dtype=np.float64) * mm - pred_mm, axes)
-
-
-def shifts_uv(pred_uv, offsets_mm, mm_per_px, s: int, n: int) -> np.ndarray:
-    """(L, 2) model-pixel shifts that apply head-frame offsets (L, 2, mm) to predicted points (L, 2)."""
-    mm = np.asarray(mm_per_px, dtype=np.float64)
-    pred_mm = np.asarray(pred_uv, dtype=np.float64) * mm
-    axes = head_axes(pred_mm[s], pred_mm[n])
-    return from_head_frame(np.asarray(offsets_mm, dtype=np.float64), axes) / mm
 
 
 def robust_offsets(residuals) -> np.ndarray:

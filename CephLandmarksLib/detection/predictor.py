@@ -19,17 +19,18 @@ import torch
 
 from .alignment import realigned_frame, reference_uv, shape_check
 from ..uncertainty.conformal import masses_for
-from ..clinic.conventions import frame_landmarks, shifts_uv
 from .result import (FLAG_IMPLAUSIBLE, FLAG_MISSING, FLAG_NEAR_EDGE, FLAG_UNCERTAIN, LEFT_FACING, RIGHT_FACING,
                         Detection, LandmarkResult)
 from ..errors import CephError
 from ..uncertainty.flag_score import image_adjusted_p_large
-from ..imaging.geometry import ModelFrame, px_to_mm, to_model_input
+from ..imaging.geometry import ModelFrame, frame_landmarks, px_to_mm, shifts_uv
 from ..network.heatmaps import decode_points, mask_padding, shift_maps, softmax_2d
-from ..imaging.images import Radiograph, framing_for, model_input, normalise
+from ..imaging.images import Radiograph
+from ..network.inputs import ModelInput
 from .missing import missing_landmarks, near_edge, outside_mass
 from ..network.model import run_network
 from ..store.modelfile import LoadedModel, load_model, model_mm_per_px
+from ..store.registry import default_model_path
 from ..uncertainty.measures import LARGE_ERROR_MM, credible_contours, error_probability, expected_radial_error_mm, region_extent
 
 REACH_LEVEL = "90"  # the region whose area and reach the JSON reports per point
@@ -93,7 +94,10 @@ class LandmarkDetector:
     a figure of what detect produces.
     """
 
-    def __init__(self, model_path, device="cpu", orientation_check: bool = True, align: bool = True):
+    def __init__(self, model_path=None, device="cpu", orientation_check: bool = True, align: bool = True):
+        """model_path: a model file; None takes the shipped default (store.registry.default_model_path)."""
+        if model_path is None:
+            model_path = default_model_path()
         self.device = torch.device(device)
         self.orientation_check = orientation_check
         self.align = align
@@ -112,28 +116,34 @@ class LandmarkDetector:
     def mm_per_px(self) -> float:
         return model_mm_per_px(self.info)
 
-    def _forward(self, radiograph: Radiograph, mirror_x: bool = False):
+    def inputs(self, radiograph) -> ModelInput:
+        """The radiograph as this model's input (normalised once for all passes); a ModelInput passes through."""
+        if isinstance(radiograph, ModelInput):
+            return radiograph
+        return ModelInput(radiograph, self.info.input_size, self.mm_per_px)
+
+    def _forward(self, radiograph, mirror_x: bool = False):
         """(calibrated probabilities (L, h, w), frame, probability outside the image (L,), raw logits)."""
-        x, frame = model_input(radiograph, self.info.input_size, self.mm_per_px, mirror_x)
-        return self._run(x, frame)
+        return self._run(*self.inputs(radiograph)(mirror_x))
 
     def _run(self, x, frame: ModelFrame):
         raw = run_network(self.model.net, x[None], self.device)
         outside = outside_mass(raw[0], frame.image_mask(), self.temperatures)
         return softmax_2d(mask_padding(raw, [frame]), self.temperatures)[0], frame, outside, raw[0]
 
-    def heatmaps(self, radiograph: Radiograph, mirror_x: bool = False):
+    def heatmaps(self, radiograph: Radiograph | ModelInput, mirror_x: bool = False):
         """(calibrated probabilities (L, h, w), frame) for one radiograph."""
         probs, frame, _, _ = self._forward(radiograph, mirror_x)
         return probs, frame
 
-    def oriented_forward(self, radiograph: Radiograph, orientation_check=None):
+    def oriented_forward(self, radiograph: Radiograph | ModelInput, orientation_check=None):
         """(probs, frame, outside, raw logits, orientation): the mirrored image is used when its mean
         confidence is higher."""
         check = self.orientation_check if orientation_check is None else orientation_check
-        result = self._forward(radiograph, False)
+        inputs = self.inputs(radiograph)
+        result = self._forward(inputs, False)
         if check:
-            mirrored = self._forward(radiograph, True)
+            mirrored = self._forward(inputs, True)
             if mean_confidence(mirrored[0]) > mean_confidence(result[0]):
                 return (*mirrored, LEFT_FACING)
         return (*result, RIGHT_FACING)
@@ -148,31 +158,33 @@ class LandmarkDetector:
         ere = expected_radial_error_mm(probs, uv, frame.model_pixel_mm(spacing_mm))
         return uv, conf, missing, ere, ere > threshold_mm
 
-    def aligned_pass(self, radiograph: Radiograph, probs, frame, outside):
+    def aligned_pass(self, radiograph: Radiograph | ModelInput, probs, frame, outside):
         """A second pass on a frame that puts the anatomy where training had it; None if not needed
         or not better (mean confidence)."""
-        uv, _, missing, _, uncertain = self._decode(probs, frame, outside, radiograph.spacing_mm,
+        inputs = self.inputs(radiograph)
+        uv, _, missing, _, uncertain = self._decode(probs, frame, outside, inputs.radiograph.spacing_mm,
                                                     self.info.ere_threshold_mm)
         ref = reference_uv(self.info, self.mm_per_px)
         moved = realigned_frame(frame, uv, ref, ~missing & ~uncertain, allow_scale=False)
         if moved is None:
             return None
-        again = self._run(to_model_input(normalise(radiograph.pixels), moved), moved)
+        again = self._run(inputs.tensor(moved), moved)
         return again if mean_confidence(again[0]) >= mean_confidence(probs) else None
 
-    def observe(self, radiograph: Radiograph, orientation_check=None) -> Observation:
+    def observe(self, radiograph: Radiograph | ModelInput, orientation_check=None) -> Observation:
         """Run the network: orientation check, then an aligned second pass when it helps."""
-        probs, frame, outside, raw, orientation = self.oriented_forward(radiograph, orientation_check)
+        inputs = self.inputs(radiograph)
+        probs, frame, outside, raw, orientation = self.oriented_forward(inputs, orientation_check)
         alignment = {}
         if self.align:
-            again = self.aligned_pass(radiograph, probs, frame, outside)
+            again = self.aligned_pass(inputs, probs, frame, outside)
             if again is not None:
                 alignment = {"shift_model_px": [int(a - b) for a, b in zip(again[1].offset, frame.offset)]}
                 _, frame, _, raw = again
-        image = {"path": radiograph.path, "size": radiograph.size, "spacing_mm": tuple(radiograph.spacing_mm),
-                 "spacing_source": radiograph.spacing_source, "origin_lps": radiograph.origin_lps,
-                 "direction_lps": radiograph.direction_lps}
-        return Observation(raw, frame, orientation, alignment, framing_for(radiograph, self.mm_per_px), image)
+        rad = inputs.radiograph
+        image = {"path": rad.path, "size": rad.size, "spacing_mm": tuple(rad.spacing_mm),
+                 "spacing_source": rad.spacing_source, "origin_lps": rad.origin_lps, "direction_lps": rad.direction_lps}
+        return Observation(raw, frame, orientation, alignment, inputs.framing, image)
 
     def decide(self, obs: Observation, settings: Settings | None = None, contours: bool = True,
                extents: bool = True) -> Detection:

@@ -16,13 +16,12 @@ from ..errors import CephError
 from ..files import atomic_write
 from ..uncertainty.flag_score import threshold_fraction
 from ..imaging.geometry import ModelFrame, px_to_lps
-from ..imaging.images import FRAMING_FIT
-from ..training.metrics import LARGE_ERROR_MM
+from ..imaging.geometry import FRAMING_FIT
+from ..uncertainty.levels import CONTOUR_LEVELS, LARGE_ERROR_MM
 
 NEAR_EDGE_MM = LARGE_ERROR_MM  # within this of the border, a large error may hide beyond it
 RIGHT_FACING = "right-facing"
 LEFT_FACING = "left-facing (mirrored for detection)"
-CONTOUR_LEVELS = ("50", "90")  # keys of LandmarkResult.contours_px: the credible masses in per cent
 HEATMAPS_SUFFIX = ".heatmaps.npz"
 # Why a point is flagged (LandmarkResult.flag_reasons, in this order):
 FLAG_UNCERTAIN = "uncertain"  # the flag rule's score over its threshold (Detection.flag_rule)
@@ -82,7 +81,7 @@ class Detection:
     origin_lps: tuple = (0.0, 0.0, 0.0)
     direction_lps: tuple = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0)
     extra: dict = field(default_factory=dict)  # further JSON sections (e.g. measurements)
-    framing: str = FRAMING_FIT  # "physical" or "fit-width" (images.framing_for)
+    framing: str = FRAMING_FIT  # "physical" or "fit-width" (network.inputs.framing_for)
     orientation: str = RIGHT_FACING  # or LEFT_FACING
     # {"shift_model_px"} (second pass kept), {"implausible": [...]}, {"near_edge": [...]} (abbreviations)
     alignment: dict = field(default_factory=dict)

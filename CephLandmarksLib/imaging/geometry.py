@@ -22,6 +22,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+FRAMING_PHYSICAL = "physical"  # ModelFrame.physical: scaled to the model's mm per pixel (the spacing is known)
+FRAMING_FIT = "fit-width"  # ModelFrame.fit: scaled to fit the model's canvas (the spacing is unknown)
+
 
 @dataclass(frozen=True)
 class ModelFrame:
@@ -157,24 +160,6 @@ def ras_to_ijk(ras, ijk_to_ras_matrix):
     return (ras1 @ np.linalg.inv(np.asarray(ijk_to_ras_matrix, dtype=np.float64)).T)[:, :3]
 
 
-def to_model_input(pixels: np.ndarray, frame: ModelFrame):
-    """Normalised image (H, W) -> model input tensor (1, mh, mw): antialiased resize into the canvas."""
-    import torch  # imported here so that the mappings above work without torch (Slicer's MRML code)
-    import torch.nn.functional as F
-
-    src = np.asarray(pixels)[:, ::-1] if frame.mirror_x else np.asarray(pixels)
-    t = torch.as_tensor(np.ascontiguousarray(src), dtype=torch.float32)[None, None]
-    sw, sh = frame.scaled_size
-    scaled = F.interpolate(t, size=(sh, sw), mode="bilinear", antialias=True, align_corners=False)
-    mw, mh = frame.model_size
-    canvas = torch.zeros((1, mh, mw), dtype=torch.float32)
-    ox, oy = frame.offset
-    (u0, u1), (v0, v1) = frame.visible_box()
-    if u1 > u0 and v1 > v0:
-        canvas[0, v0:v1, u0:u1] = scaled[0, 0, v0 - oy : v1 - oy, u0 - ox : u1 - ox]
-    return canvas
-
-
 def head_axes(sella_xy, nasion_xy) -> np.ndarray:
     """2 x 2 matrix whose columns are the head frame's axes in (x, y): the unit vector from sella
     to nasion, then that vector turned a quarter towards +y (downwards in a right-facing image).
@@ -198,3 +183,22 @@ def to_head_frame(vectors_xy, axes) -> np.ndarray:
 def from_head_frame(components, axes) -> np.ndarray:
     """Inverse of to_head_frame: (..., 2) head-frame components -> (x, y) vectors."""
     return np.asarray(components, dtype=np.float64) @ np.asarray(axes).T
+
+
+SELLA, NASION = "S", "N"  # abbreviations of the landmarks spanning the head frame
+
+
+def frame_landmarks(abbreviations) -> tuple[int, int]:
+    """Indices of sella and nasion among the model's landmarks; ValueError if it lacks them."""
+    abbreviations = list(abbreviations)
+    if SELLA not in abbreviations or NASION not in abbreviations:
+        raise ValueError(f"the model has no {SELLA} and {NASION} landmarks to build a head frame from")
+    return abbreviations.index(SELLA), abbreviations.index(NASION)
+
+
+def shifts_uv(pred_uv, offsets_mm, mm_per_px, s: int, n: int) -> np.ndarray:
+    """(L, 2) model-pixel shifts that apply head-frame offsets (L, 2, mm) to predicted points (L, 2)."""
+    mm = np.asarray(mm_per_px, dtype=np.float64)
+    pred_mm = np.asarray(pred_uv, dtype=np.float64) * mm
+    axes = head_axes(pred_mm[s], pred_mm[n])
+    return from_head_frame(np.asarray(offsets_mm, dtype=np.float64), axes) / mm

@@ -501,34 +501,3 @@ def normalise(pixels: np.ndarray) -> np.ndarray:
     if hi <= lo:
         hi = lo + 1.0
     return np.clip((pixels - lo) / (hi - lo), -0.5, 1.5).astype(np.float32)
-
-
-FRAMING_PHYSICAL = "physical"  # scaled to the model's mm per pixel (the spacing is known)
-FRAMING_FIT = "fit-width"  # scaled to fit the model's canvas (the spacing is unknown)
-
-
-def framing_for(radiograph: Radiograph, model_mm_per_px=None) -> str:
-    """Physical framing when the spacing is known (not "assumed") and the model has a scale."""
-    if model_mm_per_px is None or radiograph.spacing_source == "assumed":
-        return FRAMING_FIT
-    return FRAMING_PHYSICAL
-
-
-def model_frame(radiograph: Radiograph, model_size, model_mm_per_px=None, mirror_x=False):
-    from .geometry import ModelFrame
-
-    if framing_for(radiograph, model_mm_per_px) == FRAMING_PHYSICAL:
-        return ModelFrame.physical(radiograph.size, radiograph.spacing_mm, model_size, model_mm_per_px, mirror_x)
-    return ModelFrame.fit(radiograph.size, model_size).mirrored(mirror_x)
-
-
-def model_input(radiograph: Radiograph, model_size, model_mm_per_px=None, mirror_x=False):
-    """(model input tensor (1, H, W), ModelFrame): normalise, then frame the image in the canvas.
-
-    Without `model_mm_per_px` (training): scale to fit, pad right/bottom.  With it and a
-    known spacing: resample to the model's mm per pixel, centred (see ModelFrame.physical).
-    """
-    from .geometry import to_model_input
-
-    frame = model_frame(radiograph, model_size, model_mm_per_px, mirror_x)
-    return to_model_input(normalise(radiograph.pixels), frame), frame

@@ -22,7 +22,7 @@ from .metrics import (ECE_DEFINITION, UNIFORM_BIN_EDGES, finite_mean, grouped_co
                       reliability, roc_curve, summarise)
 from ..outputs.plots import ere_scatter, reliability_diagram, roc_plot
 from .scoring import observe_each, point_errors_mm
-from ..uncertainty.measures import LARGE_ERROR_MM
+from ..uncertainty.levels import LARGE_ERROR_MM
 
 ERROR_LEVELS_MM = (2.0, 4.0)
 P_LARGE_BIN_EDGES = (0.0, 0.001, 0.01, 0.05, 0.2, 1.0)  # reliability of p_large_error: most values are tiny

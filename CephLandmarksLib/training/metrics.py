@@ -2,8 +2,8 @@
 
 import numpy as np
 
+
 SDR_RADII_MM = (2.0, 2.5, 3.0, 4.0)
-LARGE_ERROR_MM = 4.0  # a radial error above this is "large": p_large_error is the chance of one
 
 
 def radial_errors_mm(pred_px, true_px, spacing_mm) -> np.ndarray:

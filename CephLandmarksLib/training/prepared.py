@@ -15,8 +15,10 @@ import torch
 from ..annotations.datasets import Sample
 from ..imaging.geometry import ModelFrame
 from ..network.heatmaps import argmax_2d, decode_points, mask_padding, softmax_2d
-from ..imaging.images import model_input, read_radiograph
-from .metrics import LARGE_ERROR_MM, hits
+from ..imaging.images import read_radiograph
+from ..network.inputs import model_input
+from ..uncertainty.levels import LARGE_ERROR_MM
+from .metrics import hits
 from .metrics import radial_errors_mm as errors_mm_px
 from ..network.model import run_network
 from ..uncertainty.measures import error_probability, expected_radial_error_mm

@@ -12,7 +12,8 @@ import numpy as np
 from ..uncertainty.conformal import NOMINAL_MASSES, covered, region_scores
 from ..detection.predictor import LandmarkDetector, Observation
 from ..imaging.images import read_radiograph
-from .metrics import LARGE_ERROR_MM, finite_mean, radial_errors_mm
+from ..uncertainty.levels import LARGE_ERROR_MM
+from .metrics import finite_mean, radial_errors_mm
 
 GOOD_ERROR_MM = 2.0  # "points within 2 mm": flagging them is the cost of the flags
 

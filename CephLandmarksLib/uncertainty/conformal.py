@@ -20,9 +20,7 @@ import math
 import numpy as np
 import torch
 
-from ..detection.result import CONTOUR_LEVELS
-
-NOMINAL_MASSES = {level: int(level) / 100 for level in CONTOUR_LEVELS}  # "50" -> 0.5, "90" -> 0.9
+from .levels import CONTOUR_LEVELS, NOMINAL_MASSES  # noqa: F401 - NOMINAL_MASSES re-exported
 RULE = ("per landmark, the ceil((n+1)(1-alpha))-th smallest calibration score, where a score is the heatmap mass "
         "of the smallest region containing the true point")
 

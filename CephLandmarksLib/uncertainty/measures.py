@@ -5,7 +5,7 @@ other points: flag_score.py) and credible-region contours."""
 import numpy as np
 import torch
 
-from ..training.metrics import LARGE_ERROR_MM
+from .levels import LARGE_ERROR_MM
 
 ERE_PIXEL_FLOOR = 0.05  # the paper: pixels below 5 % of the map's maximum are dropped
 

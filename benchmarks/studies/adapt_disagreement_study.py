@@ -59,7 +59,7 @@ def collect(detector, cases, split: int) -> dict:
 def table(dumps) -> list:
     """Markdown rows: per reading and score, AUC for errors > 4 mm and good points flagged at 85 % caught."""
     from adapt_flag_study import ranking
-    from CephLandmarksLib.training.metrics import LARGE_ERROR_MM
+    from CephLandmarksLib.uncertainty.levels import LARGE_ERROR_MM
     from CephLandmarksLib.uncertainty.flag_score import IMAGE_WEIGHT, image_adjusted_p_large
     from CephLandmarksLib.uncertainty.flag_score import log_odds
 

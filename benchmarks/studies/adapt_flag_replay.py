@@ -28,7 +28,8 @@ sys.path.insert(0, str(ROOT))
 
 from CephLandmarksLib.clinic.adaptation import FLAG_SHARE, flag_threshold  # noqa: E402
 from CephLandmarksLib.annotations.datasets import load_dataset  # noqa: E402
-from CephLandmarksLib.training.metrics import LARGE_ERROR_MM, roc_curve, threshold_at_tpr  # noqa: E402
+from CephLandmarksLib.training.metrics import roc_curve, threshold_at_tpr  # noqa: E402
+from CephLandmarksLib.uncertainty.levels import LARGE_ERROR_MM  # noqa: E402
 from CephLandmarksLib.training.scoring import GOOD_ERROR_MM  # noqa: E402
 from CephLandmarksLib.uncertainty.flag_score import IMAGE_WEIGHT, image_adjusted_p_large  # noqa: E402
 

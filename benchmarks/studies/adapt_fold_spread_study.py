@@ -96,7 +96,7 @@ def table(dumps) -> list:
     """Markdown rows: per score, AUC for the final network's errors > 4 mm and good points flagged at 85 % caught."""
     from adapt_flag_study import ranking
     from CephLandmarksLib.clinic.adaptation import flag_threshold
-    from CephLandmarksLib.training.metrics import LARGE_ERROR_MM
+    from CephLandmarksLib.uncertainty.levels import LARGE_ERROR_MM
     from CephLandmarksLib.training.scoring import GOOD_ERROR_MM
     from CephLandmarksLib.uncertainty.flag_score import IMAGE_WEIGHT, image_adjusted_p_large
     from CephLandmarksLib.uncertainty.flag_score import log_odds

@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # shift_benchmark 
 
 from CephLandmarksLib.annotations.datasets import load_dataset  # noqa: E402
 from CephLandmarksLib.detection.predictor import LandmarkDetector  # noqa: E402
-from CephLandmarksLib.imaging.geometry import to_model_input  # noqa: E402
+from CephLandmarksLib.network.inputs import to_model_input  # noqa: E402
 from CephLandmarksLib.network.heatmaps import decode_points  # noqa: E402
 from CephLandmarksLib.imaging.images import Radiograph, normalise, read_radiograph  # noqa: E402
 from CephLandmarksLib.uncertainty.measures import error_probability, expected_radial_error_mm  # noqa: E402
