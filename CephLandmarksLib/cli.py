@@ -14,12 +14,11 @@ import sys
 import threading
 from pathlib import Path
 
-from .store import registry
 from .errors import CephError
 from .progress import ERROR_PREFIX, PROGRESS_PREFIX, progress_line
+from .store import registry
 from .store.modelmeta import INPUT_SIZE_MULTIPLE, INPUT_SIZE_RANGE
 from .store.registry import SHIPPED_MODELS_DIR as DEFAULT_MODEL_DIR
-
 
 
 def default_model_path() -> Path:
@@ -176,8 +175,8 @@ def _print_progress(fraction, stage):
 
 
 def _cmd_evaluate(a):
-    from .training.evaluate import evaluate
     from .memory import limit_heap_fragmentation
+    from .training.evaluate import evaluate
 
     limit_heap_fragmentation()  # image after image: without it the heap grows about 30 MB an image
     m = evaluate(a.model or default_model_path(), a.dataset, a.split, a.out, ground_truth=a.ground_truth,

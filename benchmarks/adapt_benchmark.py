@@ -28,17 +28,25 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from CephLandmarksLib.clinic.adaptation import FINE_TUNE, FLAG_SHARE, METHODS, adapt, encode_case, flag_threshold, read_with  # noqa: E402
-from CephLandmarksLib.training.metrics import threshold_at_tpr  # noqa: E402
-from CephLandmarksLib.uncertainty.levels import LARGE_ERROR_MM  # noqa: E402
-from CephLandmarksLib.training.scoring import GOOD_ERROR_MM, Case, figures, outcome  # noqa: E402
 from CephLandmarksLib.annotations.datasets import load_dataset  # noqa: E402
-from CephLandmarksLib.uncertainty.conformal import fit_region_masses, masses_for  # noqa: E402
-from CephLandmarksLib.memory import limit_heap_fragmentation  # noqa: E402
+from CephLandmarksLib.clinic.adaptation import (  # noqa: E402
+    FINE_TUNE,
+    FLAG_SHARE,
+    METHODS,
+    adapt,
+    encode_case,
+    flag_threshold,
+    read_with,
+)
 from CephLandmarksLib.detection.predictor import LandmarkDetector, Observation  # noqa: E402
 from CephLandmarksLib.imaging.geometry import ModelFrame  # noqa: E402
+from CephLandmarksLib.memory import limit_heap_fragmentation  # noqa: E402
+from CephLandmarksLib.store.registry import SHIPPED_MODELS_DIR, default_model_path  # noqa: E402
+from CephLandmarksLib.training.metrics import threshold_at_tpr  # noqa: E402
+from CephLandmarksLib.training.scoring import GOOD_ERROR_MM, Case, figures, outcome  # noqa: E402
+from CephLandmarksLib.uncertainty.conformal import fit_region_masses, masses_for  # noqa: E402
 from CephLandmarksLib.uncertainty.flag_score import IMAGE_WEIGHT, image_adjusted_p_large  # noqa: E402
-from CephLandmarksLib.store.registry import default_model_path, SHIPPED_MODELS_DIR  # noqa: E402
+from CephLandmarksLib.uncertainty.levels import LARGE_ERROR_MM  # noqa: E402
 
 SIZES = (10, 20, 30)
 

@@ -20,8 +20,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from CephLandmarksLib.cli import default_model_path  # noqa: E402
 from CephLandmarksLib.detection.predictor import LandmarkDetector  # noqa: E402
-from CephLandmarksLib.network.heatmaps import decode_points  # noqa: E402
 from CephLandmarksLib.imaging.images import read_radiograph  # noqa: E402
+from CephLandmarksLib.network.heatmaps import decode_points  # noqa: E402
 from CephLandmarksLib.outputs.writers import write_detection  # noqa: E402
 from CephLandmarksLib.uncertainty.measures import credible_contours, error_probability, expected_radial_error_mm  # noqa: E402
 

@@ -21,16 +21,19 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from CephLandmarksLib.cli import default_model_path  # noqa: E402
 from CephLandmarksLib.annotations.datasets import load_dataset  # noqa: E402
+from CephLandmarksLib.cli import default_model_path  # noqa: E402
 from CephLandmarksLib.detection.predictor import LandmarkDetector  # noqa: E402
 from CephLandmarksLib.detection.result import LEFT_FACING  # noqa: E402
-from CephLandmarksLib.training.evaluate import P_LARGE_BIN_EDGES, evaluate  # noqa: E402
 from CephLandmarksLib.imaging.images import read_radiograph  # noqa: E402
-from CephLandmarksLib.training.metrics import ECE_DEFINITION  # noqa: E402
-from CephLandmarksLib.training.metrics import radial_errors_mm, summarise  # noqa: E402
-from CephLandmarksLib.store.modelfile import atomic_write  # noqa: E402
 from CephLandmarksLib.outputs.plots import render_overlay  # noqa: E402
+from CephLandmarksLib.store.modelfile import atomic_write  # noqa: E402
+from CephLandmarksLib.training.evaluate import P_LARGE_BIN_EDGES, evaluate  # noqa: E402
+from CephLandmarksLib.training.metrics import (  # noqa: E402
+    ECE_DEFINITION,
+    radial_errors_mm,
+    summarise,
+)
 from CephLandmarksLib.uncertainty.measures import LARGE_ERROR_MM  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]

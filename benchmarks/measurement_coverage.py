@@ -52,8 +52,8 @@ def doctors_agreement(root, split) -> dict:
 
 
 def evaluate_split(detector, root, split, n, seed, limit=None, log=print) -> dict:
-    from CephLandmarksLib.imaging.images import read_radiograph
     from CephLandmarksLib.cephalometry.measurement_uncertainty import measure_detection
+    from CephLandmarksLib.imaging.images import read_radiograph
 
     samples = load_dataset(root, split)[:limit]
     rows = {m.key: {"covered": [], "width": [], "abs_err_median": [], "abs_err_value": [], "truth": [],

@@ -11,8 +11,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import json  # noqa: E402
 
-from CephLandmarksLib.training.metrics import ECE_DEFINITION  # noqa: E402
 from CephLandmarksLib.store.modelfile import atomic_write, load_model  # noqa: E402
+from CephLandmarksLib.training.metrics import ECE_DEFINITION  # noqa: E402
 from CephLandmarksLib.uncertainty.measures import LARGE_ERROR_MM  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]

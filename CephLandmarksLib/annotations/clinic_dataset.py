@@ -29,9 +29,9 @@ module's *Add to clinic dataset*), in the generic layout that `datasets.load_gen
 """
 
 import csv
+import filecmp
 import hashlib
 import io
-import filecmp
 import os
 import re
 from dataclasses import dataclass
@@ -39,10 +39,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .datasets import GENERIC_CSV
 from ..errors import CephError
 from ..files import atomic_write
 from ..landmarks import ISBI_LANDMARKS, N_LANDMARKS
+from .datasets import GENERIC_CSV
 
 IMAGE_SUFFIX = ".nrrd"
 HASH_COLUMN = "pixels_sha256"

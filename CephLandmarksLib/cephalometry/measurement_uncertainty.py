@@ -17,7 +17,7 @@ correction changes only the measurements that use the corrected landmark.  Each
 result then names the corrected landmarks it rests on ("corrected").
 """
 
-from functools import lru_cache
+from functools import cache
 
 import numpy as np
 
@@ -91,7 +91,7 @@ def measure_detection(detection, n: int = DEFAULT_SAMPLES, seed: int = DEFAULT_S
 _PROBE = np.random.default_rng(12345).uniform(10.0, 200.0, (19, 2))  # any non-degenerate configuration
 
 
-@lru_cache(maxsize=None)
+@cache
 def landmarks_used(m) -> tuple:
     """0-based indices of the landmarks measurement m reads.
 

@@ -22,8 +22,8 @@ the interincisal angle (needs the incisor apices) and Ricketts' E-line (needs
 pronasale); the lips are given against Burstone's Sn-Pog' line instead.
 """
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 

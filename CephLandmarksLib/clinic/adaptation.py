@@ -29,21 +29,21 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import torch
 
-from ..uncertainty.conformal import RULE, fit_region_masses
-from .conventions import residuals_mm, robust_offsets
 from ..detection.predictor import LandmarkDetector, Settings
 from ..errors import CephError
+from ..imaging.geometry import frame_landmarks, shifts_uv
+from ..imaging.images import read_radiograph
+from ..network.heatmaps import bilinear_target, mask_padding
+from ..network.inputs import ModelInput
+from ..store.modelmeta import CONVENTION_OFFSET_LIMIT_MM, FLAG_P_LARGE_RANGE, TEMPERATURE_RANGE
+from ..training.scoring import Case, Outcome, figures, measurement_coverage, outcome
+from ..uncertainty.conformal import RULE, fit_region_masses
+from ..uncertainty.flag_score import IMAGE_WEIGHT, image_adjusted_p_large
+from ..uncertainty.levels import LARGE_ERROR_MM
+from .conventions import residuals_mm, robust_offsets
 from .finetune import EPOCHS as FINE_TUNE_EPOCHS
 from .finetune import LEARNING_RATE as FINE_TUNE_LR
 from .finetune import encoder_outputs, fine_tune, logits_of
-from ..imaging.geometry import frame_landmarks, shifts_uv
-from ..network.heatmaps import bilinear_target, mask_padding
-from ..imaging.images import read_radiograph
-from ..network.inputs import ModelInput
-from ..uncertainty.levels import LARGE_ERROR_MM
-from ..store.modelmeta import CONVENTION_OFFSET_LIMIT_MM, FLAG_P_LARGE_RANGE, TEMPERATURE_RANGE
-from ..training.scoring import Case, Outcome, figures, measurement_coverage, outcome
-from ..uncertainty.flag_score import IMAGE_WEIGHT, image_adjusted_p_large
 
 FINE_TUNE = "fine-tune"
 METHODS = ("none", "offsets", FINE_TUNE)
@@ -349,10 +349,9 @@ def adapt_file(model_path, dataset, out, split: str = "train", methods=METHODS, 
     model (never over the base) and a report.  Returns the adaptation record."""
     from pathlib import Path
 
-    from .adaptation_report import write_report
     from ..store.modelfile import save_model
-
     from ..training.loop import check_output_file
+    from .adaptation_report import write_report
 
     report = progress or (lambda fraction, stage: None)
     check_methods(methods)

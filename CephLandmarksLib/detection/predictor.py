@@ -17,21 +17,35 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import torch
 
-from .alignment import realigned_frame, reference_uv, shape_check
-from ..uncertainty.conformal import masses_for
-from .result import (FLAG_IMPLAUSIBLE, FLAG_MISSING, FLAG_NEAR_EDGE, FLAG_UNCERTAIN, LEFT_FACING, RIGHT_FACING,
-                        Detection, LandmarkResult)
 from ..errors import CephError
-from ..uncertainty.flag_score import image_adjusted_p_large
 from ..imaging.geometry import ModelFrame, frame_landmarks, px_to_mm, shifts_uv
-from ..network.heatmaps import decode_points, mask_padding, shift_maps, softmax_2d
 from ..imaging.images import Radiograph
+from ..network.heatmaps import decode_points, mask_padding, shift_maps, softmax_2d
 from ..network.inputs import ModelInput
-from .missing import missing_landmarks, near_edge, outside_mass
 from ..network.model import run_network
 from ..store.modelfile import LoadedModel, load_model, model_mm_per_px
 from ..store.registry import default_model_path
-from ..uncertainty.measures import LARGE_ERROR_MM, credible_contours, error_probability, expected_radial_error_mm, region_extent
+from ..uncertainty.conformal import masses_for
+from ..uncertainty.flag_score import image_adjusted_p_large
+from ..uncertainty.measures import (
+    LARGE_ERROR_MM,
+    credible_contours,
+    error_probability,
+    expected_radial_error_mm,
+    region_extent,
+)
+from .alignment import realigned_frame, reference_uv, shape_check
+from .missing import missing_landmarks, near_edge, outside_mass
+from .result import (
+    FLAG_IMPLAUSIBLE,
+    FLAG_MISSING,
+    FLAG_NEAR_EDGE,
+    FLAG_UNCERTAIN,
+    LEFT_FACING,
+    RIGHT_FACING,
+    Detection,
+    LandmarkResult,
+)
 
 REACH_LEVEL = "90"  # the region whose area and reach the JSON reports per point
 

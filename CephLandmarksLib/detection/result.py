@@ -14,9 +14,8 @@ import numpy as np
 
 from ..errors import CephError
 from ..files import atomic_write
+from ..imaging.geometry import FRAMING_FIT, ModelFrame, px_to_lps
 from ..uncertainty.flag_score import threshold_fraction
-from ..imaging.geometry import ModelFrame, px_to_lps
-from ..imaging.geometry import FRAMING_FIT
 from ..uncertainty.levels import CONTOUR_LEVELS, LARGE_ERROR_MM
 
 NEAR_EDGE_MM = LARGE_ERROR_MM  # within this of the border, a large error may hide beyond it

@@ -18,9 +18,14 @@ from ..errors import CephError
 from ..files import atomic_write, file_sha256  # noqa: F401 - re-exported: callers import them from here
 from ..landmarks import ISBI_LANDMARKS
 from ..network.model import LandmarkUNet
-from .modelmeta import FORMAT  # noqa: F401 - one definition, shared with the torch-free registry
+from .modelmeta import (
+    FORMAT,  # noqa: F401 - one definition, shared with the torch-free registry
+    check_model_path,
+    dumps,
+    parse_and_check,
+    seal,
+)
 from .modelmeta import META_KEY as _META_KEY
-from .modelmeta import check_model_path, dumps, parse_and_check, seal
 
 
 @dataclass

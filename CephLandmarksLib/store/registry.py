@@ -35,6 +35,7 @@ from pathlib import Path
 from ..errors import CephError
 from ..files import atomic_write, file_sha256
 from .modelmeta import FORMAT, META_KEY, check_model_path, parse_and_check  # noqa: F401 - FORMAT, META_KEY re-exported
+
 MANIFEST_NAME = "models.json"
 MANIFEST_FORMAT = "ceph-landmarks-models/2"
 MAX_HEADER_BYTES = 100_000_000  # safetensors' own limit; our headers are tens of kilobytes

@@ -13,8 +13,8 @@ these are drawn only when they are on, so the default settings draw the same
 sequence as before they existed (a resumed training repeats the uninterrupted one).
 """
 
-from dataclasses import dataclass
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F

@@ -13,16 +13,18 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..uncertainty.conformal import RULE, fit_region_masses
 from ..annotations.datasets import load_dataset
 from ..detection.predictor import LandmarkDetector
 from ..errors import CephError
 from ..files import writable_folder
 from ..network.heatmaps import heatmap_nll
-from .metrics import reliability, threshold_at_tpr
 from ..store.modelfile import load_model, save_model
-from ..store.modelmeta import ERE_THRESHOLD_RANGE_MM
-from ..store.modelmeta import TEMPERATURE_RANGE  # guards against degenerate fits on tiny or untrained models
+from ..store.modelmeta import (
+    ERE_THRESHOLD_RANGE_MM,
+    TEMPERATURE_RANGE,  # guards against degenerate fits on tiny or untrained models
+)
+from ..uncertainty.conformal import RULE, fit_region_masses
+from .metrics import reliability, threshold_at_tpr
 from .prepared import prepare, prepared_logits, score_logits
 from .scoring import observe_samples, outcome
 

@@ -18,11 +18,20 @@ from ..detection.predictor import LandmarkDetector
 from ..detection.result import FLAG_IMPLAUSIBLE, FLAG_MISSING, FLAG_NEAR_EDGE, FLAG_UNCERTAIN, LEFT_FACING, RIGHT_FACING
 from ..files import atomic_write, json_text
 from ..network.heatmaps import argmax_2d, decode_points, mask_padding, softmax_2d
-from .metrics import (ECE_DEFINITION, UNIFORM_BIN_EDGES, finite_mean, grouped_correlation, hits, radial_errors_mm,
-                      reliability, roc_curve, summarise)
 from ..outputs.plots import ere_scatter, reliability_diagram, roc_plot
-from .scoring import observe_each, point_errors_mm
 from ..uncertainty.levels import LARGE_ERROR_MM
+from .metrics import (
+    ECE_DEFINITION,
+    UNIFORM_BIN_EDGES,
+    finite_mean,
+    grouped_correlation,
+    hits,
+    radial_errors_mm,
+    reliability,
+    roc_curve,
+    summarise,
+)
+from .scoring import observe_each, point_errors_mm
 
 ERROR_LEVELS_MM = (2.0, 4.0)
 P_LARGE_BIN_EDGES = (0.0, 0.001, 0.01, 0.05, 0.2, 1.0)  # reliability of p_large_error: most values are tiny

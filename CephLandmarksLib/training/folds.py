@@ -54,8 +54,8 @@ from ..files import atomic_write, file_sha256, writable_folder
 from ..network.heatmaps import decode_points, softmax_2d
 from ..network.model import pick_device
 from ..store.modelfile import load_model
-from .prepared import from_plain, prepare, prepared_logits, radial_errors_mm, subset, to_plain
 from .loop import train
+from .prepared import from_plain, prepare, prepared_logits, radial_errors_mm, subset, to_plain
 
 MANIFEST_FORMAT = "ceph-landmarks-folds/1"
 OOF_FORMAT = "ceph-landmarks-oof/1"

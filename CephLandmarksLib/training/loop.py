@@ -17,8 +17,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .augment import AugmentSettings, augment_batch
-from .calibration import calibrate_loaded, calibrate_regions
 from ..annotations.datasets import load_dataset, split_holdout
 from ..errors import CephError
 from ..files import writable_folder
@@ -26,8 +24,10 @@ from ..network.heatmaps import decode_points, heatmap_nll, softmax_2d
 from ..network.model import build_model, pick_device
 from ..store.modelfile import ModelInfo, atomic_write, load_model, save_model
 from ..store.modelmeta import INPUT_SIZE_MULTIPLE, INPUT_SIZE_RANGE
-from .prepared import PreparedSet, from_plain, prepare, prepared_logits, radial_errors_mm, to_plain
 from ..store.registry import read_model_info
+from .augment import AugmentSettings, augment_batch
+from .calibration import calibrate_loaded, calibrate_regions
+from .prepared import PreparedSet, from_plain, prepare, prepared_logits, radial_errors_mm, to_plain
 
 
 @dataclass

@@ -2,7 +2,6 @@
 
 import numpy as np
 
-
 SDR_RADII_MM = (2.0, 2.5, 3.0, 4.0)
 
 

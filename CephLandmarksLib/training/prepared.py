@@ -14,14 +14,14 @@ import torch
 
 from ..annotations.datasets import Sample
 from ..imaging.geometry import ModelFrame
-from ..network.heatmaps import argmax_2d, decode_points, mask_padding, softmax_2d
 from ..imaging.images import read_radiograph
+from ..network.heatmaps import argmax_2d, decode_points, mask_padding, softmax_2d
 from ..network.inputs import model_input
+from ..network.model import run_network
 from ..uncertainty.levels import LARGE_ERROR_MM
+from ..uncertainty.measures import error_probability, expected_radial_error_mm
 from .metrics import hits
 from .metrics import radial_errors_mm as errors_mm_px
-from ..network.model import run_network
-from ..uncertainty.measures import error_probability, expected_radial_error_mm
 
 
 @dataclass

@@ -9,9 +9,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..uncertainty.conformal import NOMINAL_MASSES, covered, region_scores
 from ..detection.predictor import LandmarkDetector, Observation
 from ..imaging.images import read_radiograph
+from ..uncertainty.conformal import NOMINAL_MASSES, covered, region_scores
 from ..uncertainty.levels import LARGE_ERROR_MM
 from .metrics import finite_mean, radial_errors_mm
 
@@ -99,9 +99,9 @@ def outcome(detector: LandmarkDetector, cases, settings) -> Outcome:
 
 def measurement_coverage(detector: LandmarkDetector, cases, out: Outcome) -> dict:
     """{measurement key: % of cases whose true value lies in the detection's 90 % interval}."""
-    from ..imaging.geometry import px_to_mm
     from ..cephalometry.measurement_uncertainty import measure_detection
     from ..cephalometry.measurements import MEASUREMENTS
+    from ..imaging.geometry import px_to_mm
 
     hits = {m.key: [] for m in MEASUREMENTS}
     for case, s in zip(cases, out.settings):

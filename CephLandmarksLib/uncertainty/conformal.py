@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from .levels import CONTOUR_LEVELS, NOMINAL_MASSES  # noqa: F401 - NOMINAL_MASSES re-exported
+
 RULE = ("per landmark, the ceil((n+1)(1-alpha))-th smallest calibration score, where a score is the heatmap mass "
         "of the smallest region containing the true point")
 

@@ -59,9 +59,9 @@ def collect(detector, cases, split: int) -> dict:
 def table(dumps) -> list:
     """Markdown rows: per reading and score, AUC for errors > 4 mm and good points flagged at 85 % caught."""
     from adapt_flag_study import ranking
+
+    from CephLandmarksLib.uncertainty.flag_score import IMAGE_WEIGHT, image_adjusted_p_large, log_odds
     from CephLandmarksLib.uncertainty.levels import LARGE_ERROR_MM
-    from CephLandmarksLib.uncertainty.flag_score import IMAGE_WEIGHT, image_adjusted_p_large
-    from CephLandmarksLib.uncertainty.flag_score import log_odds
 
     lines = ["| reading | score | AUC, errors > 4 mm | points ≤ 2 mm flagged at 85 % caught |", "|---|---|---|---|"]
     log_d = np.log(np.concatenate([d["distance_mm"] for d in dumps]) + DISTANCE_FLOOR_MM)

@@ -26,12 +26,12 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[2]  # benchmarks/studies/STUDY.py -> the repository root
 sys.path.insert(0, str(ROOT))
 
-from CephLandmarksLib.clinic.adaptation import FLAG_SHARE, flag_threshold  # noqa: E402
 from CephLandmarksLib.annotations.datasets import load_dataset  # noqa: E402
+from CephLandmarksLib.clinic.adaptation import FLAG_SHARE, flag_threshold  # noqa: E402
 from CephLandmarksLib.training.metrics import roc_curve, threshold_at_tpr  # noqa: E402
-from CephLandmarksLib.uncertainty.levels import LARGE_ERROR_MM  # noqa: E402
 from CephLandmarksLib.training.scoring import GOOD_ERROR_MM  # noqa: E402
 from CephLandmarksLib.uncertainty.flag_score import IMAGE_WEIGHT, image_adjusted_p_large  # noqa: E402
+from CephLandmarksLib.uncertainty.levels import LARGE_ERROR_MM  # noqa: E402
 
 RULES = {  # name -> (share of the clinic's CV points flagged, image weight)
     f"adapted rule: {100 * FLAG_SHARE:.0f} %, weighed with the image (w {IMAGE_WEIGHT:g})": (FLAG_SHARE, IMAGE_WEIGHT),

@@ -28,14 +28,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # the other studies
 
 import adapt_benchmark as ab  # noqa: E402
 from adapt_flag_replay import replay  # noqa: E402
+
 from CephLandmarksLib.clinic.adaptation import adapt  # noqa: E402
-from CephLandmarksLib.memory import limit_heap_fragmentation  # noqa: E402
 from CephLandmarksLib.detection.predictor import LandmarkDetector  # noqa: E402
-from CephLandmarksLib.training.metrics import radial_errors_mm, roc_curve  # noqa: E402
-from CephLandmarksLib.uncertainty.levels import LARGE_ERROR_MM  # noqa: E402
+from CephLandmarksLib.memory import limit_heap_fragmentation  # noqa: E402
 from CephLandmarksLib.store.registry import SHIPPED_MODELS_DIR, default_model_path  # noqa: E402
+from CephLandmarksLib.training.metrics import radial_errors_mm, roc_curve  # noqa: E402
 from CephLandmarksLib.training.scoring import GOOD_ERROR_MM  # noqa: E402
 from CephLandmarksLib.uncertainty.flag_score import IMAGE_WEIGHT, image_adjusted_p_large  # noqa: E402
+from CephLandmarksLib.uncertainty.levels import LARGE_ERROR_MM  # noqa: E402
 
 CLINIC_IMAGES = 20
 CATCH = 0.85  # the target share of errors over 4 mm flagged

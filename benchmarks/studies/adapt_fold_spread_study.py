@@ -46,7 +46,14 @@ UNLABELLED = 40  # rest images at most taken as a clinic's unlabelled images (th
 def collect(detector, cases, split: int) -> dict:
     """Per scored point of one split: the final fine-tune's error and P, the folds' spread and mean P,
     the error of the networks' mean point, and the soup's error and P; and the clinic's CV P."""
-    from CephLandmarksLib.clinic.adaptation import FINE_TUNE, cross_validate, fit, fold_indices, read_with, tuned_network
+    from CephLandmarksLib.clinic.adaptation import (
+        FINE_TUNE,
+        cross_validate,
+        fit,
+        fold_indices,
+        read_with,
+        tuned_network,
+    )
     from CephLandmarksLib.training.metrics import radial_errors_mm
 
     order = np.random.default_rng(1000 * CLINIC_IMAGES + split).permutation(len(cases))
@@ -95,11 +102,11 @@ def weight_average(nets):
 def table(dumps) -> list:
     """Markdown rows: per score, AUC for the final network's errors > 4 mm and good points flagged at 85 % caught."""
     from adapt_flag_study import ranking
+
     from CephLandmarksLib.clinic.adaptation import flag_threshold
-    from CephLandmarksLib.uncertainty.levels import LARGE_ERROR_MM
     from CephLandmarksLib.training.scoring import GOOD_ERROR_MM
-    from CephLandmarksLib.uncertainty.flag_score import IMAGE_WEIGHT, image_adjusted_p_large
-    from CephLandmarksLib.uncertainty.flag_score import log_odds
+    from CephLandmarksLib.uncertainty.flag_score import IMAGE_WEIGHT, image_adjusted_p_large, log_odds
+    from CephLandmarksLib.uncertainty.levels import LARGE_ERROR_MM
 
     def weighed(key):
         return log_odds(np.concatenate([image_adjusted_p_large(d[key], IMAGE_WEIGHT) for d in dumps]))

@@ -28,9 +28,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository r
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # calibration_study, beside it
 
 from calibration_study import ISBI, Summary, fit  # noqa: E402
+
 from CephLandmarksLib.annotations.datasets import load_dataset  # noqa: E402
-from CephLandmarksLib.training.metrics import reliability  # noqa: E402
 from CephLandmarksLib.store.modelfile import atomic_write, load_model  # noqa: E402
+from CephLandmarksLib.training.metrics import reliability  # noqa: E402
 from CephLandmarksLib.training.prepared import prepare, prepared_logits, subset  # noqa: E402
 
 CHUNK = 10

@@ -28,8 +28,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository r
 
 from CephLandmarksLib.annotations.datasets import load_dataset  # noqa: E402
 from CephLandmarksLib.network.heatmaps import argmax_2d  # noqa: E402
-from CephLandmarksLib.training.metrics import hits, reliability  # noqa: E402
 from CephLandmarksLib.store.modelfile import atomic_write, load_model  # noqa: E402
+from CephLandmarksLib.training.metrics import hits, reliability  # noqa: E402
 from CephLandmarksLib.training.prepared import prepare, prepared_logits  # noqa: E402
 
 ISBI = Path(__file__).resolve().parents[3] / "shared" / "data" / "isbi2015"

@@ -25,13 +25,14 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository root
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # shift_benchmark stays in benchmarks/
 
+from shift_benchmark import ISBI, inside, shifts  # noqa: E402
+
 from CephLandmarksLib.annotations.datasets import load_dataset  # noqa: E402
 from CephLandmarksLib.detection.predictor import LandmarkDetector  # noqa: E402
-from CephLandmarksLib.network.inputs import to_model_input  # noqa: E402
-from CephLandmarksLib.network.heatmaps import decode_points  # noqa: E402
 from CephLandmarksLib.imaging.images import Radiograph, normalise, read_radiograph  # noqa: E402
+from CephLandmarksLib.network.heatmaps import decode_points  # noqa: E402
+from CephLandmarksLib.network.inputs import to_model_input  # noqa: E402
 from CephLandmarksLib.uncertainty.measures import error_probability, expected_radial_error_mm  # noqa: E402
-from shift_benchmark import ISBI, inside, shifts  # noqa: E402
 
 TTA_SCALE, TTA_SHIFT = 0.9, (7, 5)
 RADII_MM = (2, 3, 4, 5, 6, 8)
