@@ -221,7 +221,8 @@ def build_parser():
     sub = p.add_subparsers(dest="command", required=True)
 
     d = sub.add_parser("detect", help="detect the 19 landmarks on radiographs")
-    d.add_argument("images", nargs="+", help="image files (DICOM, PNG, JPEG, BMP, TIFF, NRRD, ...; or a NAME.radiograph.npz)")
+    d.add_argument("images", nargs="+",
+                   help="image files (DICOM, PNG, JPEG, BMP, TIFF, NRRD, ...; or a NAME.radiograph.npz)")
     d.add_argument("--model", help="model file (default: the shipped model)")
     d.add_argument("--spacing", type=_spacing, help="pixel spacing in mm (overrides the file's)")
     d.add_argument("--out-dir", default=".", help="folder for NAME.json, NAME.mrk.json, NAME.png")

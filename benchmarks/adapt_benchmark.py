@@ -139,7 +139,8 @@ FLAG_RULES = {  # alternative flag rules, each (threshold fitted on the clinic's
     "p_large catching 80 % of the clinic's CV errors > 3 mm": (lambda cv: threshold_at_tpr(
         cv.p_large.ravel(), cv.errors_mm.ravel() > 3.0, 0.8), 0.0),
     **{f"p_large >= {t:g} (fixed)": ((lambda cv, t=t: t), 0.0) for t in (FIXED_P_LARGE, 0.01, 0.015, 0.03)},
-    **{f"p_large flagging {q:.0%} of the clinic's CV points": ((lambda cv, q=q: flag_threshold(cv.p_large, q, 0.0)), 0.0)
+    **{f"p_large flagging {q:.0%} of the clinic's CV points":
+       ((lambda cv, q=q: flag_threshold(cv.p_large, q, 0.0)), 0.0)
        for q in (0.25, 0.27, 0.30)},
     # the share rule on P weighed with the image's other points (the adapted rule at FLAG_SHARE)
     **{f"image-adjusted p_large flagging {q:.0%} of the clinic's CV points":
@@ -224,7 +225,8 @@ def main(argv=None):
                 continue
             ad = adapt(detector, clinic_cases, a.methods.split(","))
             seconds = time.time() - t0
-            after = outcome(detector, [read_with(ad.network, c) for c in rest] if ad.method == FINE_TUNE else rest, ad.settings)
+            after = outcome(detector, [read_with(ad.network, c) for c in rest] if ad.method == FINE_TUNE else rest,
+                            ad.settings)
             runs.append({"method": ad.method, "seconds": seconds, "clinic_ids": [c.id for c in clinic_cases],
                          "methods_cv_mre_mm": ad.by_method,
                          "before": figures(shipped_on[clinic].subset(order[size:]), names),
@@ -239,8 +241,10 @@ def main(argv=None):
                            for v in r["flag_alternatives"].values())
             print(f"{clinic} n={size} split {split}: {ad.method} {ad.by_method}, MRE {r['before']['mre_mm']:.3f} -> "
                   f"{r['after']['mre_mm']:.3f}, cov90 {r['before']['coverage_90_percent']:.1f} -> "
-                  f"{r['after']['coverage_90_percent']:.1f}, flags >4mm {r['after']['large_errors_flagged_percent']:.0f} "
-                  f"<=2mm {r['after']['good_points_flagged_percent']:.0f} (p_large rules {alt}), {r['seconds']:.0f} s", file=sys.stderr, flush=True)
+                  f"{r['after']['coverage_90_percent']:.1f}, "
+                  f"flags >4mm {r['after']['large_errors_flagged_percent']:.0f} "
+                  f"<=2mm {r['after']['good_points_flagged_percent']:.0f} (p_large rules {alt}), {r['seconds']:.0f} s",
+                  file=sys.stderr, flush=True)
             out.write_text(json.dumps(_clean(results), indent=1, allow_nan=False) + "\n")
     print(summary(results))
 

@@ -82,7 +82,8 @@ def main():
         rows.append((t_read, t_fwd, t_dec, t_ere, t_p, t_cont, t_all, t_write))
     r = np.median(np.array(rows), axis=0)
     w, h = det.info.input_size
-    print(f"model input {w} x {h}, torch threads {torch.get_num_threads()}, {len(rows)} images, median seconds per image")
+    print(f"model input {w} x {h}, torch threads {torch.get_num_threads()}, {len(rows)} images, "
+          "median seconds per image")
     print("| stage | seconds |\n|---|---|")
     for name, v in zip(["read image", "preprocess + network forward", "argmax + sub-pixel (19 maps)",
                         "ERE (19 maps, vectorised)", "P(error > 4 mm) (19 maps)", "credible contours (19 maps x 2)",

@@ -95,7 +95,8 @@ def main():
     lines = [
         f"# Evaluation of `{model.name}` on ISBI 2015",
         "",
-        f"Regenerate: `python benchmarks/evaluation_report.py --model {model.relative_to(ROOT) if model.is_relative_to(ROOT) else model}`.",
+        "Regenerate: `python benchmarks/evaluation_report.py "
+        f"--model {model.relative_to(ROOT) if model.is_relative_to(ROOT) else model}`.",
         f"Model: input {info.input_size[0]} x {info.input_size[1]}, sha256 `{det.model.sha256[:16]}…`, "
         f"ERE threshold {info.ere_threshold_mm:.2f} mm (fitted on the training holdout). "
         "Nothing here was used to choose anything: Test1 and Test2 are for reporting only.",
@@ -159,8 +160,8 @@ def main():
                   "| # | landmark | MRE (mm) | SD | SDR 2 | 2.5 | 3 | 4 mm (%) | MRE senior |",
                   "|---|---|---|---|---|---|---|---|---|"]
         for p, q in zip(m["per_landmark"], s["per_landmark"]):
-            lines.append(f"| {p['index']} | {p['name']} | {p['mre_mm']:.2f} | {p['std_mm']:.2f} | {fmt_sdr(p['sdr'])} | "
-                         f"{q['mre_mm']:.2f} |")
+            lines.append(f"| {p['index']} | {p['name']} | {p['mre_mm']:.2f} | {p['std_mm']:.2f} | "
+                         f"{fmt_sdr(p['sdr'])} | {q['mre_mm']:.2f} |")
         lines += ["", f"![reliability {split}]({split}/reliability.png)", "",
                   f"![ERE vs error {split}]({split}/ere_vs_error.png) ![ROC {split}]({split}/roc.png)"]
     lines += ["", "Overlays of the best, median and worst image of each split are written to `overlays/` "

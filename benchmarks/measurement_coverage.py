@@ -103,8 +103,9 @@ def markdown(split, res) -> str:
              "|---|---|---|---|---|---|---|---|---|---|"]
     pct = lambda v: "" if v is None else f"{100 * v:.1f} %"  # noqa: E731
     for key, r in res.items():
-        lines.append(f"| {key} | {units[key]} | {pct(r['coverage_90'])} | {r['mean_width']:.2f} | {r['mae_median']:.2f} | "
-                     f"{pct(r.get('class_accuracy'))} | {pct(r.get('class_accuracy_at_value'))} | "
+        lines.append(f"| {key} | {units[key]} | {pct(r['coverage_90'])} | {r['mean_width']:.2f} | "
+                     f"{r['mae_median']:.2f} | {pct(r.get('class_accuracy'))} | "
+                     f"{pct(r.get('class_accuracy_at_value'))} | "
                      f"{pct(r.get('mean_true_class_probability'))} | {pct(r.get('doctors_agree'))} | "
                      f"{'' if r.get('published_accuracy') is None else r['published_accuracy']} |")
     return "\n".join(lines)

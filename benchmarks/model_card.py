@@ -57,7 +57,8 @@ def main():
         f"# Model card: {Path(a.model).name}",
         "",
         "Cephalometric landmark detector (19 ISBI 2015 landmarks), contour-hugging heatmaps "
-        "(McCouat & Voiculescu, CVPR 2022), with per-landmark temperature scaling, an ERE flag threshold, and the probability of an error over "
+        "(McCouat & Voiculescu, CVPR 2022), with per-landmark temperature scaling, an ERE flag threshold, "
+        "and the probability of an error over "
         f"{LARGE_ERROR_MM:g} mm read from each heatmap.",
         "",
         "**Licence of the training data: ISBI 2015 (Wang et al., Medical Image Analysis 2016) is for "
@@ -73,16 +74,19 @@ def main():
         f"| input | {info.input_size[0]} × {info.input_size[1]} (width × height) model pixels of "
         f"{info.model_mm_per_px or 0:.4f} mm; an image of known spacing is resampled to that scale and centred, "
         "one of unknown spacing is fitted to the width |",
-        f"| initialisation | {'ImageNet ResNet-34' if stages[0]['config'].get('imagenet') else 'random (no ImageNet weights available offline)'} |",
+        "| initialisation | " + ("ImageNet ResNet-34" if stages[0]["config"].get("imagenet")
+                                 else "random (no ImageNet weights available offline)") + " |",
         *[f"| training, stage {k + 1}{st['note']} | {st['epochs']}, batch {st['config'].get('batch_size')}, "
           f"Adam peak lr {st['config'].get('lr')} with warm-up and cosine decay, bf16 autocast "
-          f"{'on' if st['config'].get('bf16') else 'off'}, augmentation: {augment_text(st['config'].get('augment', {}))}; "
+          f"{'on' if st['config'].get('bf16') else 'off'}, "
+          f"augmentation: {augment_text(st['config'].get('augment', {}))}; "
           f"{st['seconds'] / 3600:.1f} h |" for k, st in enumerate(stages)],
         f"| training time / hardware | {seconds_all / 3600:.1f} h of epochs in all on {tr.get('hardware')} "
         "(2 CPU cores, no GPU) |",
         f"| temperatures | {', '.join(f'{n} {t:.2f}' for n, t in zip(names, info.temperatures))} |",
         f"| calibration (holdout) | NLL {cal.get('nll_before', 0):.3f} → {cal.get('nll_after', 0):.3f}; "
-        f"ECE {cal.get('ece_before', 0):.2f} % → {cal.get('ece_after', 0):.2f} %; holdout MRE {cal.get('holdout_mre_mm', 0):.2f} mm |",
+        f"ECE {cal.get('ece_before', 0):.2f} % → {cal.get('ece_after', 0):.2f} %; "
+        f"holdout MRE {cal.get('holdout_mre_mm', 0):.2f} mm |",
         f"| ERE threshold | {info.ere_threshold_mm:.2f} mm ({cal.get('threshold_rule', '')}); "
         f"{cal.get('holdout_flagged_percent', 0):.1f} % of holdout points flagged |",
     ]
@@ -96,11 +100,13 @@ def main():
         for split, s in summary.items():
             mn, sn = s["mean"], s["senior"]
             lines.append(
-                f"| {split} | {mn['mre_mm']:.3f} ({sn['mre_mm']:.3f}) | {mn['sdr']['2.0']:.1f} ({sn['sdr']['2.0']:.1f}) | "
+                f"| {split} | {mn['mre_mm']:.3f} ({sn['mre_mm']:.3f}) | "
+                f"{mn['sdr']['2.0']:.1f} ({sn['sdr']['2.0']:.1f}) | "
                 f"{mn['sdr']['2.5']:.1f} | {mn['sdr']['3.0']:.1f} | {mn['sdr']['4.0']:.1f} | "
                 f"{mn['ece_uncalibrated']:.2f} → {mn['ece']:.2f} | {mn['roc_auc_4mm']:.3f} | "
                 f"{mn['p_large_error_roc_auc_4mm']:.3f} | {mn['flagged_percent']:.1f} / "
-                f"{100 * mn['flagged_share_of_errors_over_4mm']:.1f} / {100 * mn['flagged_share_of_points_under_2mm']:.1f} % |")
+                f"{100 * mn['flagged_share_of_errors_over_4mm']:.1f} / "
+                f"{100 * mn['flagged_share_of_points_under_2mm']:.1f} % |")
         lines += ["", ECE_DEFINITION, "", "Full report: [docs/evaluation/REPORT.md](../../docs/evaluation/REPORT.md)."]
     lines += ["", "## Intended use and limits", "",
               "- Lateral cephalograms like ISBI 2015 (right-facing, whole skull in view). Other framings, "

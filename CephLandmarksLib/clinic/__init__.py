@@ -1,1 +1,2 @@
-"""Clinic adaptation: per-clinic temperatures, regions, convention offsets and the optional fine-tune, and its report."""
+"""Clinic adaptation: per-clinic temperatures, regions, convention offsets and the optional fine-tune, and its
+report."""

@@ -95,7 +95,8 @@ class Detection:
         "P(error > 4 mm), weighed with the image's other points, ≥ 1.6 %"."""
         if self.flag_rule.get("score") == "p_large_error":
             weighed = ", weighed with the image's other points," if self.flag_rule.get("image_weight") else ""
-            return f"P(error > {self.large_error_mm:g} mm){weighed} ≥ {100 * self.flag_rule['threshold']:.3g} %"  # a fitted 0.0138.. reads 1.38 %
+            # a fitted 0.0138.. reads 1.38 %
+            return f"P(error > {self.large_error_mm:g} mm){weighed} ≥ {100 * self.flag_rule['threshold']:.3g} %"
         return f"ERE > {self.ere_threshold_mm:.2f} mm"
 
     def flag_fractions(self) -> np.ndarray:

@@ -102,7 +102,8 @@ def _translated(p: torch.Tensor, dx: int, dy: int) -> torch.Tensor:
     out = torch.zeros_like(p)
     if abs(dx) >= w or abs(dy) >= h:
         return out
-    out[max(dy, 0):h + min(dy, 0), max(dx, 0):w + min(dx, 0)] = p[max(-dy, 0):h - max(dy, 0), max(-dx, 0):w - max(dx, 0)]
+    out[max(dy, 0):h + min(dy, 0), max(dx, 0):w + min(dx, 0)] = \
+        p[max(-dy, 0):h - max(dy, 0), max(-dx, 0):w - max(dx, 0)]
     return out
 
 

@@ -99,7 +99,8 @@ def run_network(net: nn.Module, inputs: torch.Tensor, device="cpu", batch_size: 
     was_training = net.training
     net.eval()
     try:
-        out = [net(inputs[i : i + batch_size].float().to(device)).float().cpu() for i in range(0, len(inputs), batch_size)]
+        out = [net(inputs[i : i + batch_size].float().to(device)).float().cpu()
+               for i in range(0, len(inputs), batch_size)]
     finally:
         net.train(was_training)
     return torch.cat(out)

@@ -71,7 +71,8 @@ def quietly(fn, *args, **kw):
 
 def _unexpected(path, e: Exception) -> CephError:
     """A failure the checks did not foresee, as one line naming the image (the batch goes on)."""
-    return CephError(f"detection failed on {path}: {type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}")
+    return CephError(f"detection failed on {path}: {type(e).__name__}: "
+                     f"{str(e).splitlines()[0][:200] if str(e) else ''}")
 
 
 def _detect_and_write(detector, rad, path, out_dir, stem, overlay, heatmaps, writing) -> list:

@@ -39,7 +39,8 @@ def _overlay_caption(detection, width_in: float) -> list:
     n_flag = sum(lm.flagged for lm in detection.landmarks)
     text = (f"{n_flag} of {len(detection.landmarks)} points flagged, ringed red ({detection.flag_rule_text()}, "
             f"missing, implausible or within {NEAR_EDGE_MM:g} mm of the edge). "
-            f"Contours: 50 % solid, 90 % dashed. Spacing {detection.spacing_mm[0]:.3g} mm ({detection.spacing_source}).")
+            f"Contours: 50 % solid, 90 % dashed. "
+            f"Spacing {detection.spacing_mm[0]:.3g} mm ({detection.spacing_source}).")
     return lines + [(t, "black") for t in textwrap.wrap(text, chars)]
 
 
@@ -116,7 +117,8 @@ def reliability_diagram(before: dict, after: dict, path, title=""):
         ax.plot([0, x_max], [0, x_max], "k--", lw=1)
         ax.set_xlim(0, x_max)
         ax.set_ylim(0, max(2 * x_max, 1.05 * float(np.max(np.r_[acc, conf]))))
-        ax.set_xlabel("confidence (heatmap maximum)" + (f"; last bin: all > {edges[-2]:g}" if x_max < edges[-1] else ""))
+        ax.set_xlabel("confidence (heatmap maximum)"
+                      + (f"; last bin: all > {edges[-2]:g}" if x_max < edges[-1] else ""))
         ax.set_ylabel("accuracy (argmax within a pixel of the truth)")
         ax.set_title(f"{name}: ECE {res['ece']:.2f} %")
         ax.legend(loc="upper left", fontsize=8)

@@ -2,7 +2,8 @@
 
 Written as NAME_report.pdf and NAME_report.png, both or neither (files.write_group).  Like
 detect, it never replaces the input image or an existing file that is not an earlier report
-of ours (both files carry files.OUTPUT_TAG in their metadata).  Uses matplotlib's object API (no pyplot state); needs no torch.
+of ours (both files carry files.OUTPUT_TAG in their metadata).  Uses matplotlib's object API
+(no pyplot state); needs no torch.
 
 After review in Slicer, the points the clinician corrected are marked: CORRECTED_MARK
 after the abbreviation in the landmark table and after each measurement that uses one,

@@ -1,1 +1,2 @@
-"""Model files and the model registry: the checked header (torch-free), the weights file, the shipped and per-user models."""
+"""Model files and the model registry: the checked header (torch-free), the weights file, the shipped and per-user
+models."""

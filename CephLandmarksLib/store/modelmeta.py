@@ -251,7 +251,8 @@ def validate(meta) -> dict:
     except RecursionError:
         raise MetadataError(None, "is nested too deeply") from None
     if bad:
-        raise MetadataError(bad.lstrip(".").split(".")[0].split("[")[0], f"holds NaN or infinity (at {bad.lstrip('.')})")
+        raise MetadataError(bad.lstrip(".").split(".")[0].split("[")[0],
+                            f"holds NaN or infinity (at {bad.lstrip('.')})")
     return meta
 
 

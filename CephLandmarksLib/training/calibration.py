@@ -137,8 +137,9 @@ def calibrate_regions(model_path, samples, device: str = "cpu", log=print) -> di
     masses = fit_region_masses(o.scores)
     info = detector.info
     info.region_masses = masses
-    info.calibration = dict(info.calibration, regions={"rule": RULE, "images": [s.id for s in samples],
-                                                       "nominal_coverage_90_percent": float(100 * o.coverage("90").mean())})
+    info.calibration = dict(info.calibration,
+                            regions={"rule": RULE, "images": [s.id for s in samples],
+                                     "nominal_coverage_90_percent": float(100 * o.coverage("90").mean())})
     save_model(model_path, detector.model.net, info, half=detector.model.half)
     log(f"conformal regions fitted on {len(samples)} held-out images: 90 % masses "
         f"{min(masses['90']):.3f}-{max(masses['90']):.3f} (the nominal 90 % regions held the truth "

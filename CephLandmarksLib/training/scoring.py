@@ -91,7 +91,8 @@ def outcome(detector: LandmarkDetector, cases, settings) -> Outcome:
         err = point_errors_mm(det, case.true_px)
         scores = region_scores(det.probs, case.true_uv)
         rows.append((err, [lm.ere_mm for lm in det.landmarks], [lm.flagged for lm in det.landmarks], scores,
-                     {k: np.asarray(m) for k, m in s.region_masses.items()}, [lm.p_large_error for lm in det.landmarks]))
+                     {k: np.asarray(m) for k, m in s.region_masses.items()},
+                     [lm.p_large_error for lm in det.landmarks]))
     err, ere, flagged, scores, masses, p_large = zip(*rows)
     return Outcome(np.array(err), np.array(ere), np.array(flagged), np.array(scores),
                    {k: np.stack([m[k] for m in masses]) for k in NOMINAL_MASSES}, np.array(p_large), per_case)

@@ -70,7 +70,8 @@ def main(argv=None):
     detector = LandmarkDetector(default_model_path(SHIPPED_MODELS_DIR))
     sets = ab.load_all(detector, a.dataset, Path(a.cache), encode=())
     shares = []
-    print("| clinic | score | AUC, errors > 4 mm | points ≤ 2 mm flagged at 85 % caught | threshold |\n|---|---|---|---|---|")
+    print("| clinic | score | AUC, errors > 4 mm | points ≤ 2 mm flagged at 85 % caught | threshold |\n"
+          "|---|---|---|---|---|")
     for clinic in a.clinics.split(","):
         cases, parts, cv_p = sets[clinic], [], []
         for split in range(a.splits):  # the adapt benchmark's splits

@@ -129,8 +129,9 @@ def table(dumps) -> list:
         return (f"| {name} | {100 * f.mean():.1f} % | {100 * f[e > LARGE_ERROR_MM].mean():.1f} % | "
                 f"{100 * f[e <= GOOD_ERROR_MM].mean():.1f} % |")
 
-    lines = [f"MRE, pooled (by split), of the final fine-tune: {np.nanmean(err):.3f} mm ({by_split('err')}); of the six "
-             f"networks' mean point: {np.nanmean(np.concatenate([d['err_mean_point'] for d in dumps])):.3f} mm "
+    lines = [f"MRE, pooled (by split), of the final fine-tune: {np.nanmean(err):.3f} mm ({by_split('err')}); "
+             "of the six networks' mean point: "
+             f"{np.nanmean(np.concatenate([d['err_mean_point'] for d in dumps])):.3f} mm "
              f"({by_split('err_mean_point')}); of the soup: {np.nanmean(err_soup):.3f} mm ({by_split('err_soup')})",
              f"errors > 4 mm: final {int((err > LARGE_ERROR_MM).sum())}, soup {int((err_soup > LARGE_ERROR_MM).sum())}",
              "", "| score | AUC, errors > 4 mm | points ≤ 2 mm flagged at 85 % caught |", "|---|---|---|"]
@@ -146,7 +147,8 @@ def table(dumps) -> list:
                                      for d in dumps], [d[err_key] for d in dumps]))
     lines += ["", "The share refitted on unlabelled clinic images (the final network's reading of the first N rest "
                   "images), scored on the rest after the first 40:", "",
-              "| threshold fitted on | points flagged | errors > 4 mm caught | points ≤ 2 mm flagged |", "|---|---|---|---|"]
+              "| threshold fitted on | points flagged | errors > 4 mm caught | points ≤ 2 mm flagged |",
+              "|---|---|---|---|"]
     for n in (0, 20, UNLABELLED):
         flagged, e = [], []
         for d in dumps:
@@ -165,7 +167,8 @@ def main(argv=None):
 
     a, dumps = split_study(argv, __doc__.splitlines()[0], "runs/adapt_fold_spread", collect, keep_finished=True,
                            describe=lambda d: f"MRE final {np.nanmean(d['err']):.3f}, mean point "
-                                              f"{np.nanmean(d['err_mean_point']):.3f}, soup {np.nanmean(d['err_soup']):.3f} mm")
+                                              f"{np.nanmean(d['err_mean_point']):.3f}, "
+                                              f"soup {np.nanmean(d['err_soup']):.3f} mm")
     print(f"{a.clinic} as the clinic, {len(dumps)} splits of {CLINIC_IMAGES} images, every split fine-tuned")
     print("\n".join(table(dumps)))
 
