@@ -85,7 +85,7 @@ def write_group(jobs) -> list:
                 raise
             except OSError as e:
                 raise write_error(path, e) from None
-        for tmp, (path, _) in zip(temps, jobs):
+        for tmp, (path, _) in zip(temps, jobs, strict=True):
             try:
                 _publish(tmp, Path(path))
             except OSError as e:

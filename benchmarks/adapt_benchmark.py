@@ -58,7 +58,7 @@ def cache_cases(detector, samples, path: Path) -> list:
         if saved["model_sha256"] == detector.model.sha256 and saved["ids"] == [s.id for s in samples]:
             return [Case(i, Observation(lg.float(), ModelFrame(*fr[:4], fr[4]), *rest), t)
                     for i, lg, fr, rest, t in zip(saved["ids"], saved["logits"], saved["frames"], saved["rest"],
-                                                  saved["true_px"])]
+                                                  saved["true_px"], strict=True)]
     from CephLandmarksLib.imaging.images import read_radiograph
 
     cases = []
@@ -82,12 +82,12 @@ def cache_encoded(detector, samples, cases, path: Path) -> None:
 
     saved = torch.load(path, weights_only=False) if path.is_file() else None
     if saved is None or saved["model_sha256"] != detector.model.sha256 or saved["ids"] != [c.id for c in cases]:
-        for s, c in zip(samples, cases):
+        for s, c in zip(samples, cases, strict=True):
             encode_case(detector, c, read_radiograph(s.image_path, s.spacing_mm))
         torch.save({"model_sha256": detector.model.sha256, "ids": [c.id for c in cases],
                     "encoded": [c.encoded for c in cases]}, path)
         return
-    for c, e in zip(cases, saved["encoded"]):
+    for c, e in zip(cases, saved["encoded"], strict=True):
         c.encoded = e
 
 
@@ -150,7 +150,7 @@ FLAG_RULES = {  # alternative flag rules, each (threshold fitted on the clinic's
 
 def uncertain(out):
     """(n, L): the points each case's own flag rule calls uncertain (detect.Settings.uncertain)."""
-    return np.array([s.uncertain(e, p) for p, e, s in zip(out.p_large, out.ere_mm, out.settings)])
+    return np.array([s.uncertain(e, p) for p, e, s in zip(out.p_large, out.ere_mm, out.settings, strict=True)])
 
 
 def flag_alternatives(cv, scored) -> dict:

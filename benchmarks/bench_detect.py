@@ -88,7 +88,7 @@ def main():
     for name, v in zip(["read image", "preprocess + network forward", "argmax + sub-pixel (19 maps)",
                         "ERE (19 maps, vectorised)", "P(error > 4 mm) (19 maps)", "credible contours (19 maps x 2)",
                         "detect() total",
-                        "write JSON + markups + PNG"], r):
+                        "write JSON + markups + PNG"], r, strict=True):
         print(f"| {name} | {v:.3f} |")
     print(f"| **detect + write** | **{r[0] + r[6] + r[7]:.3f}** |")
     pn = probs.numpy()

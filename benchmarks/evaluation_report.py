@@ -148,18 +148,19 @@ def main():
                      + " | ".join(f"{by.get(r, 0):.1f} %" for r in REASONS) + " |")
     lines += ["", f"Probability of an error over {LARGE_ERROR_MM:g} mm (`p_large_error`), as given and as observed "
               "(points per bin in brackets):", "",
-              "| | " + " | ".join(f"{a:g}–{b:g}" for a, b in zip(P_LARGE_BIN_EDGES[:-1], P_LARGE_BIN_EDGES[1:])) + " |",
+              "| | " + " | ".join(f"{a:g}–{b:g}"
+                                  for a, b in zip(P_LARGE_BIN_EDGES[:-1], P_LARGE_BIN_EDGES[1:], strict=True)) + " |",
               "|---|" + "---|" * (len(P_LARGE_BIN_EDGES) - 1)]
     for split, (m, _) in results.items():
         r = m["p_large_error_reliability"]
         lines.append(f"| {split} | " + " | ".join(
             f"{100 * c:.2g} % → {100 * a:.2g} % ({n})" if n else "–"
-            for c, a, n in zip(r["confidence"], r["accuracy"], r["counts"])) + " |")
+            for c, a, n in zip(r["confidence"], r["accuracy"], r["counts"], strict=True)) + " |")
     for split, (m, s) in results.items():
         lines += ["", f"## {split}: per landmark", "",
                   "| # | landmark | MRE (mm) | SD | SDR 2 | 2.5 | 3 | 4 mm (%) | MRE senior |",
                   "|---|---|---|---|---|---|---|---|---|"]
-        for p, q in zip(m["per_landmark"], s["per_landmark"]):
+        for p, q in zip(m["per_landmark"], s["per_landmark"], strict=True):
             lines.append(f"| {p['index']} | {p['name']} | {p['mre_mm']:.2f} | {p['std_mm']:.2f} | "
                          f"{fmt_sdr(p['sdr'])} | {q['mre_mm']:.2f} |")
         lines += ["", f"![reliability {split}]({split}/reliability.png)", "",

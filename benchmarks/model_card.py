@@ -83,7 +83,7 @@ def main():
           f"{st['seconds'] / 3600:.1f} h |" for k, st in enumerate(stages)],
         f"| training time / hardware | {seconds_all / 3600:.1f} h of epochs in all on {tr.get('hardware')} "
         "(2 CPU cores, no GPU) |",
-        f"| temperatures | {', '.join(f'{n} {t:.2f}' for n, t in zip(names, info.temperatures))} |",
+        f"| temperatures | {', '.join(f'{n} {t:.2f}' for n, t in zip(names, info.temperatures, strict=True))} |",
         f"| calibration (holdout) | NLL {cal.get('nll_before', 0):.3f} → {cal.get('nll_after', 0):.3f}; "
         f"ECE {cal.get('ece_before', 0):.2f} % → {cal.get('ece_after', 0):.2f} %; "
         f"holdout MRE {cal.get('holdout_mre_mm', 0):.2f} mm |",

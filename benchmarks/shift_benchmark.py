@@ -188,7 +188,7 @@ def main():
         ss = load_dataset(a.dataset, split)
         per_split.append(ss[:: max(1, len(ss) // a.limit)][: a.limit] if a.limit else ss)
     # Test1 and Test2 interleaved, so that the partial results written along the way are balanced.
-    samples = [x for pair in zip(*per_split) for x in pair]
+    samples = [x for pair in zip(*per_split, strict=False) for x in pair]
     samples += per_split[0][len(per_split[1]):] + per_split[1][len(per_split[0]):]
     out = Path(a.out)
 

@@ -103,7 +103,7 @@ def read_cases(folder) -> list[dict]:
             continue
         if len(row) != len(CSV_HEADER):
             raise CephError(f"{table}, line {line_no}: {len(row)} fields, {len(CSV_HEADER)} expected")
-        cases.append(dict(zip(CSV_HEADER, row)))
+        cases.append(dict(zip(CSV_HEADER, row, strict=True)))
     return cases
 
 
@@ -135,7 +135,7 @@ def _check_pixels(pixels):
 def _check_inside(points, shape):
     """Every point within the image (0 <= x <= width, 0 <= y <= height), as datasets.load_generic requires."""
     h, w = shape
-    for (x, y), lm in zip(points, ISBI_LANDMARKS):
+    for (x, y), lm in zip(points, ISBI_LANDMARKS, strict=True):
         if not (0 <= x <= w and 0 <= y <= h):
             raise CephError(f"landmark {lm.abbreviation} ({x:.1f}, {y:.1f}) lies outside the image ({w} x {h} px): "
                             "move it inside before adding the radiograph to the clinic dataset")

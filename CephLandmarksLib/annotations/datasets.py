@@ -160,7 +160,7 @@ def load_generic(root, split: str | None = None) -> list[Sample]:
                         f"it needs image, x1, y1, ..., x{N_LANDMARKS}, y{N_LANDMARKS}")
     samples = []
     for line_no, values in rows:
-        row = dict(zip(header, values))
+        row = dict(zip(header, values, strict=True))
         where = f"{table}, line {line_no}"
         row_split = row["split"].strip() if "split" in row else None
         if row_split is not None and row_split not in GENERIC_SPLITS:

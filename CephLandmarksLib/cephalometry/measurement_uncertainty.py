@@ -64,7 +64,8 @@ def summarise(m, value: float, samples: np.ndarray) -> dict:
         best = int(np.argmax(probs))
         at_value = int(m.class_index(np.array([value]))[0])
         out.update({
-            "classes": [{"code": c, "label": lab, "probability": float(pr)} for (c, lab), pr in zip(m.classes, probs)],
+            "classes": [{"code": c, "label": lab, "probability": float(pr)}
+                        for (c, lab), pr in zip(m.classes, probs, strict=True)],
             "class": m.classes[best][0], "class_label": m.classes[best][1], "class_probability": float(probs[best]),
             "class_at_value": m.classes[at_value][0],
             "uncertain": bool(probs[best] < UNCERTAIN_BELOW),

@@ -105,7 +105,7 @@ def _temperature_scale(detector, cases, settings_per_case) -> float:
     base_t = torch.as_tensor(settings_per_case[0].temperatures, dtype=torch.float32)
     sella, nasion = frame_landmarks(detector.info.landmark_abbreviations)
     terms = []
-    for c, s in zip(cases, settings_per_case):
+    for c, s in zip(cases, settings_per_case, strict=True):
         shift = 0.0 if s.offsets_mm is None else shifts_uv(c.base_uv, s.offsets_mm, c.mm_per_px, sella, nasion)
         uv = torch.as_tensor(c.true_uv - shift, dtype=torch.float32)[None]
         logits = mask_padding(c.obs.logits.float()[None], [c.obs.frame])
@@ -336,11 +336,11 @@ def read_clinic(dataset, split: str, n_landmarks: int) -> list:
         raise CephError(f"clinic image {wrong[0]} has {len(samples[0].landmarks_px)} landmarks; the model has "
                         f"{n_landmarks}")
     radiographs = [read_radiograph(s.image_path, s.spacing_mm) for s in samples]
-    assumed = [s.id for s, r in zip(samples, radiographs) if r.spacing_source == "assumed"]
+    assumed = [s.id for s, r in zip(samples, radiographs, strict=True) if r.spacing_source == "assumed"]
     if assumed and len(assumed) < len(samples):
         raise CephError(f"clinic image {assumed[0]} has no pixel spacing while others have one: give it a "
                         f"spacing_mm in the dataset's CSV")
-    return list(zip(samples, radiographs))
+    return list(zip(samples, radiographs, strict=True))
 
 
 def adapt_file(model_path, dataset, out, split: str = "train", methods=METHODS, device: str = "cpu",

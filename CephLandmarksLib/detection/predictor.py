@@ -193,7 +193,7 @@ class LandmarkDetector:
         if self.align:
             again = self.aligned_pass(inputs, probs, frame, outside)
             if again is not None:
-                alignment = {"shift_model_px": [int(a - b) for a, b in zip(again[1].offset, frame.offset)]}
+                alignment = {"shift_model_px": [int(a - b) for a, b in zip(again[1].offset, frame.offset, strict=True)]}
                 _, frame, _, raw = again
         rad = inputs.radiograph
         image = {"path": rad.path, "size": rad.size, "spacing_mm": tuple(rad.spacing_mm),
@@ -231,7 +231,7 @@ class LandmarkDetector:
         xy_mm = px_to_mm(xy_px, spacing)
         p = probs.numpy()
         landmarks = []
-        for i, (name, abbr) in enumerate(zip(self.info.landmark_names, self.info.landmark_abbreviations)):
+        for i, (name, abbr) in enumerate(zip(self.info.landmark_names, self.info.landmark_abbreviations, strict=True)):
             masses = {level: float(m[i]) for level, m in s.region_masses.items()}
             cont, extent = {}, (float("nan"), float("nan"))
             if extents and not missing[i]:

@@ -222,7 +222,7 @@ def load_detection(json_path, heatmaps_path=None) -> Detection:
     contours = [{} for _ in d["landmarks"]]
     for i, k, a, b in contour_index:
         contours[i].setdefault(CONTOUR_LEVELS[k], []).append(contour_points[a:b])
-    landmarks = [_landmark_from_json(lm, c) for lm, c in zip(d["landmarks"], contours)]
+    landmarks = [_landmark_from_json(lm, c) for lm, c in zip(d["landmarks"], contours, strict=True)]
     known = {"image", "image_size_px", "spacing_mm", "spacing_source", "model", "ere_threshold_mm", "large_error_mm",
              "framing", "orientation", "alignment", "landmarks", "warnings", "regions", "flag_rule"}
     return Detection(

@@ -203,7 +203,7 @@ class NativeOutput:
     def __enter__(self):
         self.text, self._saved = "", []
         self._buf = tempfile.TemporaryFile()
-        for fd, stream in zip(self._FDS, (sys.stdout, sys.stderr)):
+        for fd, stream in zip(self._FDS, (sys.stdout, sys.stderr), strict=True):
             try:
                 if stream is not None:
                     stream.flush()

@@ -46,7 +46,7 @@ class LandmarkUNet(nn.Module):
         skips = (256, 128, 64, 64, 0)
         cins = (512,) + tuple(decoder_channels[:-1])
         self.decoder = nn.ModuleList(
-            _DecoderBlock(cin, cs, cout) for cin, cs, cout in zip(cins, skips, decoder_channels)
+            _DecoderBlock(cin, cs, cout) for cin, cs, cout in zip(cins, skips, decoder_channels, strict=True)
         )
         self.head = nn.Conv2d(decoder_channels[-1], n_landmarks, kernel_size=3, padding=1)
 
@@ -61,7 +61,7 @@ class LandmarkUNet(nn.Module):
     def decode(self, skips) -> torch.Tensor:
         """Decoder output (N, 32, H, W) from the encoder's outputs."""
         x0, x1, x2, x3, x = skips
-        for block, skip in zip(self.decoder, (x3, x2, x1, x0, None)):
+        for block, skip in zip(self.decoder, (x3, x2, x1, x0, None), strict=True):
             x = block(x, skip)
         return x
 

@@ -121,7 +121,7 @@ def detect_files(paths, model_path, out_dir, spacing_mm=None, device="cpu", on_e
             raise error
         on_error(str(error))
 
-    for k, (stem, path, outs) in enumerate(zip(stems, paths, planned)):
+    for k, (stem, path, outs) in enumerate(zip(stems, paths, planned, strict=True)):
         try:
             check_outputs_replaceable(outs)
             report((k + 0.1) / len(paths), f"reading {Path(path).name}")

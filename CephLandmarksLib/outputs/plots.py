@@ -63,7 +63,7 @@ def overlay_figure(pixels: np.ndarray, detection, max_height_px: int = 1200, lab
     fig = _figure(width_in, height_in)
     ax = fig.add_axes((0, caption_in / height_in, 1, 1 - caption_in / height_in))
     ax.imshow(shown, cmap="gray", vmin=0, vmax=1, interpolation="bilinear")
-    for lm, fraction in zip(detection.landmarks, detection.flag_fractions()):
+    for lm, fraction in zip(detection.landmarks, detection.flag_fractions(), strict=True):
         if lm.missing:  # outside the image: named in the caption, not drawn
             continue
         colour = _flag_colour(fraction)
@@ -112,7 +112,7 @@ def reliability_diagram(before: dict, after: dict, path, title=""):
                label="accuracy")
         ax.bar(left[keep], conf[keep] - acc[keep], bottom=acc[keep], width=width[keep] * 0.95, align="edge",
                color="#ee6677", alpha=0.5, edgecolor="#aa3344", label="gap to mean confidence")
-        for x, c in zip(left[keep] + width[keep] / 2, counts[keep]):
+        for x, c in zip(left[keep] + width[keep] / 2, counts[keep], strict=True):
             ax.text(x, 0.01 * x_max, str(c), ha="center", va="bottom", fontsize=6, color="white")
         ax.plot([0, x_max], [0, x_max], "k--", lw=1)
         ax.set_xlim(0, x_max)

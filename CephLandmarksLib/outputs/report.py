@@ -144,7 +144,7 @@ def report_figure(pixels, detection, results: list, when=None, corrected=None):
                    f"{DEFAULT_SAMPLES} draws from the heatmaps, most probable class "
                    f"(highlighted: below {100 * UNCERTAIN_BELOW:.0f} %)", fontsize=7)
     rows = measurement_rows(results)
-    for row, r in zip(rows, results):
+    for row, r in zip(rows, results, strict=True):
         if r.get("corrected"):
             row[0] += f" {CORRECTED_MARK}"
     _table(m_ax, ["Measurement", "unit", "value", "median", "90 % interval", "class (ISBI 2015 thresholds)", ""],

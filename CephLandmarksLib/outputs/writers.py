@@ -41,7 +41,7 @@ def markups_dict(detection) -> dict:
     the image have positionStatus "missing" (and a zero position, which Slicer ignores).
     """
     points = []
-    for lm, lps in zip(detection.landmarks, detection.points_lps):
+    for lm, lps in zip(detection.landmarks, detection.points_lps, strict=True):
         points.append({
             "id": str(lm.index),
             "label": lm.abbreviation,
@@ -156,7 +156,7 @@ def detection_writers(detection, radiograph, out_dir, stem: str, overlay: bool =
         from ..detection.result import save_heatmaps
 
         writers.append(lambda tmp: save_heatmaps(tmp, detection))
-    return list(zip(paths, writers))
+    return list(zip(paths, writers, strict=True))
 
 
 def write_detection(detection, radiograph, out_dir: Path, stem: str, overlay: bool = True,

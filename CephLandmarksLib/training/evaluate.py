@@ -146,7 +146,7 @@ def evaluate(model_path, dataset, split, out_dir, ground_truth="mean", device="c
         "reliability_after": rel_after,
         "mre_mm_by_refine_radius": {str(r): float(np.concatenate(v).mean()) if v else float("nan")
                                     for r, v in by_radius.items()},
-        "per_image_mre_mm": {i: finite_mean(e) for i, e in zip(ids, errors)},
+        "per_image_mre_mm": {i: finite_mean(e) for i, e in zip(ids, errors, strict=True)},
     })
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

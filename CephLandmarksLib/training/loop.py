@@ -295,7 +295,7 @@ def _split(samples, cfg: TrainConfig, init, log):
 
 def training_mm_per_px(data: PreparedSet) -> float:
     """The model's own scale: median millimetres per model pixel of the (fit-framed) images."""
-    mm = [float(np.mean(f.model_pixel_mm(sp))) for f, sp in zip(data.frames, data.spacings_mm)]
+    mm = [float(np.mean(f.model_pixel_mm(sp))) for f, sp in zip(data.frames, data.spacings_mm, strict=True)]
     return round(float(np.median(mm)), 6)
 
 

@@ -83,7 +83,7 @@ def prepared_logits(net, data: PreparedSet, device) -> torch.Tensor:
 def radial_errors_mm(pred_uv: np.ndarray, data) -> np.ndarray:
     """(N, L) radial errors in mm of model-pixel predictions against the ground truth of a
     PreparedSet (or anything with its frames, landmarks_px and spacings_mm: folds.OOFData)."""
-    pred_px = np.stack([f.model_to_image(p) for f, p in zip(data.frames, pred_uv)])
+    pred_px = np.stack([f.model_to_image(p) for f, p in zip(data.frames, pred_uv, strict=True)])
     return errors_mm_px(pred_px, data.landmarks_px, data.spacings_mm)
 
 
@@ -105,9 +105,9 @@ def score_logits(logits: torch.Tensor, data, temperatures=None, refine_radius: i
     uv = decode_points(probs, refine_radius).numpy()
     peak = argmax_2d(probs).numpy()
     correct = hits(peak, data.uv.numpy())
-    pred_px = np.stack([f.model_to_image(p) for f, p in zip(data.frames, uv)])
+    pred_px = np.stack([f.model_to_image(p) for f, p in zip(data.frames, uv, strict=True)])
     errors = errors_mm_px(pred_px, data.landmarks_px, data.spacings_mm)
-    mm = [f.model_pixel_mm(s) for f, s in zip(data.frames, data.spacings_mm)]
+    mm = [f.model_pixel_mm(s) for f, s in zip(data.frames, data.spacings_mm, strict=True)]
     ere = np.stack([expected_radial_error_mm(probs[i], uv[i], mm[i]) for i in range(len(mm))])
     p_large = np.stack([error_probability(probs[i], uv[i], mm[i], LARGE_ERROR_MM) for i in range(len(mm))])
     return Scored(pred_px, errors, ere, probs.amax(dim=(2, 3)).numpy(), correct, p_large)

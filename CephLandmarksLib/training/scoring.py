@@ -86,14 +86,14 @@ def outcome(detector: LandmarkDetector, cases, settings) -> Outcome:
     """Decide every case with its settings (one Settings, or one per case) and score it."""
     per_case = settings if isinstance(settings, list) else [settings] * len(cases)
     rows = []
-    for case, s in zip(cases, per_case):
+    for case, s in zip(cases, per_case, strict=True):
         det = detector.decide(case.obs, s, contours=False, extents=False)
         err = point_errors_mm(det, case.true_px)
         scores = region_scores(det.probs, case.true_uv)
         rows.append((err, [lm.ere_mm for lm in det.landmarks], [lm.flagged for lm in det.landmarks], scores,
                      {k: np.asarray(m) for k, m in s.region_masses.items()},
                      [lm.p_large_error for lm in det.landmarks]))
-    err, ere, flagged, scores, masses, p_large = zip(*rows)
+    err, ere, flagged, scores, masses, p_large = zip(*rows, strict=True)
     return Outcome(np.array(err), np.array(ere), np.array(flagged), np.array(scores),
                    {k: np.stack([m[k] for m in masses]) for k in NOMINAL_MASSES}, np.array(p_large), per_case)
 
@@ -105,7 +105,7 @@ def measurement_coverage(detector: LandmarkDetector, cases, out: Outcome) -> dic
     from ..imaging.geometry import px_to_mm
 
     hits = {m.key: [] for m in MEASUREMENTS}
-    for case, s in zip(cases, out.settings):
+    for case, s in zip(cases, out.settings, strict=True):
         det = detector.decide(case.obs, s, contours=False, extents=False)
         true = {m.key: m(px_to_mm(case.true_px, det.spacing_mm)) for m in MEASUREMENTS}
         for r in measure_detection(det):

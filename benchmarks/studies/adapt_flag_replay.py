@@ -58,7 +58,7 @@ def doctors_apart_mm(dataset: str, clinic: str) -> dict:
     """{image id: (L,) distance in mm between the senior and the junior doctor's points}."""
     senior, junior = (load_dataset(dataset, clinic, doctor) for doctor in ("senior", "junior"))
     return {a.id: np.linalg.norm(a.landmarks_px - b.landmarks_px, axis=1) * a.spacing_mm[0]
-            for a, b in zip(senior, junior)}
+            for a, b in zip(senior, junior, strict=True)}
 
 
 def caught_and_good(counts: np.ndarray) -> str:
@@ -71,8 +71,9 @@ def caught_and_good(counts: np.ndarray) -> str:
 def ranking(splits: list, keeps: list) -> tuple:
     """(AUC, share of good points flagged at 85 % of large errors caught) of the weighed P alone, pooled
     over the splits' kept points with one threshold."""
-    score = np.concatenate([image_adjusted_p_large(s["p_large"], IMAGE_WEIGHT)[k] for s, k in zip(splits, keeps)])
-    errors = np.concatenate([s["errors_mm"][k] for s, k in zip(splits, keeps)])
+    score = np.concatenate([image_adjusted_p_large(s["p_large"], IMAGE_WEIGHT)[k]
+                            for s, k in zip(splits, keeps, strict=True)])
+    errors = np.concatenate([s["errors_mm"][k] for s, k in zip(splits, keeps, strict=True)])
     large = errors > LARGE_ERROR_MM
     t = threshold_at_tpr(score, large, 0.85)
     return roc_curve(score, large)[3], (score[errors <= GOOD_ERROR_MM] >= t).mean()
@@ -87,7 +88,7 @@ def print_by_agreement(groups: dict, dataset: str) -> None:
         apart = doctors_apart_mm(dataset, clinic)
         for limit in AGREEMENT_MM:
             keeps = [np.array([apart[str(i)] for i in s["ids"]]) <= limit for s in splits]
-            counts = np.array([replay(s, FLAG_SHARE, IMAGE_WEIGHT, k) for s, k in zip(splits, keeps)])
+            counts = np.array([replay(s, FLAG_SHARE, IMAGE_WEIGHT, k) for s, k in zip(splits, keeps, strict=True)])
             auc, good_at_85 = ranking(splits, keeps)
             kept = "all" if limit == np.inf else f"≤ {limit:g} mm"
             print(f"| {clinic} | {size} ({len(splits)}) | {kept} | {counts[:, 1].sum()} | {caught_and_good(counts)} | "

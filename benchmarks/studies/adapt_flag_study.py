@@ -112,7 +112,7 @@ def share_table(parts, cv_p, shares=np.arange(0.20, 0.4001, 0.01)) -> list:
     table = []
     for q in shares:
         caught, n_large, good, n_good = np.sum([replay(_split(part, p), q, IMAGE_WEIGHT)
-                                                for part, p in zip(parts, cv_p)], axis=0)
+                                                for part, p in zip(parts, cv_p, strict=True)], axis=0)
         table.append((round(float(q), 2), 100 * caught / n_large, 100 * good / n_good))
     return table
 

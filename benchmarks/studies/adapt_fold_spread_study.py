@@ -61,7 +61,7 @@ def collect(detector, cases, split: int) -> dict:
     folds = fold_indices(len(clinic))  # adapt's folds
     nets = [tuned_network(detector, [c for i, c in enumerate(clinic) if i not in held]) for held in folds]
     out_of_fold = [None] * len(clinic)
-    for net, held in zip(nets, folds):
+    for net, held in zip(nets, folds, strict=True):
         for i in held:
             out_of_fold[i] = read_with(net, clinic[i])
     cv_p = cross_validate(detector, out_of_fold, FINE_TUNE).p_large
