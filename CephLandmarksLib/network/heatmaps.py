@@ -11,10 +11,10 @@ import torch.nn.functional as F
 
 def log_softmax_2d(logits: torch.Tensor, temperatures: torch.Tensor | None = None) -> torch.Tensor:
     """(N, L, H, W) logits -> log-probabilities normalised over each map's H*W pixels."""
-    n, l, h, w = logits.shape
+    n, n_maps, h, w = logits.shape
     if temperatures is not None:
-        logits = logits / temperatures.view(1, l, 1, 1).to(logits)
-    return F.log_softmax(logits.reshape(n, l, h * w), dim=-1).reshape(n, l, h, w)
+        logits = logits / temperatures.view(1, n_maps, 1, 1).to(logits)
+    return F.log_softmax(logits.reshape(n, n_maps, h * w), dim=-1).reshape(n, n_maps, h, w)
 
 
 def softmax_2d(logits, temperatures=None) -> torch.Tensor:
@@ -50,8 +50,8 @@ def heatmap_nll(logits: torch.Tensor, uv: torch.Tensor, temperatures=None, reduc
 
     Returns the mean over valid (image, landmark) pairs, or (N, L) losses with reduce=False.
     """
-    n, l, h, w = logits.shape
-    logp = log_softmax_2d(logits, temperatures).reshape(n, l, h * w)
+    n, n_maps, h, w = logits.shape
+    logp = log_softmax_2d(logits, temperatures).reshape(n, n_maps, h * w)
     idx, wts, valid = bilinear_target(uv, h, w)
     loss = -(logp.gather(-1, idx) * wts).sum(-1)
     if not reduce:
@@ -61,8 +61,8 @@ def heatmap_nll(logits: torch.Tensor, uv: torch.Tensor, temperatures=None, reduc
 
 def argmax_2d(maps: torch.Tensor) -> torch.Tensor:
     """(N, L, H, W) -> integer (u, v) of each map's maximum, as float (N, L, 2)."""
-    n, l, h, w = maps.shape
-    flat = maps.reshape(n, l, h * w).argmax(-1)
+    n, n_maps, h, w = maps.shape
+    flat = maps.reshape(n, n_maps, h * w).argmax(-1)
     return torch.stack([(flat % w).float(), (flat // w).float()], -1)
 
 
@@ -74,17 +74,17 @@ def refine_subpixel(probs: torch.Tensor, peak_uv: torch.Tensor, radius: int = 1)
     """
     if radius <= 0:
         return peak_uv
-    n, l, h, w = probs.shape
+    n, n_maps, h, w = probs.shape
     padded = F.pad(probs, (radius, radius, radius, radius))
     k = 2 * radius + 1
     offs = torch.arange(-radius, radius + 1, dtype=probs.dtype)
     pu, pv = peak_uv[..., 0].long(), peak_uv[..., 1].long()
     rows = (pv[..., None] + radius + offs.long())  # (N, L, k)
     cols = (pu[..., None] + radius + offs.long())
-    flat = padded.reshape(n, l, -1)
+    flat = padded.reshape(n, n_maps, -1)
     pw = w + 2 * radius
-    idx = (rows[..., :, None] * pw + cols[..., None, :]).reshape(n, l, k * k)
-    win = flat.gather(-1, idx).reshape(n, l, k, k)
+    idx = (rows[..., :, None] * pw + cols[..., None, :]).reshape(n, n_maps, k * k)
+    win = flat.gather(-1, idx).reshape(n, n_maps, k, k)
     mass = win.sum((-1, -2)).clamp(min=1e-12)
     du = (win.sum(-2) * offs).sum(-1) / mass
     dv = (win.sum(-1) * offs).sum(-1) / mass

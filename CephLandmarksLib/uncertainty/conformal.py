@@ -28,14 +28,14 @@ RULE = ("per landmark, the ceil((n+1)(1-alpha))-th smallest calibration score, w
 
 def densities_at(probs: torch.Tensor, uv) -> torch.Tensor:
     """(L,) bilinear density of each map (L, H, W) at its point (L, 2, model pixels); 0 off the map."""
-    l, h, w = probs.shape
+    n_maps, h, w = probs.shape
     uv = torch.as_tensor(np.asarray(uv, dtype=np.float64))
     u, v = uv[:, 0], uv[:, 1]
     on = torch.isfinite(u) & torch.isfinite(v) & (u >= 0) & (u <= w - 1) & (v >= 0) & (v <= h - 1)
     u, v = torch.where(on, u, 0.0), torch.where(on, v, 0.0)
     u0, v0 = u.floor().clamp(max=w - 2).long(), v.floor().clamp(max=h - 2).long()
     fu, fv = u - u0, v - v0
-    flat = probs.reshape(l, -1).double()
+    flat = probs.reshape(n_maps, -1).double()
     at = lambda du, dv: flat.gather(1, ((v0 + dv) * w + u0 + du)[:, None])[:, 0]  # noqa: E731
     d = (1 - fu) * (1 - fv) * at(0, 0) + fu * (1 - fv) * at(1, 0) + (1 - fu) * fv * at(0, 1) + fu * fv * at(1, 1)
     return torch.where(on, d, torch.zeros_like(d))

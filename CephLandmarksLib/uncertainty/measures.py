@@ -12,7 +12,7 @@ ERE_PIXEL_FLOOR = 0.05  # the paper: pixels below 5 % of the map's maximum are d
 
 def _distances_mm(shape, points_uv, mm_per_px) -> torch.Tensor:
     """(L, H, W) distance (mm) of every model pixel from each landmark's point (L, 2)."""
-    l, h, w = shape
+    n_maps, h, w = shape
     pts = torch.as_tensor(np.asarray(points_uv), dtype=torch.float64)
     mmx, mmy = (float(v) for v in np.asarray(mm_per_px, dtype=float))
     dx = ((torch.arange(w, dtype=torch.float64)[None, :] - pts[:, 0:1]) * mmx) ** 2  # (L, W)
