@@ -47,6 +47,21 @@ def timed(fn):
     return out, time.perf_counter() - t
 
 
+def time_stages(det, p, out_dir) -> tuple:
+    """(seconds of each stage on the image p: read, forward, decode, ERE, P, contours, detect(), write;
+    the image and what the stages made of it: (rad, probs, frame, uv))."""
+    rad, t_read = timed(lambda: read_radiograph(p))
+    (probs, frame), t_fwd = timed(lambda: det.heatmaps(rad))
+    uv, t_dec = timed(lambda: decode_points(probs[None], det.info.refine_radius)[0].numpy())
+    _, t_ere = timed(lambda: expected_radial_error_mm(probs, uv, frame.model_pixel_mm(rad.spacing_mm)))
+    _, t_p = timed(lambda: error_probability(probs, uv, frame.model_pixel_mm(rad.spacing_mm)))
+    pn = probs.numpy()
+    _, t_cont = timed(lambda: [credible_contours(pn[i]) for i in range(len(pn))])
+    d, t_all = timed(lambda: det.detect(rad))
+    _, t_write = timed(lambda: write_detection(d, rad, out_dir, Path(p).stem))
+    return (t_read, t_fwd, t_dec, t_ere, t_p, t_cont, t_all, t_write), (rad, probs, frame, uv)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--model")
@@ -70,16 +85,8 @@ def main():
     rows = []
     out_dir = Path(tempfile.mkdtemp())
     for p in paths[: a.n]:
-        rad, t_read = timed(lambda: read_radiograph(p))
-        (probs, frame), t_fwd = timed(lambda: det.heatmaps(rad))
-        uv, t_dec = timed(lambda: decode_points(probs[None], det.info.refine_radius)[0].numpy())
-        _, t_ere = timed(lambda: expected_radial_error_mm(probs, uv, frame.model_pixel_mm(rad.spacing_mm)))
-        _, t_p = timed(lambda: error_probability(probs, uv, frame.model_pixel_mm(rad.spacing_mm)))
-        pn = probs.numpy()
-        _, t_cont = timed(lambda: [credible_contours(pn[i]) for i in range(len(pn))])
-        d, t_all = timed(lambda: det.detect(rad))
-        _, t_write = timed(lambda: write_detection(d, rad, out_dir, Path(p).stem))
-        rows.append((t_read, t_fwd, t_dec, t_ere, t_p, t_cont, t_all, t_write))
+        seconds, (rad, probs, frame, uv) = time_stages(det, p, out_dir)  # the last image's serve the ERE check
+        rows.append(seconds)
     r = np.median(np.array(rows), axis=0)
     w, h = det.info.input_size
     print(f"model input {w} x {h}, torch threads {torch.get_num_threads()}, {len(rows)} images, "

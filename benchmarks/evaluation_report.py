@@ -84,10 +84,10 @@ def main():
         per_image = sorted(m["per_image_mre_mm"].items(), key=lambda kv: kv[1])
         picks = {"best": per_image[0], "median": per_image[len(per_image) // 2], "worst": per_image[-1]}
         samples = {s.id: s for s in load_dataset(a.dataset, split)}
-        for label, (image_id, mre) in picks.items():
+        for label, (image_id, _) in picks.items():
             rad = read_radiograph(samples[image_id].image_path)
             target = out / "overlays" / f"{split}_{label}_{image_id}.png"
-            atomic_write(target, lambda p: render_overlay(rad.pixels, det.detect(rad), p))
+            atomic_write(target, lambda p, rad=rad: render_overlay(rad.pixels, det.detect(rad), p))
         print(f"{split}: MRE {m['mre_mm']:.3f} mm, SDR2 {m['sdr']['2.0']:.1f} %, ECE {m['ece_uncalibrated']:.2f} -> "
               f"{m['ece']:.2f} %, AUC4 ERE {m['roc_auc_4mm']:.3f}, P {m['p_large_error_roc_auc_4mm']:.3f}", flush=True)
 

@@ -132,7 +132,7 @@ def detect_files(paths, model_path, out_dir, spacing_mm=None, device="cpu", on_e
         try:
             report((k + 0.2) / len(paths), f"detecting on {Path(path).name}")
             written += _detect_and_write(detector, rad, path, out_dir, stem, overlay, heatmaps,
-                                         lambda: report((k + 0.8) / len(paths), "writing the results"))
+                                         lambda k=k: report((k + 0.8) / len(paths), "writing the results"))
         except CephError as e:
             fail(path, e)
     report(1.0, "done")

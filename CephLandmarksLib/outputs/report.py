@@ -78,7 +78,7 @@ def _table(ax, header, rows, col_widths, fontsize, highlight):
     t.auto_set_font_size(False)
     t.set_fontsize(fontsize)
     n = len(rows) + 1
-    for (i, j), cell in t.get_celld().items():
+    for (i, _), cell in t.get_celld().items():
         cell.set_height(1.0 / n)
         cell.set_linewidth(0.3)
         if i == 0:

@@ -242,7 +242,7 @@ def train_folds(cfg, k: int, resume: bool = False, log=print, progress: bool = T
         del plain["inputs"]
         payload = dict(format=OOF_FORMAT, fold=i, folds=k, member=paths.member(i).name, member_sha256=member.sha256,
                        input_size=[w, h], logits=logits.half(), **plain)
-        atomic_write(paths.oof(i), lambda tmp: torch.save(payload, tmp))
+        atomic_write(paths.oof(i), lambda tmp, payload=payload: torch.save(payload, tmp))
         t = member.info.training
         entry.update(status="done", file=paths.rel(member_path), sha256=member.sha256, oof=paths.rel(paths.oof(i)),
                      oof_sha256=file_sha256(paths.oof(i)), inner_holdout_ids=[s.id for s in hold_s],

@@ -40,6 +40,7 @@ from CephLandmarksLib.uncertainty.levels import LARGE_ERROR_MM  # noqa: E402
 
 CLINIC_IMAGES = 20
 CATCH = 0.85  # the issue's target share of errors over 4 mm flagged
+SHARES = np.arange(0.20, 0.4001, 0.01)  # the shares of the clinic's cross-validated points share_table tries
 
 
 def point_scores(detector, cases, settings) -> dict:
@@ -105,7 +106,7 @@ def ranking(score, errors_mm) -> tuple:
     return roc_curve(s, large)[3], 100 * float((s[good] >= t).mean()), t
 
 
-def share_table(parts, cv_p, shares=np.arange(0.20, 0.4001, 0.01)) -> list:
+def share_table(parts, cv_p, shares=SHARES) -> list:
     """[(share, % of errors > 4 mm caught, % of points <= 2 mm flagged)] pooled over the splits, each
     split's threshold flagging that share of its clinic's cross-validated points (the adapted rule:
     P(error > 4 mm) weighed with the image's other points; adapt_flag_replay.replay)."""
