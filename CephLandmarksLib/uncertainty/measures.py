@@ -40,7 +40,7 @@ def error_probability(probs, points_uv, mm_per_px, radius_mm: float = LARGE_ERRO
     Shown beside ERE as a number a clinician can read ("P(error > 4 mm) 12 %").  On the
     held-out training images under the benchmark's shifts it is close to calibrated and
     ranks errors over 4 mm better than ERE; on Test2 it ranks them worse, so the shipped
-    model flags on ERE (docs/robustness.md, benchmarks/flag_study.py).  Once the maps are
+    model flags on ERE (docs/robustness.md, benchmarks/studies/flag_study.py).  Once the maps are
     calibrated on a clinic's own images it ranks them better than ERE, and adapted models
     flag on it (docs/adaptation.md).
     """
