@@ -4,6 +4,7 @@ norms files, age-corrected norms and P(outside the norm). No model, no data."""
 
 import json
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,6 +14,7 @@ from CephLandmarksLib.cephalometry import measurements as M
 from CephLandmarksLib.cephalometry.analyses import rounded, run_analyses
 from CephLandmarksLib.cephalometry.anatomy import INDEX
 from CephLandmarksLib.cephalometry.catalogue import CATALOGUE_PATH, load_catalogue, with_norms_file
+from CephLandmarksLib.cephalometry.catalogue_listing import BEGIN, END, catalogue_markdown, norm_text
 from CephLandmarksLib.cephalometry.definitions import check
 from CephLandmarksLib.errors import CephError
 
@@ -373,3 +375,19 @@ def test_a_bad_catalogue_definition_is_named(tmp_path):
     path = write(tmp_path, data)
     with pytest.raises(CephError, match=r"analyses\[steiner\]\.measurements\[SNA\]\.definition\.to: unknown landmark"):
         load_catalogue(path)
+
+
+def test_the_docs_catalogue_tables_are_current():
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "analyses.md").read_text(encoding="utf-8")
+    generated = doc[doc.index(BEGIN):doc.index(END) + len(END)] + "\n"
+    assert generated == catalogue_markdown(load_catalogue()), "regenerate docs/analyses.md's catalogue section"
+
+
+def test_norms_in_words():
+    catalogue = load_catalogue()
+    words = {(a.key, m.key): norm_text(m.norms[0], m.unit) for a in catalogue.analyses for m in a.measurements
+             if m.norms}
+    assert words["steiner", "SNA"] == "82 ± 2° (SD by convention)"
+    assert words["steiner", "ANB"] == "0 to 4° (mean 2)"
+    assert words["downs", "MP-angle"].startswith("21.9° (mean only: no band)")
+    assert words["bjork_jarabak", "jarabak-ratio"] == "62 to 65 %"
