@@ -245,6 +245,26 @@ def test_a_missing_landmark_is_named():
     assert got["steiner", "SNA"]["value"] is not None
 
 
+def test_a_missing_jaw_point_does_not_turn_the_frame_over():
+    right, left = to_image(ANATOMICAL), to_image(ANATOMICAL, 15, mirror=True)
+    right[INDEX["Me"]] = left[INDEX["Me"]] = np.nan
+    a, b = (values(run_analyses(x, analyses="all")) for x in (right, left))
+    assert a["downs", "convexity"] == pytest.approx(EXPECTED["downs", "convexity"])
+    for key in EXPECTED:
+        assert (a[key] is None and b[key] is None) or a[key] == pytest.approx(b[key]), key
+
+
+def test_a_missing_sella_makes_signed_rows_undefined_and_says_so():
+    image = to_image(ANATOMICAL)
+    image[INDEX["S"]] = np.nan
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        got = items(run_analyses(image, analyses=["steiner", "bjork_jarabak"]))
+    assert "S or N is missing" in got["steiner", "Pog-NB"]["undefined"]
+    assert got["steiner", "SNA"]["undefined"] == "missing landmark(s): S"
+    assert got["bjork_jarabak", "Go-Me"]["value"] == pytest.approx(dist("Go", "Me"))
+
+
 def test_the_constructed_horizontal_is_an_option_and_is_recorded():
     image = to_image(ANATOMICAL, -12)
     fh = items(run_analyses(image, analyses=["downs"]))
@@ -258,6 +278,8 @@ def test_the_constructed_horizontal_is_an_option_and_is_recorded():
     assert "Po" in fh["downs", "Y-axis"]["rests_on"] and hp["downs", "convexity"]["reference"] is None
     with pytest.raises(CephError, match="steiner uses no horizontal"):
         run_analyses(image, analyses=["steiner"], horizontal_option={"steiner": "constructed"})
+    with pytest.raises(CephError, match="unknown analyses: dwns"):
+        run_analyses(image, horizontal_option={"dwns": "constructed"})
     with pytest.raises(CephError, match="unknown horizontal"):
         run_analyses(image, horizontal_option="true vertical")
 

@@ -163,6 +163,10 @@ def run_analyses(points_mm, samples_mm=None, analyses=None, *, catalogue: Catalo
     catalogue = catalogue or shipped_catalogue()
     if isinstance(horizontal_option, str) and horizontal_option not in HORIZONTAL_OPTIONS:
         raise CephError(f"unknown horizontal {horizontal_option!r}: choose one of {', '.join(HORIZONTAL_OPTIONS)}")
+    if isinstance(horizontal_option, dict):
+        unknown = sorted(set(horizontal_option) - {a.key for a in catalogue.analyses})
+        if unknown:
+            raise CephError(f"horizontal option for unknown analyses: {', '.join(unknown)}")
     if sex is not None and sex not in ("male", "female"):
         raise CephError(f"unknown sex {sex!r}: give male or female")
     points = np.asarray(points_mm, dtype=np.float64)

@@ -2,7 +2,7 @@
 
 The named analyses take their signs from anatomy (docs/analyses.md, "Sign rule"). Each
 configuration (S, 19, 2), in mm on image axes, is expressed in its own frame: origin S,
-x along S->N (anterior), y perpendicular to it on the side of N away from Me (superior).
+x along S->N (anterior), y perpendicular to it on the side away from the jaws (superior).
 A mirrored (left-facing) image or a rotated head gives the same local coordinates, so
 every signed quantity computed from them is the same.
 
@@ -19,6 +19,7 @@ from ..landmarks import ISBI_LANDMARKS
 
 INDEX = {lm.abbreviation: lm.index - 1 for lm in ISBI_LANDMARKS}
 EPS_MM = 1e-6  # two points closer than this coincide: the line through them is undefined
+LOWER_FACE = ("Me", "Gn", "Pog", "B", "A", "ANS", "PNS", "Go")  # all below S-N on any head
 
 HORIZONTALS = {
     "FH": ("Frankfort horizontal (Po-Or)", ("Po", "Or")),
@@ -60,19 +61,32 @@ def unit_vectors(d: np.ndarray) -> tuple:
     return np.where(valid[..., None], d / safe[..., None], 0.0), valid
 
 
+def lower_face(p: np.ndarray) -> np.ndarray:
+    """(S, 2) centre of the lower-face landmarks present (all lie below S-N): which way is inferior."""
+    q = p[:, [INDEX[k] for k in LOWER_FACE]]
+    present = np.isfinite(q).all(axis=-1)
+    count = present.sum(axis=1)
+    total = np.where(present[..., None], q, 0.0).sum(axis=1)
+    return total / np.maximum(count, 1)[:, None]
+
+
 def anatomical_frame(points_mm) -> Frame:
     """The anatomical frame of each configuration (S, 19, 2) or (19, 2) -> Frame over (S,)."""
     p = np.asarray(points_mm, dtype=np.float64)
     p = p[None] if p.ndim == 2 else p
-    s, n, me = p[:, INDEX["S"]], p[:, INDEX["N"]], p[:, INDEX["Me"]]
+    s, n = p[:, INDEX["S"]], p[:, INDEX["N"]]
     x_axis, valid = unit_vectors(n - s)
     perp = np.stack([-x_axis[:, 1], x_axis[:, 0]], axis=-1)
-    side = np.where(((n - me) * perp).sum(axis=-1) < 0, -1.0, 1.0)  # superior: the side of N away from Me
+    side = np.where(((n - lower_face(p)) * perp).sum(axis=-1) < 0, -1.0, 1.0)  # superior: away from the jaws
     y_axis = perp * side[:, None]
     rel = p - s[:, None, :]
     local = np.stack([(rel * x_axis[:, None, :]).sum(-1), (rel * y_axis[:, None, :]).sum(-1)], axis=-1)
     local = np.where(valid[:, None, None], local, p)
-    return Frame(local, valid, "S and N coincide: the anatomical frame (anterior along S-N) is undefined")
+    if np.isfinite(p[:, [INDEX["S"], INDEX["N"]]]).all():
+        reason = "S and N coincide: the anatomical frame (anterior along S-N) is undefined"
+    else:
+        reason = "S or N is missing: the anatomical frame (anterior along S-N) is undefined"
+    return Frame(local, valid, reason)
 
 
 def horizontal(frame: Frame, name: str, constructed_deg: float) -> Horizontal:
