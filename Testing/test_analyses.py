@@ -3,7 +3,11 @@ sign rule under mirroring and rotation, the identities, the ISBI eight unchanged
 norms files, age-corrected norms and P(outside the norm). No model, no data."""
 
 import json
+import shutil
+import subprocess
+import sys
 import warnings
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -413,3 +417,31 @@ def test_norms_in_words():
     assert words["steiner", "ANB"] == "0 to 4° (mean 2)"
     assert words["downs", "MP-angle"].startswith("21.9° (mean only: no band)")
     assert words["bjork_jarabak", "jarabak-ratio"] == "62 to 65 %"
+
+
+ROOT = Path(__file__).resolve().parents[1]
+CATALOGUE_IN_PACKAGE = "CephLandmarksLib/cephalometry/analyses.json"
+
+
+@pytest.mark.slow
+def test_the_catalogue_ships_in_the_wheel(tmp_path):
+    src = tmp_path / "src"
+    shutil.copytree(ROOT / "CephLandmarksLib", src / "CephLandmarksLib", ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md", "LICENSE", "CephLandmarks/Resources/requirements.txt"):
+        (src / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(ROOT / name, src / name)
+    run = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
+                          "-w", str(tmp_path / "dist"), str(src)], capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-2000:]
+    (wheel,) = (tmp_path / "dist").glob("*.whl")
+    assert zipfile.ZipFile(wheel).read(CATALOGUE_IN_PACKAGE) == (ROOT / CATALOGUE_IN_PACKAGE).read_bytes()
+
+
+@pytest.mark.slow
+def test_the_catalogue_ships_in_the_slicer_install():
+    from slicer_harness import build as harness
+
+    if harness.skip_reason():
+        pytest.skip(harness.skip_reason())
+    installed = harness.installed_scripted_modules()
+    assert (installed / CATALOGUE_IN_PACKAGE).read_bytes() == (ROOT / CATALOGUE_IN_PACKAGE).read_bytes()
