@@ -111,38 +111,51 @@ def _isbi_class(spec, value) -> str | None:
     return m.classes[int(m.class_index(np.array([value]))[0])][1]
 
 
-def measure(spec, contexts: _Contexts, horizontal_name, *, age_years=None, sex=None, flagged=()) -> dict:
-    """One measurement's entry (see the module docstring)."""
-    points = rests_on(spec, horizontal_name)
+def _measured(spec, contexts: _Contexts, horizontal_name, points) -> tuple:
+    """(value or None, why it is undefined or None, the defined sample values or None)."""
     point_mm = contexts.image["point"][0]
     missing = [p for p in points if not np.all(np.isfinite(point_mm[INDEX[p]]))]
     if missing:
-        value, undefined = None, f"missing landmark(s): {', '.join(missing)}"
-    else:
-        value, undefined = _value(spec, contexts.get("point", horizontal_name))
-    samples = None
-    if contexts.image["samples"] is not None and value is not None:
-        samples = _samples(spec, contexts.get("samples", horizontal_name))
+        return None, f"missing landmark(s): {', '.join(missing)}", None
+    value, undefined = _value(spec, contexts.get("point", horizontal_name))
+    if contexts.image["samples"] is None or value is None:
+        return value, undefined, None
+    return value, undefined, _samples(spec, contexts.get("samples", horizontal_name))
+
+
+def _graded(spec, value, samples, age_years, sex) -> dict:
+    """The norm-related fields: norm, why there is none, deviation in SD, interpretation, P(outside)."""
     norm, norm_note = select_norm(spec, age_years, sex)
     mean = grading.corrected_mean(norm, age_years)
     limits = grading.band(norm, mean)
+    return {
+        "norm": norm_dict(norm, mean, age_years), "norm_missing": None if norm else norm_note,
+        "deviation_sd": grading.deviation_sd(value, mean, norm.sd if norm else None),
+        "interpretation": grading.interpretation(value, limits, spec.below, spec.above),
+        "p_outside_norm": grading.p_outside(samples, limits),
+    }
+
+
+def measure(spec, contexts: _Contexts, horizontal_name, *, age_years=None, sex=None, flagged=()) -> dict:
+    """One measurement's entry (see the module docstring)."""
+    points = rests_on(spec, horizontal_name)
+    value, undefined, samples = _measured(spec, contexts, horizontal_name, points)
     interval = None
     if samples is not None and len(samples):
         interval = [float(v) for v in np.percentile(samples, INTERVAL_PERCENTILES)]
+    reference = None
+    if horizontal_name and uses_horizontal(spec.definition):
+        reference = contexts.get("point", horizontal_name).horizontal.label
     item = {
         "key": spec.key, "name": spec.name, "unit": spec.unit, "definition": spec.text,
         "value": value, "undefined": undefined,
         "interval_90": interval, "median": float(np.median(samples)) if interval else None,
         "samples_used": None if samples is None else int(len(samples)),
-        "norm": norm_dict(norm, mean, age_years), "norm_missing": None if norm else norm_note,
-        "deviation_sd": grading.deviation_sd(value, mean, norm.sd if norm else None),
-        "interpretation": grading.interpretation(value, limits, spec.below, spec.above),
-        "p_outside_norm": grading.p_outside(samples, limits),
+        **_graded(spec, value, samples, age_years, sex),
         "surrogates": list(spec.surrogates),
         "rests_on": list(points),
         "flagged_points": [p for p in points if p in set(flagged)],
-        "reference": contexts.get("point", horizontal_name).horizontal.label
-        if horizontal_name and uses_horizontal(spec.definition) else None,
+        "reference": reference,
     }
     challenge_class = _isbi_class(spec, value)
     if challenge_class is not None:
