@@ -22,8 +22,8 @@ def skull_like(width=WIDTH, height=HEIGHT, seed=0) -> np.ndarray:
     """uint8 (H, W): smooth structure plus noise (JPEG-compressible, not flat)."""
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[0:height, 0:width]
-    img = 90 + 50 * np.sin(xx / 17.0) * np.cos(yy / 23.0) + 40 * np.exp(-((xx - width / 2) ** 2 + (yy - height / 2) ** 2)
-                                                                        / (2 * (width / 5) ** 2))
+    centre = np.exp(-((xx - width / 2) ** 2 + (yy - height / 2) ** 2) / (2 * (width / 5) ** 2))
+    img = 90 + 50 * np.sin(xx / 17.0) * np.cos(yy / 23.0) + 40 * centre
     return np.clip(img + rng.normal(0, 6, img.shape), 0, 255).astype(np.uint8)
 
 
@@ -100,8 +100,8 @@ def header_spacing(folder, ext, value) -> Path:
     raw = out.read_bytes()
     text = _fmt(value)
     if ext == ".nrrd":
-        new = re.sub(rb"space directions: \([^)]*\) \([^)]*\)", f"space directions: ({text},0) (0,{text})".encode(), raw,
-                     count=1)
+        new = re.sub(rb"space directions: \([^)]*\) \([^)]*\)", f"space directions: ({text},0) (0,{text})".encode(),
+                     raw, count=1)
     elif ext == ".mha":
         new = re.sub(rb"ElementSpacing = [^\n]*", f"ElementSpacing = {text} {text}".encode(), raw, count=1)
     elif ext == ".nii":
@@ -159,7 +159,8 @@ def png_claiming(folder, width, height, name="huge.png") -> Path:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
 
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    data = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 4096)) + chunk(b"IEND", b"")
+    data = (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 4096))
+            + chunk(b"IEND", b""))
     out = Path(folder) / name
     out.write_bytes(data)
     return out

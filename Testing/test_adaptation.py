@@ -2,6 +2,7 @@
 end to end on a synthetic clinic (the tiny model)."""
 
 import csv
+import itertools
 import json
 from dataclasses import replace
 
@@ -11,15 +12,14 @@ import torch
 
 from CephLandmarksLib import cli
 from CephLandmarksLib.clinic.adaptation import FLAG_SHARE, flag_threshold
+from CephLandmarksLib.clinic.conventions import residuals_mm, robust_offsets
 from CephLandmarksLib.errors import CephError
+from CephLandmarksLib.files import file_sha256
+from CephLandmarksLib.imaging.geometry import from_head_frame, head_axes, shifts_uv, to_head_frame
+from CephLandmarksLib.network.heatmaps import shift_maps
 from CephLandmarksLib.store.modelmeta import FLAG_P_LARGE_RANGE
 from CephLandmarksLib.uncertainty.conformal import conformal_mass, covered, fit_region_masses, region_scores
-from CephLandmarksLib.clinic.conventions import residuals_mm, robust_offsets
-from CephLandmarksLib.imaging.geometry import shifts_uv
-from CephLandmarksLib.files import file_sha256
 from CephLandmarksLib.uncertainty.flag_score import IMAGE_WEIGHT, TYPICAL_P_LARGE, image_adjusted_p_large
-from CephLandmarksLib.imaging.geometry import from_head_frame, head_axes, to_head_frame
-from CephLandmarksLib.network.heatmaps import shift_maps
 from conftest import make_generic_dataset
 
 
@@ -187,7 +187,7 @@ def test_the_overlay_caption_stays_on_a_narrow_picture(tmp_path):
     boxes = [t.get_window_extent(renderer) for t in fig.texts]
     assert len(boxes) >= 4  # the missing landmarks' line and the rule, wrapped
     assert all(0 <= b.x0 and b.x1 <= fig.bbox.width and b.y0 >= 0 for b in boxes)
-    assert all(upper.y0 >= lower.y1 - 1 for upper, lower in zip(boxes, boxes[1:]))
+    assert all(upper.y0 >= lower.y1 - 1 for upper, lower in itertools.pairwise(boxes))
     assert "≥ 2.04 %" in " ".join(t.get_text() for t in fig.texts)
 
 
@@ -244,8 +244,8 @@ def test_adapt_fits_the_threshold_on_the_cross_validated_points(tiny_model, tmp_
     cross-validated reading (the one that chose the method); for a plain fit, of its own points.  Never a
     fixed probability.  (The tiny model's maps are so broad that its thresholds meet the model file's
     cap; the cap is lifted here so that the two readings' thresholds differ.)"""
-    from CephLandmarksLib.clinic import adaptation
     from CephLandmarksLib.annotations.datasets import load_dataset
+    from CephLandmarksLib.clinic import adaptation
     from CephLandmarksLib.detection.predictor import LandmarkDetector
     from CephLandmarksLib.training.scoring import observe_samples, outcome
 
@@ -326,7 +326,8 @@ def test_adapt_learns_a_clinic_convention_and_writes_model_and_report(tiny_model
     assert meta["ere_threshold_mm"] == read_model_info(tiny_model)["ere_threshold_mm"]
     assert f"{threshold:.3g}" in rec["flag_rule"] and f"{FLAG_SHARE:.0%}" in rec["flag_rule"]
     report = (tmp_path / "clinic.report" / "report.md").read_text()
-    assert "cross-validated" in report and "| Me |" in report and (tmp_path / "clinic.report" / "coverage90.png").stat().st_size > 1000
+    assert "cross-validated" in report and "| Me |" in report
+    assert (tmp_path / "clinic.report" / "coverage90.png").stat().st_size > 1000
     # detect with the adapted model draws conformal regions and names the adaptation.
     code, _, err = _run(["detect", clinic / "img00.png", "--model", out, "--out-dir", tmp_path / "det",
                          "--no-overlay"], capsys)

@@ -51,4 +51,5 @@ def test_the_documented_example_runs(tmp_path, monkeypatch):
     assert run.returncode == 0, run.stderr[-1500:]
     lines = run.stdout.splitlines()
     # noise with blobs is no skull: the shipped model flags points, and each line names its reasons
-    assert lines and all(re.match(r"^[A-Za-z'’]+: \(.*\) mm, ERE [\d.]+ mm, P\(error > 4 mm\) \d+%, \w", ln) for ln in lines), lines
+    line_form = r"^[A-Za-z'’]+: \(.*\) mm, ERE [\d.]+ mm, P\(error > 4 mm\) \d+%, \w"
+    assert lines and all(re.match(line_form, ln) for ln in lines), lines

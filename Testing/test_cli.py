@@ -31,7 +31,8 @@ def test_detect_writes_json_markups_and_png(tiny_model, generic_dataset, tmp_pat
     keys = {"index", "name", "abbreviation", "x_px", "y_px", "x_mm", "y_mm", "confidence", "ere_mm", "flagged",
             "p_large_error", "flag_reasons", "region_90_area_mm2", "region_90_max_distance_mm"}
     assert all(set(lm) == keys for lm in lms)
-    assert d["regions"]["method"] == "split-conformal" and set(d["regions"]["masses"]) == {"50", "90"}  # fitted by train
+    # fitted by train:
+    assert d["regions"]["method"] == "split-conformal" and set(d["regions"]["masses"]) == {"50", "90"}
     assert d["large_error_mm"] == 4.0
     alignment = d.get("alignment", {})
     implausible = set(alignment.get("implausible", [])) | set(alignment.get("near_edge", []))

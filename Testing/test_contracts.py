@@ -11,16 +11,17 @@ import re
 import shutil
 import subprocess
 import sys
-import tomllib
 from pathlib import Path
 
 import pytest
+import tomllib
 
 ROOT = Path(__file__).resolve().parents[1]
 MODULE_DIR = ROOT / "CephLandmarks"
 LINT_IMPORTS = Path(sys.executable).with_name("lint-imports")
 
-needs_linter = pytest.mark.skipif(not LINT_IMPORTS.exists(), reason="import-linter is not installed (pip install -e '.[test]')")
+needs_linter = pytest.mark.skipif(not LINT_IMPORTS.exists(),
+                                  reason="import-linter is not installed (pip install -e '.[test]')")
 
 
 def lint_imports(root: Path) -> subprocess.CompletedProcess:
@@ -52,11 +53,14 @@ def _copy_tree(tmp_path: Path) -> Path:
 @pytest.mark.slow
 @pytest.mark.parametrize("module, importer, line, contract", [
     # a lazy import inside a function, upward: imaging -> network
-    ("CephLandmarksLib/imaging/images.py", "CephLandmarksLib.imaging.images", "def _up():\n    from ..network import inputs  # noqa\n", "Library layers"),
+    ("CephLandmarksLib/imaging/images.py", "CephLandmarksLib.imaging.images",
+     "def _up():\n    from ..network import inputs  # noqa\n", "Library layers"),
     # the detection result (read in Slicer's own process) reaching torch through the predictor
-    ("CephLandmarksLib/detection/result.py", "CephLandmarksLib.detection.result", "def _up():\n    from . import predictor  # noqa\n", "never imports torch"),
+    ("CephLandmarksLib/detection/result.py", "CephLandmarksLib.detection.result",
+     "def _up():\n    from . import predictor  # noqa\n", "never imports torch"),
     # a Slicer helper reaching training
-    ("CephLandmarks/CephLandmarksSlicer/process.py", "CephLandmarksSlicer.process", "def _up():\n    from CephLandmarksLib.training import loop  # noqa\n",
+    ("CephLandmarks/CephLandmarksSlicer/process.py", "CephLandmarksSlicer.process",
+     "def _up():\n    from CephLandmarksLib.training import loop  # noqa\n",
      "Slicer helpers never import"),
 ], ids=["layers", "torch-free", "slicer-helpers"])
 def test_a_broken_contract_fails_naming_the_import(tmp_path, module, importer, line, contract):

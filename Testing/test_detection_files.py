@@ -7,11 +7,11 @@ import sys
 
 import numpy as np
 import pytest
+from slicer_fixtures import syntheticDetection
 
 from CephLandmarksLib.cli import main
 from CephLandmarksLib.detection.result import load_detection, save_heatmaps
 from CephLandmarksLib.imaging.images import Radiograph, read_radiograph, save_radiograph
-from slicer_fixtures import syntheticDetection
 
 
 def test_heatmaps_round_trip_keeps_points_maps_frame_and_contours(tmp_path):
@@ -21,12 +21,12 @@ def test_heatmaps_round_trip_keeps_points_maps_frame_and_contours(tmp_path):
     back = load_detection(tmp_path / "x.json")
     assert back.frame == detection.frame
     np.testing.assert_array_equal(back.probs, np.asarray(detection.probs, dtype=np.float32))
-    for a, b in zip(back.landmarks, detection.landmarks):
+    for a, b in zip(back.landmarks, detection.landmarks, strict=True):
         assert (a.abbreviation, a.flagged) == (b.abbreviation, b.flagged)
         assert a.x_px == pytest.approx(b.x_px, abs=1e-3) and a.ere_mm == pytest.approx(b.ere_mm, abs=1e-3)
         assert set(a.contours_px) == set(b.contours_px)
         for level in b.contours_px:
-            for ca, cb in zip(a.contours_px[level], b.contours_px[level]):
+            for ca, cb in zip(a.contours_px[level], b.contours_px[level], strict=True):
                 np.testing.assert_allclose(ca, cb)
     assert back.to_json_dict()["landmarks"] == detection.to_json_dict()["landmarks"]
 

@@ -9,8 +9,8 @@ import pytest
 
 from CephLandmarksLib.annotations.datasets import load_dataset
 from CephLandmarksLib.detection.predictor import LandmarkDetector
-from CephLandmarksLib.training.evaluate import evaluate
 from CephLandmarksLib.imaging.images import read_radiograph
+from CephLandmarksLib.training.evaluate import evaluate
 from CephLandmarksLib.training.metrics import radial_errors_mm
 
 
@@ -57,13 +57,11 @@ def test_evaluate_fixes_glibcs_mmap_threshold_unless_the_user_set_one(monkeypatc
     about 30 MB an image); a user's MALLOC_MMAP_THRESHOLD_ wins, and other C libraries are left alone."""
     import ctypes
 
-    from CephLandmarksLib import cli
-
-    from CephLandmarksLib import memory
+    from CephLandmarksLib import cli, memory
 
     monkeypatch.delenv("MALLOC_MMAP_THRESHOLD_", raising=False)
     try:
-        ctypes.CDLL(None).mallopt
+        ctypes.CDLL(None).mallopt  # noqa: B018 - the probe: does this C library have mallopt?
     except (OSError, AttributeError):
         assert memory.limit_heap_fragmentation() is False
         return

@@ -78,7 +78,8 @@ def test_resources_installed(installed):
         target = installed / rel
         assert target.is_file(), rel
         assert target.stat().st_size == source.stat().st_size and target.read_bytes() == source.read_bytes(), rel
-    installed_resources = {p.relative_to(installed).as_posix() for p in (installed / "Resources").rglob("*") if p.is_file()}
+    installed_resources = {p.relative_to(installed).as_posix()
+                           for p in (installed / "Resources").rglob("*") if p.is_file()}
     assert installed_resources == set(expected)
 
 
@@ -142,7 +143,8 @@ def schema_errors(entry, schema):
             errors.append(f"{key}: {value!r} out of range")
         if spec["type"] == "array" and "items" in spec:
             item_kind = TYPES[spec["items"]["type"]]
-            errors += [f"{key}: item {v!r} is not of type {spec['items']['type']}" for v in value if not isinstance(v, item_kind)]
+            errors += [f"{key}: item {v!r} is not of type {spec['items']['type']}"
+                       for v in value if not isinstance(v, item_kind)]
     return errors
 
 

@@ -7,12 +7,12 @@ import pytest
 import torch
 
 from CephLandmarksLib import cli
-from CephLandmarksLib.clinic.adaptation import encode_case
 from CephLandmarksLib.annotations.datasets import load_dataset
-from CephLandmarksLib.detection.predictor import LandmarkDetector
+from CephLandmarksLib.clinic.adaptation import encode_case
 from CephLandmarksLib.clinic.finetune import fine_tune, logits_of
-from CephLandmarksLib.network.heatmaps import heatmap_nll
+from CephLandmarksLib.detection.predictor import LandmarkDetector
 from CephLandmarksLib.imaging.images import read_radiograph
+from CephLandmarksLib.network.heatmaps import heatmap_nll
 from CephLandmarksLib.store.modelfile import load_model
 from CephLandmarksLib.training.scoring import Case
 from conftest import make_generic_dataset
@@ -78,7 +78,7 @@ def test_adapt_by_fine_tune_writes_the_tuned_network(tiny_model, tmp_path, capsy
     assert rec["method"] == "fine-tune" and rec["fine_tune"]["trained"] == "decoder and head"
     assert rec["offsets_mm"] is None
     before, after = measured
-    assert not any(torch.equal(a.obs.logits, b.obs.logits) for a, b in zip(after, before))
+    assert not any(torch.equal(a.obs.logits, b.obs.logits) for a, b in zip(after, before, strict=True))
     assert "Fine-tune: the decoder and head" in (tmp_path / "tuned.report" / "report.md").read_text()
     base, tuned = load_model(tiny_model).net.state_dict(), load_model(out).net.state_dict()
     changed = {k for k in base if not torch.equal(base[k], tuned[k])}

@@ -6,14 +6,14 @@ import numpy as np
 import pytest
 import torch
 
-from CephLandmarksLib.cli import main
 from CephLandmarksLib.annotations.datasets import load_dataset, split_folds
+from CephLandmarksLib.cli import main
 from CephLandmarksLib.errors import CephError
 from CephLandmarksLib.files import file_sha256
-from CephLandmarksLib.training.folds import load_oof, read_manifest, train_folds
 from CephLandmarksLib.store.modelfile import load_model
-from CephLandmarksLib.training.prepared import prepare, prepared_logits
+from CephLandmarksLib.training.folds import load_oof, read_manifest, train_folds
 from CephLandmarksLib.training.loop import TrainConfig
+from CephLandmarksLib.training.prepared import prepare, prepared_logits
 
 ARGS = ["--input-size", "64x64", "--epochs", "1", "--batch-size", "4", "--holdout", "1", "--device", "cpu"]
 

@@ -1,8 +1,15 @@
 import numpy as np
 import torch
 
-from CephLandmarksLib.network.heatmaps import (argmax_2d, bilinear_target, decode_points, heatmap_nll, log_softmax_2d,
-                                       refine_subpixel, softmax_2d)
+from CephLandmarksLib.network.heatmaps import (
+    argmax_2d,
+    bilinear_target,
+    decode_points,
+    heatmap_nll,
+    log_softmax_2d,
+    refine_subpixel,
+    softmax_2d,
+)
 
 
 def test_softmax_is_over_the_whole_map():

@@ -17,16 +17,15 @@ import warnings
 from dataclasses import asdict
 from pathlib import Path
 
+import hostile_models_corpus as corpus
 import numpy as np
 import pytest
 import torch
 
-import hostile_models_corpus as corpus
 from CephLandmarksLib import cli
 from CephLandmarksLib.annotations import datasets
-from CephLandmarksLib.store import modelmeta
-from CephLandmarksLib.store import registry
 from CephLandmarksLib.errors import CephError
+from CephLandmarksLib.store import modelmeta, registry
 from CephLandmarksLib.store.modelfile import ModelInfo, load_model
 from conftest import synthetic_image
 
@@ -289,7 +288,7 @@ def test_odd_but_valid_tables_read_like_the_plain_one(label, dataset, tmp_path):
     for split in ("train", "test1"):
         plain, odd = datasets.load_dataset(dataset, split), datasets.load_dataset(ds, split)
         assert [s.id for s in odd] == [s.id for s in plain] and len(odd) == (8 if split == "train" else 2)
-        assert all(np.array_equal(a.landmarks_px, b.landmarks_px) for a, b in zip(odd, plain))
+        assert all(np.array_equal(a.landmarks_px, b.landmarks_px) for a, b in zip(odd, plain, strict=True))
 
 
 def test_bom_dataset_evaluates_completely(untrained_model, dataset, tmp_path, capfd):
@@ -318,7 +317,7 @@ def test_small_isbi_dataset_is_read_with_or_without_a_byte_order_mark(isbi_sourc
         path = corpus.isbi_annotation(root, doctor, 1)
         path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())
     assert all(np.array_equal(a.landmarks_px, b.landmarks_px)
-               for a, b in zip(datasets.load_dataset(root, "train"), samples))
+               for a, b in zip(datasets.load_dataset(root, "train"), samples, strict=True))
 
 
 @pytest.mark.parametrize("label", sorted(corpus.isbi_mutations()))
@@ -427,7 +426,8 @@ def test_output_refusals(dataset, tmp_path, capfd):
         (["--out", folder.with_suffix(".json"), "--folds", "2"], "--out"),
         (["--out", "/proc/ens.json", "--folds", "2"], "--out"),
         (["--out", tmp_path / "ens.safetensors", "--folds", "2"], "--out"),
-        (["--out", tmp_path / "w4" / "m.safetensors", "--init-from", tmp_path / "none.safetensors"], "none.safetensors"),
+        (["--out", tmp_path / "w4" / "m.safetensors", "--init-from", tmp_path / "none.safetensors"],
+         "none.safetensors"),
     ]
     folder.with_suffix(".json").mkdir()
     for extra, needle in cases:

@@ -4,12 +4,15 @@ import numpy as np
 import pytest
 
 from CephLandmarksLib.cephalometry import measurements as M
+from CephLandmarksLib.cephalometry.measurement_uncertainty import (
+    measure_detection,
+    measurements_json,
+    sample_landmarks_mm,
+    sample_pixels,
+)
 from CephLandmarksLib.detection.result import Detection, LandmarkResult
 from CephLandmarksLib.imaging.geometry import ModelFrame
 from CephLandmarksLib.landmarks import ISBI_LANDMARKS
-from CephLandmarksLib.cephalometry.measurement_uncertainty import (
-    measure_detection, measurements_json, sample_landmarks_mm, sample_pixels,
-)
 
 SPACING = (0.1, 0.1)
 IMAGE_SIZE = (1935, 2400)
@@ -127,7 +130,7 @@ def delta_map(uv, size=MODEL_SIZE):
 def synthetic_detection(maps, frame, points_px, flagged=()):
     landmarks = [LandmarkResult(lm.index, lm.name, lm.abbreviation, float(x), float(y), float(x) * SPACING[0],
                                 float(y) * SPACING[1], 0.5, 1.0, lm.index in flagged)
-                 for lm, (x, y) in zip(ISBI_LANDMARKS, points_px)]
+                 for lm, (x, y) in zip(ISBI_LANDMARKS, points_px, strict=True)]
     return Detection("synthetic.png", IMAGE_SIZE, SPACING, "assumed", {"name": "test", "version": "0", "sha256": "0"},
                      1.5, landmarks, np.asarray(maps), frame)
 
@@ -258,7 +261,10 @@ def test_corrected_landmarks_are_exact_and_only_their_measurements_change():
 def test_corrected_measurements_json():
     import json
 
-    from CephLandmarksLib.cephalometry.measurement_uncertainty import corrected_measurements_json, detection_measurements_json
+    from CephLandmarksLib.cephalometry.measurement_uncertainty import (
+        corrected_measurements_json,
+        detection_measurements_json,
+    )
 
     d = detection_from_profile(sigma=2.0)
     points = profile_mm()
@@ -322,7 +328,8 @@ def test_report_needs_no_torch():
     import sys
     from pathlib import Path
 
-    code = ("import sys; import CephLandmarksLib.outputs.report, CephLandmarksLib.cephalometry.measurement_uncertainty; "
+    code = ("import sys; import CephLandmarksLib.outputs.report, "
+            "CephLandmarksLib.cephalometry.measurement_uncertainty; "
             "sys.exit(1 if 'torch' in sys.modules else 0)")
     assert subprocess.run([sys.executable, "-c", code], cwd=str(Path(__file__).resolve().parent.parent)).returncode == 0
 

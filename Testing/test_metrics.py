@@ -4,10 +4,18 @@ import numpy as np
 import pytest
 import torch
 
-from CephLandmarksLib.training.calibration import ere_threshold, fit_temperatures
 from CephLandmarksLib.network.heatmaps import heatmap_nll
-from CephLandmarksLib.training.metrics import (UNIFORM_BIN_EDGES, grouped_correlation, hits, radial_errors_mm, reliability,
-                                     roc_curve, sdr_percent, threshold_at_tpr)
+from CephLandmarksLib.training.calibration import ere_threshold, fit_temperatures
+from CephLandmarksLib.training.metrics import (
+    UNIFORM_BIN_EDGES,
+    grouped_correlation,
+    hits,
+    radial_errors_mm,
+    reliability,
+    roc_curve,
+    sdr_percent,
+    threshold_at_tpr,
+)
 
 
 def test_ece_hand_computed():
@@ -67,13 +75,13 @@ def test_ere_threshold_catches_the_requested_share():
     assert np.mean(ere[err > 3.0] >= t) >= 0.8
 
 
-def _overconfident_logits(n, rng, h=24, w=24, l=3, true_t=3.0):
+def _overconfident_logits(n, rng, h=24, w=24, n_maps=3, true_t=3.0):
     """Logits whose correct temperature is true_t: targets are sampled from softmax(z / true_t)."""
-    z = torch.as_tensor(rng.normal(0, 1, (n, l, h * w)) * 4, dtype=torch.float32)
+    z = torch.as_tensor(rng.normal(0, 1, (n, n_maps, h * w)) * 4, dtype=torch.float32)
     p = torch.softmax(z / true_t, -1)
-    flat = torch.multinomial(p.reshape(-1, h * w), 1).reshape(n, l)
+    flat = torch.multinomial(p.reshape(-1, h * w), 1).reshape(n, n_maps)
     uv = torch.stack([(flat % w).float(), (flat // w).float()], -1)
-    return z.reshape(n, l, h, w), uv
+    return z.reshape(n, n_maps, h, w), uv
 
 
 def test_temperature_fit_recovers_the_truth_and_lowers_heldout_nll():

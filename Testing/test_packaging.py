@@ -28,5 +28,6 @@ def test_the_wheel_holds_every_module(tmp_path):
                           "-w", str(tmp_path / "dist"), str(src)], capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr[-2000:]
     (wheel,) = (tmp_path / "dist").glob("*.whl")
-    names = sorted(n for n in zipfile.ZipFile(wheel).namelist() if n.startswith("CephLandmarksLib/") and n.endswith(".py"))
+    names = sorted(n for n in zipfile.ZipFile(wheel).namelist()
+                   if n.startswith("CephLandmarksLib/") and n.endswith(".py"))
     assert len(names) > 40 and names == library_modules(ROOT)

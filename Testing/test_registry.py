@@ -13,10 +13,9 @@ from safetensors import safe_open
 from safetensors.numpy import save_file
 
 from CephLandmarksLib import cli
-
-from CephLandmarksLib.store import registry
 from CephLandmarksLib.errors import CephError
 from CephLandmarksLib.files import file_sha256
+from CephLandmarksLib.store import registry
 from CephLandmarksLib.store.modelmeta import seal
 from CephLandmarksLib.store.registry import FORMAT, META_KEY, ModelRegistry, read_model_info
 

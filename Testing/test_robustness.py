@@ -9,16 +9,16 @@ import pytest
 import torch
 
 from CephLandmarksLib.detection.alignment import realigned_frame, shape_check
-from CephLandmarksLib.training.augment import AugmentSettings, augment_batch, cut_band, jpeg_like
+from CephLandmarksLib.detection.missing import missing_landmarks, near_edge
 from CephLandmarksLib.detection.predictor import LandmarkDetector
 from CephLandmarksLib.detection.result import LEFT_FACING, RIGHT_FACING, Detection, LandmarkResult
 from CephLandmarksLib.imaging.geometry import ModelFrame
 from CephLandmarksLib.imaging.images import Radiograph
-from CephLandmarksLib.network.inputs import framing_for, model_frame, to_model_input
 from CephLandmarksLib.landmarks import ISBI_LANDMARKS
-from CephLandmarksLib.detection.missing import missing_landmarks, near_edge
-from CephLandmarksLib.store.modelfile import ModelInfo, model_mm_per_px
+from CephLandmarksLib.network.inputs import framing_for, model_frame, to_model_input
 from CephLandmarksLib.outputs.writers import markups_dict
+from CephLandmarksLib.store.modelfile import ModelInfo, model_mm_per_px
+from CephLandmarksLib.training.augment import AugmentSettings, augment_batch, cut_band, jpeg_like
 from CephLandmarksLib.uncertainty.flag_score import image_adjusted_p_large
 
 MODEL_MM = 0.5
@@ -169,7 +169,8 @@ def test_landmark_peaking_in_the_padding_is_missing_not_snapped(tiny_model, monk
     assert v1 < 64  # padding below the image
     uv = np.array([[(u0 + u1) / 2, (v0 + v1) / 2]]) + np.random.default_rng(1).uniform(-8, 8, (19, 2))
     uv[3] = [(u0 + u1) / 2, 62.0]  # landmark 4 peaks in the padding
-    monkeypatch.setattr("CephLandmarksLib.detection.predictor.run_network", lambda net, x, device: _peaked_logits(frame, uv)[None])
+    monkeypatch.setattr("CephLandmarksLib.detection.predictor.run_network",
+                        lambda net, x, device: _peaked_logits(frame, uv)[None])
     d = det.detect(rad, contours=False)
     lm = d.landmarks[3]
     assert lm.missing and lm.flagged and np.isnan(lm.x_px)
@@ -217,7 +218,8 @@ def test_landmark_near_the_edge_is_flagged_not_missing(tiny_model, monkeypatch):
     uv = np.tile([(u0 + u1) / 2, (v0 + v1) / 2], (19, 1))
     uv[4, 1] = (v1 - 1) - 2.0 / mm_v  # landmark 5: 2 mm above the bottom row
     assert (v1 - 1) - uv[4, 1] > 1.5 and (v0 + v1) / 2 - v0 > 4.5 / mm_v  # not "at the border"; centre far
-    monkeypatch.setattr("CephLandmarksLib.detection.predictor.run_network", lambda net, x, device: _peaked_logits(frame, uv)[None])
+    monkeypatch.setattr("CephLandmarksLib.detection.predictor.run_network",
+                        lambda net, x, device: _peaked_logits(frame, uv)[None])
     d = det.detect(rad, contours=False)
     assert d.landmarks[4].flagged and not d.landmarks[4].missing and np.isfinite(d.landmarks[4].y_px)
     assert d.alignment["near_edge"] == [d.landmarks[4].abbreviation]
@@ -235,7 +237,7 @@ def test_outputs_and_measurements_accept_a_missing_landmark(tmp_path):
     maps = np.full((19, 80, 64), 0.0)
     maps[:, 10:60, 10:50] = 1.0 / (50 * 40)
     lms = [LandmarkResult(lm.index, lm.name, lm.abbreviation, x, y, x * 0.1, y * 0.1, 0.5, 1.0, False)
-           for lm, (x, y) in zip(ISBI_LANDMARKS, pts)]
+           for lm, (x, y) in zip(ISBI_LANDMARKS, pts, strict=True)]
     lms[7] = LandmarkResult(8, "Menton", "Me", np.nan, np.nan, np.nan, np.nan, 0.1, 9.0, True, {}, True)
     d = Detection("x.png", (200, 250), (0.1, 0.1), "user", {"name": "t", "version": "0", "sha256": "0"}, 1.5,
                   lms, maps, frame)
@@ -330,7 +332,6 @@ def test_cli_robust_augmentation_and_orientation_options(monkeypatch):
     from dataclasses import asdict
 
     from CephLandmarksLib import cli
-
     from CephLandmarksLib.training import loop as training
 
     seen = {}

@@ -82,8 +82,8 @@ def test_fine_tuning_starts_from_the_model_and_keeps_its_holdout(tiny_model, gen
 
 def test_prepared_cache_round_trips_without_pickle(generic_dataset, tmp_path):
     from CephLandmarksLib.annotations.datasets import load_dataset
-    from CephLandmarksLib.training.prepared import from_plain, prepare, to_plain
     from CephLandmarksLib.training.loop import _load_cache
+    from CephLandmarksLib.training.prepared import from_plain, prepare, to_plain
 
     samples = load_dataset(generic_dataset, "train")
     d = prepare(samples[:3], (64, 64))

@@ -2,7 +2,12 @@ import numpy as np
 import torch
 
 from CephLandmarksLib.text import probability_text
-from CephLandmarksLib.uncertainty.measures import credible_contours, credible_level, error_probability, expected_radial_error_mm
+from CephLandmarksLib.uncertainty.measures import (
+    credible_contours,
+    credible_level,
+    error_probability,
+    expected_radial_error_mm,
+)
 
 
 def ere_reference(p, point, mm):
