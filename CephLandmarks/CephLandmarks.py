@@ -16,9 +16,8 @@ import sys
 from typing import Annotated
 
 import qt
-import vtk
-
 import slicer
+import vtk
 from slicer import vtkMRMLMarkupsFiducialNode, vtkMRMLScalarVolumeNode
 from slicer.i18n import tr as _
 from slicer.i18n import translate
@@ -31,7 +30,6 @@ from slicer.ScriptedLoadableModule import (
 )
 from slicer.util import VTKObservationMixin
 
-# The panel's sections (slots of the widget), and what the widget itself reads of the parameters.
 from CephLandmarksSlicer.detectSection import DetectSection
 from CephLandmarksSlicer.landmarksSection import EDIT_DEBOUNCE_MS, LandmarksSection
 from CephLandmarksSlicer.parameters import CLINIC_FOLDER_SETTING, chosenPath
@@ -80,9 +78,10 @@ class CephLandmarks(ScriptedLoadableModule):
         self.parent.contributors = ["CephLandmarks developers"]
         self.parent.helpText = _(
             "Detects the 19 ISBI-2015 cephalometric landmarks on a lateral skull radiograph and shows how "
-            "certain each one is: red points are flagged (expected radial error above the model's threshold, or for a model "
-            "adapted to your clinic a probability of an error over 4 mm above its flag level; also points outside "
-            "the image, implausibly placed or at its edge), green points are confident. The table gives each point's probability of an error over 4 mm. "
+            "certain each one is: red points are flagged (expected radial error above the model's threshold, "
+            "or for a model adapted to your clinic a probability of an error over 4 mm above its flag level; "
+            "also points outside the image, implausibly placed or at its edge), green points are confident. "
+            "The table gives each point's probability of an error over 4 mm. "
             "Contours are the 50 % and 90 % credible regions of each heatmap. Measurements follow your "
             "corrections. Needs 3D Slicer {v} or later.").format(v=MINIMUM_SLICER)
         self.parent.acknowledgementText = _(

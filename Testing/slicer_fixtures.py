@@ -13,9 +13,9 @@ for p in (ROOT, ROOT / "CephLandmarks"):
 
 def headlessScene():
     """A vtkMRMLScene with the application, colour and markups logics registered (as Slicer does)."""
-    import slicer
-
     import tempfile
+
+    import slicer
 
     scene = slicer.vtkMRMLScene()
     # .mrb reading unpacks into the cache folder of the scene's data I/O manager
@@ -39,7 +39,6 @@ def headlessScene():
 
 def makeVolume(scene, pixels, spacing=(0.1, 0.1), origin=(0.0, 0.0, 0.0), directions=None, name="radiograph"):
     """A single-slice scalar volume node from a (H, W) array; directions: 3x3 IJK-to-RAS directions."""
-    import slicer
     import vtk
     from vtk.util import numpy_support
 
@@ -80,7 +79,7 @@ def syntheticDetection(image_size=(200, 240), spacing=(0.1, 0.1), model_size=(96
         is_flagged = lm.index in flagged
         radius = 12.0 if is_flagged else 5.0
         t = np.linspace(0, 2 * np.pi, 33)
-        circle = lambda r: np.column_stack([x + r * np.cos(t), y + r * np.sin(t)])  # noqa: E731
+        circle = lambda r, x=x, y=y, t=t: np.column_stack([x + r * np.cos(t), y + r * np.sin(t)])  # noqa: E731
         u, v = frame.image_to_model([x, y])
         sigma = radius * frame.scale[0]
         p = np.exp(-((uu - u) ** 2 + (vv - v) ** 2) / (2 * sigma ** 2))
@@ -88,7 +87,8 @@ def syntheticDetection(image_size=(200, 240), spacing=(0.1, 0.1), model_size=(96
         landmarks.append(LandmarkResult(
             lm.index, lm.name, lm.abbreviation, float(x), float(y), float(x * spacing[0]), float(y * spacing[1]),
             float(p.max() / p.sum()), 2.5 if is_flagged else 0.8, is_flagged,
-            {"50": [circle(radius)], "90": [circle(2 * radius)]}, False, 0.2 + 0.01 * lm.index if is_flagged else 0.001))
+            {"50": [circle(radius)], "90": [circle(2 * radius)]}, False,
+            0.2 + 0.01 * lm.index if is_flagged else 0.001))
     return Detection("synthetic.png", image_size, spacing, "user", {"name": "synthetic", "version": "0",
                                                                      "sha256": "0" * 64},
                      1.5, landmarks, np.asarray(probs, dtype=np.float32), frame)

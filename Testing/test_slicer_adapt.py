@@ -13,10 +13,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from slicer_fixtures import syntheticDetection
-from slicer_harness import build, missing_reason
 from test_slicer_module_installed import detectAndWait, loadRadiograph, skull, writeNrrd
+
+from slicer_harness import build, missing_reason
 
 pytestmark = pytest.mark.skipif(bool(missing_reason() or build.skip_reason()),
                                 reason=str(missing_reason() or build.skip_reason()))
@@ -401,10 +401,11 @@ def test_adapted_model_path_never_takes_the_base_or_an_existing_file(tmp_path):
     models.mkdir()
     base = models / "m-adapted-c.safetensors"  # adapting an adapted model to a clinic folder named "m"
     base.write_bytes(b"x")
-    assert adapt.adaptedModelPath(models, models / "m.safetensors", tmp_path / "c") == models / "m-adapted-c-2.safetensors"
-    assert adapt.adaptedModelPath(models, base, tmp_path / "my clinic") == models / "m-adapted-c-adapted-my_clinic.safetensors"
+    path = adapt.adaptedModelPath
+    assert path(models, models / "m.safetensors", tmp_path / "c") == models / "m-adapted-c-2.safetensors"
+    assert path(models, base, tmp_path / "my clinic") == models / "m-adapted-c-adapted-my_clinic.safetensors"
     (models / "m-adapted-c-2.report").mkdir()  # a report left by an earlier model of that name takes the name too
-    assert adapt.adaptedModelPath(models, models / "m.safetensors", tmp_path / "c") == models / "m-adapted-c-3.safetensors"
+    assert path(models, models / "m.safetensors", tmp_path / "c") == models / "m-adapted-c-3.safetensors"
     info = {"adaptation": {"n_images": 20, "method": "none", "cv_before": {"mre_mm": 1.5}, "cv_after": {"mre_mm": 1.5}}}
     assert adapt.adaptationSummary(info, models / "m-adapted-site_2-3.safetensors") == (
         "Adapted to site_2 from 20 images (none): cross-validated MRE 1.50 \u2192 1.50 mm")
@@ -455,11 +456,10 @@ def test_adapt_with_the_cli_refuses_too_few_images_in_one_message(harness, widge
 def clinic12(tiny_model, tmp_path_factory):
     """A 12-image clinic as the review loop makes one: the base model's own detections with Menton
     moved by the clinic's convention (+2 px along x), written by clinic_dataset.add_case."""
-    from conftest import make_generic_dataset
-
     from CephLandmarksLib.annotations import clinic_dataset
     from CephLandmarksLib.annotations.datasets import load_generic
     from CephLandmarksLib.imaging.images import read_radiograph
+    from conftest import make_generic_dataset
 
     samples = load_generic(make_generic_dataset(tmp_path_factory.mktemp("clinic_source"), n_train=12, n_test=0,
                                                 seed=5))
@@ -473,7 +473,7 @@ def clinic12(tiny_model, tmp_path_factory):
         pixels = read_radiograph(sample.image_path).pixels
         landmarks = json.loads((out / f"{sample.id}.json").read_text())["landmarks"]
         points = np.array([truth if lm.get("missing") else (lm["x_px"], lm["y_px"])
-                           for lm, truth in zip(landmarks, sample.landmarks_px)], dtype=float)
+                           for lm, truth in zip(landmarks, sample.landmarks_px, strict=True)], dtype=float)
         points[7, 0] += 2.0  # Me
         clinic_dataset.add_case(folder, sample.id, pixels, np.clip(points, 0.0, pixels.shape[::-1]), 0.5)
     return folder

@@ -1,12 +1,16 @@
-"""CephLandmarksSlicer.process and .dependencies: the pure parts, without Slicer or Qt."""
+"""CephLandmarksSlicer.process, .dependencies, .commands and .metrics: the pure parts, without Slicer or Qt."""
 
+import json
+import os
 import sys
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "CephLandmarks"))
 
-from CephLandmarksSlicer import dependencies, process  # noqa: E402
+from CephLandmarksSlicer import commands, dependencies, metrics, process  # noqa: E402
 
 REQUIREMENTS = ROOT / "CephLandmarks" / "Resources" / "requirements.txt"
 
@@ -56,3 +60,40 @@ def test_torch_and_torchvision_go_through_pytorch_utils_or_pip_together():
     calls.clear()
     dependencies.installRequirements(missing, lambda reqs: calls.append(("pip", reqs)), None)
     assert calls == [("pip", ["torch>=2.1", "torchvision>=0.16"]), ("pip", ["tqdm>=4.60"])]
+
+
+def test_training_command_lines_check_their_fields(tmp_path):
+    dataset, model = tmp_path / "isbi", tmp_path / "m.safetensors"
+    with pytest.raises(ValueError, match="Choose the dataset folder"):
+        commands.trainingCommand("py", "train", None, str(model))
+    with pytest.raises(ValueError, match="does not exist"):
+        commands.trainingCommand("py", "train", str(dataset), str(model))
+    dataset.mkdir()
+    line = commands.trainingCommand("py", "train", str(dataset), str(model), 3, "320x416", "cpu")
+    assert line == ["py", "-m", "CephLandmarksLib", "train", "--dataset", str(dataset), "--out", str(model),
+                    "--epochs", "3", "--input-size", "320x416", "--device", "cpu"]
+    with pytest.raises(ValueError, match="The model file does not exist"):
+        commands.trainingCommand("py", "calibrate", str(dataset), str(model))
+    model.write_bytes(b"x")
+    assert commands.trainingCommand("py", "calibrate", str(dataset), str(model))[3:] == [
+        "calibrate", "--model", str(model), "--dataset", str(dataset)]
+    with pytest.raises(ValueError, match="evaluation plots"):
+        commands.trainingCommand("py", "evaluate", str(dataset), str(model))
+    line = commands.trainingCommand("py", "evaluate", str(dataset), str(model), split="test2", outFolder="out")
+    assert line[3:] == ["evaluate", "--model", str(model), "--dataset", str(dataset), "--split", "test2",
+                        "--out", "out", "--device", "cpu"]  # "auto" evaluates on the CPU
+
+
+def test_metrics_summary_and_the_plots_of_this_run(tmp_path):
+    assert metrics.metricsSummary(tmp_path) == ""
+    (tmp_path / "metrics.json").write_text(json.dumps({"mre_mm": 1.234, "sdr": {"2.0": 80.0}, "ece": 0.0123}))
+    assert metrics.metricsSummary(tmp_path) == "MRE 1.23 mm, SDR 2 mm 80.0 %, ECE 0.012"
+    old, new = tmp_path / "old.png", tmp_path / "new.png"
+    old.write_bytes(b"png")
+    new.write_bytes(b"png")
+    os.utime(old, (1000.0, 1000.0))
+    assert metrics.plotsWrittenSince(tmp_path, 2000.0) == [str(new)]
+    out = tmp_path / "saved"
+    out.mkdir()
+    metrics.copyResults([str(new)], tmp_path, out)
+    assert sorted(p.name for p in out.iterdir()) == ["metrics.json", "new.png"]

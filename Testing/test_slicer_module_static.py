@@ -3,9 +3,9 @@ exists in the .ui file, the .ui's parameter bindings exist, the MRML modules' im
 and the CMake lists name files that exist."""
 
 import ast
-import sys
 import py_compile
 import re
+import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -152,11 +152,15 @@ def test_cmake_lists_name_existing_files():
             "Resources/requirements.txt"} <= set(listed), listed
     for name in listed:
         assert (ROOT / "CephLandmarks" / name).is_file(), name
-    globs = re.findall(r"\$\{(CMAKE_CURRENT_SOURCE_DIR|PROJECT_SOURCE_DIR)\}/([\w/]+/\*\.\w+)", module)
-    assert {g for _, g in globs} >= {"CephLandmarksSlicer/*.py", "CephLandmarksLib/*.py", "Resources/Models/*.safetensors"}
-    for base, pattern in globs:
+    globs = re.findall(r"file\((GLOB|GLOB_RECURSE) \w+ RELATIVE \S+ CONFIGURE_DEPENDS\s+"
+                       r"\$\{(CMAKE_CURRENT_SOURCE_DIR|PROJECT_SOURCE_DIR)\}/([\w/]+/\*\.\w+)\)", module)
+    assert {g for _, _, g in globs} >= {"CephLandmarksSlicer/*.py", "CephLandmarksLib/*.py",
+                                        "CephLandmarksLib/*.json", "Resources/Models/*.safetensors"}
+    for kind, base, pattern in globs:
         folder = ROOT / "CephLandmarks" if base == "CMAKE_CURRENT_SOURCE_DIR" else ROOT
-        assert list(folder.glob(pattern)), f"{base}/{pattern} matches nothing"
+        top_folder, suffix = pattern.rsplit("/", 1)
+        found = (folder / top_folder).rglob(suffix) if kind == "GLOB_RECURSE" else folder.glob(pattern)
+        assert list(found), f"{kind} {base}/{pattern} matches nothing"
 
 
 def test_mrml_module_needs_no_torch():

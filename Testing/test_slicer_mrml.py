@@ -13,20 +13,48 @@ if not hasattr(slicer, "vtkMRMLScene"):
 
 from slicer_fixtures import headlessScene, makeVolume, syntheticDetection  # noqa: E402
 
-from CephLandmarksSlicer.volumes import pixelToRASMatrix, radiographFromVolume  # noqa: E402
-from CephLandmarksSlicer.record import (HEATMAP_REFERENCE, MAPS_REFERENCE, MEASUREMENTS_REFERENCE, TABLE_REFERENCE,  # noqa: E402
-                                        VOLUME_REFERENCE, detectionRecord, isLandmarksNode, landmarksNodesForVolume)
-from CephLandmarksSlicer.markups import (CONFIDENT_COLOR, FLAGGED_COLOR, controlPointIndex, createLandmarksNode,  # noqa: E402
-                                         isEdited, landmarkRows, setReviewed)
-from CephLandmarksSlicer.maps import canRecomputeMeasurements, landmarkMaps  # noqa: E402
 from CephLandmarksSlicer.contours import contourModels, createContourModels, setContoursVisible  # noqa: E402
+from CephLandmarksSlicer.exports import (  # noqa: E402
+    STALE_MEASUREMENTS_NOTE,
+    cliJson,
+    exportCliJson,
+    exportCsv,
+    exportMarkupsJson,
+    exportReport,
+)
 from CephLandmarksSlicer.heatmap import createHeatmapVolume  # noqa: E402
+from CephLandmarksSlicer.maps import canRecomputeMeasurements, landmarkMaps  # noqa: E402
+from CephLandmarksSlicer.markups import (  # noqa: E402
+    CONFIDENT_COLOR,
+    FLAGGED_COLOR,
+    controlPointIndex,
+    createLandmarksNode,
+    isEdited,
+    landmarkRows,
+    setReviewed,
+)
+from CephLandmarksSlicer.measurements import (  # noqa: E402
+    CORRECTED_MARK,
+    MEASUREMENT_COLUMNS,
+    SKIPPED_TEXT,
+    UNCERTAIN_MARK,
+    createMeasurementsTable,
+    measurementResultRows,
+    updateMeasurementsTable,
+)
+from CephLandmarksSlicer.record import (  # noqa: E402
+    HEATMAP_REFERENCE,
+    MAPS_REFERENCE,
+    MEASUREMENTS_REFERENCE,
+    TABLE_REFERENCE,
+    VOLUME_REFERENCE,
+    detectionRecord,
+    isLandmarksNode,
+    landmarksNodesForVolume,
+)
 from CephLandmarksSlicer.review import measureLandmarks, reviewedDetection  # noqa: E402
 from CephLandmarksSlicer.tables import TABLE_COLUMNS, tableRowLandmarkIndex, updateTable  # noqa: E402
-from CephLandmarksSlicer.measurements import (CORRECTED_MARK, MEASUREMENT_COLUMNS, SKIPPED_TEXT, UNCERTAIN_MARK,  # noqa: E402
-                                              createMeasurementsTable, measurementResultRows, updateMeasurementsTable)
-from CephLandmarksSlicer.exports import (STALE_MEASUREMENTS_NOTE, cliJson, exportCliJson, exportCsv,  # noqa: E402
-                                         exportMarkupsJson, exportReport)
+from CephLandmarksSlicer.volumes import pixelToRASMatrix, radiographFromVolume  # noqa: E402
 
 # A rotated, anisotropic, off-origin placement: pixel (x, y) -> RAS is not a plain scaling.
 ANGLE = np.deg2rad(30)
@@ -116,7 +144,7 @@ def test_contour_geometry(scene, volume, detection):
     assert [m.GetName() for m in models] == [f"{node.GetName()} 50% regions", f"{node.GetName()} 90% regions"]
     assert contourModels(node) == models
     m = pixelToRASMatrix(volume)
-    for model, factor in zip(models, (1, 2)):
+    for model, factor in zip(models, (1, 2), strict=True):
         poly = model.GetPolyData()
         assert poly.GetNumberOfCells() == 19 * 32
         assert model.GetDisplayNode().GetVisibility2D()
@@ -328,9 +356,9 @@ def test_measurements_table_mrb_round_trip(scene, volume, tmp_path):
     assert measurementColumns(t) == [c for c, _ in MEASUREMENT_COLUMNS]
     got = [[t.GetValue(r, c).ToString() for c in range(t.GetNumberOfColumns())] for r in range(t.GetNumberOfRows())]
     assert len(got) == len(expected)
-    for a, b in zip(got, expected):
+    for a, b in zip(got, expected, strict=True):
         assert a[:2] + a[6:7] + a[8:] == b[:2] + b[6:7] + b[8:]
-        for x, y in zip(a[2:6] + [a[7]], b[2:6] + [b[7]]):
+        for x, y in zip(a[2:6] + [a[7]], b[2:6] + [b[7]], strict=True):
             assert (x in ("", "nan") and y in ("", "nan")) or float(x) == pytest.approx(float(y), rel=1e-5)
 
 
@@ -434,7 +462,7 @@ def test_unedited_node_gives_the_detection_time_table(scene, volume, detection):
     assert tableCells(table) == [[vtkString(v) for v in row] for row in expected]
     assert all(row[9] == "" and not row[0].endswith(CORRECTED_MARK) for row in tableCells(table))
     results = measureLandmarks(node, n=N_DRAWS)
-    for r, e in zip(results, measure_detection(detection, n=N_DRAWS)):
+    for r, e in zip(results, measure_detection(detection, n=N_DRAWS), strict=True):
         assert r["corrected"] == [] and r["key"] == e["key"]
         assert r["value"] == pytest.approx(e["value"], rel=1e-12, abs=1e-12)  # points went through RAS and back
         assert all(r[k] == e[k] for k in ("median", "p05", "p95")) and r.get("classes") == e.get("classes")
@@ -470,9 +498,9 @@ def test_moving_a_point_changes_exactly_the_measurements_that_use_it(scene, volu
     names = [t.GetValueByName(r, "Measurement").ToString() for r in range(t.GetNumberOfRows())]
     corrected = [t.GetValueByName(r, "Corrected landmarks").ToString() for r in range(t.GetNumberOfRows())]
     uncertain = [t.GetValueByName(r, "Uncertain").ToInt() for r in range(t.GetNumberOfRows())]
-    marked = {n for n, c in zip(names, corrected) if c}
+    marked = {n for n, c in zip(names, corrected, strict=True) if c}
     assert len(marked) == 4 and set(corrected) == {"", "B"}
-    assert all(n.endswith(CORRECTED_MARK) == bool(c) for n, c in zip(names, corrected))
+    assert all(n.endswith(CORRECTED_MARK) == bool(c) for n, c in zip(names, corrected, strict=True))
     assert {unmarked(n) for n in marked} == rowNames(using)
     assert uncertain == sorted(uncertain, reverse=True)
     snb = next(r for r in range(t.GetNumberOfRows()) if "SNB" in names[r])
@@ -648,7 +676,7 @@ def test_mrb_round_trip_keeps_what_recomputation_needs(scene, volume, detection,
     assert reviewedDetection(loaded, measurements=False).frame == detection.frame
     got = measureLandmarks(loaded, n=N_DRAWS)
     assert [r["key"] for r in got] == [r["key"] for r in expected]
-    for r, e in zip(got, expected):
+    for r, e in zip(got, expected, strict=True):
         assert r["corrected"] == e["corrected"]
         assert all(r[k] == pytest.approx(e[k], rel=1e-9, abs=1e-9) for k in NUMBERS), r["key"]
     assert byKey(got)["SNB"]["corrected"] == ["B"]

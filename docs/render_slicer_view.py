@@ -28,14 +28,13 @@ def main():
                         "(for pictures of ISBI images, which must not be published)")
     a = p.parse_args()
 
-    import vtk
-
     import slicer
+    import vtk
     from slicer_fixtures import headlessScene, makeVolume
 
-    from CephLandmarksSlicer import mrml as M
     from CephLandmarksLib.detect import LandmarkDetector
     from CephLandmarksLib.images import read_radiograph
+    from CephLandmarksSlicer import mrml as M
 
     scene = headlessScene()
     appLogic = scene._cephKeepAlive[0]

@@ -6,10 +6,9 @@ MRML only: no qt, no slicer.app; it runs headless under slicer-core.
 """
 
 import numpy as np
+import slicer
 import vtk
 from vtk.util import numpy_support
-
-import slicer
 
 from CephLandmarksLib.detection.result import CONTOUR_LEVELS
 from CephLandmarksLib.imaging.geometry import ijk_to_ras, ras_to_ijk
@@ -80,7 +79,7 @@ def createContourModels(scene, detection, volumeNode, landmarksNode):
             scene.RemoveNode(old)
     landmarksNode.RemoveNodeReferenceIDs(CONTOUR_REFERENCE)
     models = []
-    for level, opacity in zip(CONTOUR_LEVELS, (1.0, 0.6)):
+    for level, opacity in zip(CONTOUR_LEVELS, (1.0, 0.6), strict=True):
         model = scene.AddNewNodeByClass("vtkMRMLModelNode", f"{landmarksNode.GetName()} {level}% regions")
         model.SetAndObservePolyData(contourPolyData(detection, m, level))
         model.CreateDefaultDisplayNodes()
@@ -112,7 +111,8 @@ def setContoursVisible(landmarksNode, visible):
 def contoursFromModels(landmarksNode, pixelToRAS):
     """{landmark index: {"50": [(K, 2) image px], "90": [...]}} read back from the contour ribbons."""
     contours = {}
-    for level, model in zip(CONTOUR_LEVELS, contourModels(landmarksNode)):  # createContourModels' order
+    # createContourModels' order; the user may have deleted one of them
+    for level, model in zip(CONTOUR_LEVELS, contourModels(landmarksNode), strict=False):
         poly = model.GetPolyData() if model is not None else None
         ids = poly.GetCellData().GetArray("Landmark") if poly is not None else None
         if ids is None or poly.GetNumberOfCells() == 0:

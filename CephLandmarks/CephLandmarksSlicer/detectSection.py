@@ -7,7 +7,6 @@ module file, so the library is imported on use only, and it parses under Python 
 """
 
 import qt
-
 import slicer
 
 from .i18n import tr as _
@@ -41,8 +40,9 @@ class DetectSection:
                 self.updateModelList(select=self.logic.importModel(path).path)
 
     def onLoadRadiograph(self) -> None:
-        path = qt.QFileDialog.getOpenFileName(self.parent, _("Load radiograph"), "",
-                                              _("Images (*.dcm *.png *.jpg *.jpeg *.bmp *.tif *.tiff *.nrrd *.nii *.mha);;All files (*)"))
+        path = qt.QFileDialog.getOpenFileName(
+            self.parent, _("Load radiograph"), "",
+            _("Images (*.dcm *.png *.jpg *.jpeg *.bmp *.tif *.tiff *.nrrd *.nii *.mha);;All files (*)"))
         if path:
             with slicer.util.tryWithErrorDisplay(_("Failed to load the radiograph."), waitCursor=True):
                 self._parameterNode.inputVolume = slicer.util.loadVolume(path, {"singleFile": True})

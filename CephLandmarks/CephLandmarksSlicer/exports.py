@@ -11,8 +11,12 @@ import re
 
 import slicer
 
-from CephLandmarksLib.cephalometry.measurement_uncertainty import (DEFAULT_SAMPLES, DEFAULT_SEED, measure_corrected,
-                                                                   results_json)
+from CephLandmarksLib.cephalometry.measurement_uncertainty import (
+    DEFAULT_SAMPLES,
+    DEFAULT_SEED,
+    measure_corrected,
+    results_json,
+)
 from CephLandmarksLib.errors import CephError
 
 from .markups import landmarkRows

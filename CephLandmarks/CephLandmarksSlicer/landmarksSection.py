@@ -8,7 +8,6 @@ module file, so the library is imported on use only, and it parses under Python 
 """
 
 import qt
-
 import slicer
 from slicer import vtkMRMLMarkupsFiducialNode
 
@@ -120,6 +119,7 @@ class LandmarksSection:
     def onAddToClinic(self) -> None:
         """The reviewed radiograph and its current points into the clinic dataset folder (whole or nothing)."""
         from CephLandmarksLib.annotations.clinic_dataset import DuplicateCase
+
         from . import clinic
 
         node, folder = self._parameterNode.landmarks, chosenPath(self._parameterNode.clinicFolder)
@@ -140,7 +140,8 @@ class LandmarksSection:
             except DuplicateCase as duplicate:
                 if not slicer.util.confirmYesNoDisplay(
                         _("This radiograph is already in the clinic dataset as {i}. Replace its landmarks with "
-                          "the ones shown now?").format(i=duplicate.image), windowTitle=_("Already in the clinic dataset")):
+                          "the ones shown now?").format(i=duplicate.image),
+                        windowTitle=_("Already in the clinic dataset")):
                     self.ui.statusLabel.text = _("Not added: the radiograph is already in the clinic dataset.")
                     return
                 added = clinic.addToClinicDataset(node, folder, replace=True)

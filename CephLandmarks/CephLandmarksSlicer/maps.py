@@ -11,10 +11,9 @@ MRML only: no qt, no slicer.app; it runs headless under slicer-core.
 """
 
 import numpy as np
+import slicer
 import vtk
 from vtk.util import numpy_support
-
-import slicer
 
 from .record import MAPS_REFERENCE, detectionRecord, frameRecord, setRecord
 from .volumes import arrayToMatrix

@@ -21,7 +21,6 @@ from .maps import storeLandmarkMaps
 from .record import VOLUME_REFERENCE, detectionRecord, frameRecord, setRecord
 from .volumes import pixelToRASMatrix
 
-
 CONFIDENT_COLOR = (0.2, 0.9, 0.3)
 FLAGGED_COLOR = (1.0, 0.1, 0.1)
 EDIT_TOLERANCE_MM = 1e-3
@@ -58,7 +57,7 @@ def createLandmarksNode(scene, detection, volumeNode, node=None, name=None):
     node.SetNodeReferenceID(VOLUME_REFERENCE, volumeNode.GetID())
     ras = ijk_to_ras([[lm.x_px, lm.y_px] for lm in detection.landmarks], m)
     landmarks = []
-    for lm, position in zip(detection.landmarks, ras):
+    for lm, position in zip(detection.landmarks, ras, strict=True):
         entry = lm.to_json_dict()
         missing = bool(getattr(lm, "missing", False)) or not np.isfinite(position).all()
         entry.update(reviewed=False, ras=None if missing else [float(v) for v in position])

@@ -6,16 +6,18 @@ after every edit.
 MRML only: no qt, no slicer.app; it runs headless under slicer-core.
 """
 
-from CephLandmarksLib.cephalometry.measurement_uncertainty import (DEFAULT_SAMPLES, DEFAULT_SEED, UNCERTAIN_BELOW,
-                                                                   measure_corrected)
+from CephLandmarksLib.cephalometry.measurement_uncertainty import (
+    DEFAULT_SAMPLES,
+    DEFAULT_SEED,
+    UNCERTAIN_BELOW,
+    measure_corrected,
+)
 from CephLandmarksLib.cephalometry.measurements import MEASUREMENTS
 
 from .maps import canRecomputeMeasurements, storeLandmarkMaps
 from .record import MEASUREMENTS_REFERENCE
 from .review import measureLandmarks
 from .tables import resetTable
-
-
 
 # Table nodes have no per-row colour: an uncertain row (most probable class below
 # UNCERTAIN_BELOW) is put first, its name starts with UNCERTAIN_MARK and its "Uncertain" column is 1.
@@ -35,7 +37,7 @@ def measurementResultRows(results):
     from CephLandmarksLib.outputs.report import measurement_rows  # the report module: imported on use
 
     rows = []
-    for r, strings in zip(results, measurement_rows(results)):
+    for r, strings in zip(results, measurement_rows(results), strict=True):
         uncertain = bool(r.get("uncertain"))
         corrected = r.get("corrected") or []
         rows.append(((UNCERTAIN_MARK if uncertain else "") + strings[0] + (CORRECTED_MARK if corrected else ""),
@@ -76,7 +78,7 @@ def _fillMeasurementsTable(tableNode, results):
     tableNode.SetLocked(False)
     table, arrays = resetTable(tableNode, MEASUREMENT_COLUMNS)
     for row in rows:
-        for array, value in zip(arrays, row):
+        for array, value in zip(arrays, row, strict=True):
             array.InsertNextValue(value)
     table.Modified()
     tableNode.SetUseColumnTitleAsColumnHeader(True)

@@ -22,6 +22,7 @@ import tempfile
 from pathlib import Path
 
 from CephLandmarksLib.progress import ERROR_PREFIX, PROGRESS_PREFIX  # torch-free
+
 _EPOCH = re.compile(r"\s*epoch (\d+)/(\d+)(?::\s*\d+%\|[^|]*\|\s*(\d+)/(\d+))?")
 
 

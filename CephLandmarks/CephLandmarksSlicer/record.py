@@ -13,7 +13,6 @@ import json
 
 from CephLandmarksLib.imaging.geometry import ModelFrame
 
-
 DETECTION_ATTRIBUTE = "CephLandmarks.Detection"
 VOLUME_REFERENCE = "CephLandmarksVolume"
 TABLE_REFERENCE = "CephLandmarksTable"

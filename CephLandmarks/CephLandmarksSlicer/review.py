@@ -10,8 +10,12 @@ MRML only: no qt, no slicer.app; it runs headless under slicer-core.
 
 import numpy as np
 
-from CephLandmarksLib.cephalometry.measurement_uncertainty import (DEFAULT_SAMPLES, DEFAULT_SEED, measure_corrected,
-                                                                   results_json)
+from CephLandmarksLib.cephalometry.measurement_uncertainty import (
+    DEFAULT_SAMPLES,
+    DEFAULT_SEED,
+    measure_corrected,
+    results_json,
+)
 from CephLandmarksLib.detection.result import Detection, LandmarkResult
 from CephLandmarksLib.errors import CephError
 from CephLandmarksLib.imaging.geometry import px_to_mm

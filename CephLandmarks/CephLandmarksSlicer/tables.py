@@ -10,7 +10,6 @@ import vtk
 from .markups import landmarkRows
 from .record import TABLE_REFERENCE
 
-
 TABLE_COLUMNS = (("Index", "int"), ("Landmark", "string"), ("Abbreviation", "string"), ("X (mm)", "double"),
                  ("Y (mm)", "double"), ("Confidence", "double"), ("ERE (mm)", "double"),
                  ("P(large error) (%)", "double"), ("Flagged", "string"), ("Reviewed", "string"), ("Edited", "string"))
@@ -53,7 +52,7 @@ def updateTable(scene, landmarksNode, tableNode=None):
         values = (row["index"], row["name"], row["abbreviation"], row["x_mm"], row["y_mm"], row["confidence"],
                   row["ere_mm"], None if p is None else 100 * p, yesNo[bool(row["flagged"])],
                   yesNo[bool(row["reviewed"])], yesNo[bool(row["edited"])])
-        for array, value in zip(arrays, values):
+        for array, value in zip(arrays, values, strict=True):
             array.InsertNextValue(float("nan") if value is None else value)  # missing landmark: no position
     table.Modified()
     tableNode.SetUseColumnTitleAsColumnHeader(True)

@@ -12,7 +12,6 @@ import pathlib
 import time
 
 import qt
-
 import slicer
 
 from .i18n import tr as _

@@ -15,7 +15,6 @@ from vtk.util import numpy_support
 from CephLandmarksLib.errors import CephError
 from CephLandmarksLib.imaging.images import DEFAULT_SPACING_MM, Radiograph, user_spacing
 
-
 # Formats whose files carry no pixel spacing: Slicer shows them with 1 mm pixels.
 _NO_SPACING_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif")
 

@@ -113,7 +113,7 @@ def build_installed_extension(work_dir: Path) -> Path:
     return scripted
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def installed_scripted_modules() -> Path:
     """The installed ``qt-scripted-modules`` folder, built once per process and shared.
 

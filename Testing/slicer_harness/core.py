@@ -24,7 +24,8 @@ class SlotError:
     """An exception raised inside a slot: what PythonQt prints, kept for the test to assert on."""
 
     def __init__(self, sender, signature, slot, exception, text):
-        self.sender, self.signature, self.slot, self.exception, self.traceback = sender, signature, slot, exception, text
+        self.sender, self.signature, self.slot = sender, signature, slot
+        self.exception, self.traceback = exception, text
 
     def __repr__(self):
         return f"SlotError({type(self.sender).__name__}.{self.signature} -> {self.slot!r}: {self.exception!r})"

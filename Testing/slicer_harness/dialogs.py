@@ -150,7 +150,7 @@ class QMessageBox(QDialog):
             self._set_standard(QMessageBox.Ok)
         if core.state.answers:
             answer = core.state.answers.pop(0)
-            for button, standard, role in self._buttons:
+            for button, standard, _role in self._buttons:
                 if answer == standard or answer == button.text:
                     return button
             raise ValueError(f"queued answer {answer!r} is not a button of the message box {self.text!r}; "

@@ -108,7 +108,8 @@ class qSlicerCoreIOManager(QObject):
             if userMessages is not None:
                 import vtk
 
-                userMessages.AddMessage(vtk.vtkCommand.ErrorEvent, f"The harness could not read {fileName} as {fileType}")
+                userMessages.AddMessage(vtk.vtkCommand.ErrorEvent,
+                                        f"The harness could not read {fileName} as {fileType}")
             return False
         if properties.get("show", True):
             selection = self._scene.GetNodeByID("vtkMRMLSelectionNodeSingleton")

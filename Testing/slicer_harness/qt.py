@@ -12,14 +12,50 @@ import struct
 from . import core
 from .core import QObject
 from .dialogs import QDialog, QFileDialog, QMessageBox
-from .inputs import (QAbstractItemView, QAbstractSlider, QAbstractSpinBox, QComboBox, QDoubleSpinBox, QGroupBox,
-                     QHeaderView, QItemSelectionModel, QListWidget, QListWidgetItem, QMainWindow, QModelIndex,
-                     QProgressBar, QSlider, QSpinBox, QStatusBar, QTableView)
+from .inputs import (
+    QAbstractItemView,
+    QAbstractSlider,
+    QAbstractSpinBox,
+    QComboBox,
+    QDoubleSpinBox,
+    QGroupBox,
+    QHeaderView,
+    QItemSelectionModel,
+    QListWidget,
+    QListWidgetItem,
+    QMainWindow,
+    QModelIndex,
+    QProgressBar,
+    QSlider,
+    QSpinBox,
+    QStatusBar,
+    QTableView,
+)
 from .process import QByteArray, QProcess, QProcessEnvironment, QTimer
 from .uiloader import QFile, QIODevice, QUiLoader
-from .widgets import (QAbstractButton, QBoxLayout, QCheckBox, QFormLayout, QFrame, QGridLayout, QHBoxLayout, QLabel,
-                      QLayout, QLineEdit, QPlainTextEdit, QPushButton, QRadioButton, QSize, QSizePolicy, QSpacerItem,
-                      QTextBrowser, QTextEdit, QToolButton, QVBoxLayout, QWidget)
+from .widgets import (
+    QAbstractButton,
+    QBoxLayout,
+    QCheckBox,
+    QFormLayout,
+    QFrame,
+    QGridLayout,
+    QHBoxLayout,
+    QLabel,
+    QLayout,
+    QLineEdit,
+    QPlainTextEdit,
+    QPushButton,
+    QRadioButton,
+    QSize,
+    QSizePolicy,
+    QSpacerItem,
+    QTextBrowser,
+    QTextEdit,
+    QToolButton,
+    QVBoxLayout,
+    QWidget,
+)
 
 __all__ = [
     "QAbstractButton", "QAbstractItemView", "QAbstractSlider", "QAbstractSpinBox", "QApplication", "QBoxLayout",
