@@ -128,7 +128,7 @@ def same_file(a, b) -> bool:
             return True
     except OSError:
         pass
-    return a.resolve() == b.resolve()
+    return os.path.realpath(a) == os.path.realpath(b)  # not Path.resolve: a symbolic-link loop raises there
 
 
 def is_tagged(path) -> bool:

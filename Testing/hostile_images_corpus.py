@@ -185,3 +185,12 @@ def tiff_with_unsorted_tags(folder) -> Path:
     b[first:first + 12], b[second:second + 12] = b[second:second + 12], b[first:first + 12]
     out.write_bytes(bytes(b))
     return out
+
+
+def symlink_loop(folder, names=("a.png", "b.png")) -> list:
+    """Two symbolic links naming each other (`ln -s b.png a.png; ln -s a.png b.png`): opening either
+    fails with ELOOP, and pathlib's resolve() raises RuntimeError("Symlink loop")."""
+    first, second = (Path(folder) / n for n in names)
+    first.symlink_to(second.name)
+    second.symlink_to(first.name)
+    return [first, second]

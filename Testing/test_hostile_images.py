@@ -250,6 +250,8 @@ def _odd(kind, d: Path):
     if kind == "broken_link":
         (d / "link.png").symlink_to(d / "nowhere.png")
         return [d / "link.png"], "refuse", "link.png"
+    if kind == "symlink_loop":
+        return C.symlink_loop(d)[:1], "refuse", ("a.png", "symbolic links")
     if kind == "text_as_png":
         (d / "text.png").write_text("not an image\n" * 50)
         return [d / "text.png"], "refuse", "text.png"
@@ -306,10 +308,10 @@ def _odd(kind, d: Path):
     raise ValueError(kind)
 
 
-ODD = ["folder", "fifo", "dev_zero", "empty", "missing", "broken_link", "text_as_png", "huge_header", "tall_header",
-       "tiny", "volume", "nan_pixels", "nan_origin", "far_origin", "garbled_direction", "long_name", "jpeg_named_png",
-       "png_named_jpg", "dicom_named_json", "grey_alpha", "rgba", "png16", "flat", "tiff16", "tiff_unsorted_tags",
-       "nii_gz", "monochrome1"]
+ODD = ["folder", "fifo", "dev_zero", "empty", "missing", "broken_link", "symlink_loop", "text_as_png", "huge_header",
+       "tall_header", "tiny", "volume", "nan_pixels", "nan_origin", "far_origin", "garbled_direction", "long_name",
+       "jpeg_named_png", "png_named_jpg", "dicom_named_json", "grey_alpha", "rgba", "png16", "flat", "tiff16",
+       "tiff_unsorted_tags", "nii_gz", "monochrome1"]
 
 
 @pytest.mark.parametrize("kind", ODD)
@@ -520,6 +522,23 @@ def test_batch_goes_on_after_bad_images(capfd, model, tmp_path):
     assert _hashes(d) == before
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted(
         f"{Path(g).name.split('.')[0]}{s}" for g in good for s in OUTPUT_SUFFIXES)
+
+
+def test_symlink_loop_among_good_images(capfd, model, tmp_path):
+    """`ln -s b.png a.png; ln -s a.png b.png` among good images: one line for each link of the loop,
+    the good images get their outputs (pathlib's resolve() raised RuntimeError before)."""
+    d = _case_dir(tmp_path)
+    loop = C.symlink_loop(d)
+    good = [C.write_image(d / "c.png"), C.write_image(d / "e.png", C.skull_like(seed=2))]
+    before = _hashes(d)
+    code, out, err = run_cli(capfd, "detect", good[0], *loop, good[1], "--model", model, "--out-dir", tmp_path / "out")
+    assert code == 2 and "Traceback" not in err, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 3 and all(line.startswith(ERROR) for line in lines), err
+    assert "a.png" in lines[0] and "b.png" in lines[1] and "2 of 4 images failed" in lines[2]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted(
+        f"{n}{s}" for n in "ce" for s in OUTPUT_SUFFIXES)
+    assert _hashes(d) == before
 
 
 # --- report ------------------------------------------------------------------------------------------------

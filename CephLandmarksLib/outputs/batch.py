@@ -32,8 +32,10 @@ def output_stem(path) -> str:
 
 
 def _file_keys(path) -> set:
-    """What identifies a file: its resolved path and, if it exists, its (device, inode)."""
-    keys = {str(Path(path).resolve())}
+    """What identifies a file: its resolved path and, if it exists, its (device, inode).  os.path.realpath,
+    not Path.resolve: a symbolic-link loop (`ln -s b.png a.png; ln -s a.png b.png`) must not raise here
+    but reach read_radiograph, which refuses that one file with one line."""
+    keys = {os.path.realpath(path)}
     try:
         st = os.stat(path)
         keys.add((st.st_dev, st.st_ino))
