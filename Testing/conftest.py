@@ -10,7 +10,8 @@ import SimpleITK as sitk
 
 from CephLandmarksLib.landmarks import N_LANDMARKS
 
-ISBI_ROOT = Path(os.environ.get("CEPH_ISBI_DIR", Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "isbi2015"))
+ISBI_ROOT = Path(os.environ.get("CEPH_ISBI_DIR",
+                                Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "isbi2015"))
 
 # A fixed "anatomy": landmark positions as fractions of the image size.
 TEMPLATE = np.random.default_rng(7).uniform(0.15, 0.85, size=(N_LANDMARKS, 2))
@@ -37,7 +38,8 @@ def make_generic_dataset(root, n_train=8, n_test=2, seed=0):
     for i in range(n_train + n_test):
         pixels, pts = synthetic_image(rng)
         write_png(root / f"img{i:02d}.png", pixels)
-        rows.append([f"img{i:02d}.png"] + [f"{v:.3f}" for v in pts.ravel()] + ["0.5", "train" if i < n_train else "test"])
+        rows.append([f"img{i:02d}.png"] + [f"{v:.3f}" for v in pts.ravel()]
+                    + ["0.5", "train" if i < n_train else "test"])
     with open(root / "landmarks.csv", "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["image"] + [f"{a}{i}" for i in range(1, N_LANDMARKS + 1) for a in "xy"] + ["spacing_mm", "split"])
@@ -97,3 +99,20 @@ def widget(harness):
     """The CephLandmarks module's widget, loaded in the harness."""
     harness.load_module("CephLandmarks")
     return harness.create_widget("CephLandmarks")
+
+
+# --- the fast tier: pytest -m "not slow" --------------------------------------------------------
+
+# A test that needs one of these fixtures trains a model, loads the shipped one, builds the extension
+# or reads the ISBI data, so it is slow, whether or not it says so: it is marked here, from the fixtures
+# it uses (directly or through another fixture), and so is every new test that uses them.
+SLOW_FIXTURES = frozenset({"tiny_model", "installed", "isbi_root", "ensemble", "detector"})
+# The generated hostile corpora (hundreds of bad images, models and datasets, each through the CLI):
+# about 90 s together on 2 cores, run by CI and before a change to reading or writing files.
+SLOW_MODULES = frozenset({"test_hostile_images.py", "test_hostile_models_datasets.py"})
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())) or item.path.name in SLOW_MODULES:
+            item.add_marker(pytest.mark.slow)

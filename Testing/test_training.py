@@ -14,6 +14,7 @@ def test_model_shapes():
     assert net.stem[0].in_channels == 1
 
 
+@pytest.mark.slow  # trains a network: about a minute on 2 cores
 def test_loss_falls_on_a_fixed_batch(generic_dataset):
     from CephLandmarksLib.annotations.datasets import load_dataset
     from CephLandmarksLib.training.prepared import prepare
@@ -40,6 +41,7 @@ def test_trained_model_file_records_training_and_calibration(tiny_model):
     assert all(t > 0 for t in m.info.temperatures) and m.info.ere_threshold_mm > 0
 
 
+@pytest.mark.slow  # trains a network: about a minute on 2 cores
 def test_resume_repeats_the_uninterrupted_run(generic_dataset, tmp_path):
     def cfg(name):
         return TrainConfig(dataset=str(generic_dataset), out=str(tmp_path / f"{name}.safetensors"),
