@@ -79,7 +79,7 @@ class Detection:
     frame: ModelFrame
     origin_lps: tuple = (0.0, 0.0, 0.0)
     direction_lps: tuple = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0)
-    extra: dict = field(default_factory=dict)  # further JSON sections (e.g. measurements)
+    extra: dict = field(default_factory=dict)  # further JSON sections (e.g. measurements, analyses)
     framing: str = FRAMING_FIT  # "physical" or "fit-width" (network.inputs.framing_for)
     orientation: str = RIGHT_FACING  # or LEFT_FACING
     # {"shift_model_px"} (second pass kept), {"implausible": [...]}, {"near_edge": [...]} (abbreviations)
@@ -156,6 +156,10 @@ class Detection:
             from ..cephalometry.measurement_uncertainty import detection_measurements_json
 
             out["measurements"] = detection_measurements_json(self)
+        if "analyses" not in out and len(self.landmarks) == 19:  # the default set, shipped norms
+            from ..cephalometry.detection_analyses import analyses_sections
+
+            out.update(analyses_sections(self))
         return out
 
 

@@ -71,13 +71,22 @@ def quietly(fn, *args, **kw):
         return fn(*args, **kw)
 
 
+def add_analyses(detection, options, image_path) -> None:
+    """The detection's "analyses" sections (19 ISBI landmarks only), with the DICOM's age and sex if not given."""
+    from ..cephalometry.detection_analyses import AnalysisOptions, analyses_sections, with_patient
+
+    if len(detection.landmarks) == 19:
+        options = with_patient(options or AnalysisOptions(), image_path)
+        detection.extra.update(quietly(analyses_sections, detection, options))
+
+
 def _unexpected(path, e: Exception) -> CephError:
     """A failure the checks did not foresee, as one line naming the image (the batch goes on)."""
     return CephError(f"detection failed on {path}: {type(e).__name__}: "
                      f"{str(e).splitlines()[0][:200] if str(e) else ''}")
 
 
-def _detect_and_write(detector, rad, path, out_dir, stem, overlay, heatmaps, writing) -> list:
+def _detect_and_write(detector, rad, path, out_dir, stem, overlay, heatmaps, writing, analysis_options=None) -> list:
     """One image's detection and its outputs (whole-or-nothing); an unforeseen failure becomes a CephError."""
     from ..files import write_group
     from .writers import detection_writers
@@ -85,6 +94,7 @@ def _detect_and_write(detector, rad, path, out_dir, stem, overlay, heatmaps, wri
     try:
         detection = quietly(detector.detect, rad)
         writing()
+        add_analyses(detection, analysis_options, path)
         return quietly(lambda: write_group(detection_writers(detection, rad, out_dir, stem, overlay, heatmaps)))
     except CephError:
         raise
@@ -94,11 +104,13 @@ def _detect_and_write(detector, rad, path, out_dir, stem, overlay, heatmaps, wri
 
 def detect_files(paths, model_path, out_dir, spacing_mm=None, device="cpu", on_error=None,
                  orientation_check: bool = True, overlay: bool = True, heatmaps: bool = False,
-                 progress=None) -> list:
+                 progress=None, analysis_options=None) -> list:
     """The CLI's detect: NAME.json, NAME.mrk.json and NAME.png per image; returns the paths written.
 
     overlay=False skips the PNG; heatmaps=True adds NAME.heatmaps.npz (detection.save_heatmaps),
     which the Slicer module reads.  progress(fraction, stage) is told how far the run is.
+    analysis_options (cephalometry.detection_analyses.AnalysisOptions): the named analyses in the
+    JSON and their lines on the overlay (default: the default set, shipped norms).
     A bad image is reported through `on_error(message)` and skipped; if any failed, CephError is
     raised at the end.  See the module's docstring for the rules that keep every file safe.
     """
@@ -134,7 +146,8 @@ def detect_files(paths, model_path, out_dir, spacing_mm=None, device="cpu", on_e
         try:
             report((k + 0.2) / len(paths), f"detecting on {Path(path).name}")
             written += _detect_and_write(detector, rad, path, out_dir, stem, overlay, heatmaps,
-                                         lambda k=k: report((k + 0.8) / len(paths), "writing the results"))
+                                         lambda k=k: report((k + 0.8) / len(paths), "writing the results"),
+                                         analysis_options)
         except CephError as e:
             fail(path, e)
     report(1.0, "done")
@@ -144,8 +157,9 @@ def detect_files(paths, model_path, out_dir, spacing_mm=None, device="cpu", on_e
 
 
 def report_file(image, model_path, out_dir=".", spacing_mm=None, device="cpu",
-                n: int = DEFAULT_SAMPLES, seed: int = DEFAULT_SEED) -> list:
-    """The CLI's report: detect on one image, measure, write the page; returns the paths."""
+                n: int = DEFAULT_SAMPLES, seed: int = DEFAULT_SEED, analysis_options=None, progress=None) -> list:
+    """The CLI's report: detect on one image, measure, write the page; returns the paths.
+    progress(fraction, stage) is told how far it is."""
     from ..detection.predictor import LandmarkDetector
     from .report import report_paths, write_report
 
@@ -155,9 +169,19 @@ def report_file(image, model_path, out_dir=".", spacing_mm=None, device="cpu",
     check_inputs_kept([image], report_paths(out_dir, stem))
     for path in report_paths(out_dir, stem):
         check_replaceable(path, is_tagged)
+    report = progress or (lambda fraction, stage: None)
+    report(0.0, f"reading {Path(image).name}")
     rad = read_radiograph(image, spacing)
-    detection = quietly(LandmarkDetector(model_path, device).detect, rad)
+    report(0.05, "loading the model")
+    detector = LandmarkDetector(model_path, device)
+    report(0.2, f"detecting on {Path(image).name}")
+    detection = quietly(detector.detect, rad)
     if len(detection.landmarks) != 19:
         raise CephError(f"the report needs the 19 ISBI landmarks; the model gives {len(detection.landmarks)}")
+    report(0.5, "measuring")
     results = quietly(measure_detection, detection, n, seed)
-    return quietly(write_report, rad.pixels, detection, results, out_dir, stem)
+    add_analyses(detection, analysis_options, image)
+    report(0.8, "writing the report")
+    written = quietly(write_report, rad.pixels, detection, results, out_dir, stem)
+    report(1.0, "done")
+    return written

@@ -3,6 +3,7 @@
 import numpy as np
 
 from ..files import OUTPUT_TAG
+from .tracing import detection_lines, draw_lines, tracing_caption
 
 PNG_METADATA = {"Software": f"{OUTPUT_TAG} (matplotlib)"}  # how a later run recognises the file as ours
 CAPTION_PT = 8  # the overlay caption's font size
@@ -41,6 +42,7 @@ def _overlay_caption(detection, width_in: float) -> list:
             f"missing, implausible or within {NEAR_EDGE_MM:g} mm of the edge). "
             f"Contours: 50 % solid, 90 % dashed. "
             f"Spacing {detection.spacing_mm[0]:.3g} mm ({detection.spacing_source}).")
+    text = f"{tracing_caption(detection)} {text}".strip()
     return lines + [(t, "black") for t in textwrap.wrap(text, chars)]
 
 
@@ -63,6 +65,7 @@ def overlay_figure(pixels: np.ndarray, detection, max_height_px: int = 1200, lab
     fig = _figure(width_in, height_in)
     ax = fig.add_axes((0, caption_in / height_in, 1, 1 - caption_in / height_in))
     ax.imshow(shown, cmap="gray", vmin=0, vmax=1, interpolation="bilinear")
+    draw_lines(ax, detection_lines(detection), scale, labels)  # the analyses' tracing, under the points
     for lm, fraction in zip(detection.landmarks, detection.flag_fractions(), strict=True):
         if lm.missing:  # outside the image: named in the caption, not drawn
             continue

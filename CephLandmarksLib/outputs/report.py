@@ -183,9 +183,11 @@ def write_report(pixels, detection, results, out_dir, stem, corrected=None) -> l
     pdf, png = report_paths(out_dir, stem)
     for path in (pdf, png):
         check_replaceable(path, is_tagged)
-    fig = report_figure(pixels, detection, results, corrected=corrected)
+    from .analysis_pages import analysis_figures, save_pages_pdf, save_pages_png
+
+    pages = [report_figure(pixels, detection, results, corrected=corrected), *analysis_figures(pixels, detection)]
     return write_group([
-        (pdf, lambda tmp: fig.savefig(tmp, format="pdf", metadata=PDF_METADATA)),
-        (png, lambda tmp: fig.savefig(tmp, format="png", dpi=PNG_DPI, metadata=PNG_METADATA)),
+        (pdf, lambda tmp: save_pages_pdf(pages, tmp, PDF_METADATA)),
+        (png, lambda tmp: save_pages_png(pages, tmp, PNG_DPI, PNG_METADATA)),
     ])
 
