@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from slicer_harness import build, install_slicer_environment, missing_reason
+from slicer_harness.process import descendant_pids, pid_running
 
 ROOT = Path(__file__).resolve().parent.parent
 ON_DEMAND = ("torch", "torchvision", "safetensors", "tqdm", "matplotlib", "contourpy")
@@ -126,9 +127,13 @@ def test_cancel_kills_the_process_and_leaves_nothing(harness, widget, tmp_path):
     widget.ui.detectButton.click()
     job = widget._detection
     assert job is not None and job.folder.is_dir() and job.running
+    launcher = job._process._process.processId()
+    harness.process_events(until=lambda: descendant_pids(launcher), timeout_s=30)
+    python = descendant_pids(launcher)  # PythonSlicer is a launcher: Python is its child
     widget.ui.detectButton.click()  # Cancel
     harness.process_events(until=lambda: widget._detection is None, timeout_s=30)
     assert not job.folder.exists()
+    assert [pid for pid in python if pid_running(pid)] == []
     assert nodeCounts(harness.scene) == before
     assert widget.ui.statusLabel.text == "Cancelled." and widget.ui.detectButton.text == "Detect landmarks"
     assert harness.message_boxes == [] and harness.slot_errors == []

@@ -9,8 +9,14 @@ connected by its full signature (a bare `.finished.connect` takes Qt's first ove
 is one Detect press: the volume goes in as a NAME.radiograph.npz, `detect --heatmaps` writes
 the JSON and the heatmaps into a temporary folder, and the result is loaded on the main thread;
 the folder is removed in every case.
+
+`PythonSlicer` is a launcher that runs Python as its child, so Cancel ends the whole process
+tree (processTree.py). The child runs in UTF-8 mode (Slicer sets PYTHONUTF8 only from 5.12 on;
+before that, Windows' code page made a path with "Ł" fail), and its output is decoded
+incrementally, so a character split across two reads stays whole.
 """
 
+import codecs
 import logging
 import os
 import re
@@ -22,6 +28,8 @@ import tempfile
 from pathlib import Path
 
 from CephLandmarksLib.progress import ERROR_PREFIX, PROGRESS_PREFIX  # torch-free
+
+from .processTree import killTree, noConsoleWindow
 
 _EPOCH = re.compile(r"\s*epoch (\d+)/(\d+)(?::\s*\d+%\|[^|]*\|\s*(\d+)/(\d+))?")
 
@@ -46,9 +54,10 @@ def displayCommand(commandLine) -> str:
 
 
 def processEnvironment(libraryFolder) -> dict:
-    """Variables for the child: the folder holding CephLandmarksLib first on PYTHONPATH, unbuffered output."""
+    """Variables for the child: the folder holding CephLandmarksLib first on PYTHONPATH, unbuffered
+    output, UTF-8 mode (paths and output in UTF-8 whatever the system code page)."""
     path = os.pathsep.join(p for p in (str(libraryFolder), os.environ.get("PYTHONPATH", "")) if p)
-    return {"PYTHONPATH": path, "PYTHONUNBUFFERED": "1"}
+    return {"PYTHONPATH": path, "PYTHONUNBUFFERED": "1", "PYTHONUTF8": "1"}
 
 
 def progressFromLine(line):
@@ -85,7 +94,8 @@ class BackgroundProcess:
         self.commandLine = list(commandLine)
         self._onLine, self._onFinished = onLine, onFinished
         self._pending = ""
-        self._done = False
+        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self._done = self._killed = False
         self._process = qt.QProcess()
         self._process.setProcessChannelMode(qt.QProcess.MergedChannels)
         env = qt.QProcessEnvironment.systemEnvironment()
@@ -104,15 +114,17 @@ class BackgroundProcess:
         return not self._done
 
     def kill(self) -> None:
-        """Stop the process now; onFinished still comes, with crashed=True."""
+        """Stop the process and every process it started, now; onFinished still comes, with crashed=True."""
         import qt
 
         if self._process.state() != qt.QProcess.NotRunning:
+            self._killed = True
+            killTree(int(self._process.processId()))
             self._process.kill()
             self._process.waitForFinished(3000)
 
-    def _readOutput(self) -> None:
-        text = self._pending + self._process.readAllStandardOutput().data().decode("utf-8", "replace")
+    def _readOutput(self, final=False) -> None:
+        text = self._pending + self._decoder.decode(self._process.readAllStandardOutput().data(), final)
         lines = text.replace("\r", "\n").split("\n")
         self._pending = lines.pop()
         for line in lines:
@@ -124,12 +136,12 @@ class BackgroundProcess:
 
         if self._done:
             return
-        self._readOutput()
+        self._readOutput(final=True)
         if self._pending.strip():
             self._onLine(self._pending)
         self._pending = ""
         self._done = True
-        self._onFinished(int(exitCode), exitStatus != qt.QProcess.NormalExit)
+        self._onFinished(int(exitCode), self._killed or exitStatus != qt.QProcess.NormalExit)
 
     def _error(self, error) -> None:
         import qt
@@ -185,7 +197,8 @@ class DetectionJob:
     def run(self):
         """Synchronous (scripts and the self-test): (detection, errorMessage, cancelled)."""
         env = dict(os.environ, **self.environment)
-        result = subprocess.run(self.commandLine, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        result = subprocess.run(self.commandLine, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                **noConsoleWindow())
         self._lines = result.stdout.decode("utf-8", "replace").splitlines()
         return self.finish(result.returncode, result.returncode < 0)
 

@@ -241,8 +241,11 @@ class _ModuleObject:
 
 _PYTHON_SLICER = """#!/bin/sh
 # PythonSlicer stand-in (Testing/slicer_harness): the test's Python with the installed qt-scripted-modules
-# folder first on PYTHONPATH, as Slicer's launcher sets it.
-{pythonpath}exec {python} "$@"
+# folder first on PYTHONPATH, as Slicer's launcher sets it. Like the real launcher (CTKAppLauncher), it
+# runs Python as its CHILD process (no exec): killing the launcher alone leaves Python running.
+{pythonpath}{python} "$@"
+status=$?
+exit $status
 """
 
 

@@ -11,19 +11,67 @@ Rules enforced:
   ``.data()``.
 - A QTimer or QProcess that Python no longer references is deleted, as PythonQt deletes an object it
   owns: the timer stops, the process is killed ("Destroyed while process is still running").
+- ``kill()`` ends the started program only, as Qt's does: a child it started (Python under the
+  ``PythonSlicer`` launcher stand-in) keeps running. Only the harness's teardown ends whole trees, so that
+  no test leaves a process behind.
 """
 
 import inspect
 import os
 import shlex
 import shutil
+import signal
 import subprocess
 import threading
 import time
 import weakref
+from pathlib import Path
 
 from . import core
 from .core import QObject, QtProperty, Signal, emit
+
+
+def descendant_pids(pid):
+    """Processes below pid (Linux /proc; elsewhere none are found)."""
+    children = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(ppid, []).append(int(stat.parent.name))
+    found, frontier = [], [pid]
+    while frontier:
+        frontier = [c for p in frontier for c in children.get(p, ())]
+        found += frontier
+    return found
+
+
+def pid_running(pid):
+    """True while pid runs; a zombie (dead, not yet reaped) counts as gone."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except (OSError, IndexError):
+        pass
+    if Path("/proc/self").is_dir():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def _kill_tree(popen):
+    """Teardown: the program and everything it started."""
+    if popen.poll() is not None:
+        return
+    for pid in descendant_pids(popen.pid):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
+    popen.kill()
 
 
 class QByteArray:
@@ -211,7 +259,7 @@ class QProcess(QObject):
         popen = getattr(self, "_popen", None)
         if popen is not None and popen.poll() is None:
             print(f"QProcess: Destroyed while process ({self._program!r}) is still running.", flush=True)
-            popen.kill()
+            _kill_tree(popen)
 
     # configuration
     def setProgram(self, program):
@@ -442,8 +490,8 @@ def shutdown():
     for timer in _live(core.state.timers):
         timer._active = False
     for process in _live(core.state.processes):
-        process.kill()
         if process._popen is not None:
+            _kill_tree(process._popen)
             try:
                 process._popen.wait(5)
             except subprocess.TimeoutExpired:
