@@ -14,6 +14,9 @@ from .i18n import tr as _
 
 class DetectSection:
     def updateDetectButton(self) -> None:
+        from .volumes import recordSpacingSource
+
+        recordSpacingSource(self._parameterNode.inputVolume)  # a volume dropped in and selected: before any .mrb
         busy = self._detection is not None
         self.ui.detectButton.text = _("Cancel") if busy else _("Detect landmarks")
         self.ui.detectButton.enabled = busy or bool(self._parameterNode.inputVolume)
@@ -40,12 +43,16 @@ class DetectSection:
                 self.updateModelList(select=self.logic.importModel(path).path)
 
     def onLoadRadiograph(self) -> None:
+        from .volumes import recordSpacingSource
+
         path = qt.QFileDialog.getOpenFileName(
             self.parent, _("Load radiograph"), "",
             _("Images (*.dcm *.png *.jpg *.jpeg *.bmp *.tif *.tiff *.nrrd *.nii *.mha);;All files (*)"))
         if path:
             with slicer.util.tryWithErrorDisplay(_("Failed to load the radiograph."), waitCursor=True):
-                self._parameterNode.inputVolume = slicer.util.loadVolume(path, {"singleFile": True})
+                volume = slicer.util.loadVolume(path, {"singleFile": True})
+                recordSpacingSource(volume)
+                self._parameterNode.inputVolume = volume
 
     def onDetectButton(self) -> None:
         if self._detection is not None:

@@ -2,6 +2,10 @@
 (`pixelToRASMatrix`), its in-plane spacing (`volumeSpacing`) and the library's Radiograph of it
 (`radiographFromVolume`), which is what a detection and the clinic dataset are given.
 
+A PNG/JPEG-like file carries no spacing: Slicer shows it with 1 mm pixels, and 0.1 mm is
+assumed. That fact is kept on the volume node (SPACING_SOURCE_ATTRIBUTE), because saving the
+scene as .mrb rewrites every volume as NRRD, after which its file no longer tells.
+
 Every other node of a detection is placed with `pixelToRASMatrix`, so the points, contours and
 heatmaps lie over the radiograph however the volume is oriented or transformed.
 
@@ -17,6 +21,8 @@ from CephLandmarksLib.imaging.images import DEFAULT_SPACING_MM, Radiograph, user
 
 # Formats whose files carry no pixel spacing: Slicer shows them with 1 mm pixels.
 _NO_SPACING_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif")
+# Node attribute "assumed" where the volume's 1 mm spacing is Slicer's placeholder (saved in the scene).
+SPACING_SOURCE_ATTRIBUTE = "CephLandmarks.SpacingSource"
 
 
 def _matrixToArray(vtkMatrix):
@@ -55,13 +61,25 @@ def pixelToRASMatrix(volumeNode):
     return _matrixToArray(ijkToRAS) @ permutation
 
 
-def volumeSpacing(volumeNode):
-    """((sx, sy) in mm, source): the volume's in-plane spacing; 'assumed' 0.1 mm for PNG/JPEG-like files."""
-    m = pixelToRASMatrix(volumeNode)
-    spacing = (float(np.linalg.norm(m[:3, 0])), float(np.linalg.norm(m[:3, 1])))
+def recordSpacingSource(volumeNode) -> None:
+    """Mark the volume's spacing as assumed when it came from a PNG/JPEG-like file (1 mm placeholder);
+    call it when the volume is loaded, before the scene can be saved as .mrb."""
+    if volumeNode is None or volumeNode.GetAttribute(SPACING_SOURCE_ATTRIBUTE):
+        return
     storage = volumeNode.GetStorageNode()
     fileName = (storage.GetFileName() or "") if storage else ""
-    if fileName.lower().endswith(_NO_SPACING_SUFFIXES) and np.allclose(spacing, 1.0):
+    if fileName.lower().endswith(_NO_SPACING_SUFFIXES) and np.allclose(volumeNode.GetSpacing(), 1.0):
+        volumeNode.SetAttribute(SPACING_SOURCE_ATTRIBUTE, "assumed")
+
+
+def volumeSpacing(volumeNode):
+    """((sx, sy) in mm, source): the volume's in-plane spacing, or 'assumed' 0.1 mm where the volume's
+    1 mm is a placeholder (recorded on the node, else read from its file's format)."""
+    m = pixelToRASMatrix(volumeNode)
+    spacing = (float(np.linalg.norm(m[:3, 0])), float(np.linalg.norm(m[:3, 1])))
+    recordSpacingSource(volumeNode)
+    # A spacing set since (Volumes module) is the user's: the placeholder mark holds only while it is 1 mm.
+    if volumeNode.GetAttribute(SPACING_SOURCE_ATTRIBUTE) == "assumed" and np.allclose(spacing, 1.0):
         return (DEFAULT_SPACING_MM, DEFAULT_SPACING_MM), "assumed"
     return spacing, "volume"
 
