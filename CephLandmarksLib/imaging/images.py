@@ -10,6 +10,8 @@ Refused with one line naming the file (CephError), before anything is decoded wh
   (BMP, NIfTI) shorter than the header says.
 The format is recognised from the file's first bytes, not its name.  What the C/C++ decoders
 print on stderr is captured: it never reaches the user, and names the problem when a file is refused.
+SimpleITK is imported on first read, not with this module: Slicer imports the module's constants
+at start-up, and SimpleITK costs about 0.1-0.2 s there.
 """
 
 import gzip
@@ -25,7 +27,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import SimpleITK as sitk
 
 from ..errors import CephError
 
@@ -337,6 +338,8 @@ def _check_header(path, reader) -> None:
 
 def _read_itk(path: Path, head: bytes, file_size: int):
     """(image, reader) decoded by SimpleITK, or CephError naming what is wrong with the file."""
+    import SimpleITK as sitk
+
     reader = sitk.ImageFileReader()
     reader.SetFileName(str(path))
     io = _sniffed_io(head)
@@ -440,6 +443,8 @@ def read_radiograph(path, spacing_mm=None) -> Radiograph:
         check_pixel_count(path, ihdr[:2])
         pixels, found, origin, direction = _grey(_read_grey_alpha_png(path), 1, path), None, (0.0,) * 3, np.eye(3)
     else:
+        import SimpleITK as sitk
+
         image, reader = _read_itk(path, head, file_size)
         pixels = _grey(sitk.GetArrayFromImage(image), image.GetNumberOfComponentsPerPixel(), path)
         found = _file_spacing(path, head, reader, image) if spacing_mm is None else None
