@@ -363,14 +363,4 @@ class CephLandmarksTest(ScriptedLoadableModuleTest):
     def test_DetectOnRadiograph(self):
         from CephLandmarksSlicer import selfTest
 
-        self.delayDisplay("Starting the test")
-        logic = CephLandmarksLogic()
-        models = logic.availableModels()
-        if not models:
-            self.delayDisplay("No model installed (Resources/Models); skipping detection")
-            return
-        volume, real = selfTest.sampleVolume(pathlib.Path(__file__).resolve().parent)
-        detection = logic.detect(volume, models[0].path)
-        node = logic.showDetection(detection, volume)
-        selfTest.checkShownDetection(self, node, detection, real)
-        self.delayDisplay("Test passed")
+        selfTest.runDetectionTest(self, CephLandmarksLogic(), pathlib.Path(__file__).resolve().parent)

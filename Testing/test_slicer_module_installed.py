@@ -318,14 +318,21 @@ def test_unset_dataset_folder_is_refused(harness, widget):
     assert widget._training is None and widget.ui.trainButton.text == "Train"
 
 
-def test_self_test_passes_in_the_installed_layout(harness):
-    """No ../shared/data next to the installed copy: the synthetic image; structure, not accuracy."""
-    module = harness.load_module("CephLandmarks")
-    harness.app.setTestingEnabled(True)
-    test = module.CephLandmarksTest()
-    test.messageDelay = 0
-    test.runTest()
-    assert harness.slot_errors == []
+def test_self_test_passes_in_the_installed_layout(harness, installed):
+    """The synthetic image; structure, not accuracy. A shipped module never looks for a development
+    data set: an unreadable shared/data/isbi2015 image planted above the installed folder is not read."""
+    planted = Path(installed).parent / "shared" / "data" / "isbi2015" / "RawImage" / "Test1Data" / "151.jpg"
+    planted.parent.mkdir(parents=True)
+    try:
+        planted.write_bytes(b"not an image")
+        module = harness.load_module("CephLandmarks")
+        harness.app.setTestingEnabled(True)
+        test = module.CephLandmarksTest()
+        test.messageDelay = 0
+        test.runTest()
+        assert harness.slot_errors == []
+    finally:
+        shutil.rmtree(Path(installed).parent / "shared")
 
 
 def test_an_old_slicer_gets_one_message(harness):
