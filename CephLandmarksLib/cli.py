@@ -155,7 +155,8 @@ def _cmd_train(a):
 def _cmd_calibrate(a):
     from .training.calibration import calibrate_file
 
-    calibrate_file(a.model, a.dataset, ground_truth=a.ground_truth, log=lambda m: print(m, file=sys.stderr))
+    calibrate_file(a.model, a.dataset, ground_truth=a.ground_truth, log=lambda m: print(m, file=sys.stderr),
+                   out=a.out)
 
 
 def _cmd_detect(a):
@@ -207,6 +208,14 @@ def _cmd_adapt(a):
 def _cmd_models(a):
     if a.user_dir and Path(a.user_dir).exists() and not Path(a.user_dir).is_dir():
         raise CephError(f"--user-dir {a.user_dir} is not a folder")
+    if a.download:
+        from .progress import progress_line
+        from .store.download import default_user_dir
+
+        show = lambda f, stage: print(progress_line(f, stage), file=sys.stderr, flush=True)  # noqa: E731
+        reg = registry.ModelRegistry(a.user_dir or default_user_dir(), shipped_dir=DEFAULT_MODEL_DIR)
+        print(reg.download(a.download, progress=show if a.progress else None).path)
+        return
     entries = registry.ModelRegistry(a.user_dir, shipped_dir=DEFAULT_MODEL_DIR).models() if a.user_dir \
         else registry.shipped_models(DEFAULT_MODEL_DIR)
     for e in entries:
@@ -269,6 +278,9 @@ def build_parser():
     c.add_argument("--model", required=True)
     c.add_argument("--dataset", required=True)
     c.add_argument("--ground-truth", default="mean", choices=["mean", "senior", "junior"])
+    c.add_argument("--out", help="where to write the calibration: a sidecar NAME.json beside the weights (default: "
+                                 "the --model sidecar, or WEIGHTS-STEM.calibration.json), or a .safetensors file "
+                                 "written whole (the --model file itself to rewrite it)")
     c.set_defaults(func=_cmd_calibrate)
 
     e = sub.add_parser("evaluate", help="accuracy and calibration on a test split, with plots")
@@ -305,7 +317,12 @@ def build_parser():
     ad.set_defaults(func=_cmd_adapt)
 
     m = sub.add_parser("models", help="list the models: shipped, then imported and trained (one per line: label, path)")
-    m.add_argument("--user-dir", help="the per-user model folder holding models.json (default: shipped models only)")
+    m.add_argument("--user-dir", help="the per-user model folder holding models.json (default: shipped models "
+                                      "only; with --download $CEPH_LANDMARKS_MODELS_DIR or "
+                                      "~/.local/share/ceph-landmarks/models)")
+    m.add_argument("--download", metavar="NAME", help="fetch a listed downloadable model into the per-user folder, "
+                                                      "verify its SHA-256 and print its path")
+    m.add_argument("--progress", action="store_true", help=f"with --download, '{PROGRESS_PREFIX} FRACTION STAGE' lines")
     m.set_defaults(func=_cmd_models)
     return p
 

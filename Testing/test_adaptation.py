@@ -430,13 +430,14 @@ def test_adapt_refuses_a_damaged_base(tiny_model, tmp_path, capsys):
 
 def test_calibrate_fits_conformal_regions_through_the_detect_path(tiny_model, generic_dataset, tmp_path, capsys):
     """The tiny model holds out 2 images: too few for a finite 90 % mass (the whole map), enough for 50 %."""
-    from CephLandmarksLib.store.registry import read_model_info
+    from CephLandmarksLib.store.registry import read_info
 
-    model = tmp_path / "m.safetensors"
-    model.write_bytes(tiny_model.read_bytes())
-    code, _, err = _run(["calibrate", "--model", model, "--dataset", generic_dataset], capsys)
+    weights = tmp_path / "m.safetensors"
+    weights.write_bytes(tiny_model.read_bytes())
+    code, _, err = _run(["calibrate", "--model", weights, "--dataset", generic_dataset], capsys)
     assert code == 0, err
-    meta = read_model_info(model)
+    model = tmp_path / "m.calibration.json"  # the calibration's sidecar, beside the untouched weights
+    meta = read_info(model)
     assert meta["region_masses"]["90"] == [1.0] * 19
     assert len(meta["region_masses"]["50"]) == 19 and max(meta["region_masses"]["50"]) <= 1.0
     assert meta["calibration"]["regions"]["images"] == meta["training"]["holdout_ids"]

@@ -249,7 +249,8 @@ class LandmarkDetector:
             alignment["implausible"] = [self.info.landmark_abbreviations[i] for i in np.nonzero(implausible)[0]]
         if edge.any():
             alignment["near_edge"] = [self.info.landmark_abbreviations[i] for i in np.nonzero(edge)[0]]
-        model = {"name": self.info.name, "version": self.info.version, "sha256": self.model.sha256}
+        model = {"name": self.info.name, "version": self.info.version, "sha256": self.model.sha256,
+                 "settings": dict(self.model.settings)}  # the weights file's own, or a sidecar's (store/sidecar.py)
         if self.info.adaptation:
             model["adapted"] = {k: self.info.adaptation[k] for k in ("base_sha256", "method", "n_images")
                                 if k in self.info.adaptation}

@@ -1,4 +1,5 @@
-"""Model files: one safetensors file holding the weights, the temperatures and the metadata.
+"""Model files: one safetensors file holding the weights, the temperatures and the metadata;
+optionally a sidecar (sidecar.py) whose settings override the embedded ones.
 
 safetensors never executes code on loading.  The metadata (JSON under the key
 "ceph_landmarks") carries the landmark names, input size, temperatures, ERE threshold,
@@ -26,6 +27,7 @@ from .modelmeta import (
     seal,
 )
 from .modelmeta import META_KEY as _META_KEY
+from .sidecar import apply, is_sidecar_path, read_sidecar, weights_path, write_sidecar
 
 
 @dataclass
@@ -80,6 +82,10 @@ class LoadedModel:
     path: str
     sha256: str  # of the whole file
     half: bool = False  # weights stored as float16
+    # Where the settings came from: {"source": "weights file"}, or {"source": "sidecar", "file", "sha256"}
+    # (sidecar.py: a sidecar's settings override the weights file's).
+    settings: dict = field(default_factory=lambda: {"source": "weights file"})
+    weights_sha256: str = ""  # the tensors' digest (the header's weights_sha256), which a sidecar records
 
 
 def _tensor_digest(tensors: dict) -> str:
@@ -101,6 +107,19 @@ def save_model(path, net: torch.nn.Module, info: ModelInfo, half: bool = False):
         tensors = {k: v.half() if v.is_floating_point() else v for k, v in tensors.items()}
     meta = _sealed_meta(dict(info.__dict__, input_size=list(info.input_size), weights_sha256=_tensor_digest(tensors)))
     atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata={_META_KEY: dumps(meta)}))
+
+
+def _meta_of(info: ModelInfo, weights_sha256: str) -> dict:
+    return dict(info.__dict__, format=FORMAT, input_size=list(info.input_size), weights_sha256=weights_sha256)
+
+
+def save_settings(path, loaded: LoadedModel, info: ModelInfo, half=None):
+    """Write a model's (changed) settings: a sidecar for the weights file `loaded.path` when `path`
+    ends in .json (kilobytes; the weights file is not touched), else the whole model file."""
+    if is_sidecar_path(path):
+        write_sidecar(path, loaded.path, json.loads(json.dumps(_meta_of(info, loaded.weights_sha256))))
+    else:
+        save_model(path, loaded.net, info, half=loaded.half if half is None else half)
 
 
 def _sealed_meta(meta: dict) -> dict:
@@ -135,7 +154,15 @@ def _open(path):
 
 
 def load_model(path, device="cpu") -> LoadedModel:
-    """Load and verify a model file; any problem raises CephError naming it."""
+    """Load and verify a model file, or a sidecar (``*.json``) and the weights file it names, its
+    settings overriding the weights file's; any problem raises CephError naming it."""
+    if is_sidecar_path(path):
+        doc = read_sidecar(path)
+        loaded = load_model(weights_path(path, doc), device)
+        meta = apply(_meta_of(loaded.info, loaded.weights_sha256), doc, path)
+        loaded.info = _info(meta)
+        loaded.settings = {"source": "sidecar", "file": Path(path).name, "sha256": file_sha256(path)}
+        return loaded
     from safetensors import safe_open
     from safetensors.torch import load_file
 
@@ -155,9 +182,7 @@ def load_model(path, device="cpu") -> LoadedModel:
         raise CephError(f"{path}: {e}") from None
     if _tensor_digest(tensors) != meta["weights_sha256"]:
         raise CephError(f"{path}: the weights do not match their checksum; the file is damaged")
-    known = set(ModelInfo.__dataclass_fields__)
-    info = ModelInfo(**{k: v for k, v in meta.items() if k in known})
-    info.input_size = tuple(info.input_size)
+    info = _info(meta)
     net = LandmarkUNet(len(info.landmark_names))
     try:
         net.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in tensors.items()})
@@ -165,4 +190,11 @@ def load_model(path, device="cpu") -> LoadedModel:
         raise CephError(f"{path}: the weights do not fit the network ({str(e).splitlines()[0]})") from None
     net.eval().to(device)
     half = any(v.dtype == torch.float16 for v in tensors.values())
-    return LoadedModel(net, info, str(path), file_sha256(path), half)
+    return LoadedModel(net, info, str(path), file_sha256(path), half, weights_sha256=meta["weights_sha256"])
+
+
+def _info(meta: dict) -> ModelInfo:
+    known = set(ModelInfo.__dataclass_fields__)
+    info = ModelInfo(**{k: v for k, v in meta.items() if k in known})
+    info.input_size = tuple(info.input_size)
+    return info

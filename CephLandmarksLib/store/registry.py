@@ -3,7 +3,7 @@
 Imports neither torch nor safetensors (nor anything that does): Slicer lists the models at
 start-up, before the Python packages detection needs may be installed.
 
-Four kinds of model:
+Five kinds of model:
 
 - "shipped": the ``*.safetensors`` files in ``Resources/Models`` next to the library
   (``Path(CephLandmarksLib.__file__).parent.parent / "Resources" / "Models"``, in the source
@@ -12,7 +12,12 @@ Four kinds of model:
 - "trained": files the Training tab wrote at a path the user chose; they stay where they are;
 - "adapted": a user model (imported or trained) whose metadata records a clinic adaptation (the
   non-empty "adaptation" that ``ceph-landmarks adapt`` writes).  It is stored like the others;
-  only its label and provenance line differ.
+  only its label and provenance line differ;
+- "downloaded": a model listed in ``downloads.json`` (download.py) fetched into the per-user folder,
+  verified by its SHA-256.
+
+A weights file's sidecars (``*.json`` beside it, sidecar.py) are entries of their own: the same
+weights with the sidecar's settings.
 
 The per-user folder holds a manifest, ``models.json``, recording the SHA-256 of each user model
 (see ModelRegistry). A user model whose file is missing or changed is left out of the list with
@@ -24,89 +29,43 @@ the header says. The full checksum of the weights is verified when a model is lo
 detection (``modelfile.load_model``), which needs torch.
 """
 
+import hashlib
 import json
 import logging
 import os
 import shutil
-import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import CephError
 from ..files import atomic_write, file_sha256
-from .modelmeta import FORMAT, META_KEY, check_model_path, parse_and_check  # noqa: F401 - FORMAT, META_KEY re-exported
+from . import download
+from .header import MAX_HEADER_BYTES, read_model_info  # noqa: F401 - re-exported: callers import them from here
+from .modelmeta import FORMAT, META_KEY  # noqa: F401 - re-exported
+from .sidecar import SUFFIX as SIDECAR_SUFFIX
+from .sidecar import apply, is_sidecar_path, read_sidecar, weights_path
+from .sidecar import document as _sidecar_document_of
 
 MANIFEST_NAME = "models.json"
 MANIFEST_FORMAT = "ceph-landmarks-models/2"
-MAX_HEADER_BYTES = 100_000_000  # safetensors' own limit; our headers are tens of kilobytes
 
 SHIPPED_MODELS_DIR = Path(__file__).resolve().parents[2] / "Resources" / "Models"  # CephLandmarksLib/../Resources
-KINDS = ("shipped", "imported", "trained", "adapted")
+KINDS = ("shipped", "imported", "trained", "adapted", "downloaded")
 
 # The tooltip's provenance line of a user model; an adapted model's training record is its base's.
-_PROVENANCE = {"imported": "Imported", "trained": "Trained", "adapted": "Base model trained"}
+_PROVENANCE = {"imported": "Imported", "trained": "Trained", "adapted": "Base model trained",
+               "downloaded": "Downloaded"}
 
 log = logging.getLogger(__name__)
 
 
-def read_model_info(path) -> dict:
-    """The CephLandmarks metadata of a model file, read from its safetensors header.
-
-    Raises CephError, one line naming the file and the problem, for a missing or unreadable file,
-    a file that is not safetensors (or whose header or weights are truncated), an absurd header
-    length, a safetensors file that is not a CephLandmarks model, an unsupported format, metadata
-    that do not match their checksum, or a metadata field that fails its check (modelmeta.FIELDS,
-    the same validation as ``modelfile.load_model``).  Does not verify the weights' checksum:
-    ``modelfile.load_model`` does, on loading.
-    """
-    path = Path(path)
-    check_model_path(path)
-    try:
-        with open(path, "rb") as f:
-            size = os.fstat(f.fileno()).st_size
-            head = f.read(8)
-            if len(head) < 8:
-                raise CephError(f"{path} is not a safetensors file (only {len(head)} bytes: truncated header)")
-            (n,) = struct.unpack("<Q", head)
-            if n > MAX_HEADER_BYTES:
-                raise CephError(f"{path} is not a safetensors file (it declares an absurd header length of "
-                                f"{n} bytes)")
-            if 8 + n > size:
-                raise CephError(f"{path} is not a safetensors file, or is truncated (the header declares {n} "
-                                f"bytes, the file has {size - 8} after the length)")
-            raw = f.read(n)
-    except OSError as e:
-        raise CephError(f"{path}: cannot be read ({e.strerror or e})") from None
-    try:
-        header = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        raise CephError(f"{path} is not a safetensors file (its header is not JSON)") from None
-    if not isinstance(header, dict):
-        raise CephError(f"{path} is not a safetensors file (its header is not a JSON object)")
-    _check_data_length(path, header, size - 8 - n)
-    metadata = header.get("__metadata__") or {}
-    text = metadata.get(META_KEY) if isinstance(metadata, dict) else None
-    try:
-        return parse_and_check(text)
-    except CephError as e:
-        raise CephError(f"{path}: {e}") from None
-
-
-def _check_data_length(path, header, available):
-    """The tensors' byte ranges must end exactly where the file does (as safetensors requires)."""
-    end = 0
-    for key, t in header.items():
-        if key == "__metadata__":
-            continue
-        offsets = t.get("data_offsets") if isinstance(t, dict) else None
-        if (not isinstance(offsets, list) or len(offsets) != 2
-                or not all(isinstance(v, int) and not isinstance(v, bool) for v in offsets)):
-            raise CephError(f"{path} is not a safetensors file (tensor {key!r} has no valid data_offsets)")
-        end = max(end, offsets[1])
-    if end > available:
-        raise CephError(f"{path} is truncated (the weights need {end} bytes, the file holds {available})")
-    if end < available:
-        raise CephError(f"{path} is damaged ({available - end} unexpected bytes after the weights)")
+def read_info(path) -> dict:
+    """The metadata of a model path: a weights file's (read_model_info), or for a sidecar (``*.json``)
+    its weights file's with the sidecar's settings in their place, after checking they belong together."""
+    if not is_sidecar_path(path):
+        return read_model_info(path)
+    doc = read_sidecar(path)
+    return apply(read_model_info(weights_path(path, doc)), doc, path)
 
 
 @dataclass
@@ -120,7 +79,8 @@ class ModelEntry:
     label: str  # e.g. "isbi2015-384x480 (shipped)"
     tooltip: str  # one or two lines: name, version, landmarks, metrics; provenance for user models
     sha256: str | None = None  # of the whole file; recorded for user models, None for shipped ones
-    info: dict = field(default_factory=dict, repr=False)  # the metadata (read_model_info)
+    info: dict = field(default_factory=dict, repr=False)  # the metadata (read_info: a sidecar's merged in)
+    weights: Path | None = None  # for a sidecar: the weights file it names (None: `path` is the weights file)
 
 
 def _is_adapted(info) -> bool:
@@ -136,11 +96,18 @@ def _user_kind(stored_as, info) -> str:
 
 
 def _entry(path, kind, info, sha256=None) -> ModelEntry:
+    """A list entry; a sidecar is an entry of its own, labelled with its file name (its weights file
+    is listed too, with the settings embedded in it)."""
     path = Path(path)
     name = str(info.get("name") or path.stem)
     version = str(info.get("version", ""))
-    return ModelEntry(path=path, kind=kind, name=name, version=version, label=f"{name} ({kind})",
-                      tooltip=_tooltip(kind, name, version, info), sha256=sha256, info=info)
+    label, tooltip, weights = f"{name} ({kind})", _tooltip(kind, name, version, info), None
+    if is_sidecar_path(path):
+        weights = weights_path(path, read_sidecar(path))
+        label = f"{name} ({kind}, settings {path.name})"
+        tooltip += f"\nSettings from the sidecar {path.name} (weights {weights.name})"
+    return ModelEntry(path=path, kind=kind, name=name, version=version, label=label, tooltip=tooltip,
+                      sha256=sha256, info=info, weights=weights)
 
 
 def _number(value):
@@ -191,7 +158,8 @@ def shipped_models_dir() -> Path:
 
 
 def shipped_models(models_dir=None) -> list[ModelEntry]:
-    """The shipped models, sorted by file name; a broken one is left out with a warning."""
+    """The shipped models, sorted by file name, each weights file followed by its sidecars (``*.json``
+    beside it, by name); a broken one is left out with a warning."""
     folder = Path(models_dir) if models_dir is not None else shipped_models_dir()
     entries = []
     for path in sorted(folder.glob("*.safetensors")):
@@ -199,7 +167,27 @@ def shipped_models(models_dir=None) -> list[ModelEntry]:
             entries.append(_entry(path, "shipped", read_model_info(path)))
         except CephError as e:
             log.warning(f"CephLandmarks: shipped model left out: {e}")
+            continue
+        for side in sidecars_of(path):
+            try:
+                entries.append(_entry(side, "shipped", read_info(side)))
+            except CephError as e:
+                log.warning(f"CephLandmarks: shipped model sidecar left out: {e}")
     return entries
+
+
+def sidecars_of(weights) -> list[Path]:
+    """The sidecars beside a weights file that name it, by file name (other JSON files are not looked at
+    further than their weights_file)."""
+    weights = Path(weights)
+    found = []
+    for path in sorted(weights.parent.glob(f"*{SIDECAR_SUFFIX}")):
+        try:
+            if read_sidecar(path)["weights_file"] == weights.name:
+                found.append(path)
+        except CephError:
+            continue
+    return found
 
 
 def default_model_path(models_dir=None) -> Path:
@@ -228,9 +216,10 @@ class ModelRegistry:
     gives one warning and an empty user list; the next change keeps it as ``models.json.corrupt``.
     """
 
-    def __init__(self, user_dir, shipped_dir=None):
+    def __init__(self, user_dir, shipped_dir=None, downloads=None):
         self.user_dir = Path(user_dir)
         self.shipped_dir = Path(shipped_dir) if shipped_dir is not None else shipped_models_dir()
+        self.downloads_list = downloads  # the list of downloadable models (None: the shipped downloads.json)
 
     @property
     def manifest_path(self) -> Path:
@@ -268,8 +257,10 @@ class ModelRegistry:
         file is missing, changed (SHA-256) or no longer a valid model is left out with a warning."""
         entries = shipped_models(self.shipped_dir)
         imported, trained, _ = self._read_manifest()
+        fetched = {(d.file, d.sha256) for d in self._downloadable_or_none()}
         for name, sha256 in sorted(imported.items()):
-            entry = self._user_entry(self.user_dir / name, "imported", sha256)
+            kind = "downloaded" if (name, sha256) in fetched else "imported"
+            entry = self._user_entry(self.user_dir / name, kind, sha256)
             if entry:
                 entries.append(entry)
         for name, sha256 in trained.items():
@@ -286,18 +277,44 @@ class ModelRegistry:
             return None
         try:
             actual = file_sha256(path)
+            info = read_info(path)
+        except CephError as e:
+            log.warning(f"CephLandmarks: {kind} model left out: {e}")
+            return None
         except OSError as e:
             log.warning(f"CephLandmarks: {kind} model {path} cannot be read ({e.strerror or e}); left out")
             return None
         if actual != sha256:
             log.warning(f"CephLandmarks: {kind} model {path} has changed since it was recorded (SHA-256); left out")
             return None
+        return _entry(path, _user_kind(kind, info), info, sha256)
+
+    # downloads
+
+    def downloadable(self) -> list:
+        """The downloadable models (download.Download) not yet in user_dir, in the list's order."""
+        return [d for d in download.downloadable(self.downloads_list) if not download.is_installed(d, self.user_dir)]
+
+    def _downloadable_or_none(self) -> list:
         try:
-            info = read_model_info(path)
-            return _entry(path, _user_kind(kind, info), info, sha256)
+            return download.downloadable(self.downloads_list)
         except CephError as e:
-            log.warning(f"CephLandmarks: {kind} model left out: {e}")
-            return None
+            log.warning(f"CephLandmarks: {e}")
+            return []
+
+    def download(self, name, progress=None, opener=None) -> ModelEntry:
+        """Fetch a listed model into user_dir (verified; see download.fetch) and record it; a model already
+        there is only recorded.  CephError, one line, when it cannot be had."""
+        item = download.find(name, download.downloadable(self.downloads_list))
+        kwargs = {"opener": opener} if opener else {}
+        path = download.fetch(item, self.user_dir, progress, **kwargs)
+        sha256 = file_sha256(path)
+        info = read_info(path)  # a sidecar's weights must be there already
+        imported, trained, ok = self._read_manifest()
+        if imported.get(path.name) != sha256 or not ok:
+            imported[path.name] = sha256
+            self._write_manifest(imported, trained, ok)
+        return _entry(path, "downloaded", info, sha256)
 
     # changes
 
@@ -305,6 +322,8 @@ class ModelRegistry:
         """Check a model file's header, copy it into user_dir as <stem>-<sha12>.safetensors
         (atomically) and record its SHA-256. Importing the same file again changes nothing."""
         path = Path(path)
+        if is_sidecar_path(path):
+            return self._import_sidecar(path)
         info = read_model_info(path)  # raises CephError naming the problem
         sha256 = file_sha256(path)
         stem = path.stem
@@ -320,11 +339,31 @@ class ModelRegistry:
         log.info(f"CephLandmarks: imported model {info.get('name')} {info.get('version')} as {target}")
         return _entry(target, _user_kind("imported", info), info, sha256)
 
+    def _import_sidecar(self, path) -> ModelEntry:
+        """A sidecar is imported with its weights file: the weights as import_model copies them, the
+        sidecar as <stem>-<sha12>.json naming that copy."""
+        doc = read_sidecar(path)
+        read_info(path)  # the sidecar fits its weights
+        weights = self.import_model(weights_path(path, doc))
+        copy = _sidecar_document(weights.path.name, doc)
+        text = json.dumps(copy, indent=1, allow_nan=False) + "\n"
+        stem = path.stem
+        target = self.user_dir / f"{stem}-{hashlib.sha256(text.encode()).hexdigest()[:12]}{SIDECAR_SUFFIX}"
+        if not target.is_file():
+            atomic_write(target, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+        sha256 = file_sha256(target)
+        imported, trained, ok = self._read_manifest()
+        imported[target.name] = sha256
+        self._write_manifest(imported, trained, ok)
+        info = read_info(target)
+        return _entry(target, _user_kind("imported", info), info, sha256)
+
     def register_trained(self, path) -> ModelEntry:
         """Record a model the Training tab (or Adapt) wrote, where it is, with its current SHA-256;
-        call it again after the file changed (e.g. recalibrated) to record the new digest."""
+        call it again after the file changed (e.g. recalibrated) to record the new digest.  A sidecar
+        (``*.json``) is recorded as a model of its own."""
         path = Path(path).resolve()
-        info = read_model_info(path)
+        info = read_info(path)
         sha256 = file_sha256(path)
         imported, trained, ok = self._read_manifest()
         if trained.get(str(path)) != sha256 or not ok:
@@ -372,6 +411,11 @@ def _parse_manifest(data) -> tuple[dict, dict]:
     if any(not Path(name).is_absolute() for name in trained):
         raise ValueError("a trained entry is not an absolute path")
     return dict(imported), dict(trained)
+
+
+def _sidecar_document(weights_file, doc) -> dict:
+    """A sidecar document naming another copy of the same weights."""
+    return _sidecar_document_of(weights_file, doc["weights_sha256"], doc["settings"])
 
 
 def _disambiguate(entries):

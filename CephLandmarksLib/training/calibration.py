@@ -18,11 +18,13 @@ from ..detection.predictor import LandmarkDetector
 from ..errors import CephError
 from ..files import writable_folder
 from ..network.heatmaps import heatmap_nll
-from ..store.modelfile import load_model, save_model
+from ..store.modelfile import load_model, save_settings
 from ..store.modelmeta import (
     ERE_THRESHOLD_RANGE_MM,
     TEMPERATURE_RANGE,  # guards against degenerate fits on tiny or untrained models
 )
+from ..store.sidecar import default_path as sidecar_path
+from ..store.sidecar import is_sidecar_path
 from ..uncertainty.conformal import RULE, fit_region_masses
 from .metrics import reliability, threshold_at_tpr
 from .prepared import prepare, prepared_logits, score_logits
@@ -82,8 +84,9 @@ def ere_threshold(ere_mm, errors_mm, error_mm: float = FLAG_ERROR_MM, tpr: float
     return float(np.clip(t, *ERE_THRESHOLD_RANGE_MM))
 
 
-def calibrate_loaded(loaded, hold_samples, log=print, prepared=None, device="cpu") -> dict:
-    """Fit temperatures and the ERE threshold on `hold_samples`; rewrite the model file (atomically)."""
+def calibrate_loaded(loaded, hold_samples, log=print, prepared=None, device="cpu", save_to=None) -> dict:
+    """Fit temperatures and the ERE threshold on `hold_samples`; write them (atomically) to `save_to`:
+    a sidecar (``*.json``), or a model file (default: rewrite the loaded one)."""
     info = loaded.info
     data = prepared if prepared is not None else prepare(hold_samples, info.input_size, "preparing holdout")
     logits = prepared_logits(loaded.net, data, device)
@@ -104,17 +107,25 @@ def calibrate_loaded(loaded, hold_samples, log=print, prepared=None, device="cpu
         "threshold_rule": f"catch {FLAG_TPR:.0%} of holdout errors > {FLAG_ERROR_MM} mm",
         "holdout_flagged_percent": float(100 * (after.ere_mm > threshold).mean()),
     }
-    save_model(loaded.path, loaded.net, info, half=loaded.half)
+    save_settings(save_to or loaded.path, loaded, info)
     log(f"calibrated on {len(data.ids)} held-out images: NLL {nll_before:.3f} -> {nll_after:.3f}, "
         f"ECE {ece_before:.2f} % -> {ece_after:.2f} %, ERE threshold {threshold:.2f} mm, "
         f"temperatures {min(info.temperatures):.2f}-{max(info.temperatures):.2f}")
     return info.calibration
 
 
-def calibrate_file(model_path, dataset, ground_truth="mean", log=print):
-    """`ceph-landmarks calibrate`: refit on the holdout images recorded in the model."""
+def calibrate_file(model_path, dataset, ground_truth="mean", log=print, out=None):
+    """`ceph-landmarks calibrate`: refit on the holdout images recorded in the model and write the
+    settings to `out`: by default a sidecar (the sidecar given, or ``<weights stem>.calibration.json``
+    beside the weights), so the weights file stays byte-identical; a ``.safetensors`` `out` is
+    written whole (the model file itself to rewrite it).  Returns the calibration record."""
     loaded = load_model(model_path)
-    writable_folder(Path(model_path).parent, "the model's folder")  # it is rewritten there, at the end
+    if out is None:
+        out = model_path if is_sidecar_path(model_path) else sidecar_path(loaded.path)
+    out = Path(out)
+    if is_sidecar_path(out) and out.parent.resolve() != Path(loaded.path).parent.resolve():
+        raise CephError(f"--out {out}: a sidecar lies beside its weights file, in {Path(loaded.path).parent}")
+    writable_folder(out.parent, "the output's folder")  # it is written there, at the end
     ids = loaded.info.training.get("holdout_ids")
     if not ids:
         raise CephError(f"{model_path} records no held-out images to calibrate on")
@@ -123,15 +134,16 @@ def calibrate_file(model_path, dataset, ground_truth="mean", log=print):
     if missing:
         raise CephError(f"the dataset lacks the model's held-out images {', '.join(missing[:5])}")
     hold = [samples[i] for i in ids]
-    result = calibrate_loaded(loaded, hold, log=log)
-    calibrate_regions(model_path, hold, log=log)
+    result = calibrate_loaded(loaded, hold, log=log, save_to=out)
+    calibrate_regions(out, hold, log=log)
+    log(f"calibration written to {out}")
     return result
 
 
 def calibrate_regions(model_path, samples, device: str = "cpu", log=print) -> dict:
     """Fit the model's conformal region masses on its held-out training images (`samples`) through
-    the detect path, and rewrite the model file (atomically).  Temperatures and the flag threshold
-    stay as calibrated; returns the masses."""
+    the detect path, and rewrite the model file or sidecar (atomically).  Temperatures and the flag
+    threshold stay as calibrated; returns the masses."""
     detector = LandmarkDetector(model_path, device)
     o = outcome(detector, observe_samples(detector, samples), detector.settings)
     masses = fit_region_masses(o.scores)
@@ -140,7 +152,7 @@ def calibrate_regions(model_path, samples, device: str = "cpu", log=print) -> di
     info.calibration = dict(info.calibration,
                             regions={"rule": RULE, "images": [s.id for s in samples],
                                      "nominal_coverage_90_percent": float(100 * o.coverage("90").mean())})
-    save_model(model_path, detector.model.net, info, half=detector.model.half)
+    save_settings(model_path, detector.model, info)
     log(f"conformal regions fitted on {len(samples)} held-out images: 90 % masses "
         f"{min(masses['90']):.3f}-{max(masses['90']):.3f} (the nominal 90 % regions held the truth "
         f"{100 * o.coverage('90').mean():.0f} % of the time there)")
