@@ -1,6 +1,9 @@
 """The 50 % and 90 % credible regions of each landmark's heatmap as two model nodes drawn in the
 slice views (thin ribbons across the slice plane, red for flagged points and green for confident
 ones), and the same regions read back from those models (`contoursFromModels`, for the report).
+What is drawn follows CephLandmarksLib.uncertainty.regions, as in the overlay and the report: a
+"90 %" region that is not localised is not drawn; its point gets a dashed ring in the 90 % model
+(cells of landmark id -index, which `contoursFromModels` leaves out).
 
 MRML only: no qt, no slicer.app; it runs headless under slicer-core.
 """
@@ -12,6 +15,7 @@ from vtk.util import numpy_support
 
 from CephLandmarksLib.detection.result import CONTOUR_LEVELS
 from CephLandmarksLib.imaging.geometry import ijk_to_ras, ras_to_ijk
+from CephLandmarksLib.uncertainty.regions import RING_LEVEL, localised
 
 from .markups import CONFIDENT_COLOR, FLAGGED_COLOR
 from .record import CONTOUR_REFERENCE
@@ -36,16 +40,32 @@ def _ribbons(polylines, m):
     return (np.concatenate(points) if points else np.zeros((0, 3))), quads
 
 
+RING_MM = 5.0  # radius of the dashed ring around a point whose region is not localised
+RING_DASHES = 12
+
+
+def _dashedRing(x, y, radiusPx):
+    """Polylines (image px) of a dashed circle around (x, y)."""
+    t = np.linspace(0, 2 * np.pi, 2 * RING_DASHES + 1)
+    dashes = [np.linspace(a, b, 5) for a, b in zip(t[:-1:2], t[1::2], strict=True)]
+    return [np.column_stack([x + radiusPx[0] * np.cos(d), y + radiusPx[1] * np.sin(d)]) for d in dashes]
+
+
 def contourPolyData(detection, pixelToRAS, level):
     """vtkPolyData of the `level` ("50"/"90") credible regions of all landmarks in RAS, with RGB
-    point colours "Color" (red flagged, green confident) and cell data "Landmark" (1-based index)."""
+    point colours "Color" (red flagged, green confident) and cell data "Landmark" (1-based index;
+    -index for the dashed ring of a point whose region is not localised)."""
     allPoints, allQuads, colors, landmarkIds = [], [], [], []
     offset = 0
     for lm in detection.landmarks:
-        points, quads = _ribbons(lm.contours_px.get(level, []), pixelToRAS)
+        lines, landmarkId = lm.contours_px.get(level, []), lm.index
+        if level == RING_LEVEL and not lm.missing and not localised(lm.region_90_area_mm2):
+            radiusPx = [RING_MM / float(s) for s in detection.spacing_mm[:2]]
+            lines, landmarkId = _dashedRing(lm.x_px, lm.y_px, radiusPx), -lm.index
+        points, quads = _ribbons(lines, pixelToRAS)
         allPoints.append(points)
         allQuads += [tuple(q + offset for q in quad) for quad in quads]
-        landmarkIds += [lm.index] * len(quads)
+        landmarkIds += [landmarkId] * len(quads)
         colors.append(np.tile(np.round(np.array(FLAGGED_COLOR if lm.flagged else CONFIDENT_COLOR) * 255),
                               (len(points), 1)))
         offset += len(points)
@@ -122,6 +142,8 @@ def contoursFromModels(landmarksNode, pixelToRAS):
         for c in range(poly.GetNumberOfCells()):  # quads (k, k+1, ...) of one polyline are consecutive
             cell = poly.GetCell(c)
             a, b, landmark = cell.GetPointId(0), cell.GetPointId(1), int(ids.GetValue(c))
+            if landmark < 0:  # a dashed ring, not a region
+                continue
             if chain and landmark == chainLandmark and chain[-1] == a:
                 chain.append(b)
                 continue

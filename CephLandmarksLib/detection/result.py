@@ -17,6 +17,7 @@ from ..files import atomic_write
 from ..imaging.geometry import FRAMING_FIT, ModelFrame, px_to_lps
 from ..uncertainty.flag_score import threshold_fraction
 from ..uncertainty.levels import CONTOUR_LEVELS, LARGE_ERROR_MM
+from ..uncertainty.regions import LazyContours, dropped_mass
 
 NEAR_EDGE_MM = LARGE_ERROR_MM  # within this of the border, a large error may hide beyond it
 RIGHT_FACING = "right-facing"
@@ -41,7 +42,9 @@ class LandmarkResult:
     confidence: float  # the heatmap's maximum probability (calibrated)
     ere_mm: float  # expected radial error
     flagged: bool  # uncertain (Detection.flag_rule), missing, implausible or near the edge
-    contours_px: dict = field(default_factory=dict)  # {"50": [(K, 2) x, y image px], "90": [...]}
+    # {"50": [(K, 2) x, y image px], "90": [...]}: the drawn regions (uncertainty/regions.py), computed
+    # when first read (a LazyContours, with the mass of the fragments not drawn) or a plain dict
+    contours_px: dict = field(default_factory=dict)
     missing: bool = False  # outside the image: x/y are NaN (None in JSON) and the point is flagged
     p_large_error: float = float("nan")  # P(error > LARGE_ERROR_MM, 4 mm), from the calibrated heatmap
     flag_reasons: list = field(default_factory=list)  # FLAG_* strings; empty when not flagged
@@ -177,11 +180,14 @@ def save_heatmaps(path, detection: Detection) -> None:
     """NAME.heatmaps.npz: calibrated maps (L, h, w) float32, the model frame, the contours (image px).
 
     Contours are stored flat: `contour_points` (N, 2) and `contour_index` rows
-    (landmark, level, start, stop) into it.
+    (landmark, level, start, stop) into it; `contour_dropped_mass` (L, levels) the mass of the
+    fragments not drawn (uncertainty/regions.py).
     """
     points, index, start = [], [], 0
+    dropped = np.zeros((len(detection.landmarks), len(CONTOUR_LEVELS)))
     for i, lm in enumerate(detection.landmarks):
         for k, level in enumerate(CONTOUR_LEVELS):
+            dropped[i, k] = dropped_mass(lm.contours_px).get(level, 0.0)
             for line in lm.contours_px.get(level, []):
                 line = np.asarray(line, dtype=np.float64).reshape(-1, 2)
                 points.append(line)
@@ -192,6 +198,7 @@ def save_heatmaps(path, detection: Detection) -> None:
         "frame": _frame_array(detection.frame),
         "contour_points": np.concatenate(points) if points else np.zeros((0, 2)),
         "contour_index": np.asarray(index, dtype=np.int64).reshape(-1, 4),
+        "contour_dropped_mass": dropped,
     }
 
     def write(tmp):
@@ -221,11 +228,16 @@ def load_detection(json_path, heatmaps_path=None) -> Detection:
         with np.load(heatmaps_path, allow_pickle=False) as z:
             probs, frame = z["probs"], _frame_from_array(z["frame"])
             contour_points, contour_index = z["contour_points"], z["contour_index"]
+            dropped = z["contour_dropped_mass"] if "contour_dropped_mass" in z.files else None
     except (OSError, ValueError, KeyError) as e:
         raise CephError(f"cannot read the detection {json_path.name}: {e}") from None
     contours = [{} for _ in d["landmarks"]]
     for i, k, a, b in contour_index:
         contours[i].setdefault(CONTOUR_LEVELS[k], []).append(contour_points[a:b])
+    if dropped is not None:  # files written before the region rule hold no dropped mass
+        contours = [LazyContours(lines=c, dropped_mass=dict(zip(CONTOUR_LEVELS, (float(v) for v in row),
+                                                                  strict=True)))
+                    for c, row in zip(contours, dropped, strict=True)]
     landmarks = [_landmark_from_json(lm, c) for lm, c in zip(d["landmarks"], contours, strict=True)]
     known = {"image", "image_size_px", "spacing_mm", "spacing_source", "model", "ere_threshold_mm", "large_error_mm",
              "framing", "orientation", "alignment", "landmarks", "warnings", "regions", "flag_rule"}

@@ -3,6 +3,7 @@
 import numpy as np
 
 from ..files import OUTPUT_TAG
+from ..uncertainty.regions import RING_LEVEL, localised, region_caption
 from .tracing import detection_lines, draw_lines, tracing_caption
 
 PNG_METADATA = {"Software": f"{OUTPUT_TAG} (matplotlib)"}  # how a later run recognises the file as ours
@@ -38,12 +39,24 @@ def _overlay_caption(detection, width_in: float) -> list:
     if missing:
         lines += [(t, "red") for t in textwrap.wrap(f"Outside the image (missing): {', '.join(missing)}", chars)]
     n_flag = sum(lm.flagged for lm in detection.landmarks)
+    regions = region_caption(detection.landmarks)  # regions not drawn, fragments left out
     text = (f"{n_flag} of {len(detection.landmarks)} points flagged, ringed red ({detection.flag_rule_text()}, "
             f"missing, implausible or within {NEAR_EDGE_MM:g} mm of the edge). "
-            f"Contours: 50 % solid, 90 % dashed. "
+            f"Contours: 50 % solid, 90 % dashed. {regions + ' ' if regions else ''}"
             f"Spacing {detection.spacing_mm[0]:.3g} mm ({detection.spacing_source}).")
     text = f"{tracing_caption(detection)} {text}".strip()
     return lines + [(t, "black") for t in textwrap.wrap(text, chars)]
+
+
+def _not_localised_mark(ax, x, y, colour, height_px):
+    """A dashed ring marked "?" around a point whose "90 %" region is not localised (not drawn)."""
+    from matplotlib import patheffects
+    from matplotlib.patches import Circle
+
+    r = 0.018 * height_px
+    ax.add_patch(Circle((x, y), r, fill=False, ls=(0, (3, 2)), ec=colour, lw=1.6))
+    ax.annotate("?", (x - 0.75 * r, y - 0.75 * r), ha="right", va="bottom", fontsize=10, color=colour, weight="bold",
+                path_effects=[patheffects.withStroke(linewidth=2, foreground="black")])
 
 
 def overlay_figure(pixels: np.ndarray, detection, max_height_px: int = 1200, labels: bool = True):
@@ -70,10 +83,13 @@ def overlay_figure(pixels: np.ndarray, detection, max_height_px: int = 1200, lab
         if lm.missing:  # outside the image: named in the caption, not drawn
             continue
         colour = _flag_colour(fraction)
+        far = not localised(lm.region_90_area_mm2)  # its "90 %" region says "anywhere" (regions.py)
         for key, style in (("50", "-"), ("90", "--")):
-            for line in lm.contours_px.get(key, []):
+            for line in [] if far and key == RING_LEVEL else lm.contours_px.get(key, []):
                 ax.plot((line[:, 0] + 0.5) * scale - 0.5, (line[:, 1] + 0.5) * scale - 0.5, style, color=colour, lw=1.0)
         x, y = (lm.x_px + 0.5) * scale - 0.5, (lm.y_px + 0.5) * scale - 0.5
+        if far:  # not drawn as contours: a dashed ring marked "?"
+            _not_localised_mark(ax, x, y, colour, shown.shape[0])
         ax.plot(x, y, "o", ms=5, mfc=colour, mec="black", mew=0.6)
         if lm.flagged:
             ax.plot(x, y, "o", ms=13, mfc="none", mec="red", mew=1.8)

@@ -19,6 +19,7 @@ import numpy as np
 from ..cephalometry.measurement_uncertainty import DEFAULT_SAMPLES, UNCERTAIN_BELOW
 from ..files import OUTPUT_TAG, check_replaceable, is_tagged, write_group
 from ..text import probability_text
+from ..uncertainty.regions import NOT_LOCALISED_AREA_MM2, area_text, localised, region_caption
 
 A4_INCHES = (8.27, 11.69)
 PNG_DPI = 150
@@ -29,7 +30,6 @@ FLAGGED_ROW_RGB = (1.0, 0.82, 0.82)
 HEADER_RGB = (0.86, 0.89, 0.94)
 CORRECTED_RGB = (0.15, 0.35, 0.95)
 CORRECTED_MARK = "*"
-CONTOUR_MAX_ERE_MM = 5.0  # diffuse maps' 90 % regions would clutter the overlay: not drawn
 PDF_METADATA = {"Creator": OUTPUT_TAG}  # how a later run recognises the file as ours
 PNG_METADATA = {"Software": OUTPUT_TAG}
 REPORT_SUFFIXES = ("_report.pdf", "_report.png")
@@ -69,7 +69,13 @@ def landmark_rows(detection, corrected=()) -> list:
     mark = lambda lm: CORRECTED_MARK if lm.abbreviation in corrected else ""  # noqa: E731
     return [[str(lm.index), f"{lm.abbreviation}{mark(lm)}  {lm.name}", "missing" if lm.missing else f"{lm.x_mm:.1f}",
              "" if lm.missing else f"{lm.y_mm:.1f}", f"{lm.confidence:.3f}", f"{lm.ere_mm:.2f}",
-             probability_text(lm.p_large_error), "FLAG" if lm.flagged else ""] for lm in detection.landmarks]
+             probability_text(lm.p_large_error), _flag_cell(lm)] for lm in detection.landmarks]
+
+
+def _flag_cell(lm) -> str:
+    """ "FLAG", with "?" when the point's 90 % region is not localised (uncertainty/regions.py)."""
+    far = "" if lm.missing or localised(lm.region_90_area_mm2) else "?"
+    return " ".join(t for t in ("FLAG" if lm.flagged else "", far) if t)
 
 
 def _table(ax, header, rows, col_widths, fontsize, highlight):
@@ -98,10 +104,13 @@ def _overlay(ax, pixels, detection, corrected=()):
     ax.imshow(img, cmap="gray", vmin=0, vmax=1, extent=(-0.5, w - 0.5, h - 0.5, -0.5), interpolation="antialiased")
     for lm in (lm for lm in detection.landmarks if not lm.missing):
         colour = FLAGGED_RGB if lm.flagged else CONFIDENT_RGB
-        for line in lm.contours_px.get("90", []) if lm.ere_mm <= CONTOUR_MAX_ERE_MM else []:
+        far = not localised(lm.region_90_area_mm2)  # "anywhere": a dashed ring marked "?", no contour
+        for line in [] if far else lm.contours_px.get("90", []):  # what uncertainty/regions.py draws
             line = np.asarray(line)
             if len(line) > 1:
                 ax.plot(line[:, 0], line[:, 1], color=colour, linewidth=0.5, alpha=0.8)
+        if far:
+            _not_localised_mark(ax, lm.x_px, lm.y_px, colour, h)
         if lm.abbreviation in corrected:
             colour = CORRECTED_RGB
         ax.plot(lm.x_px, lm.y_px, "x" if lm.abbreviation in corrected else "+", color=colour, markersize=6,
@@ -113,7 +122,21 @@ def _overlay(ax, pixels, detection, corrected=()):
     ax.set_xticks([])
     ax.set_yticks([])
     ax.set_title("+ landmark (green: confident, red: flagged" + (", blue x: corrected" if corrected else "") + ")\n"
-                 f"lines: 90 % regions (drawn when ERE <= {CONTOUR_MAX_ERE_MM:g} mm)", fontsize=6.5)
+                 f"lines: 90 % regions; dashed ring ?: region not localised (over {area_text(NOT_LOCALISED_AREA_MM2)})",
+                 fontsize=6.5)
+    notes = region_caption(detection.landmarks)
+    if notes:
+        import textwrap
+
+        ax.set_xlabel("\n".join(textwrap.wrap(notes, 95)[:3]), fontsize=5.5)
+
+
+def _not_localised_mark(ax, x, y, colour, height_px):
+    from matplotlib.patches import Circle
+
+    r = 0.025 * height_px
+    ax.add_patch(Circle((x, y), r, fill=False, ls=(0, (3, 2)), ec=colour, lw=0.8))
+    ax.annotate("?", (x - 0.7 * r, y - 0.7 * r), ha="right", va="bottom", fontsize=6, color=colour, weight="bold")
 
 
 def report_figure(pixels, detection, results: list, when=None, corrected=None):

@@ -6,6 +6,7 @@ import numpy as np
 import torch
 
 from .levels import LARGE_ERROR_MM
+from .regions import credible_level, lines_on_crop, ranked, region_mask
 
 ERE_PIXEL_FLOOR = 0.05  # the paper: pixels below 5 % of the map's maximum are dropped
 
@@ -50,26 +51,20 @@ def error_probability(probs, points_uv, mm_per_px, radius_mm: float = LARGE_ERRO
     return (p * far).sum(dim=(1, 2)).clamp(0.0, 1.0).numpy()
 
 
-def credible_level(prob_map: np.ndarray, mass: float) -> float:
-    """Level t such that {p > t} is the smallest region holding at least `mass` of the probability."""
-    v = np.sort(np.asarray(prob_map, dtype=np.float64).ravel())[::-1]
-    k = int(np.searchsorted(np.cumsum(v), mass * v.sum()))
-    k = min(k, len(v) - 1)
-    below = v[k + 1] if k + 1 < len(v) else 0.0
-    return float((v[k] + below) / 2)
-
-
 def credible_contours(prob_map: np.ndarray, masses=(0.5, 0.9)) -> dict:
     """{"50": [polyline, ...], "90": [...]}: boundaries of the smallest regions holding the given
-    masses, each polyline (K, 2) in (x, y) pixels of the map.  `masses` is a sequence (keys are
-    the masses in per cent) or a dict {level: mass} (conformal masses drawn under their level)."""
-    import contourpy
-
+    masses, each polyline (K, 2) in (x, y) pixels of the map, whole (no region rule: regions.py
+    decides what is drawn).  `masses` is a sequence (keys are the masses in per cent) or a dict
+    {level: mass} (conformal masses drawn under their level)."""
     if not isinstance(masses, dict):
         masses = {f"{round(m * 100)}": m for m in masses}
     z = np.asarray(prob_map, dtype=np.float64)
-    gen = contourpy.contour_generator(z=z, line_type=contourpy.LineType.Separate)
-    return {level: [np.asarray(c) for c in gen.lines(credible_level(z, m))] for level, m in masses.items()}
+    values = ranked(z)
+    out = {}
+    for level, m in masses.items():
+        t = credible_level(z, m, values)
+        out[level] = lines_on_crop(z, t, z > t)
+    return out
 
 
 def region_extent(prob_map: np.ndarray, mass: float, point_uv, mm_per_px) -> tuple[float, float]:
@@ -77,9 +72,7 @@ def region_extent(prob_map: np.ndarray, mass: float, point_uv, mm_per_px) -> tup
     holding `mass`: what a clinician reads as "the 90 % region spans 4 mm²,
     reaching 2.1 mm from the point"."""
     z = np.asarray(prob_map, dtype=np.float64)
-    inside = z > credible_level(z, mass)
-    if not inside.any():
-        inside = z >= z.max()
+    inside = region_mask(z, credible_level(z, mass))
     mmx, mmy = (float(v) for v in np.asarray(mm_per_px, dtype=np.float64))
     v, u = np.nonzero(inside)
     far = np.hypot((u - float(point_uv[0])) * mmx, (v - float(point_uv[1])) * mmy).max()
