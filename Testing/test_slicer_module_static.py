@@ -142,7 +142,7 @@ def test_cmake_lists_name_existing_files():
     assert re.search(r"if\(Slicer_VERSION VERSION_LESS", top), "the minimum Slicer version check"
     # Extension URLs into this repository's main branch name files that exist.
     for text in (top, (ROOT / "CephLandmarks.s4ext").read_text()):
-        for path in re.findall(r'raw\.githubusercontent\.com/CephLandmarks/CephLandmarks/main/([^\s")]+)', text):
+        for path in re.findall(r'raw\.githubusercontent\.com/CephLandmarks/SlicerCephLandmarks/main/([^\s")]+)', text):
             assert (ROOT / path).is_file(), path
     module = (ROOT / "CephLandmarks" / "CMakeLists.txt").read_text().replace("${MODULE_NAME}", "CephLandmarks")
     assert "slicerMacroBuildScriptedModule" in module
