@@ -1,0 +1,113 @@
+"""The combined coarse + fine map (detection/combined_map.py) and the weighted-cell measures
+(uncertainty/weighted.py)."""
+
+import numpy as np
+import pytest
+import torch
+
+from CephLandmarksLib.detection import combined_map as cmap
+from CephLandmarksLib.imaging.crops import crop_frames
+from CephLandmarksLib.imaging.geometry import ModelFrame
+from CephLandmarksLib.uncertainty import weighted
+from CephLandmarksLib.uncertainty.measures import error_probability, expected_radial_error_mm
+
+SPACING = (0.1, 0.1)
+FRAME = ModelFrame.fit((400, 400), (80, 80))  # 5 image px (0.5 mm) per coarse pixel
+M2I = FRAME.model_to_image_matrix()
+
+
+def gaussian(shape, centre, sigma):
+    h, w = shape
+    yy, xx = np.mgrid[0:h, 0:w]
+    g = np.exp(-((xx - centre[0]) ** 2 + (yy - centre[1]) ** 2) / (2 * sigma**2))
+    return g / g.sum()
+
+
+def two_landmarks(second_mode_mass=0.0):
+    """Coarse maps: landmark 0 a tight blob at model (40, 40); landmark 1 the same with part of
+    its mass far away.  Fine maps: a blob at crop (20, 12) for both."""
+    near = gaussian((80, 80), (40, 40), 1.5)
+    far = gaussian((80, 80), (10, 70), 1.5)
+    coarse = np.stack([near, (1 - second_mode_mass) * near + second_mode_mass * far])
+    points = np.stack([FRAME.model_to_image(np.array([40.0, 40.0]))] * 2)
+    crops = crop_frames(points, SPACING, (32, 32), 0.125)  # 4 mm crops
+    fine = np.stack([gaussian((32, 32), (20, 12), 1.0)] * 2)
+    return cmap.combine(coarse, M2I, SPACING, fine, crops, points)
+
+
+def test_combined_map_sums_to_one_and_takes_the_fine_point():
+    cm = two_landmarks(second_mode_mass=0.3)
+    for i in range(2):
+        _, mass, _ = cmap.cells(cm, i)
+        assert mass.sum() == pytest.approx(1.0, abs=1e-5)
+    assert cm.refined.tolist() == [True, True]  # 70 % of landmark 1's coarse mass is inside its crop
+    assert cm.inside_mass[1] == pytest.approx(0.7 * cm.inside_mass[0], rel=1e-3)
+    np.testing.assert_allclose(cm.points_px[0], cm.crops[0].crop_to_image(np.array([20.0, 12.0])), atol=0.05)
+
+
+def test_mass_mostly_outside_keeps_the_coarse_point_and_flags_it():
+    cm = two_landmarks(second_mode_mass=0.6)
+    assert cm.refined.tolist() == [True, False]
+    np.testing.assert_allclose(cm.points_px[1], cm.crops[1].centre_px)
+    assert cm.flags == [[], [cmap.FLAG_OUTSIDE_CROP]]
+
+
+def test_error_probability_reads_the_far_mode():
+    cm = two_landmarks(second_mode_mass=0.3)
+    p = cmap.error_probability(cm, 4.0)
+    assert p[0] == pytest.approx(0.0, abs=1e-3)
+    assert p[1] == pytest.approx(0.3, abs=0.01)  # the far blob is ~21 mm away
+    ere = cmap.ere_mm(cm)
+    assert ere[0] < 0.3  # a sharp fine blob at the point
+    assert ere[1] > ere[0]
+
+
+def test_region_scores_are_small_at_the_peak_and_large_far_away():
+    cm = two_landmarks(second_mode_mass=0.3)
+    near = cmap.region_scores(cm, cm.points_px)
+    far = cmap.region_scores(cm, [FRAME.model_to_image(np.array([10.0, 70.0])), FRAME.model_to_image([0.0, 0.0])])
+    for i in range(2):  # the truth at the peak: the smallest region holding it is the peak cell alone
+        assert near[i] == pytest.approx(cmap.cells(cm, i)[1].max(), rel=1e-4)
+    assert far[0] == pytest.approx(1.0) and far[1] > 0.95
+
+
+def test_weighted_measures_match_the_single_grid_ones():
+    """On one uniform grid the cell measures are measures.py's."""
+    probs = np.stack([gaussian((30, 40), (12.3, 17.8), 2.0), gaussian((30, 40), (30.0, 5.0), 4.0)])
+    point = np.array([[12.0, 18.0], [29.0, 6.0]])
+    mm = np.array([0.4, 0.4])
+    yy, xx = np.mgrid[0:30, 0:40]
+    pos = np.stack([xx.ravel(), yy.ravel()], -1) * mm
+    area = np.full(pos.shape[0], 0.16)
+    ere = expected_radial_error_mm(torch.as_tensor(probs), point, mm)
+    p2 = error_probability(torch.as_tensor(probs), point, mm, 2.1)  # 2.1: no cell exactly on the circle
+    for i in range(2):
+        assert weighted.ere_mm(pos, probs[i].ravel(), area, point[i] * mm) == pytest.approx(ere[i], rel=1e-6)
+        assert weighted.error_probability(pos, probs[i].ravel(), point[i] * mm, 2.1) == pytest.approx(p2[i])
+
+
+def test_region_density_holds_the_asked_mass():
+    rng = np.random.default_rng(1)
+    mass = rng.random(500)
+    mass /= mass.sum()
+    area = rng.choice([0.25, 0.015625], 500)
+    t = weighted.region_density(mass, area, 0.9)
+    held = mass[weighted.densities(mass, area) > t].sum()
+    assert 0.9 <= held < 0.9 + mass.max() + 1e-9
+
+
+def test_npz_round_trip(tmp_path):
+    cm = two_landmarks(second_mode_mass=0.6)
+    path = tmp_path / "x.heatmaps.npz"
+    cmap.save_npz(path, cm)
+    back = cmap.load_npz(path)
+    np.testing.assert_allclose(back.points_px, cm.points_px)
+    assert back.crops == cm.crops and back.refined.tolist() == cm.refined.tolist()
+    np.testing.assert_allclose(cmap.ere_mm(back), cmap.ere_mm(cm), rtol=1e-5)
+
+
+def test_load_npz_refuses_another_format(tmp_path):
+    path = tmp_path / "old.npz"
+    np.savez(path, probs=np.zeros((1, 2, 2)))
+    with pytest.raises(ValueError, match="not a combined heatmaps file"):
+        cmap.load_npz(path)
