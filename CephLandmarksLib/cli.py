@@ -304,7 +304,8 @@ def build_parser():
                                       "temperatures, conformal regions, flags (cross-validated)")
     ad.add_argument("--model", help="base model file (default: the shipped model); never overwritten")
     ad.add_argument("--dataset", required=True, help="the clinic's annotated images (generic CSV or ISBI layout)")
-    ad.add_argument("--out", required=True, help="adapted model file to write (.safetensors)")
+    ad.add_argument("--out", required=True, help="adapted model to write: a .safetensors file, or a .json sidecar "
+                                                 "(kilobytes beside the base weights unless a fine-tune is chosen)")
     ad.add_argument("--split", default="train", help="the dataset's rows to use (default: train, or all rows "
                                                      "of a CSV without a split column)")
     ad.add_argument("--methods", default="none,offsets,fine-tune",

@@ -119,3 +119,26 @@ def test_the_registry_lists_a_weights_file_and_its_sidecars_as_separate_entries(
     imported = user.import_model(side)  # the weights come along, the sidecar names the copy
     assert imported.weights.parent == tmp_path / "user" and imported.weights.is_file()
     assert load_model(imported.path).settings["source"] == "sidecar"
+
+
+def test_adapting_by_offsets_writes_a_sidecar_beside_the_untouched_base(tiny_model, tmp_path, capsys):
+    from test_adaptation import _clinic  # the synthetic clinic with a 2 mm Menton convention
+
+    clinic = _clinic(tmp_path, model=tiny_model, menton_offset_mm=2.0)
+    base = tmp_path / "base.safetensors"
+    base.write_bytes(tiny_model.read_bytes())
+    blob = _git_blob(base)
+    out = tmp_path / "clinic.json"
+    code, stdout, err = _run(capsys, "adapt", "--model", base, "--dataset", clinic, "--out", out,
+                             "--methods", "none,offsets")
+    assert code == 0, err
+    assert stdout.strip() == str(out) and _git_blob(base) == blob and out.stat().st_size < 20_000
+    assert not (tmp_path / "clinic.safetensors").exists()  # no fine-tune: no weights written
+    loaded = load_model(out)
+    assert loaded.settings["source"] == "sidecar" and loaded.path == str(base)
+    assert loaded.info.adaptation["method"] == "offsets"
+    assert loaded.info.convention_offsets_mm[7][0] == pytest.approx(2.0, abs=0.05)
+    assert registry.read_model_info(base).get("convention_offsets_mm") is None
+    elsewhere = tmp_path / "other" / "clinic.json"
+    code, _, err = _run(capsys, "adapt", "--model", base, "--dataset", clinic, "--out", elsewhere)
+    assert code == 2 and "beside its weights" in err and not elsewhere.parent.exists()

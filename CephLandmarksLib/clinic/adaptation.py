@@ -349,17 +349,14 @@ def adapt_file(model_path, dataset, out, split: str = "train", methods=METHODS, 
     model (never over the base) and a report.  Returns the adaptation record."""
     from pathlib import Path
 
-    from ..store.modelfile import save_model
     from ..training.loop import check_output_file
     from .adaptation_report import write_report
+    from .adapted_model import check_out, write_adapted
 
     report = progress or (lambda fraction, stage: None)
     check_methods(methods)
     out = Path(out)
-    if out.exists() and out.resolve() == Path(model_path).resolve():
-        raise CephError(f"--out {out} is the base model; adaptation never overwrites it")
-    if out.suffix != ".safetensors":
-        raise CephError(f"--out {out} must name a .safetensors model file")
+    check_out(out, model_path)  # a .safetensors model file, or a .json sidecar (adapted_model.py)
     check_output_file(out)
     report(0.0, "loading the model")
     detector = LandmarkDetector(model_path, device)
@@ -391,7 +388,7 @@ def adapt_file(model_path, dataset, out, split: str = "train", methods=METHODS, 
     info.convention_offsets_mm = None if s.offsets_mm is None else np.round(s.offsets_mm, 4).tolist()
     info.adaptation = rec
     report(0.9, "writing the adapted model")
-    save_model(out, result.network or detector.model.net, info, half=detector.model.half)
+    write_adapted(out, detector.model, result.network, info)
     write_report(Path(report_dir) if report_dir else out.with_suffix(".report"), result, rec, meas,
                  list(info.landmark_abbreviations), Path(model_path).name, str(dataset))
     report(1.0, "done")

@@ -42,6 +42,7 @@ from ..files import atomic_write, file_sha256
 from . import download
 from .header import MAX_HEADER_BYTES, read_model_info  # noqa: F401 - re-exported: callers import them from here
 from .modelmeta import FORMAT, META_KEY  # noqa: F401 - re-exported
+from .sidecar import SHIPPED_MODELS_DIR as _SHIPPED
 from .sidecar import SUFFIX as SIDECAR_SUFFIX
 from .sidecar import apply, is_sidecar_path, read_sidecar, weights_path
 from .sidecar import document as _sidecar_document_of
@@ -49,7 +50,7 @@ from .sidecar import document as _sidecar_document_of
 MANIFEST_NAME = "models.json"
 MANIFEST_FORMAT = "ceph-landmarks-models/2"
 
-SHIPPED_MODELS_DIR = Path(__file__).resolve().parents[2] / "Resources" / "Models"  # CephLandmarksLib/../Resources
+SHIPPED_MODELS_DIR = _SHIPPED  # CephLandmarksLib/../Resources/Models (one definition, in sidecar.py)
 KINDS = ("shipped", "imported", "trained", "adapted", "downloaded")
 
 # The tooltip's provenance line of a user model; an adapted model's training record is its base's.

@@ -7,7 +7,7 @@ SHA-256 of the weights they belong to, so such a change writes kilobytes and the
 stays byte-identical (git gains no new blob)::
 
     {"format": "ceph-landmarks-sidecar/1",
-     "weights_file": "isbi2015-384x480.safetensors",      # beside the sidecar
+     "weights_file": "isbi2015-384x480.safetensors",      # beside the sidecar, or shipped
      "weights_sha256": "<the weights' tensor digest>",    # the header's weights_sha256
      "settings": {"temperatures": [...], "ere_threshold_mm": 1.2, ...},
      "sidecar_sha256": "<SHA-256 of the rest, canonical JSON>"}
@@ -32,6 +32,8 @@ SUFFIX = ".json"
 MAX_BYTES = 4_000_000  # settings of 19 landmarks and their fitting records are tens of kilobytes
 # The settings a sidecar may carry: what calibration and clinic adaptation fit, and the model's name and version
 # (an adapted sidecar names itself).  The network's shape, landmarks and training record stay the weights'.
+# The shipped models' folder (registry.SHIPPED_MODELS_DIR): CephLandmarksLib/../Resources/Models.
+SHIPPED_MODELS_DIR = Path(__file__).resolve().parents[2] / "Resources" / "Models"
 SETTINGS = ("name", "version", "temperatures", "ere_threshold_mm", "flag_p_large_min", "flag_image_weight",
             "region_masses", "convention_offsets_mm", "calibration", "adaptation")
 
@@ -95,8 +97,11 @@ def _digest(doc: dict) -> str:
 
 
 def weights_path(path, doc: dict) -> Path:
-    """The weights file a sidecar names: beside the sidecar."""
-    return Path(path).parent / doc["weights_file"]
+    """The weights file a sidecar names: beside the sidecar, else a shipped model of that name (a
+    clinic's sidecar in the user's folder adapts the shipped weights without copying them)."""
+    beside = Path(path).parent / doc["weights_file"]
+    shipped = SHIPPED_MODELS_DIR / doc["weights_file"]
+    return shipped if not beside.exists() and shipped.is_file() else beside
 
 
 def apply(meta: dict, doc: dict, path) -> dict:
@@ -135,9 +140,10 @@ def write_sidecar(path, weights_file, meta: dict) -> Path:
     `weights_file` (which must lie in the same folder), atomically.  The merged settings are checked
     first: an invalid sidecar is never written."""
     path, weights_file = Path(path), Path(weights_file)
-    if weights_file.parent.resolve() != path.parent.resolve():
-        raise CephError(f"a sidecar lies beside its weights: {path} is not in the folder of {weights_file}")
     doc = document(weights_file.name, meta["weights_sha256"], settings_of(meta))
+    if weights_path(path, doc).resolve() != weights_file.resolve():
+        raise CephError(f"a sidecar lies beside its weights (or names a shipped model): {path} is not in the "
+                        f"folder of {weights_file}")
     apply(meta, doc, path)
     text = json.dumps(doc, indent=1, allow_nan=False) + "\n"
     atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))

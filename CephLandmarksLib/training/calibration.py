@@ -23,8 +23,8 @@ from ..store.modelmeta import (
     ERE_THRESHOLD_RANGE_MM,
     TEMPERATURE_RANGE,  # guards against degenerate fits on tiny or untrained models
 )
+from ..store.sidecar import SHIPPED_MODELS_DIR, is_sidecar_path
 from ..store.sidecar import default_path as sidecar_path
-from ..store.sidecar import is_sidecar_path
 from ..uncertainty.conformal import RULE, fit_region_masses
 from .metrics import reliability, threshold_at_tpr
 from .prepared import prepare, prepared_logits, score_logits
@@ -123,7 +123,8 @@ def calibrate_file(model_path, dataset, ground_truth="mean", log=print, out=None
     if out is None:
         out = model_path if is_sidecar_path(model_path) else sidecar_path(loaded.path)
     out = Path(out)
-    if is_sidecar_path(out) and out.parent.resolve() != Path(loaded.path).parent.resolve():
+    if is_sidecar_path(out) and out.parent.resolve() != Path(loaded.path).parent.resolve() \
+            and Path(loaded.path).parent.resolve() != SHIPPED_MODELS_DIR.resolve():
         raise CephError(f"--out {out}: a sidecar lies beside its weights file, in {Path(loaded.path).parent}")
     writable_folder(out.parent, "the output's folder")  # it is written there, at the end
     ids = loaded.info.training.get("holdout_ids")
