@@ -22,10 +22,11 @@ class DetectSection:
         self.ui.detectButton.enabled = busy or bool(self._parameterNode.inputVolume)
 
     def updateModelList(self, select=None) -> None:
-        from .models import modelListItems
+        from .models import downloadItems, modelListItems
 
         self.ui.modelSelector.clear()
-        for label, path, tooltip in modelListItems(self.logic.availableModels()):
+        for label, path, tooltip in (modelListItems(self.logic.availableModels())
+                                     + downloadItems(self.logic.registry())):
             self.ui.modelSelector.addItem(label, path)
             self.ui.modelSelector.setItemData(self.ui.modelSelector.count - 1, tooltip, qt.Qt.ToolTipRole)
         if self.ui.modelSelector.count == 0:
@@ -64,6 +65,10 @@ class DetectSection:
             modelPath = self.ui.modelSelector.currentData
             if not modelPath:
                 raise ValueError(_("No model is available: import a model file first."))
+            if modelPath.startswith("download:"):  # a listed model not yet downloaded (models.py)
+                from .models import downloadName, startDownload
+
+                return startDownload(self, downloadName(modelPath))
             volumeNode = self._parameterNode.inputVolume
             job = self.logic.prepareDetection(volumeNode, modelPath, self._parameterNode.spacingMm,
                                               self._parameterNode.device)

@@ -1,5 +1,6 @@
-"""The model list: the per-user model registry (shipped, imported, trained and adapted models;
-CephLandmarksLib.store.registry, which needs no torch) and the list's items.
+"""The model list: the per-user model registry (shipped, imported, trained, adapted and downloaded
+models, and sidecars; CephLandmarksLib.store.registry, which needs no torch), the list's items, and
+the "Download NAME" items of the models listed as downloadable (store/download.py, docs/models.md).
 
 The registry lives beside Slicer's user settings, so that imported and adapted models survive a
 Slicer upgrade.  An item's label is the registry's (an adapted model's kind is "adapted"); its
@@ -28,3 +29,115 @@ def modelListItems(entries) -> list:
         tooltip = entry.tooltip + ("\n" + summary if summary else "")
         items.append((entry.label, str(entry.path), tooltip))
     return items
+
+
+# Downloadable models: an item per listed model not yet in the per-user folder; choosing it and pressing
+# Detect fetches it in a `ceph-landmarks models --download` process (Slicer stays responsive, Cancel kills it).
+
+DOWNLOAD_PREFIX = "download:"
+
+
+def downloadItems(registry) -> list:
+    """(label, "download:NAME", tooltip) per downloadable model not yet downloaded; none if the list is bad."""
+    from CephLandmarksLib.errors import CephError
+
+    try:
+        items = registry.downloadable()
+    except CephError as e:
+        import logging
+
+        logging.warning(f"CephLandmarks: {e}")
+        return []
+    return [(f"Download {d.label}", DOWNLOAD_PREFIX + d.name, f"{d.url}\nSHA-256 {d.sha256}") for d in items]
+
+
+def downloadName(itemData):
+    """The model name of a download item's data, else None."""
+    data = str(itemData or "")
+    return data[len(DOWNLOAD_PREFIX):] if data.startswith(DOWNLOAD_PREFIX) else None
+
+
+class DownloadJob:
+    """One model download in a background process: onProgress(fraction, stage); onDone(path, error,
+    cancelled) once, on the main thread.  The CLI writes nothing until the file is verified."""
+
+    def __init__(self, python, libraryFolder, userDir, name):
+        from .process import cliCommand, processEnvironment
+
+        self.commandLine = cliCommand(python, "models", "--download", name, "--user-dir", userDir, "--progress")
+        self.environment = processEnvironment(libraryFolder)
+        self.cancelled = False
+        self._lines = []
+        self._process = None
+
+    def start(self, onProgress, onDone) -> None:
+        from .process import BackgroundProcess, progressFromLine
+
+        def onLine(line):
+            self._lines.append(line)
+            fraction = progressFromLine(line)
+            if fraction is not None:
+                onProgress(fraction, line.split(None, 2)[2] if len(line.split(None, 2)) > 2 else "")
+
+        self._process = BackgroundProcess(self.commandLine, self.environment, onLine,
+                                          lambda code, crashed: onDone(*self.finish(code, crashed)))
+        self._process.start()
+
+    @property
+    def running(self) -> bool:
+        return self._process is not None and self._process.running
+
+    def cancel(self) -> None:
+        self.cancelled = True
+        if self._process is not None:
+            self._process.kill()
+
+    def finish(self, exitCode, crashed):
+        """(downloaded model path or None, error message or None, cancelled)."""
+        from CephLandmarksLib.progress import PROGRESS_PREFIX
+
+        from .process import failureMessage
+
+        if self.cancelled:
+            return None, None, True
+        if exitCode != 0:
+            return None, failureMessage(exitCode, crashed, self._lines), False
+        printed = [line.strip() for line in self._lines if line.strip() and not line.startswith(PROGRESS_PREFIX)]
+        return (printed[-1] if printed else None), None, False
+
+
+def libraryFolder() -> str:
+    """The folder holding the CephLandmarksLib this process imported (the child imports the same)."""
+    import CephLandmarksLib
+
+    return str(Path(CephLandmarksLib.__file__).resolve().parent.parent)
+
+
+def startDownload(section, name) -> None:
+    """Detect pressed on a download item: fetch the model (the Detect button cancels), then list and select it."""
+    import slicer
+
+    from .i18n import tr as _
+
+    job = DownloadJob(section.logic.pythonSlicer(), libraryFolder(), str(section.logic.registry().user_dir), name)
+
+    def onDone(path, error, cancelled):
+        section._detection = None
+        section.ui.detectProgressBar.hide()
+        if cancelled:
+            section.ui.statusLabel.text = _("Download cancelled.")
+        elif error:
+            section.ui.statusLabel.text = _("Download failed.")
+            slicer.util.errorDisplay(_("The model could not be downloaded: {e}").format(e=error))
+        else:
+            section.ui.statusLabel.text = _("Model downloaded: {p}").format(p=path)
+            section.updateModelList(select=path)
+        section.updateGUIFromParameterNode()
+
+    section._detection = job
+    job.start(section.onDetectionProgress, onDone)
+    section.ui.detectProgressBar.setRange(0, 100)
+    section.ui.detectProgressBar.setValue(0)
+    section.ui.detectProgressBar.show()
+    section.ui.statusLabel.text = _("Downloading {n}...").format(n=name)
+    section.updateGUIFromParameterNode()

@@ -22,6 +22,8 @@ from ..errors import CephError
 from ..files import file_sha256, temp_path
 
 DOWNLOADS_JSON = Path(__file__).with_name("downloads.json")
+# A site may point the list elsewhere (its own mirror of the release assets; the tests' local server).
+DOWNLOADS_ENV = "CEPH_LANDMARKS_DOWNLOADS"
 FORMAT = "ceph-landmarks-downloads/1"
 CHUNK_BYTES = 1 << 20
 TIMEOUT_S = 60  # per network operation (connect, each read), not for the whole transfer
@@ -65,8 +67,9 @@ def _entry(item, where) -> Download:
 
 
 def downloadable(path=None) -> list[Download]:
-    """The downloadable models the list names (an empty list until a release asset is published)."""
-    path = Path(path) if path is not None else DOWNLOADS_JSON
+    """The downloadable models the list names (an empty list until a release asset is published):
+    `path`, else $CEPH_LANDMARKS_DOWNLOADS, else the shipped downloads.json."""
+    path = Path(path) if path is not None else Path(os.environ.get(DOWNLOADS_ENV) or DOWNLOADS_JSON)
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, ValueError) as e:
