@@ -147,3 +147,17 @@ def test_a_bad_choice_is_one_line_and_leaves_the_node_as_it_was(setup, tmp_path)
     with pytest.raises(CephError, match="norms.json"):
         chooseAnalysis(node, "steiner", norms=str(bad))
     assert chosenAnalysis(node) == "mcnamara"
+
+
+def test_the_reviewed_json_carries_the_analyses_at_the_corrected_points(scene, setup):
+    from CephLandmarksSlicer.review import reviewedDetection
+
+    node, volume, detection = setup
+    chooseAnalysis(node, "holdaway")
+    movePoint(node, volume, detection, "Po", 1, 0)
+    j = reviewedDetection(node, n=N_DRAWS).to_json_dict()
+    keys = [a["key"] for a in j["analyses"]]
+    assert keys == ["steiner", "downs", "bjork_jarabak", "mcnamara", "isbi2015", "holdaway"]
+    assert j["analyses_context"]["corrected_landmarks"] == ["Po"]
+    downs = next(a for a in j["analyses"] if a["key"] == "downs")
+    assert not any(m["flagged_points"] for m in downs["measurements"])  # porion confirmed by the clinician

@@ -64,6 +64,18 @@ def nodeAnalysisOptions(node):
                            s.get("sex"), age_source="user", sex_source="user")
 
 
+def exportAnalysisOptions(node):
+    """The analyses an export or a report of the node carries: the default set, and the chosen one."""
+    from dataclasses import replace
+
+    from CephLandmarksLib.cephalometry.analyses import shipped_catalogue
+
+    keys = list(shipped_catalogue().default_analyses)
+    chosen = chosenAnalysis(node)
+    options = nodeAnalysisOptions(node)
+    return replace(options, analyses=keys + ([chosen] if chosen not in keys else []))
+
+
 def analysisAtCurrentPoints(node, n=DEFAULT_SAMPLES, seed=DEFAULT_SEED):
     """The chosen analysis' entry (the detect JSON's shape) at the node's current points; None without heatmaps."""
     detection, pointsMm, corrected = currentDetection(node, withContours=False)

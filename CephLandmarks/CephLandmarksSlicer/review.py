@@ -10,6 +10,7 @@ MRML only: no qt, no slicer.app; it runs headless under slicer-core.
 
 import numpy as np
 
+from CephLandmarksLib.cephalometry.detection_analyses import analyses_sections
 from CephLandmarksLib.cephalometry.measurement_uncertainty import (
     DEFAULT_SAMPLES,
     DEFAULT_SEED,
@@ -85,11 +86,15 @@ def reviewedDetection(landmarksNode, n=DEFAULT_SAMPLES, seed=DEFAULT_SEED, measu
     detection's.  Contours (read back from the contour models) are kept for uncorrected points
     only.  probs are the stored heatmaps (None for a scene saved without them).  extra holds
     "corrected_landmarks" (abbreviations) and, when `measurements` is true and heatmaps are
-    stored, "measurements" recomputed at the current points (so to_json_dict never falls back to
-    the detection's points).
+    stored, "measurements" and the named "analyses" recomputed at the current points (so to_json_dict
+    never falls back to the detection's points).
     """
     detection, pointsMm, corrected = currentDetection(landmarksNode)
     if measurements and detection.probs is not None:
         results = measure_corrected(detection, pointsMm, corrected, n, seed)
         detection.extra["measurements"] = results_json(results, n, seed, detection.extra["corrected_landmarks"])
+        from .analysisTable import exportAnalysisOptions  # the named analyses, at the same points
+
+        detection.extra.update(analyses_sections(detection, exportAnalysisOptions(landmarksNode), points_mm=pointsMm,
+                                                 corrected=corrected, n=n, seed=seed))
     return detection
