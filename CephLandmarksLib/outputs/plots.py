@@ -53,10 +53,11 @@ def _not_localised_mark(ax, x, y, colour, height_px):
     from matplotlib import patheffects
     from matplotlib.patches import Circle
 
-    r = 0.018 * height_px
-    ax.add_patch(Circle((x, y), r, fill=False, ls=(0, (3, 2)), ec=colour, lw=1.6))
-    ax.annotate("?", (x - 0.75 * r, y - 0.75 * r), ha="right", va="bottom", fontsize=10, color=colour, weight="bold",
-                path_effects=[patheffects.withStroke(linewidth=2, foreground="black")])
+    r = 0.028 * height_px
+    ax.add_patch(Circle((x, y), r, fill=False, ls=(0, (4, 3)), ec=colour, lw=1.8,
+                        path_effects=[patheffects.withStroke(linewidth=3, foreground="black")]))
+    ax.annotate("?", (x - 0.7 * r, y - 0.7 * r), ha="right", va="bottom", fontsize=13, color=colour, weight="bold",
+                path_effects=[patheffects.withStroke(linewidth=2.5, foreground="black")])
 
 
 def overlay_figure(pixels: np.ndarray, detection, max_height_px: int = 1200, labels: bool = True):

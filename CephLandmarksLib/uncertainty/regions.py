@@ -38,8 +38,8 @@ def localised(area_mm2) -> bool:
 
 
 def area_text(area_mm2: float) -> str:
-    """179 cm², 12.5 cm² or 950 mm²."""
-    if area_mm2 >= 100 * 100:
+    """179 cm², 10 cm², 2.5 cm² or 95 mm²."""
+    if area_mm2 >= 10 * 100:
         return f"{area_mm2 / 100:.0f} cm²"
     return f"{area_mm2 / 100:.1f} cm²" if area_mm2 >= 100 else f"{area_mm2:.0f} mm²"
 
@@ -55,12 +55,29 @@ def ranked(prob_map) -> np.ndarray:
 
 def credible_level(prob_map, mass: float, values=None) -> float:
     """Level t such that {p > t} is the smallest region holding at least `mass` of the probability.
-    values: ranked(prob_map), when already at hand."""
-    v = ranked(prob_map) if values is None else values
-    k = int(np.searchsorted(np.cumsum(v), mass * v.sum()))
+    values: ranked(prob_map), when already at hand; without it only the map's top is sorted."""
+    if values is None:
+        v, total = ranked_head(prob_map, mass)
+    else:
+        v, total = values, values.sum()
+    k = int(np.searchsorted(np.cumsum(v), mass * total))
     k = min(k, len(v) - 1)
     below = v[k + 1] if k + 1 < len(v) else 0.0
     return float((v[k] + below) / 2)
+
+
+def ranked_head(prob_map, mass: float, first: int = 4096) -> tuple[np.ndarray, float]:
+    """(the largest values, largest first, enough that all but the last hold `mass` of the map; the
+    map's sum): what credible_level reads, without sorting the whole map (a peaked map's 90 % region
+    is a few hundred of its 184,000 pixels)."""
+    flat = np.asarray(prob_map, dtype=np.float64).ravel()
+    n, total, k = flat.size, flat.sum(), first
+    while k < n:
+        head = np.sort(np.partition(flat, n - k)[n - k:])[::-1]
+        if np.cumsum(head)[-2] >= mass * total:
+            return head, total
+        k *= 4
+    return np.sort(flat)[::-1], total
 
 
 def region_mask(z: np.ndarray, level: float) -> np.ndarray:
