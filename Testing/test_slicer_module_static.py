@@ -16,7 +16,8 @@ MODULE = ROOT / "CephLandmarks" / "CephLandmarks.py"
 HELPERS = ROOT / "CephLandmarks" / "CephLandmarksSlicer"
 # The MRML-only helpers: no qt, no slicer.app (they run headless under slicer-core).
 MRML = [HELPERS / f"{name}.py" for name in ("volumes", "record", "markups", "maps", "contours", "heatmap", "review",
-                                             "tables", "measurements", "exports", "detection", "clinic")]
+                                             "tables", "measurements", "exports", "detection", "clinic",
+                                             "analysisTable", "analysisLines")]
 # The panel's sections and what they import: imported when Slicer loads the module file.
 SECTIONS = [HELPERS / f"{name}.py" for name in ("detectSection", "landmarksSection", "trainingSection")]
 LOADED_WITH_MODULE = SECTIONS + [HELPERS / f"{name}.py" for name in ("__init__", "parameters", "i18n")]

@@ -219,13 +219,11 @@ def _footnotes(analysis, context) -> list:
     return lines
 
 
-def analysis_page(pixels, detection, analysis, context=None):
+def analysis_page(pixels, detection, analysis, context=None, disclaimer=""):
     """One analysis' page (a matplotlib Figure): header, tracing, deviation chart, table, footnotes."""
     import textwrap
 
     from matplotlib.figure import Figure
-
-    from .report import DISCLAIMER
 
     fig = Figure(figsize=A4_INCHES)
     fig.text(0.04, 0.975, f"{analysis['name']} analysis", fontsize=13, weight="bold", va="top")
@@ -240,14 +238,15 @@ def analysis_page(pixels, detection, analysis, context=None):
                 break
             fig.text(0.04, y, part, fontsize=5.6, va="top")
             y -= 0.0105
-    fig.text(0.04, 0.016, DISCLAIMER, fontsize=7, weight="bold", va="top")
+    fig.text(0.04, 0.016, disclaimer, fontsize=7, weight="bold", va="top")
     return fig
 
 
-def analysis_figures(pixels, detection) -> list:
-    """A page per analysis in the detection's "analyses" section (none without one)."""
+def analysis_figures(pixels, detection, disclaimer: str = "") -> list:
+    """A page per analysis in the detection's "analyses" section (none without one), each with the
+    report's disclaimer at its foot."""
     context = detection.extra.get("analyses_context")
-    return [analysis_page(pixels, detection, a, context) for a in detection.extra.get("analyses") or []]
+    return [analysis_page(pixels, detection, a, context, disclaimer) for a in detection.extra.get("analyses") or []]
 
 
 def save_pages_pdf(figures, path, metadata) -> None:

@@ -208,7 +208,8 @@ def write_report(pixels, detection, results, out_dir, stem, corrected=None) -> l
         check_replaceable(path, is_tagged)
     from .analysis_pages import analysis_figures, save_pages_pdf, save_pages_png
 
-    pages = [report_figure(pixels, detection, results, corrected=corrected), *analysis_figures(pixels, detection)]
+    pages = [report_figure(pixels, detection, results, corrected=corrected),
+             *analysis_figures(pixels, detection, DISCLAIMER)]
     return write_group([
         (pdf, lambda tmp: save_pages_pdf(pages, tmp, PDF_METADATA)),
         (png, lambda tmp: save_pages_png(pages, tmp, PNG_DPI, PNG_METADATA)),
