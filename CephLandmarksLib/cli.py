@@ -225,6 +225,12 @@ def _cmd_models(a):
               + (f" and {a.user_dir})" if a.user_dir else ")"), file=sys.stderr)
 
 
+def _cmd_worker(a):
+    from .worker import serve
+
+    serve(main, a.idle_timeout)
+
+
 def build_parser():
     p = _Parser(prog="ceph-landmarks", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
@@ -325,6 +331,12 @@ def build_parser():
                                                       "verify its SHA-256 and print its path")
     m.add_argument("--progress", action="store_true", help=f"with --download, '{PROGRESS_PREFIX} FRACTION STAGE' lines")
     m.set_defaults(func=_cmd_models)
+
+    w = sub.add_parser("worker", help="run detect jobs read from stdin (one JSON line each) with the model kept "
+                                      "loaded: the Slicer module's Detect (CephLandmarksLib/worker.py)")
+    w.add_argument("--idle-timeout", type=_float_in(0.0, 1e7), default=900.0, metavar="S",
+                   help="exit after S seconds without a job (default 900); it also exits when stdin closes")
+    w.set_defaults(func=_cmd_worker)
     return p
 
 

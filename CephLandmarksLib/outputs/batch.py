@@ -114,7 +114,7 @@ def detect_files(paths, model_path, out_dir, spacing_mm=None, device="cpu", on_e
     A bad image is reported through `on_error(message)` and skipped; if any failed, CephError is
     raised at the end.  See the module's docstring for the rules that keep every file safe.
     """
-    from ..detection.predictor import LandmarkDetector
+    from .loaded_detector import load_detector
     from .writers import check_outputs_replaceable, output_paths
 
     report = progress or (lambda fraction, stage: None)
@@ -126,7 +126,7 @@ def detect_files(paths, model_path, out_dir, spacing_mm=None, device="cpu", on_e
     planned = [output_paths(out_dir, stem, overlay, heatmaps) for stem in stems]
     check_inputs_kept(paths, [p for outs in planned for p in outs])
     report(0.0, "loading the model")
-    detector = LandmarkDetector(model_path, device, orientation_check)  # a bad model stops the run first
+    detector = load_detector(model_path, device, orientation_check)  # a bad model stops the run first
     written, failed = [], []
 
     def fail(path, error: CephError):
