@@ -251,8 +251,12 @@ class CephLandmarksWidget(ScriptedLoadableModuleWidget, VTKObservationMixin, Det
                 _("CephLandmarks needs these Python packages: {p}. Install them now? PyTorch is several hundred "
                   "megabytes and can take a few minutes.").format(p=", ".join(name for name, _line in missing))):
             return False
-        with slicer.util.tryWithErrorDisplay(_("The Python packages could not be installed."), waitCursor=True):
-            dependencies.installRequirements(missing, slicer.util.pip_install, dependencies.pyTorchUtilsInstaller())
+        failure = dependencies.installWithOneMessage(missing, slicer.util, slicer.app,
+                                                     dependencies.pyTorchUtilsInstaller())
+        if failure:
+            slicer.util.errorDisplay(_("The Python packages could not be installed: {e}").format(e=failure))
+        if failure is not None:
+            return False
         stillMissing = dependencies.missingRequirements(requirements)
         if stillMissing:
             slicer.util.errorDisplay(_("Still missing after installation: {p}. Restart Slicer and try again.").format(

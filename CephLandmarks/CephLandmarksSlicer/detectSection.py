@@ -100,11 +100,12 @@ class DetectSection:
         if volumeNode.GetScene() is None:  # the volume was deleted meanwhile
             self.ui.statusLabel.text = _("The radiograph was removed; the result was discarded.")
             return
+        with slicer.util.tryWithErrorDisplay(_("The detection could not be shown.")):
+            target = self.chooseTargetNode(volumeNode)  # may ask: modal dialogs never under the wait cursor
+        if target is False:
+            self.ui.statusLabel.text = _("The new detection was discarded; your corrections are kept.")
+            return
         with slicer.util.tryWithErrorDisplay(_("The detection could not be shown."), waitCursor=True):
-            target = self.chooseTargetNode(volumeNode)
-            if target is False:
-                self.ui.statusLabel.text = _("The new detection was discarded; your corrections are kept.")
-                return
             node = self.logic.showDetection(detection, volumeNode, target)
             self._parameterNode.landmarks = node
             self.refreshTables()
@@ -112,11 +113,11 @@ class DetectSection:
             self.ui.statusLabel.text = "\n".join(
                 [_("{n} landmarks, {f} flagged for review.").format(n=len(detection.landmarks), f=flagged)]
                 + [f"• {w[:1].upper()}{w[1:]}." for w in detection.warnings()])
-            if detection.spacing_source == "assumed":
-                slicer.util.warningDisplay(_("The image has no pixel spacing; {mm:g} mm per pixel was assumed. "
-                                             "Set the pixel spacing and detect again for correct millimetres.")
-                                           .format(mm=detection.spacing_mm[0]))
             self.updateOverlays()
+        if detection.spacing_source == "assumed":
+            slicer.util.warningDisplay(_("The image has no pixel spacing; {mm:g} mm per pixel was assumed. "
+                                         "Set the pixel spacing and detect again for correct millimetres.")
+                                       .format(mm=detection.spacing_mm[0]))
 
     def chooseTargetNode(self, volumeNode):
         """Existing untouched node to overwrite, None for a new node, or False to abandon the result."""

@@ -13,7 +13,9 @@ the folder is removed in every case.
 `PythonSlicer` is a launcher that runs Python as its child, so Cancel ends the whole process
 tree (processTree.py). The child runs in UTF-8 mode (Slicer sets PYTHONUTF8 only from 5.12 on;
 before that, Windows' code page made a path with "Ł" fail), and its output is decoded
-incrementally, so a character split across two reads stays whole.
+incrementally, so a character split across two reads stays whole. No console window flashes on
+Windows: QProcess itself starts a console program with CREATE_NO_WINDOW when Slicer has no console
+(qprocess_win.cpp), and the synchronous run passes that flag to subprocess (processTree.noConsoleWindow).
 """
 
 import codecs

@@ -18,6 +18,13 @@ from .i18n import tr as _
 from .parameters import CLINIC_FOLDER_SETTING, chosenPath
 
 
+def _showPath(field, path) -> None:
+    """Show path in a ctkPathLineEdit without telling the parameter node."""
+    wasBlocked = field.blockSignals(True)
+    field.currentPath = path
+    field.blockSignals(wasBlocked)
+
+
 class TrainingSection:
     def updateTrainingButtons(self) -> None:
         """Buttons of the running command (Cancel) and the others (disabled); the clinic folder shown and remembered."""
@@ -30,9 +37,15 @@ class TrainingSection:
             button.text = _("Cancel") if running == command else label
         clinicFolder = chosenPath(self._parameterNode.clinicFolder) or ""
         if self.ui.adaptClinicPathLineEdit.currentPath != clinicFolder:  # the Training tab's view of it
-            wasBlocked = self.ui.adaptClinicPathLineEdit.blockSignals(True)
-            self.ui.adaptClinicPathLineEdit.currentPath = clinicFolder
-            self.ui.adaptClinicPathLineEdit.blockSignals(wasBlocked)
+            _showPath(self.ui.adaptClinicPathLineEdit, clinicFolder)
+        # An unset path parameter reads Path("."), which connectGui shows as ".": show it empty (this observer
+        # runs after connectGui's, on every change of the parameter node).
+        for name, field in (("datasetFolder", self.ui.datasetPathLineEdit),
+                            ("trainModelPath", self.ui.trainModelPathLineEdit),
+                            ("evaluateFolder", self.ui.evaluateOutputPathLineEdit),
+                            ("clinicFolder", self.ui.clinicFolderPathLineEdit)):
+            if field.currentPath and chosenPath(getattr(self._parameterNode, name)) is None:
+                _showPath(field, "")
         if clinicFolder:
             slicer.app.userSettings().setValue(CLINIC_FOLDER_SETTING, clinicFolder)
 

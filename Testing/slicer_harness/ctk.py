@@ -7,7 +7,7 @@ rule, AttributeError for what the class lacks (e.g. ctkPathLineEdit has no ``Exi
 
 from . import core
 from .core import QtProperty, Signal, emit, stored
-from .dialogs import QMessageBox
+from .dialogs import QFileDialog, QMessageBox
 from .inputs import QComboBox, _Ranged
 from .widgets import QAbstractButton, QCheckBox, QPushButton, QWidget
 
@@ -52,6 +52,19 @@ class ctkPathLineEdit(QWidget):
 
     def setCurrentPath(self, path):
         self.currentPath = path
+
+    def browse(self):
+        """The browse button, as CTK's: files with Writable -> a Save dialog, files -> Open, else a folder."""
+        start = self.currentPath
+        if self.filters & ctkPathLineEdit.Files:
+            if self.filters & ctkPathLineEdit.Writable:
+                path = QFileDialog.getSaveFileName(self, "Select a file to save ", start, ";;".join(self.nameFilters))
+            else:
+                path = QFileDialog.getOpenFileName(self, "Open a file", start, ";;".join(self.nameFilters))
+        else:
+            path = QFileDialog.getExistingDirectory(self, "Select a directory...", start)
+        if path:
+            self.setCurrentPath(path)
 
     def addCurrentPathToHistory(self):
         pass

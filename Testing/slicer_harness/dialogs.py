@@ -5,7 +5,8 @@ A message box's ``exec_()`` records a dict in ``state.message_boxes`` (kind: "er
 buttons; answer) and clicks the next queued answer (a StandardButton value or a button's text), else the
 default button, else OK / the first accepting button. An answer that names no button of the box raises.
 ``QFileDialog.get*`` return the next queued path ("" = cancelled) and raise when none is queued, so a
-test never blocks on a dialog it did not expect.
+test never blocks on a dialog it did not expect. Every record says whether a wait cursor was set when it
+opened ("waitCursor"): a modal dialog under a wait cursor looks busy and unclickable to the user.
 """
 
 from . import core
@@ -49,7 +50,8 @@ class QDialog(QWidget):
         """Records the dialog (kind "dialog") and returns Rejected: a harness cannot fill in a custom dialog."""
         texts = [w.text for w in self.findChildren(QWidget) if type(w).__name__ == "QLabel"]
         core.state.message_boxes.append({"kind": "dialog", "class": type(self).__name__, "title": self.windowTitle,
-                                         "text": "\n".join(texts), "answer": None})
+                                         "text": "\n".join(texts), "answer": None,
+                                         "waitCursor": core.state.override_cursor_depth > 0})
         return QDialog.Rejected
 
     exec = exec_
@@ -164,7 +166,8 @@ class QMessageBox(QDialog):
         record = {"kind": _KIND.get(self.icon, "none"), "class": type(self).__name__,
                   "title": self.windowTitle.strip(),  # util.messageBox pads it when there is detailedText
                   "text": self.text, "informativeText": self.informativeText, "detailedText": self.detailedText,
-                  "buttons": [b[0].text for b in self._buttons] or ["OK"], "answer": None}
+                  "buttons": [b[0].text for b in self._buttons] or ["OK"], "answer": None,
+                  "waitCursor": core.state.override_cursor_depth > 0}
         core.state.message_boxes.append(record)
         self._clicked = self._answer()
         record["answer"] = self._clicked.text
@@ -195,7 +198,8 @@ class QFileDialog(QDialog):
 
     @staticmethod
     def _ask(kind, parent=None, caption="", directory="", filter="", *rest):
-        record = {"kind": kind, "caption": caption, "directory": directory, "filter": filter}
+        record = {"kind": kind, "caption": caption, "directory": directory, "filter": filter,
+                  "waitCursor": core.state.override_cursor_depth > 0}
         core.state.file_dialogs.append(record)
         if not core.state.file_dialog_answers:
             raise RuntimeError(f"QFileDialog.{kind}({caption!r}) opened but no answer is queued "

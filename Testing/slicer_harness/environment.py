@@ -179,6 +179,7 @@ class qSlicerApplication(QObject):
 
     setOverrideCursor = staticmethod(qt.QApplication.setOverrideCursor)
     restoreOverrideCursor = staticmethod(qt.QApplication.restoreOverrideCursor)
+    overrideCursor = staticmethod(qt.QApplication.overrideCursor)
     keyboardModifiers = staticmethod(qt.QApplication.keyboardModifiers)
 
     def settings(self):

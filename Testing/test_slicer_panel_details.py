@@ -1,0 +1,132 @@
+"""Small things a user of the panel meets in a real Slicer: no modal dialog under the wait cursor,
+unset folder fields shown empty (not "."), the model path's browse button opening a file to read,
+and one message (not two) when installing the requirements fails on Slicer 5.12.
+
+Skips when ../shared/slicer-5.12, slicer-core or cmake is missing (CI has all three)."""
+
+import dataclasses
+import subprocess
+
+import numpy as np
+import pytest
+from slicer_fixtures import syntheticDetection
+
+from slicer_harness import build, missing_reason
+
+pytestmark = pytest.mark.skipif(bool(missing_reason() or build.skip_reason()),
+                                reason=str(missing_reason() or build.skip_reason()))
+
+PATH_FIELDS = ("datasetPathLineEdit", "trainModelPathLineEdit", "evaluateOutputPathLineEdit",
+               "clinicFolderPathLineEdit")
+
+
+def test_unset_folder_fields_are_shown_empty(widget, tmp_path):
+    ui = widget.ui
+    assert {name: getattr(ui, name).currentPath for name in PATH_FIELDS} == dict.fromkeys(PATH_FIELDS, "")
+    widget._parameterNode.epochs = 7  # any change of the parameter node rewrites every field
+    assert {name: getattr(ui, name).currentPath for name in PATH_FIELDS} == dict.fromkeys(PATH_FIELDS, "")
+    ui.datasetPathLineEdit.currentPath = str(tmp_path)
+    assert str(widget._parameterNode.datasetFolder) == str(tmp_path)
+    assert ui.datasetPathLineEdit.currentPath == str(tmp_path)
+
+
+def test_model_path_browse_opens_a_model_to_read(harness, widget, tmp_path):
+    """Calibrate and Evaluate read it: an Open dialog, not a Save dialog that asks to overwrite."""
+    harness.queue_file_dialog(str(tmp_path / "m.safetensors"))
+    widget.ui.trainModelPathLineEdit.browse()
+    assert [d["kind"] for d in harness.file_dialogs] == ["getOpenFileName"]
+    assert str(widget._parameterNode.trainModelPath) == str(tmp_path / "m.safetensors")
+
+
+# --- installing the requirements -----------------------------------------------------------------
+
+MISSING = [("tqdm", "tqdm>=4.60")]
+
+
+class InstallationAbortedError(Exception):
+    """The name Slicer 5.12's slicer.packaging raises when the user declines its own confirmation."""
+
+
+@pytest.fixture
+def install(harness, widget, monkeypatch):
+    """ensureDependencies() with tqdm missing and slicer.util.pip_install replaced by `pipInstall`."""
+    import importlib
+
+    import slicer
+
+    deps = importlib.import_module("CephLandmarksSlicer.dependencies")  # the installed copy (harness)
+    monkeypatch.setattr(deps, "missingRequirements", lambda requirements: MISSING)
+
+    def run(pipInstall):
+        monkeypatch.setattr(slicer.util, "pip_install", pipInstall)
+        return widget.ensureDependencies()
+
+    return run
+
+
+def test_a_failed_install_that_slicer_reports_gives_one_message(harness, install):
+    """Slicer 5.12's pip_install shows its own error (a constraint conflict), then raises."""
+    import slicer
+
+    calls = []
+
+    def pipInstall(requirements, **kwargs):
+        calls.append(kwargs)
+        slicer.util.errorDisplay("Cannot install packages for tqdm>=4.60 because it would violate constraints")
+        raise subprocess.CalledProcessError(1, ["uv", "pip", "install", "--dry-run"])
+
+    assert install(pipInstall) is False
+    assert calls == [{"interactive": False}]  # the module has asked: Slicer does not ask again
+    assert [b["kind"] for b in harness.message_boxes] == ["question", "error"], harness.message_boxes
+    assert not any(b["waitCursor"] for b in harness.message_boxes)
+    assert harness.override_cursor_depth == 0 and harness.slot_errors == []
+
+
+def test_a_failed_install_gives_its_reason_once(harness, install):
+    def pipInstall(requirements):  # Slicer 5.10: no `interactive`, no dialog of its own
+        raise subprocess.CalledProcessError(1, ["pip", "install", "tqdm>=4.60"])
+
+    assert install(pipInstall) is False
+    errors = [b for b in harness.message_boxes if b["kind"] == "error"]
+    assert len(errors) == 1 and "could not be installed" in errors[0]["text"] and "exit status 1" in errors[0]["text"]
+    assert not errors[0]["waitCursor"] and harness.override_cursor_depth == 0
+
+
+def test_a_declined_install_gives_no_error(harness, install):
+    def pipInstall(requirements, interactive=True):
+        raise InstallationAbortedError(requirements, "CephLandmarks")
+
+    assert install(pipInstall) is False
+    assert [b["kind"] for b in harness.message_boxes] == ["question"]
+
+
+def test_a_working_install_runs_under_the_wait_cursor(harness, install):
+    import qt
+
+    depths = []
+    assert install(lambda requirements: depths.append(qt.QApplication.overrideCursor() is not None)) is False
+    # (missingRequirements still says tqdm is missing: "Still missing after installation")
+    assert depths == [True] and harness.override_cursor_depth == 0
+    assert [b["kind"] for b in harness.message_boxes] == ["question", "error"]
+    assert "Still missing" in harness.message_boxes[1]["text"]
+
+
+# --- showing a detection -------------------------------------------------------------------------
+
+def test_questions_and_warnings_after_a_detection_are_not_under_the_wait_cursor(harness, widget):
+    """The 'assumed spacing' warning, then (points corrected) the 'keep my corrections?' question."""
+    import slicer
+
+    volume = harness.scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "radiograph")
+    slicer.util.updateVolumeFromArray(volume, np.zeros((1, 240, 200), dtype=np.float32))
+    widget._parameterNode.inputVolume = volume
+    detection = dataclasses.replace(syntheticDetection(image_size=(200, 240)), spacing_source="assumed")
+    widget.onDetectionDone(volume, detection, None, False)
+    node = widget._parameterNode.landmarks
+    assert node is not None and [b["kind"] for b in harness.message_boxes] == ["warning"]
+    node.SetNthControlPointPosition(0, *[v + 3.0 for v in node.GetNthControlPointPosition(0)])  # a correction
+    harness.queue_answer("New node")
+    widget.onDetectionDone(volume, detection, None, False)
+    assert [b["kind"] for b in harness.message_boxes] == ["warning", "question", "warning"]
+    assert [b["waitCursor"] for b in harness.message_boxes] == [False, False, False]
+    assert harness.override_cursor_depth == 0 and harness.slot_errors == []
