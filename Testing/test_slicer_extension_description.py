@@ -72,6 +72,7 @@ def prettierFolder():
     return None
 
 
+@pytest.mark.slow
 def test_prettier_with_the_index_configuration_accepts_the_description(tmp_path):
     folder = prettierFolder()
     if folder is None:

@@ -38,13 +38,13 @@ Harness API:
   waits until no timer is active and no process pending; TimeoutError names what was awaited.
   ``slicer.app.processEvents()`` runs one pass.
 - Recorded: ``harness.message_boxes`` (dicts: kind "error"/"warning"/"question"/"information"/"none"/"dialog",
-  class, title, text, informativeText, detailedText, buttons, answer), ``harness.file_dialogs``,
+  class, title, text, informativeText, detailedText, buttons, answer, waitCursor), ``harness.file_dialogs``,
   ``harness.slot_errors`` (exceptions raised in slots, printed and swallowed as PythonQt does),
   ``harness.opened_urls``, ``harness.settings`` (the QSettings dict), ``harness.override_cursor_depth``.
 - ``harness.app`` (slicer.app; ``setTestingEnabled(True)`` makes util's displays log instead of show),
   ``harness.scene`` (slicer.mrmlScene), ``harness.python_slicer`` (the PythonSlicer stub, first on PATH and
-  beside ``slicer.app.applicationFilePath()``; it runs this Python with scripted_modules_dir first on
-  PYTHONPATH), ``harness.root`` (the temp folder, also the cwd).
+  beside ``slicer.app.applicationFilePath()``; like Slicer's launcher, it runs this Python as its child
+  process with scripted_modules_dir first on PYTHONPATH), ``harness.root`` (the temp folder, also the cwd).
 - Test helpers on stand-ins (snake_case, not Qt API): ``QTableView.click_cell(row, column=0)``,
   ``QItemSelectionModel.select_rows(rows)``. Qt's own ``QAbstractButton.click()`` works (not when disabled).
 """
