@@ -5,6 +5,7 @@ Skips when ../shared/slicer-5.12, slicer-core or cmake is missing (CI has all th
 
 import importlib.util
 import os
+import shutil
 import sys
 import textwrap
 from pathlib import Path
@@ -116,12 +117,31 @@ def test_a_trailing_partial_character_is_replaced_not_lost(harness):
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="POSIX process table")
-def test_descendants_reads_the_process_table():
-    """From the source file (processTree.py imports nothing of Slicer's), leaving sys.modules alone."""
+def loadProcessTree():
+    """processTree.py from the source file (it imports nothing of Slicer's), leaving sys.modules alone."""
     source = Path(__file__).resolve().parents[1] / "CephLandmarks" / "CephLandmarksSlicer" / "processTree.py"
     spec = importlib.util.spec_from_file_location("processTreeUnderTest", source)
     processTree = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(processTree)
+    return processTree
+
+
+def test_descendants_reads_the_process_table():
+    processTree = loadProcessTree()
     table = processTree.parentIds()
     assert table[os.getpid()] == os.getppid()
     assert processTree.descendants(1, {2: 1, 3: 2, 4: 3, 5: 9}) == [2, 3, 4]
+    if shutil.which("ps"):  # the macOS way, where there is no /proc
+        assert processTree.parentIdsFromPs()[os.getpid()] == os.getppid()
+
+
+def test_windows_ends_the_tree_with_taskkill(monkeypatch):
+    """On Windows: `taskkill /F /T /PID launcher`, without a console window (checked here by its call)."""
+    processTree = loadProcessTree()
+    calls = []
+    monkeypatch.setattr(processTree.os, "name", "nt")
+    monkeypatch.setattr(processTree.subprocess, "CREATE_NO_WINDOW", 0x08000000, raising=False)
+    monkeypatch.setattr(processTree.subprocess, "run", lambda *args, **kwargs: calls.append((args, kwargs)))
+    processTree.killTree(4321)
+    assert [a[0] for a, _ in calls] == [["taskkill", "/F", "/T", "/PID", "4321"]]
+    assert calls[0][1]["creationflags"] == 0x08000000

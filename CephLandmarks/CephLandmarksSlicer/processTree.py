@@ -23,17 +23,22 @@ def noConsoleWindow() -> dict:
 
 def parentIds() -> dict:
     """{pid: parent pid} of every process the user can see: /proc on Linux, else `ps` (macOS)."""
-    proc = Path("/proc")
-    if (proc / "self" / "stat").is_file():
-        table = {}
-        for entry in proc.iterdir():
-            if entry.name.isdigit():
-                try:
-                    # "pid (comm) state ppid ...": comm may hold spaces and parentheses.
-                    table[int(entry.name)] = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-                except (OSError, IndexError, ValueError):
-                    continue
-        return table
+    return parentIdsFromProc() if Path("/proc/self/stat").is_file() else parentIdsFromPs()
+
+
+def parentIdsFromProc() -> dict:
+    table = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                # "pid (comm) state ppid ...": comm may hold spaces and parentheses.
+                table[int(entry.name)] = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+    return table
+
+
+def parentIdsFromPs() -> dict:
     result = subprocess.run(["ps", "-A", "-o", "pid=", "-o", "ppid="], capture_output=True, text=True,
                             check=False)
     table = {}
