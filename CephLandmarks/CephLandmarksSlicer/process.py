@@ -121,9 +121,17 @@ class BackgroundProcess:
 
         if self._process.state() != qt.QProcess.NotRunning:
             self._killed = True
-            killTree(int(self._process.processId()))
+            killTree(self._processId())
             self._process.kill()
             self._process.waitForFinished(3000)
+
+    def _processId(self) -> int:
+        """The launcher's process id (0 when unknown: then only the launcher can be killed)."""
+        try:
+            return int(self._process.processId())
+        except (AttributeError, TypeError):  # a PythonQt without QProcess.processId (Qt 5.3+)
+            logging.warning("CephLandmarks: no process id; only the launcher is stopped")
+            return 0
 
     def _readOutput(self, final=False) -> None:
         text = self._pending + self._decoder.decode(self._process.readAllStandardOutput().data(), final)
