@@ -111,3 +111,13 @@ def test_load_npz_refuses_another_format(tmp_path):
     np.savez(path, probs=np.zeros((1, 2, 2)))
     with pytest.raises(ValueError, match="not a combined heatmaps file"):
         cmap.load_npz(path)
+
+
+@pytest.mark.parametrize("mirror", [False, True])
+def test_inside_mask_splits_by_axes_as_the_full_test_does(mirror):
+    frame = ModelFrame.physical((400, 300), (0.1, 0.1), (96, 64), 0.5, mirror_x=mirror)
+    m = frame.model_to_image_matrix()
+    crop = crop_frames([[123.4, 210.7]], SPACING, (40, 24), 0.125, mirror)[0]
+    full = crop.contains(cmap.coarse_centres_px((64, 96), m))
+    assert full.any()
+    np.testing.assert_array_equal(cmap.inside_mask((64, 96), m, crop), full)

@@ -62,10 +62,25 @@ def coarse_area_mm2(model_to_image, spacing_mm) -> float:
     return float(abs(np.linalg.det(m[:2, :2])) * np.prod(np.asarray(spacing_mm, dtype=np.float64)))
 
 
+def inside_mask(shape, model_to_image, crop: CropFrame) -> np.ndarray:
+    """(H, W) bool: the coarse pixels whose centres lie inside the crop.  The model frame's axes are
+    the image's (a diagonal affine, mirrored or not), so the test splits into columns and rows."""
+    m = np.asarray(model_to_image, dtype=np.float64)
+    h, w = shape
+    if m[0, 1] != 0 or m[1, 0] != 0:
+        return crop.contains(coarse_centres_px(shape, m))
+    xs = m[0, 0] * np.arange(w) + m[0, 2]
+    ys = m[1, 1] * np.arange(h) + m[1, 2]
+    cx, cy = crop.centre_px
+    u = crop.image_to_crop(np.column_stack([xs, np.full(w, cy)]))[:, 0]
+    v = crop.image_to_crop(np.column_stack([np.full(h, cx), ys]))[:, 1]
+    cw, ch = crop.size
+    return ((v >= -0.5) & (v <= ch - 0.5))[:, None] & ((u >= -0.5) & (u <= cw - 0.5))[None, :]
+
+
 def inside_masks(shape, model_to_image, crops) -> np.ndarray:
     """(L, H, W) bool: the coarse pixels whose centres lie inside each landmark's crop."""
-    centres = coarse_centres_px(shape, model_to_image)
-    return np.stack([c.contains(centres) for c in crops])
+    return np.stack([inside_mask(shape, model_to_image, c) for c in crops])
 
 
 def fine_peak(q: np.ndarray) -> np.ndarray:
@@ -103,7 +118,7 @@ def cells(cm: CombinedMap, i: int):
     """(positions (K, 2) mm, masses (K,), areas (K,) mm²) of landmark i's combined map."""
     centres = coarse_centres_px(cm.coarse.shape[1:], cm.model_to_image)
     crop = cm.crops[i]
-    outside = ~crop.contains(centres)
+    outside = ~inside_mask(cm.coarse.shape[1:], cm.model_to_image, crop)
     h, w = cm.fine.shape[1:]
     vv, uu = np.mgrid[0:h, 0:w].astype(np.float64)
     fine_px = crop.crop_to_image(np.stack([uu, vv], -1)).reshape(-1, 2)
@@ -126,8 +141,11 @@ def ere_mm(cm: CombinedMap) -> np.ndarray:
 
 def error_probability(cm: CombinedMap, radius_mm: float = LARGE_ERROR_MM) -> np.ndarray:
     """(L,) P(error > radius_mm) read from each combined map."""
-    return np.array([weighted.error_probability(cells(cm, i)[0], cells(cm, i)[1], cm.points_px[i] * cm.spacing_mm,
-                                                radius_mm) for i in range(len(cm.crops))])
+    out = []
+    for i in range(len(cm.crops)):
+        pos, mass, _ = cells(cm, i)
+        out.append(weighted.error_probability(pos, mass, cm.points_px[i] * cm.spacing_mm, radius_mm))
+    return np.array(out)
 
 
 def density_at(cm: CombinedMap, i: int, xy_px) -> float:
