@@ -121,3 +121,23 @@ def test_inside_mask_splits_by_axes_as_the_full_test_does(mirror):
     full = crop.contains(cmap.coarse_centres_px((64, 96), m))
     assert full.any()
     np.testing.assert_array_equal(cmap.inside_mask((64, 96), m, crop), full)
+
+
+def test_samples_follow_the_combined_map():
+    cm = two_landmarks(second_mode_mass=0.3)
+    pts = cmap.sample_points_px(cm, 1, 4000, np.random.default_rng(0))
+    far = np.hypot(*((pts - cm.points_px[1]) * SPACING).T) > 4.0
+    assert far.mean() == pytest.approx(0.3, abs=0.03)  # the far mode's share
+    near = pts[~far]
+    assert np.hypot(*((near - cm.points_px[1]) * SPACING).T).mean() < 0.3  # drawn from the sharp fine map
+
+
+def test_contours_enclose_the_point_at_the_fine_resolution():
+    cm = two_landmarks(second_mode_mass=0.0)
+    lines = cmap.contours_px(cm, 0, {"90": 0.9})["90"]
+    assert lines
+    from matplotlib.path import Path as MplPath
+
+    assert any(MplPath(line).contains_point(cm.points_px[0]) for line in lines)
+    reach_mm = max(np.hypot(*((line - cm.points_px[0]) * SPACING).T).max() for line in lines)
+    assert reach_mm < 0.5  # the fine map's 90 % region (sigma 0.125 mm), not the coarse one's (0.75 mm)

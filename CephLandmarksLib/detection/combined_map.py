@@ -172,6 +172,40 @@ def region_scores(cm: CombinedMap, truth_px) -> np.ndarray:
     return np.array(out)
 
 
+def sample_points_px(cm: CombinedMap, i: int, n: int, rng: np.random.Generator) -> np.ndarray:
+    """(n, 2) image points drawn from landmark i's combined map: a cell by its mass, then uniformly
+    within it (what the measurement intervals sample, cephalometry/measurement_uncertainty.py)."""
+    pos, mass, area = cells(cm, i)
+    k = rng.choice(len(mass), size=n, p=mass / mass.sum())
+    side_mm = np.sqrt(area[k])[:, None]
+    return (pos[k] + (rng.random((n, 2)) - 0.5) * side_mm) / cm.spacing_mm
+
+
+def contours_px(cm: CombinedMap, i: int, masses: dict) -> dict:
+    """{level: [polyline (K, 2) image px, ...]}: the boundaries of the smallest regions of landmark i's
+    combined map holding each mass, traced on the coarse map outside the crop and on the fine map
+    inside it at the same density (the lines meet at the crop's border only where both grids agree)."""
+    import contourpy
+
+    _, mass, area = cells(cm, i)
+    crop = cm.crops[i]
+    coarse = np.where(inside_mask(cm.coarse.shape[1:], cm.model_to_image, crop), 0.0, cm.coarse[i].astype(np.float64))
+    fine = cm.inside_mass[i] * cm.fine[i].astype(np.float64)
+    grids = [(coarse, coarse_area_mm2(cm.model_to_image, cm.spacing_mm), np.asarray(cm.model_to_image)),
+             (fine, crop.pixel_area_mm2(), crop.crop_to_image_matrix())]
+    out = {}
+    for level, m in masses.items():
+        t = weighted.region_density(mass, area, m)
+        lines = []
+        for z, cell_area, to_image in grids:
+            if z.max() <= t * cell_area:
+                continue
+            gen = contourpy.contour_generator(z=z, line_type=contourpy.LineType.Separate)
+            lines += [np.asarray(c) @ to_image[:2, :2].T + to_image[:2, 2] for c in gen.lines(t * cell_area)]
+        out[level] = lines
+    return out
+
+
 def save_npz(path, cm: CombinedMap) -> None:
     """Write the combined map (format in the module docstring); `path` is written as given."""
     with open(path, "wb") as f:
