@@ -72,6 +72,9 @@ class DetectSection:
             volumeNode = self._parameterNode.inputVolume
             job = self.logic.prepareDetection(volumeNode, modelPath, self._parameterNode.spacingMm,
                                               self._parameterNode.device)
+            from .worker import viaWorker
+
+            job = viaWorker(job)  # run by the long-lived worker process (worker.py)
             self._detection = job
             job.start(self.onDetectionProgress, lambda detection, error, cancelled:
                       self.onDetectionDone(volumeNode, detection, error, cancelled))

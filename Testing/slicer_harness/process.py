@@ -335,7 +335,7 @@ class QProcess(QObject):
             if executable is None:
                 raise FileNotFoundError(program)
             self._popen = subprocess.Popen(
-                [executable, *self._arguments], stdin=subprocess.DEVNULL,
+                [executable, *self._arguments], stdin=subprocess.PIPE,
                 stdout=None if self._mode == QProcess.ForwardedChannels else subprocess.PIPE,
                 stderr={QProcess.MergedChannels: subprocess.STDOUT, QProcess.ForwardedChannels: None}.get(
                     self._mode, subprocess.PIPE),
@@ -353,6 +353,29 @@ class QProcess(QObject):
     def kill(self):
         if self._popen is not None and self._popen.poll() is None:
             self._popen.kill()
+
+    def write(self, data):
+        """QIODevice::write(const QByteArray&) to the child's stdin: bytes or a QByteArray (PythonQt passes
+        Python bytes as a QByteArray); -1 when not running (Qt's answer), as a str is refused here."""
+        if isinstance(data, QByteArray):
+            data = data.data()
+        if not isinstance(data, bytes):
+            raise TypeError("QProcess.write takes bytes or a QByteArray")
+        if self._popen is None or self._popen.poll() is not None or self._popen.stdin is None:
+            return -1
+        try:
+            self._popen.stdin.write(data)
+            self._popen.stdin.flush()
+        except (BrokenPipeError, ValueError):
+            return -1
+        return len(data)
+
+    def closeWriteChannel(self):
+        if self._popen is not None and self._popen.stdin is not None and not self._popen.stdin.closed:
+            try:
+                self._popen.stdin.close()
+            except BrokenPipeError:
+                pass
 
     def terminate(self):
         if self._popen is not None and self._popen.poll() is None:
