@@ -1,13 +1,15 @@
 """Detect in the Slicer module (headless harness, installed layout) against the CLI on the same image.
 
-    python benchmarks/bench_slicer_detect.py [--image FILE] [--n 3]
+    python benchmarks/bench_slicer_detect.py [--image FILE] [--n 5]
 
-Slicer's Detect writes the volume to a temporary file, runs `ceph-landmarks detect --heatmaps` in a
-PythonSlicer process (polled by the event loop) and turns the result into MRML nodes; the CLI reads
-the image and writes JSON, markups and overlay.  Both start a fresh Python process, so both pay
-torch's import.  Prints the median wall time of each over n runs and their ratio (target: the module
-at most 1.2 x the CLI).  The image is ISBI Test1 151 converted to NRRD in a temporary folder when
-../shared/data is present (the harness cannot read JPEG), else a synthetic image.
+Slicer's Detect writes the volume to a temporary file and sends `detect --heatmaps` to the worker
+process (CephLandmarksSlicer/worker.py): the first Detect starts it (`PythonSlicer -m CephLandmarksLib
+worker`, which imports torch and loads the model), later ones reuse it; the result becomes MRML nodes.
+The CLI starts a fresh Python process each time (torch's import, the model's load), reads the image
+and writes JSON, markups and overlay.  Prints the first Detect, the median of the later Detects and
+the median CLI run, and ends with `first detect F s; later detects L s; cli C s` (target: later
+detects <= 2.5 s on 2 CPU cores).  The image is ISBI Test1 151 converted to NRRD in a temporary folder
+when ../shared/data is present (the harness cannot read JPEG), else a synthetic image of that size.
 """
 
 import argparse
@@ -66,7 +68,7 @@ def time_module(harness, widget, image: Path) -> float:
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--image")
-    parser.add_argument("--n", type=int, default=3)
+    parser.add_argument("--n", type=int, default=5, help="Detect presses (the first starts the worker) and CLI runs")
     args = parser.parse_args()
     reason = missing_reason() or build.skip_reason()
     if reason:
@@ -89,12 +91,15 @@ def main():
                 module_s.append(time_module(harness, widget, image))
         finally:
             harness.teardown()
-    m, c = statistics.median(module_s), statistics.median(cli_s)
+    first, later, c = module_s[0], statistics.median(module_s[1:] or module_s), statistics.median(cli_s)
     print(f"image: {args.image or (ISBI_IMAGE.name if ISBI_IMAGE.is_file() else 'synthetic')} (as NRRD), n = {args.n}")
-    print(f"{'':<28}{'median s':>10}{'min s':>8}{'max s':>8}")
-    print(f"{'CLI detect (3 outputs)':<28}{c:>10.2f}{min(cli_s):>8.2f}{max(cli_s):>8.2f}")
-    print(f"{'Slicer Detect (harness)':<28}{m:>10.2f}{min(module_s):>8.2f}{max(module_s):>8.2f}")
-    print(f"ratio module / CLI: {m / c:.2f} (target <= 1.2)")
+    print(f"{'':<34}{'median s':>10}{'min s':>8}{'max s':>8}")
+    print(f"{'CLI detect (3 outputs)':<34}{c:>10.2f}{min(cli_s):>8.2f}{max(cli_s):>8.2f}")
+    print(f"{'Slicer Detect, first (starts worker)':<34}{first:>10.2f}{first:>8.2f}{first:>8.2f}")
+    rest = module_s[1:] or module_s
+    print(f"{'Slicer Detect, later (worker)':<34}{later:>10.2f}{min(rest):>8.2f}{max(rest):>8.2f}")
+    print(f"later detects / CLI: {later / c:.2f} (target: later detects <= 2.5 s on 2 CPU cores)")
+    print(f"first detect {first:.2f} s; later detects {later:.2f} s; cli {c:.2f} s")
     return 0
 
 
