@@ -76,7 +76,7 @@ def test_training_command_lines_check_their_fields(tmp_path):
         commands.trainingCommand("py", "calibrate", str(dataset), str(model))
     model.write_bytes(b"x")
     assert commands.trainingCommand("py", "calibrate", str(dataset), str(model))[3:] == [
-        "calibrate", "--model", str(model), "--dataset", str(dataset)]
+        "calibrate", "--model", str(model), "--dataset", str(dataset), "--out", str(model)]
     with pytest.raises(ValueError, match="evaluation plots"):
         commands.trainingCommand("py", "evaluate", str(dataset), str(model))
     line = commands.trainingCommand("py", "evaluate", str(dataset), str(model), split="test2", outFolder="out")

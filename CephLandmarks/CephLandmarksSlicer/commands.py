@@ -23,8 +23,8 @@ def trainingCommand(python, command, dataset, modelPath, epochs=40, inputSize="3
                           "--input-size", inputSize, "--device", device)
     if not os.path.isfile(modelPath):
         raise ValueError(_("The model file does not exist: {p}").format(p=modelPath))
-    if command == "calibrate":
-        return cliCommand(python, "calibrate", "--model", modelPath, "--dataset", dataset)
+    if command == "calibrate":  # into the model file itself, so that Evaluate, which takes that file, sees it
+        return cliCommand(python, "calibrate", "--model", modelPath, "--dataset", dataset, "--out", modelPath)
     if not outFolder:
         raise ValueError(_("Choose a folder for the evaluation plots."))
     return cliCommand(python, "evaluate", "--model", modelPath, "--dataset", dataset, "--split", split,

@@ -37,7 +37,8 @@ class DetectSection:
                 self.ui.modelSelector.setCurrentIndex(index)
 
     def onImportModel(self) -> None:
-        path = qt.QFileDialog.getOpenFileName(self.parent, _("Import model"), "", _("Model files (*.safetensors)"))
+        path = qt.QFileDialog.getOpenFileName(self.parent, _("Import model"), "",
+                                           _("Model files and calibration sidecars (*.safetensors *.json)"))
         if path:
             with slicer.util.tryWithErrorDisplay(_("This file cannot be used as a CephLandmarks model."),
                                                  waitCursor=True):
