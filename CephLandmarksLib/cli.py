@@ -162,7 +162,7 @@ def _cmd_calibrate(a):
 def _cmd_detect(a):
     from .outputs.batch import detect_files
 
-    model = a.model or default_model_path()
+    model = registry.model_path_or_download(a.model) if a.model else default_model_path()  # NAME: fetched once
     warn = lambda m: print(f"{ERROR_PREFIX} {m}", file=sys.stderr)  # noqa: E731
     for out in detect_files(a.images, model, a.out_dir, a.spacing, a.device, on_error=warn,
                             orientation_check=not a.no_orientation_check, overlay=not a.no_overlay,

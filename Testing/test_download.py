@@ -19,7 +19,15 @@ BODY_BYTES = len(BODY)
 class _Handler(http.server.BaseHTTPRequestHandler):
     """/good: the body; /short: announces the body's length, sends half and closes; anything else: 404."""
 
+    extra = {}  # path -> body, set by a test
+
     def do_GET(self):
+        if self.path in self.extra:
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(self.extra[self.path])))
+            self.end_headers()
+            self.wfile.write(self.extra[self.path])
+            return
         if self.path not in ("/good", "/short"):
             self.send_error(404, "Not Found")
             return
@@ -157,3 +165,24 @@ def test_the_registry_downloads_a_model_and_lists_it_as_downloaded(server, tiny_
     assert entry.kind == "downloaded" and entry.path == tmp_path / "user" / "tiny.safetensors"
     assert [(e.kind, e.path) for e in reg.models()] == [("downloaded", entry.path)]
     assert reg.downloadable() == []
+
+
+def test_detect_with_a_listed_name_downloads_the_model_on_first_use(server, tiny_model, generic_dataset, tmp_path,
+                                                                    monkeypatch, capsys):
+    body = tiny_model.read_bytes()
+    _Handler.extra["/tiny.safetensors"] = body
+    listing = tmp_path / "downloads.json"
+    listing.write_text(json.dumps({"format": download.FORMAT, "models": [
+        {"name": "tiny", "version": "2", "file": "tiny.safetensors", "url": f"{server}/tiny.safetensors",
+         "sha256": hashlib.sha256(body).hexdigest(), "size": len(body)}]}))
+    monkeypatch.setenv(download.DOWNLOADS_ENV, str(listing))
+    monkeypatch.setenv(download.USER_DIR_ENV, str(tmp_path / "models"))
+    monkeypatch.chdir(tmp_path)  # no file called "tiny" here
+    for out in ("a", "b"):  # the second run finds it downloaded
+        code = cli.main(["detect", str(generic_dataset / "img09.png"), "--model", "tiny", "--out-dir", out,
+                         "--no-overlay"])
+        assert code == 0, capsys.readouterr().err
+        d = json.loads((tmp_path / out / "img09.json").read_text())
+        assert d["model"]["sha256"] == hashlib.sha256(body).hexdigest()
+    assert (tmp_path / "models" / "tiny.safetensors").read_bytes() == body
+    assert registry.model_path_or_download("elsewhere.safetensors") == registry.Path("elsewhere.safetensors")

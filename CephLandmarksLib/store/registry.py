@@ -40,6 +40,7 @@ from pathlib import Path
 from ..errors import CephError
 from ..files import atomic_write, file_sha256
 from . import download
+from .entry_text import tooltip as _tooltip
 from .header import MAX_HEADER_BYTES, read_model_info  # noqa: F401 - re-exported: callers import them from here
 from .modelmeta import FORMAT, META_KEY  # noqa: F401 - re-exported
 from .sidecar import SHIPPED_MODELS_DIR as _SHIPPED
@@ -52,10 +53,6 @@ MANIFEST_FORMAT = "ceph-landmarks-models/2"
 
 SHIPPED_MODELS_DIR = _SHIPPED  # CephLandmarksLib/../Resources/Models (one definition, in sidecar.py)
 KINDS = ("shipped", "imported", "trained", "adapted", "downloaded")
-
-# The tooltip's provenance line of a user model; an adapted model's training record is its base's.
-_PROVENANCE = {"imported": "Imported", "trained": "Trained", "adapted": "Base model trained",
-               "downloaded": "Downloaded"}
 
 log = logging.getLogger(__name__)
 
@@ -111,46 +108,19 @@ def _entry(path, kind, info, sha256=None) -> ModelEntry:
                       sha256=sha256, info=info, weights=weights)
 
 
-def _number(value):
-    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
-
-
-def _tooltip(kind, name, version, info) -> str:
-    parts = [f"{name} {version}".strip()]
-    names = info.get("landmark_names")
-    if isinstance(names, list):
-        parts.append(f"{len(names)} landmarks")
-    size = info.get("input_size")
-    if isinstance(size, list) and len(size) == 2:
-        parts.append(f"input {size[0]}x{size[1]}")
-    metrics = info.get("metrics") if isinstance(info.get("metrics"), dict) else {}
-    calibration = info.get("calibration") if isinstance(info.get("calibration"), dict) else {}
-    if _number(metrics.get("mre_mm")) is not None:
-        parts.append(f"MRE {_number(metrics['mre_mm']):.2f} mm")
-        sdr = metrics.get("sdr") if isinstance(metrics.get("sdr"), dict) else {}
-        if _number(sdr.get("2.0")) is not None:
-            parts.append(f"SDR 2 mm {_number(sdr['2.0']):.1f} %")
-    elif _number(calibration.get("holdout_mre_mm")) is not None:
-        parts.append(f"holdout MRE {_number(calibration['holdout_mre_mm']):.2f} mm")
-    lines = [", ".join(parts)]
-    if kind != "shipped":
-        lines.append(_provenance(kind, info))
-    return "\n".join(lines)
-
-
-def _provenance(kind, info) -> str:
-    training = info.get("training") if isinstance(info.get("training"), dict) else {}
-    config = training.get("config") if isinstance(training.get("config"), dict) else {}
-    init = training.get("init_model") if isinstance(training.get("init_model"), dict) else {}
-    words = []
-    if init.get("name"):
-        words.append(f"fine-tuned from {init['name']}")
-    if config.get("dataset"):
-        words.append(f"on {Path(str(config['dataset'])).name or config['dataset']}")
-    text = " ".join(words)
-    if training.get("epochs_run") is not None:
-        text += (", " if text else "") + f"{training['epochs_run']} epochs"
-    return f"{_PROVENANCE[kind]}: {text or 'no training record'}"
+def model_path_or_download(model, user_dir=None, progress=None) -> Path:
+    """The model a `--model` names: the path as given, or, when no such file exists and it is the name of a
+    listed downloadable model, that model, fetched into the per-user folder on first use (verified)."""
+    path = Path(model)
+    if path.exists() or path.suffix or len(path.parts) > 1:
+        return path  # a file name: load_model names any problem
+    try:
+        listed = any(str(model) in (d.name, d.file) for d in download.downloadable())
+    except CephError:
+        listed = False
+    if not listed:
+        return path
+    return ModelRegistry(user_dir or download.default_user_dir()).download(str(model), progress).path
 
 
 def shipped_models_dir() -> Path:
