@@ -15,7 +15,7 @@ import threading
 from pathlib import Path
 
 from .errors import CephError
-from .progress import ERROR_PREFIX, PROGRESS_PREFIX, progress_line
+from .progress import ERROR_PREFIX, PROGRESS_PREFIX, Progress
 from .store import registry
 from .store.modelmeta import INPUT_SIZE_MULTIPLE, INPUT_SIZE_RANGE
 from .store.registry import SHIPPED_MODELS_DIR as DEFAULT_MODEL_DIR
@@ -132,6 +132,7 @@ def _cmd_train(a):
     from dataclasses import asdict
 
     from .training.augment import AugmentSettings
+    from .training.distributed import from_environment
     from .training.loop import TrainConfig, train
 
     holdout = a.holdout if a.holdout is not None else (10 if a.folds is not None else 20)
@@ -139,40 +140,55 @@ def _cmd_train(a):
         dataset=a.dataset, out=a.out, input_size=a.input_size, epochs=a.epochs, batch_size=a.batch_size,
         lr=a.lr, holdout=holdout, seed=a.seed, device=a.device, bf16=not a.no_bf16,
         imagenet=a.imagenet, ground_truth=a.ground_truth, work_dir=a.work_dir or "",
-        augment=asdict(AugmentSettings.robust() if a.augment == "robust" else AugmentSettings()),
+        augment=asdict({"robust": AugmentSettings.robust(), "none": AugmentSettings.off()}.get(a.augment,
+                                                                                                AugmentSettings())),
         init_from=a.init_from,
     )
-    log = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
+    from tqdm import tqdm
+
+    log = lambda m: tqdm.write(m, file=sys.stderr)  # noqa: E731  (above the training's bar on a terminal)
+    report = Progress(lines=a.progress, bar=False)  # the bar on a terminal: the training loop's own
+    procs = from_environment()  # several processes under torchrun (training/distributed.py)
     if a.folds is not None:
         from .training.folds import train_folds
 
-        path = train_folds(cfg, a.folds, resume=a.resume, log=log)
+        if procs.distributed:
+            raise CephError("--folds trains its members one after another on one device: run it without torchrun "
+                            "(docs/training.md)")
+        path = train_folds(cfg, a.folds, resume=a.resume, log=log, report=report)
     else:
-        path = train(cfg, resume=a.resume, log=log)
-    print(path)
+        path = train(cfg, resume=a.resume, log=log, report=report)
+    if procs.main:
+        print(path)
 
 
 def _cmd_calibrate(a):
     from .training.calibration import calibrate_file
 
-    calibrate_file(a.model, a.dataset, ground_truth=a.ground_truth, log=lambda m: print(m, file=sys.stderr),
-                   out=a.out)
+    with Progress(lines=a.progress) as report:
+        calibrate_file(a.model, a.dataset, ground_truth=a.ground_truth, log=report.write, out=a.out,
+                       progress=report)
 
 
 def _cmd_detect(a):
     from .outputs.batch import detect_files
 
-    model = registry.model_path_or_download(a.model) if a.model else default_model_path()  # NAME: fetched once
-    warn = lambda m: print(f"{ERROR_PREFIX} {m}", file=sys.stderr)  # noqa: E731
-    for out in detect_files(a.images, model, a.out_dir, a.spacing, a.device, on_error=warn,
-                            orientation_check=not a.no_orientation_check, overlay=not a.no_overlay,
-                            heatmaps=a.heatmaps, progress=_print_progress if a.progress else None):
+    model = a.model or default_model_path()
+    with Progress(lines=a.progress, bar=len(a.images) > 1) as report:
+        warn = lambda m: report.write(f"{ERROR_PREFIX} {m}")  # noqa: E731
+        written = detect_files(a.images, model, a.out_dir, a.spacing, a.device, on_error=warn,
+                               orientation_check=not a.no_orientation_check, overlay=not a.no_overlay,
+                               heatmaps=a.heatmaps, progress=report)
+    for out in written:
         print(out)
 
 
-def _print_progress(fraction, stage):
-    """One line per step on stderr, `PROGRESS_PREFIX 0.40 stage`: what the Slicer module reads."""
-    print(progress_line(fraction, stage), file=sys.stderr, flush=True)
+def _add_progress_option(parser) -> None:
+    """--progress: `PROGRESS_PREFIX FRACTION STAGE` lines on stderr (what the Slicer module reads); without
+    it a long command draws a bar with an ETA when stderr is a terminal, and is quiet in a pipe."""
+    parser.add_argument("--progress", action="store_true",
+                        help=f"print '{PROGRESS_PREFIX} FRACTION STAGE' lines on stderr as the run advances "
+                             "(instead of the bar drawn on a terminal)")
 
 
 def _cmd_evaluate(a):
@@ -180,8 +196,9 @@ def _cmd_evaluate(a):
     from .training.evaluate import evaluate
 
     limit_heap_fragmentation()  # image after image: without it the heap grows about 30 MB an image
-    m = evaluate(a.model or default_model_path(), a.dataset, a.split, a.out, ground_truth=a.ground_truth,
-                 device=a.device)
+    with Progress(lines=a.progress) as report:
+        m = evaluate(a.model or default_model_path(), a.dataset, a.split, a.out, ground_truth=a.ground_truth,
+                     device=a.device, progress=report)
     print(f"{a.split}: MRE {m['mre_mm']:.2f} mm, SDR 2 mm {m['sdr']['2.0']:.1f} %, ECE {m['ece']:.2f}")
 
 
@@ -195,9 +212,10 @@ def _cmd_report(a):
 def _cmd_adapt(a):
     from .clinic.adaptation import adapt_file
 
-    rec = adapt_file(a.model or default_model_path(), a.dataset, a.out, split=a.split,
-                     methods=tuple(m.strip() for m in a.methods.split(",") if m.strip()), device=a.device,
-                     report_dir=a.report_dir, progress=_print_progress if a.progress else None)
+    with Progress(lines=a.progress) as report:
+        rec = adapt_file(a.model or default_model_path(), a.dataset, a.out, split=a.split,
+                         methods=tuple(m.strip() for m in a.methods.split(",") if m.strip()), device=a.device,
+                         report_dir=a.report_dir, progress=report)
     before, after = rec["cv_before"], rec["cv_after"]
     print(f"adapted to {rec['n_images']} clinic images ({rec['method']}): cross-validated MRE "
           f"{before['mre_mm']:.2f} -> {after['mre_mm']:.2f} mm, 90 % regions holding the truth "
@@ -247,8 +265,7 @@ def build_parser():
     d.add_argument("--no-overlay", action="store_true", help="do not render NAME.png")
     d.add_argument("--heatmaps", action="store_true",
                    help="also write NAME.heatmaps.npz: the calibrated heatmaps and contours (for the Slicer module)")
-    d.add_argument("--progress", action="store_true",
-                   help=f"print '{PROGRESS_PREFIX} FRACTION STAGE' lines on stderr as the run advances")
+    _add_progress_option(d)
     d.set_defaults(func=_cmd_detect)
 
     t = sub.add_parser("train", help="train a model on a dataset (ISBI 2015 layout or generic CSV)")
@@ -276,8 +293,9 @@ def build_parser():
                    help="continue from the last checkpoint (with --folds: skip finished folds)")
     t.add_argument("--init-from", default="", metavar="MODEL",
                    help="fine-tune this model file (e.g. the shipped one) instead of starting from scratch")
-    t.add_argument("--augment", default="default", choices=["default", "robust"],
-                   help="augmentation: default, or robust (scale 0.7-1.4, crops, windowing, blur, JPEG, noise)")
+    t.add_argument("--augment", default="default", choices=["default", "robust", "none"],
+                   help="augmentation: default, robust (scale 0.7-1.4, crops, windowing, blur, JPEG, noise), or none")
+    _add_progress_option(t)
     t.set_defaults(func=_cmd_train)
 
     c = sub.add_parser("calibrate", help="refit temperatures and the ERE threshold on the model's holdout")
@@ -287,6 +305,7 @@ def build_parser():
     c.add_argument("--out", help="where to write the calibration: a sidecar NAME.json beside the weights (default: "
                                  "the --model sidecar, or WEIGHTS-STEM.calibration.json), or a .safetensors file "
                                  "written whole (the --model file itself to rewrite it)")
+    _add_progress_option(c)
     c.set_defaults(func=_cmd_calibrate)
 
     e = sub.add_parser("evaluate", help="accuracy and calibration on a test split, with plots")
@@ -296,6 +315,7 @@ def build_parser():
     e.add_argument("--out", required=True, help="folder for metrics.json and the PNG plots")
     e.add_argument("--ground-truth", default="mean", choices=["mean", "senior", "junior"])
     e.add_argument("--device", default="cpu", type=_device(False), help=DEVICES)
+    _add_progress_option(e)
     e.set_defaults(func=_cmd_evaluate)
 
     r = sub.add_parser("report", help="one-page PDF/PNG report: overlay, landmarks, measurements with intervals")
@@ -319,8 +339,7 @@ def build_parser():
     ad.add_argument("--report-dir", help="folder for report.md and its PNGs (default: OUT without .safetensors, "
                                          "plus .report)")
     ad.add_argument("--device", default="cpu", type=_device(False), help=DEVICES)
-    ad.add_argument("--progress", action="store_true",
-                    help=f"print '{PROGRESS_PREFIX} FRACTION STAGE' lines on stderr as the run advances")
+    _add_progress_option(ad)
     ad.set_defaults(func=_cmd_adapt)
 
     m = sub.add_parser("models", help="list the models: shipped, then imported and trained (one per line: label, path)")

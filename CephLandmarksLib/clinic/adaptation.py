@@ -213,7 +213,7 @@ def out_of_fold(detector, cases, k: int = CV_FOLDS, progress=None) -> list:
     folds = fold_indices(len(cases), k)
     for f, held in enumerate(folds):
         if progress:
-            progress(f / len(folds), f"fine-tuning: fold {f + 1} of {len(folds)}")
+            progress(f / len(folds), f"cross-validating fine-tune: tuning fold {f + 1} of {len(folds)}")
         net = tuned_network(detector, [c for i, c in enumerate(cases) if i not in held])
         for i in held:
             tuned_cases[i] = read_with(net, cases[i])
@@ -280,7 +280,7 @@ def adapt(detector: LandmarkDetector, cases, methods=METHODS, progress=None) -> 
     mre = {m: figures(outcomes[m])["mre_mm"] for m in methods}
     chosen = min(methods, key=lambda m: (round(mre[m], 4), m != "none"))  # a tie keeps the base model
     if progress:
-        progress(done / steps, f"fitting {chosen} on all {len(cases)} images")
+        progress(done / steps, f"calibrating: fitting {chosen} on all {len(cases)} images")
     settings = fit(detector, scored[chosen], "none" if chosen == FINE_TUNE else chosen, outcomes[chosen].p_large)
     network = tuned_network(detector, cases) if chosen == FINE_TUNE else None
     return Adaptation(settings, chosen, figures(outcomes["before"], names), figures(outcomes[chosen], names),
@@ -368,13 +368,13 @@ def adapt_file(model_path, dataset, out, split: str = "train", methods=METHODS, 
     pairs = read_clinic(dataset, split, len(info.landmark_names))
     cases = []
     for k, (sample, rad) in enumerate(pairs):
-        report(0.05 + 0.3 * k / len(pairs), f"running the model on {sample.id}")
+        report(0.05 + 0.3 * k / len(pairs), f"observing the clinic's images: {k + 1} of {len(pairs)}")
         case = Case(sample.id, detector.observe(rad), np.asarray(sample.landmarks_px, dtype=np.float64))
         if FINE_TUNE in methods:
             encode_case(detector, case, rad)
         cases.append(case)
     result = adapt(detector, cases, methods, lambda f, stage: report(0.35 + 0.5 * f, stage))
-    report(0.85, "measuring interval coverage")
+    report(0.85, "calibrating: measuring interval coverage")
     meas = {"before": measurement_coverage(detector, cases, result.outcomes["before"]),
             "after": measurement_coverage(detector, result.scored[result.method], result.outcomes[result.method])}
     rec = record(result, detector.model.sha256, [c.id for c in cases])
@@ -387,7 +387,7 @@ def adapt_file(model_path, dataset, out, split: str = "train", methods=METHODS, 
     info.region_masses = {k: [round(float(v), 6) for v in m] for k, m in s.region_masses.items()}
     info.convention_offsets_mm = None if s.offsets_mm is None else np.round(s.offsets_mm, 4).tolist()
     info.adaptation = rec
-    report(0.9, "writing the adapted model")
+    report(0.9, "writing the adapted model and its report")
     write_adapted(out, detector.model, result.network, info)
     write_report(Path(report_dir) if report_dir else out.with_suffix(".report"), result, rec, meas,
                  list(info.landmark_abbreviations), Path(model_path).name, str(dataset))

@@ -42,6 +42,12 @@ class AugmentSettings:
     jpeg_quality: tuple[float, float] = (30.0, 90.0)
 
     @classmethod
+    def off(cls) -> "AugmentSettings":
+        """No augmentation: the images as prepared (for comparisons, e.g. the distributed-training test)."""
+        return cls(rotation_deg=0.0, scale=(1.0, 1.0), translation=0.0, elastic_px=0.0, elastic_p=0.0,
+                   gamma=(1.0, 1.0), contrast=(1.0, 1.0), brightness=0.0, noise_std=0.0)
+
+    @classmethod
     def robust(cls) -> "AugmentSettings":
         """Covers other machines: scale 0.7-1.4, wider shifts, crops, exposure, blur, JPEG, noise."""
         return cls(rotation_deg=12.0, scale=(0.7, 1.4), translation=0.12, gamma=(0.5, 2.0), contrast=(0.7, 1.3),

@@ -114,7 +114,7 @@ def calibrate_loaded(loaded, hold_samples, log=print, prepared=None, device="cpu
     return info.calibration
 
 
-def calibrate_file(model_path, dataset, ground_truth="mean", log=print, out=None):
+def calibrate_file(model_path, dataset, ground_truth="mean", log=print, out=None, progress=None):
     """`ceph-landmarks calibrate`: refit on the holdout images recorded in the model and write the
     settings to `out`: by default a sidecar (the sidecar given, or ``<weights stem>.calibration.json``
     beside the weights), so the weights file stays byte-identical; a ``.safetensors`` `out` is
@@ -135,18 +135,21 @@ def calibrate_file(model_path, dataset, ground_truth="mean", log=print, out=None
     if missing:
         raise CephError(f"the dataset lacks the model's held-out images {', '.join(missing[:5])}")
     hold = [samples[i] for i in ids]
+    report = progress or (lambda fraction, stage: None)
+    report(0.0, f"fitting temperatures on {len(hold)} held-out images")
     result = calibrate_loaded(loaded, hold, log=log, save_to=out)
-    calibrate_regions(out, hold, log=log)
+    calibrate_regions(out, hold, log=log, progress=lambda f, stage: report(0.3 + 0.7 * f, f"fitting regions: {stage}"))
     log(f"calibration written to {out}")
+    report(1.0, "done")
     return result
 
 
-def calibrate_regions(model_path, samples, device: str = "cpu", log=print) -> dict:
+def calibrate_regions(model_path, samples, device: str = "cpu", log=print, progress=None) -> dict:
     """Fit the model's conformal region masses on its held-out training images (`samples`) through
     the detect path, and rewrite the model file or sidecar (atomically).  Temperatures and the flag
     threshold stay as calibrated; returns the masses."""
     detector = LandmarkDetector(model_path, device)
-    o = outcome(detector, observe_samples(detector, samples), detector.settings)
+    o = outcome(detector, observe_samples(detector, samples, progress), detector.settings)
     masses = fit_region_masses(o.scores)
     info = detector.info
     info.region_masses = masses

@@ -62,11 +62,15 @@ def roc_summary(score, errors_mm, flagged, threshold_label=""):
     return out
 
 
-def evaluate(model_path, dataset, split, out_dir, ground_truth="mean", device="cpu", log=print) -> dict:
+def evaluate(model_path, dataset, split, out_dir, ground_truth="mean", device="cpu", log=print,
+             progress=None) -> dict:
     """Run detect's predictor on a split; write metrics.json, predictions.npz and the plots into
-    out_dir; return the metrics."""
-    from tqdm import tqdm
+    out_dir; return the metrics.  progress(fraction, stage) is told how far it is (default: a bar with
+    an ETA when stderr is a terminal)."""
+    from ..progress import Progress
 
+    report = progress if progress is not None else Progress()
+    report(0.0, "loading the model")
     detector = LandmarkDetector(model_path, device)
     info = detector.info
     samples = load_dataset(dataset, split, ground_truth)
@@ -75,8 +79,8 @@ def evaluate(model_path, dataset, split, out_dir, ground_truth="mean", device="c
     by_radius = {r: [] for r in REFINE_RADII}
     passes = {"orientation": {RIGHT_FACING: 0, LEFT_FACING: 0}, "aligned_images": 0}
     flag_rule, ids = None, []
-    bar = tqdm(total=len(samples), desc=f"evaluating {split}", leave=False, disable=len(samples) < 8)
-    for case in observe_each(detector, samples):  # one observation (its logits) held at a time
+    for k, case in enumerate(observe_each(detector, samples)):  # one observation (its logits) held at a time
+        report(0.95 * (k + 1) / len(samples), f"evaluating {split}: {k + 1} of {len(samples)} images")
         det = detector.decide(case.obs, contours=False, extents=False)
         ids.append(case.id)
         flag_rule = det.flag_rule_text()
@@ -101,8 +105,6 @@ def evaluate(model_path, dataset, split, out_dir, ground_truth="mean", device="c
         for r in REFINE_RADII:  # the effect of sub-pixel refinement, measured on the calibrated map
             px = case.obs.frame.model_to_image(decode_points(calibrated, r)[0].numpy())
             by_radius[r].append(radial_errors_mm(px, case.true_px, det.spacing_mm))
-        bar.update()
-    bar.close()
     a = {k: np.asarray(v) for k, v in rows.items() if k != "reasons"}
     errors, ere, flagged = a["errors_mm"], a["ere_mm"], a["flagged"]
 
@@ -148,6 +150,7 @@ def evaluate(model_path, dataset, split, out_dir, ground_truth="mean", device="c
                                     for r, v in by_radius.items()},
         "per_image_mre_mm": {i: finite_mean(e) for i, e in zip(ids, errors, strict=True)},
     })
+    report(0.95, "writing the metrics and plots")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     title = f"{info.name} on {split} ({len(samples)} images)"
@@ -168,6 +171,9 @@ def evaluate(model_path, dataset, split, out_dir, ground_truth="mean", device="c
                                 confidence=a["confidence"], p_large_error=a["p_large"], flagged=flagged)
 
     atomic_write(out / "predictions.npz", write_predictions)
+    report(1.0, "done")
+    if progress is None:
+        report.close()
     return metrics
 
 

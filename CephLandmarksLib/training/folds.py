@@ -136,7 +136,8 @@ def _fold_done(entry: dict, base: Path) -> bool:
     return True
 
 
-def train_folds(cfg, k: int, resume: bool = False, log=print, progress: bool = True, should_stop=None) -> Path:
+def train_folds(cfg, k: int, resume: bool = False, log=print, progress: bool = True, should_stop=None,
+                report=None) -> Path:
     """Train a K-fold ensemble (see the module docstring); returns the manifest path.
 
     `cfg` is the single-model TrainConfig: `out` names the manifest (NAME.json), `holdout` is the
@@ -227,6 +228,7 @@ def train_folds(cfg, k: int, resume: bool = False, log=print, progress: bool = T
         t0 = time.time()
         member_path = train(
             fold_cfg, resume=fold_resume, log=log, progress=progress, should_stop=should_stop,
+            report=report and (lambda f, stage, i=i: report((i - 1 + f) / k, f"fold {i}/{k}: {stage}")),
             split=(train_s, hold_s),
             prepared=(subset(all_d, [pos[s.id] for s in train_s]), subset(all_d, [pos[s.id] for s in hold_s])),
             extra={"fold": dict(fold=i, folds=k, split_seed=cfg.seed, ensemble=paths.manifest.name,

@@ -21,10 +21,11 @@ from ..annotations.datasets import load_dataset, split_holdout
 from ..errors import CephError
 from ..files import writable_folder
 from ..network.heatmaps import decode_points, heatmap_nll, softmax_2d
-from ..network.model import build_model, pick_device
+from ..network.model import build_model
 from ..store.modelfile import ModelInfo, atomic_write, load_model, save_model
 from ..store.modelmeta import INPUT_SIZE_MULTIPLE, INPUT_SIZE_RANGE
 from ..store.registry import read_model_info
+from . import distributed
 from .augment import AugmentSettings, augment_batch
 from .calibration import calibrate_loaded, calibrate_regions
 from .prepared import PreparedSet, from_plain, prepare, prepared_logits, radial_errors_mm, to_plain
@@ -160,8 +161,11 @@ def _work_folder(work: Path):
 
 
 def train(cfg: TrainConfig, resume: bool = False, log=print, progress: bool = True, should_stop=None, *,
-          split=None, prepared=None, extra: dict | None = None) -> Path:
+          split=None, prepared=None, extra: dict | None = None, report=None) -> Path:
     """Train a model; returns the path of the model file written (calibrated on the holdout).
+
+    progress=True draws a bar over the whole run (ETA, loss, learning rate) when stderr is a terminal;
+    report(fraction, stage), when given, is told after every step (`train --progress`: Slicer reads it).
 
     `split` = (training samples, held-out samples) replaces loading `cfg.dataset` and taking
     `cfg.holdout` images out of it; `prepared` = their PreparedSets (skips the cache); `extra` is
@@ -171,7 +175,10 @@ def train(cfg: TrainConfig, resume: bool = False, log=print, progress: bool = Tr
     check_config(cfg)
     check_output_file(cfg.out)
     work = writable_folder(cfg.work_dir or f"{cfg.out}.work", "--work-dir")
-    device = pick_device(cfg.device)
+    procs = distributed.from_environment()  # several processes under torchrun (distributed.py)
+    distributed.local_batch_size(procs, cfg.batch_size)
+    device = distributed.device_for(procs, cfg.device)
+    distributed.start(procs, device)
     state = None
     if resume:
         ckpt = work / "last.pt"
@@ -186,7 +193,10 @@ def train(cfg: TrainConfig, resume: bool = False, log=print, progress: bool = Tr
         train_s, hold_s = _split(load_dataset(cfg.dataset, "train", cfg.ground_truth), cfg, init, log)
 
     with _work_folder(work):
-        return _train(cfg, work, device, state, init, train_s, hold_s, log, progress, should_stop, prepared, extra)
+        if not procs.main:  # process 0 alone logs and shows progress
+            log, progress, report = (lambda m: None), False, None
+        return _train(cfg, work, device, state, init, train_s, hold_s, log, progress, should_stop, prepared, extra,
+                      report or (lambda fraction, stage: None), procs)
 
 
 def _check_resumable(ckpt, state, cfg):
@@ -203,7 +213,8 @@ def _check_resumable(ckpt, state, cfg):
         raise CephError(f"cannot resume {ckpt}: it was trained with other settings")
 
 
-def _train(cfg, work, device, state, init, train_s, hold_s, log, progress, should_stop, prepared, extra) -> Path:
+def _train(cfg, work, device, state, init, train_s, hold_s, log, progress, should_stop, prepared, extra,
+           report, procs) -> Path:
     """The training proper (train() has checked everything it can beforehand)."""
     from tqdm import tqdm
 
@@ -225,41 +236,46 @@ def _train(cfg, work, device, state, init, train_s, hold_s, log, progress, shoul
         net.load_state_dict(init.net.state_dict())
         log(f"starting from {cfg.init_from} ({init.info.name})")
 
-    cache = work / f"prepared_{w}x{h}.pt"
-    cached = prepared if prepared is not None else _load_cache(cache, train_s, hold_s)
-    if cached is not None:
-        train_d, hold_d = cached
-    else:
-        train_d = prepare(train_s, cfg.input_size, "preparing training images")
-        hold_d = prepare(hold_s, cfg.input_size, "preparing held-out images")
-        atomic_write(cache, lambda tmp: torch.save({"train": to_plain(train_d), "hold": to_plain(hold_d)}, tmp))
-    log(f"{len(train_d.ids)} training and {len(hold_d.ids)} held-out images at {w} x {h} on {device}")
+    train_d, hold_d = prepared if prepared is not None else _prepared(cfg, work, train_s, hold_s, procs)
+    log(f"{len(train_d.ids)} training and {len(hold_d.ids)} held-out images at {w} x {h} on {device}"
+        + (f" and {procs.world - 1} more processes (effective batch {cfg.batch_size})" if procs.distributed else ""))
 
-    steps_per_epoch = math.ceil(len(train_d.ids) / cfg.batch_size)
+    model = distributed.wrap(net, procs, device, cfg.bf16)  # x -> logits; DDP on several processes
+    batch = distributed.local_batch_size(procs, cfg.batch_size)
+    steps_per_epoch = math.ceil(math.ceil(len(train_d.ids) / procs.world) / batch)
     total_steps = steps_per_epoch * cfg.epochs
     aug = AugmentSettings(**{k: tuple(v) if isinstance(v, list) else v for k, v in cfg.augment.items()})
     t_start = time.time()
+    bar = tqdm(total=total_steps, initial=start_epoch * steps_per_epoch, disable=None if progress else True,
+               leave=False, dynamic_ncols=True)  # disable=None: drawn on a terminal only
     for epoch in range(start_epoch, cfg.epochs):
-        gen = torch.Generator().manual_seed(cfg.seed * 100003 + epoch)
-        order = torch.randperm(len(train_d.ids), generator=gen)
+        if procs.distributed:  # this process's share of each batch; its own augmentation
+            order = torch.tensor(distributed.epoch_indices(procs, len(train_d.ids), cfg.seed, epoch))
+            gen = distributed.augmentation_generator(procs, cfg.seed, epoch)
+        else:
+            gen = torch.Generator().manual_seed(cfg.seed * distributed.SAMPLER_SEED_STRIDE + epoch)
+            order = torch.randperm(len(train_d.ids), generator=gen)
         net.train()
-        bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not progress, leave=False)
+        bar.set_description_str(f"epoch {epoch + 1}/{cfg.epochs}")
         losses, t0 = [], time.time()
-        for step in bar:
+        for step in range(steps_per_epoch):
             lr = cfg.lr * _lr_factor(epoch * steps_per_epoch + step, total_steps, steps_per_epoch)
             for group in opt.param_groups:
                 group["lr"] = lr
-            idx = order[step * cfg.batch_size : (step + 1) * cfg.batch_size]
+            idx = order[step * batch : (step + 1) * batch]
             x, uv = augment_batch(train_d.inputs[idx].float(), train_d.uv[idx], gen, aug)
             x = x.to(device).contiguous(memory_format=torch.channels_last)
-            loss = heatmap_nll(forward(net, x, device, cfg.bf16), uv.to(device))
-            if not torch.isfinite(loss):
+            loss = heatmap_nll(model(x), uv.to(device))
+            batch_loss = distributed.mean_over_processes(loss, procs)  # the global batch's: every process agrees
+            if not torch.isfinite(batch_loss):
                 raise CephError(f"training diverged in epoch {epoch + 1} (the loss is not finite); try a lower --lr")
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            losses.append(loss.item())
-            bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}", lr=f"{lr:.1e}")
+            losses.append(batch_loss.item())
+            bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}", lr=f"{lr:.1e}", refresh=False)
+            bar.update()
+            report((epoch * steps_per_epoch + step + 1) / total_steps, f"training: epoch {epoch + 1}/{cfg.epochs}")
             if should_stop is not None and should_stop():
                 raise CephError("training cancelled")
         val_loss, val_mre = validate(net, hold_d, device)
@@ -270,14 +286,33 @@ def _train(cfg, work, device, state, init, train_s, hold_s, log, progress, shoul
                    lr=lr, seconds=time.time() - t0)
         history.append(rec)
         log(json.dumps(rec, allow_nan=False))
+        if not procs.main:
+            continue
         state = dict(model=net.state_dict(), optimizer=opt.state_dict(), epoch=epoch + 1,
                      best_mre_mm=min(best, val_mre), history=history, config=asdict(cfg))
         if val_mre < best:
             best = val_mre
             _save_checkpoint(work / "best.pt", state)
         _save_checkpoint(work / "last.pt", state)
-
+    bar.close()
+    if not procs.main:
+        return Path(cfg.out)
+    report(1.0, "calibrating on the held-out images")
     return finalize(cfg, work, hold_s, hold_d, history, time.time() - t_start, log, init, extra)
+
+
+def _prepared(cfg, work, train_s, hold_s, procs):
+    """The prepared (train, holdout) sets, from the work folder's cache when it holds these images;
+    process 0 prepares and writes it, the others then read it."""
+    w, h = cfg.input_size
+    cache = work / f"prepared_{w}x{h}.pt"
+    cached = _load_cache(cache, train_s, hold_s) if procs.main else None
+    if procs.main and cached is None:
+        cached = (prepare(train_s, cfg.input_size, "preparing training images"),
+                  prepare(hold_s, cfg.input_size, "preparing held-out images"))
+        atomic_write(cache, lambda tmp: torch.save({"train": to_plain(cached[0]), "hold": to_plain(cached[1])}, tmp))
+    distributed.barrier(procs)
+    return cached if cached is not None else _load_cache(cache, train_s, hold_s)
 
 
 def _split(samples, cfg: TrainConfig, init, log):
