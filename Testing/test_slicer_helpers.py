@@ -17,8 +17,8 @@ REQUIREMENTS = ROOT / "CephLandmarks" / "Resources" / "requirements.txt"
 
 def test_progress_lines_of_detect_and_train():
     assert process.progressFromLine("[progress] 0.40 detecting on x.png") == 0.40
-    assert process.progressFromLine("epoch 3/10: 50%|#####     | 8/16") == (2 + 0.5) / 10
-    assert process.progressFromLine("epoch 1/4") == 0.0
+    assert process.progressFromLine("[progress] 0.25 training: epoch 3/10") == 0.25
+    assert process.progressFromLine("epoch 3/10: 50%|#####     | 8/16") is None  # tqdm's bar: not parsed
     assert process.progressFromLine("loading the model") is None
 
 
@@ -71,17 +71,17 @@ def test_training_command_lines_check_their_fields(tmp_path):
     dataset.mkdir()
     line = commands.trainingCommand("py", "train", str(dataset), str(model), 3, "320x416", "cpu")
     assert line == ["py", "-m", "CephLandmarksLib", "train", "--dataset", str(dataset), "--out", str(model),
-                    "--epochs", "3", "--input-size", "320x416", "--device", "cpu"]
+                    "--epochs", "3", "--input-size", "320x416", "--device", "cpu", "--progress"]
     with pytest.raises(ValueError, match="The model file does not exist"):
         commands.trainingCommand("py", "calibrate", str(dataset), str(model))
     model.write_bytes(b"x")
     assert commands.trainingCommand("py", "calibrate", str(dataset), str(model))[3:] == [
-        "calibrate", "--model", str(model), "--dataset", str(dataset), "--out", str(model)]
+        "calibrate", "--model", str(model), "--dataset", str(dataset), "--out", str(model), "--progress"]
     with pytest.raises(ValueError, match="evaluation plots"):
         commands.trainingCommand("py", "evaluate", str(dataset), str(model))
     line = commands.trainingCommand("py", "evaluate", str(dataset), str(model), split="test2", outFolder="out")
     assert line[3:] == ["evaluate", "--model", str(model), "--dataset", str(dataset), "--split", "test2",
-                        "--out", "out", "--device", "cpu"]  # "auto" evaluates on the CPU
+                        "--out", "out", "--device", "cpu", "--progress"]  # "auto" evaluates on the CPU
 
 
 def test_metrics_summary_and_the_plots_of_this_run(tmp_path):

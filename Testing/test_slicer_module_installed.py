@@ -280,12 +280,16 @@ def test_training_tab_runs_train_calibrate_evaluate(harness, widget, training_da
     os.utime(old, (1e9, 1e9))
     for command, button in (("train", ui.trainButton), ("calibrate", ui.calibrateButton),
                             ("evaluate", ui.evaluateButton)):
+        progress = []
+        ui.trainProgressBar.connect("valueChanged(int)", progress.append)
         button.click()
         assert button.text == "Cancel" and not ui.trainButton.enabled == (command != "train")
         harness.process_events(until=lambda: widget._training is None, timeout_s=240)
         log = ui.trainLogTextEdit.toPlainText()
         assert f"$ ceph-landmarks {command} --" in log and f"{command} finished (exit code 0)." in log, log[-1500:]
         assert button.text != "Cancel" and harness.slot_errors == [] and harness.message_boxes == []
+        assert 1000 in progress and "[progress]" not in log  # from the --progress lines, which stay out of the log
+        ui.trainProgressBar.disconnect("valueChanged(int)", progress.append)
     assert "CephLandmarksLib" not in log.split("$ ceph-landmarks train")[1].splitlines()[0]
     labels = [ui.modelSelector.itemText(i) for i in range(ui.modelSelector.count)]
     assert ui.modelSelector.currentData == str(model.resolve()) or ui.modelSelector.currentData == str(model), labels

@@ -20,12 +20,13 @@ def trainingCommand(python, command, dataset, modelPath, epochs=40, inputSize="3
         raise ValueError(_("Choose the model file (.safetensors)."))
     if command == "train":
         return cliCommand(python, "train", "--dataset", dataset, "--out", modelPath, "--epochs", epochs,
-                          "--input-size", inputSize, "--device", device)
+                          "--input-size", inputSize, "--device", device, "--progress")
     if not os.path.isfile(modelPath):
         raise ValueError(_("The model file does not exist: {p}").format(p=modelPath))
     if command == "calibrate":  # into the model file itself, so that Evaluate, which takes that file, sees it
-        return cliCommand(python, "calibrate", "--model", modelPath, "--dataset", dataset, "--out", modelPath)
+        return cliCommand(python, "calibrate", "--model", modelPath, "--dataset", dataset, "--out", modelPath,
+                          "--progress")
     if not outFolder:
         raise ValueError(_("Choose a folder for the evaluation plots."))
     return cliCommand(python, "evaluate", "--model", modelPath, "--dataset", dataset, "--split", split,
-                      "--out", outFolder, "--device", "cpu" if device == "auto" else device)
+                      "--out", outFolder, "--device", "cpu" if device == "auto" else device, "--progress")

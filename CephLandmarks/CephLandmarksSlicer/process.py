@@ -21,7 +21,6 @@ Windows: QProcess itself starts a console program with CREATE_NO_WINDOW when Sli
 import codecs
 import logging
 import os
-import re
 import shlex
 import shutil
 import subprocess
@@ -32,8 +31,6 @@ from pathlib import Path
 from CephLandmarksLib.progress import ERROR_PREFIX, PROGRESS_PREFIX  # torch-free
 
 from .processTree import killTree, noConsoleWindow
-
-_EPOCH = re.compile(r"\s*epoch (\d+)/(\d+)(?::\s*\d+%\|[^|]*\|\s*(\d+)/(\d+))?")
 
 
 def pythonSlicerExecutable(applicationFilePath="") -> str:
@@ -63,18 +60,14 @@ def processEnvironment(libraryFolder) -> dict:
 
 
 def progressFromLine(line):
-    """Fraction done (0-1) from a '[progress] F stage' line or a training line 'epoch E/N: ... k/K', else None."""
-    if line.startswith(PROGRESS_PREFIX):
-        try:
-            return min(1.0, max(0.0, float(line.split()[1])))
-        except (IndexError, ValueError):
-            return None
-    match = _EPOCH.match(line)
-    if not match:
+    """Fraction done (0-1) from a '[progress] F stage' line (every command Slicer runs passes --progress;
+    tqdm's bars are drawn on a terminal only), else None."""
+    if not line.startswith(PROGRESS_PREFIX):
         return None
-    epoch, epochs = int(match.group(1)), int(match.group(2))
-    within = int(match.group(3)) / max(1, int(match.group(4))) if match.group(3) else 0.0
-    return min(1.0, (epoch - 1 + within) / max(1, epochs))
+    try:
+        return min(1.0, max(0.0, float(line.split()[1])))
+    except (IndexError, ValueError):
+        return None
 
 
 def failureMessage(exitCode, crashed, lines) -> str:
