@@ -173,7 +173,7 @@ def _cmd_calibrate(a):
 def _cmd_detect(a):
     from .outputs.batch import detect_files
 
-    model = a.model or default_model_path()
+    model = registry.model_path_or_download(a.model) if a.model else default_model_path()  # NAME: fetched once
     with Progress(lines=a.progress, bar=len(a.images) > 1) as report:
         warn = lambda m: report.write(f"{ERROR_PREFIX} {m}")  # noqa: E731
         written = detect_files(a.images, model, a.out_dir, a.spacing, a.device, on_error=warn,
