@@ -28,9 +28,9 @@ FLAG_ROW_RGB = (1.0, 0.86, 0.86)
 UNIT_TEXT = {"deg": "°", "mm": " mm", "%": " %", "ratio": ""}
 TABLE_COLUMNS = ("Measurement", "value", "90 % interval", "norm", "dev. SD", "interpretation", "P(out)", "note")
 TABLE_WIDTHS = (0.25, 0.06, 0.11, 0.12, 0.055, 0.215, 0.055, 0.135)
-CHARS = {"name": 38, "chart": 30, "words": 40, "note": 26}  # what fits the columns at the page's font size
+CHARS = {"name": 38, "chart": 30, "words": 40, "note": 24}  # what fits the columns at the page's font size
 CHART_TITLE = ("Deviation from the norm\nband: the norm (±1 SD or the range)\ndot: the value, bar: its 90 % interval\n"
-               "green within, orange outside,\nred: rests on a flagged point")
+               "green within, orange outside,\nred-edged diamond: rests on a flagged point")
 
 
 def short(text: str, n: int) -> str:
@@ -119,9 +119,12 @@ def deviation_chart(ax, analysis) -> None:
             continue
         v, lo, hi = (float(np.clip(x, -CHART_LIMIT, CHART_LIMIT)) for x in s)
         flagged = bool(item.get("flagged_points"))
-        colour = FLAGGED_RGB if flagged else (WITHIN_RGB if abs(s[0]) <= 1 else OUTSIDE_RGB)
+        colour = WITHIN_RGB if abs(s[0]) <= 1 else OUTSIDE_RGB
         ax.plot([lo, hi], [y, y], "-", color=colour, lw=2.2, alpha=0.45, solid_capstyle="butt")
-        ax.plot(v, y, "o", color=colour, ms=5, mec="black", mew=0.4, zorder=3)
+        if flagged:  # a red diamond: the value rests on a flagged point
+            ax.plot(v, y, "D", mfc=colour, ms=6, mec=FLAGGED_RGB, mew=1.4, zorder=3)
+        else:
+            ax.plot(v, y, "o", color=colour, ms=5, mec="black", mew=0.4, zorder=3)
         if abs(s[0]) > CHART_LIMIT:
             ax.annotate("", (v + 0.25 * np.sign(s[0]), y), (v, y), arrowprops={"arrowstyle": "->", "color": colour})
         path.append((v, y))
