@@ -168,6 +168,7 @@ class CephLandmarksWidget(ScriptedLoadableModuleWidget, VTKObservationMixin, Det
         self.ui.exportJsonButton.connect("clicked(bool)", lambda: self.onExport("json"))
         self.ui.exportReportButton.connect("clicked(bool)", self.onExportReport)
         self.ui.addToClinicButton.connect("clicked(bool)", self.onAddToClinic)
+        self.connectAnalysisWidgets()
         self.ui.adaptClinicPathLineEdit.connect("currentPathChanged(QString)", self.onAdaptClinicPathChanged)
         self.ui.adaptButton.connect("clicked(bool)", lambda: self.onTrainingCommand("adapt"))
         self.ui.trainButton.connect("clicked(bool)", lambda: self.onTrainingCommand("train"))

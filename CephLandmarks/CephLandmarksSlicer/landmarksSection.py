@@ -1,6 +1,7 @@
-"""The Landmarks and Measurements sections of the CephLandmarks panel: the tables follow the user's
-corrections (recomputed once after a burst of point edits), a table row jumps to its point, Mark
-reviewed, the contour and heatmap overlays, the exports and the report, and Add to clinic dataset.
+"""The Landmarks and Measurements sections of the CephLandmarks panel: the tables, the chosen named
+analysis and its lines follow the user's corrections (recomputed once after a burst of point edits),
+a table row jumps to its point, Mark reviewed, the contour and heatmap overlays, the exports and the
+report, and Add to clinic dataset.
 
 A mixin of CephLandmarksWidget (CephLandmarks.py): its slots use the widget's ui, logic and
 parameter node, which the module file sets up and connects.  Imported when Slicer loads the
@@ -18,6 +19,8 @@ EDIT_DEBOUNCE_MS = 300  # tables and measurements are recomputed once after a bu
 
 
 class LandmarksSection:
+    _syncingAnalysis = False  # the selector is being set from the node: not a user's choice
+
     def updateLandmarksButtons(self) -> None:
         """Result buttons enabled with a detection; its node observed for edits."""
         landmarks = self._parameterNode.landmarks
@@ -51,12 +54,63 @@ class LandmarksSection:
         if node is None or node.GetScene() is None:
             self.ui.landmarksTable.setMRMLTableNode(None)
             self.ui.measurementsTableView.setMRMLTableNode(None)
+            self.ui.analysisTableView.setMRMLTableNode(None)
             return
         from .detection import refreshAfterEdits
 
         table, measurements = refreshAfterEdits(slicer.mrmlScene, node)
         self.ui.landmarksTable.setMRMLTableNode(table)
         self.ui.measurementsTableView.setMRMLTableNode(measurements)
+        self.refreshAnalysis(node)
+
+    def connectAnalysisWidgets(self) -> None:
+        """Fill the analysis selector (the default set first) and recompute on any change of the choice."""
+        from .analysisTable import analysisChoices
+
+        for key, name in analysisChoices():
+            self.ui.analysisSelector.addItem(name, key)
+        for widget, signal in ((self.ui.analysisSelector, "currentIndexChanged(int)"),
+                               (self.ui.analysisHorizontalComboBox, "currentIndexChanged(int)"),
+                               (self.ui.patientAgeSpinBox, "valueChanged(double)"),
+                               (self.ui.patientSexComboBox, "currentIndexChanged(int)"),
+                               (self.ui.analysisNormsPathLineEdit, "currentPathChanged(QString)")):
+            widget.connect(signal, self.onAnalysisChanged)
+
+    def onAnalysisChanged(self, _unused=None) -> None:
+        """Keep the panel's choice on the landmarks node and show it; a bad norms file: a message box."""
+        node = self._observedLandmarks
+        if node is None or node.GetScene() is None or self._syncingAnalysis:
+            return
+        from CephLandmarksLib.errors import CephError
+
+        from .analysisTable import chooseAnalysis
+
+        sex = self.ui.patientSexComboBox.currentText
+        try:
+            chooseAnalysis(node, self.ui.analysisSelector.currentData,
+                           norms=self.ui.analysisNormsPathLineEdit.currentPath,
+                           horizontal=self.ui.analysisHorizontalComboBox.currentText,
+                           ageYears=self.ui.patientAgeSpinBox.value or None,
+                           sex=sex if sex in ("male", "female") else None)
+        except CephError as e:
+            slicer.util.errorDisplay(str(e))
+            return
+        self.refreshAnalysis(node)
+
+    def refreshAnalysis(self, node) -> None:
+        """The node's chosen analysis: the selector, its table and its lines in the slice views."""
+        from .analysisLines import updateAnalysisLines
+        from .analysisTable import chosenAnalysis, updateAnalysisTable
+
+        self._syncingAnalysis = True
+        try:
+            self.ui.analysisSelector.setCurrentIndex(self.ui.analysisSelector.findData(chosenAnalysis(node)))
+        finally:
+            self._syncingAnalysis = False
+        table, entry = updateAnalysisTable(slicer.mrmlScene, node)
+        self.ui.analysisTableView.setMRMLTableNode(table)
+        if entry is not None:
+            updateAnalysisLines(slicer.mrmlScene, node, [entry])
 
     def onTableClicked(self, index) -> None:
         node, table = self._observedLandmarks, self.ui.landmarksTable.mrmlTableNode()
