@@ -210,3 +210,25 @@ def test_the_report_pdf_holds_the_overview_and_a_page_per_analysis(tmp_path):
 
     h, w = mpimg.imread(png).shape[:2]
     assert h == pytest.approx(3 * w * 11.69 / 8.27, rel=0.01)  # the three pages stacked
+
+
+def test_dicom_patient_tags_are_read_and_the_user_wins(tmp_path):
+    import SimpleITK as sitk
+
+    from CephLandmarksLib.cephalometry.detection_analyses import with_patient
+    from CephLandmarksLib.imaging.patient_tags import dicom_patient
+
+    image = sitk.GetImageFromArray(np.zeros((8, 8), dtype=np.uint8))
+    image.SetMetaData("0010|1010", "014Y")
+    image.SetMetaData("0010|0040", "F")
+    path = tmp_path / "ceph.dcm"
+    sitk.WriteImage(image, str(path))
+    assert dicom_patient(path) == (14.0, "female")
+    options = with_patient(AnalysisOptions(), path)
+    assert (options.age_years, options.age_source, options.sex, options.sex_source) == \
+        (14.0, "dicom:PatientAge", "female", "dicom:PatientSex")
+    mine = with_patient(AnalysisOptions(age_years=9.0, age_source="user"), path)
+    assert (mine.age_years, mine.age_source, mine.sex) == (9.0, "user", "female")
+    png = tmp_path / "x.png"
+    png.write_bytes(b"\x89PNG\r\n\x1a\n")
+    assert dicom_patient(png) == (None, None)
