@@ -205,7 +205,10 @@ def _cmd_evaluate(a):
 def _cmd_report(a):
     from .outputs.batch import report_file
 
-    for out in report_file(a.image, a.model or default_model_path(), a.out_dir, a.spacing, a.device):
+    with Progress(lines=a.progress) as report:
+        written = report_file(a.image, a.model or default_model_path(), a.out_dir, a.spacing, a.device,
+                              progress=report)
+    for out in written:
         print(out)
 
 
@@ -324,6 +327,7 @@ def build_parser():
     r.add_argument("--spacing", type=_spacing, help="pixel spacing in mm (overrides the file's)")
     r.add_argument("--out-dir", default=".", help="folder for NAME_report.pdf and NAME_report.png")
     r.add_argument("--device", default="cpu", type=_device(False), help=DEVICES)
+    _add_progress_option(r)
     r.set_defaults(func=_cmd_report)
 
     ad = sub.add_parser("adapt", help="adapt a model to a clinic's 10-20 annotated radiographs: conventions, "

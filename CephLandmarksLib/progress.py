@@ -3,6 +3,7 @@ one error line; and what a long command shows as it advances (Progress).  No tor
 process parses the lines (tqdm is imported only when a bar is drawn)."""
 
 import sys
+import threading
 
 PROGRESS_PREFIX = "[progress]"  # `--progress` lines: "[progress] FRACTION STAGE"
 ERROR_PREFIX = "ceph-landmarks: error:"  # the one line a user error prints
@@ -38,24 +39,31 @@ class Progress:
         self._fraction = 0.0
         self._bar = None
         self._show_bar = bar and not lines and is_terminal(self.stream)
+        self._lock = threading.Lock()  # detect's stages report from several threads; a line is written whole
 
     def __call__(self, fraction: float, stage: str) -> None:
-        fraction = min(1.0, max(0.0, float(fraction), self._fraction))  # never backwards (stages in threads)
-        self._fraction = fraction
-        if self.lines:
-            line = progress_line(fraction, stage)
-            if line != self._last:
-                self._last = line
-                print(line, file=self.stream, flush=True)
-        elif self._show_bar:
-            self._draw(fraction, stage)
+        with self._lock:
+            fraction = min(1.0, max(0.0, float(fraction), self._fraction))  # never backwards (stages in threads)
+            self._fraction = fraction
+            if self.lines:
+                line = progress_line(fraction, stage)
+                if line != self._last:
+                    self._last = line
+                    self._print(line)
+            elif self._show_bar:
+                self._draw(fraction, stage)
 
     def write(self, message: str) -> None:
         """A message on the stream that leaves the bar intact (tqdm.write while a bar is drawn)."""
-        if self._bar is not None:
-            self._bar.write(message, file=self.stream)
-        else:
-            print(message, file=self.stream, flush=True)
+        with self._lock:
+            if self._bar is not None:
+                self._bar.write(message, file=self.stream)
+            else:
+                self._print(message)
+
+    def _print(self, text: str) -> None:
+        self.stream.write(text + "\n")  # one write: an interruption cannot split the line from its end
+        self.stream.flush()
 
     def _draw(self, fraction, stage):
         if self._bar is None:
@@ -68,9 +76,10 @@ class Progress:
         self._bar.update(max(0, round(fraction * BAR_STEPS) - self._bar.n))
 
     def close(self) -> None:
-        if self._bar is not None:
-            self._bar.close()
-            self._bar = None
+        with self._lock:
+            if self._bar is not None:
+                self._bar.close()
+                self._bar = None
 
     def __enter__(self):
         return self

@@ -86,26 +86,42 @@ def _unexpected(path, e: Exception) -> CephError:
                      f"{str(e).splitlines()[0][:200] if str(e) else ''}")
 
 
-def _detect_and_write(detector, rad, path, out_dir, stem, overlay, heatmaps, writing, analysis_options=None) -> list:
-    """One image's detection and its outputs (whole-or-nothing); an unforeseen failure becomes a CephError."""
-    from ..files import write_group
-    from .writers import detection_writers
-
+def _guarded(path, fn, *args):
+    """quietly(fn, *args); a failure the checks did not foresee becomes a CephError naming the image."""
     try:
-        detection = quietly(detector.detect, rad)
-        writing()
-        add_analyses(detection, analysis_options, path)
-        return quietly(lambda: write_group(detection_writers(detection, rad, out_dir, stem, overlay, heatmaps)))
+        return quietly(fn, *args)
     except CephError:
         raise
     except (ArithmeticError, MemoryError, ValueError, RuntimeError, IndexError) as e:
         raise _unexpected(path, e) from e
 
 
+def _write(detection, rad, path, out_dir, stem, overlay, heatmaps, analysis_options=None) -> list:
+    """One image's outputs, whole-or-nothing (the measurements are sampled here, at write time)."""
+    from ..files import write_group
+    from .writers import detection_writers
+
+    def write():
+        add_analyses(detection, analysis_options, path)
+        return write_group(detection_writers(detection, rad, out_dir, stem, overlay, heatmaps))
+
+    return _guarded(path, write)
+
+
+def _detect_and_write(detector, rad, path, out_dir, stem, overlay, heatmaps, writing, analysis_options=None) -> list:
+    """One image's detection and its outputs (whole-or-nothing); an unforeseen failure becomes a CephError."""
+    detection = _guarded(path, detector.detect, rad)
+    writing()
+    return _write(detection, rad, path, out_dir, stem, overlay, heatmaps, analysis_options)
+
+
 def detect_files(paths, model_path, out_dir, spacing_mm=None, device="cpu", on_error=None,
                  orientation_check: bool = True, overlay: bool = True, heatmaps: bool = False,
-                 progress=None, analysis_options=None) -> list:
+                 progress=None, analysis_options=None, pipelined: bool = True) -> list:
     """The CLI's detect: NAME.json, NAME.mrk.json and NAME.png per image; returns the paths written.
+
+    pipelined (several images): reading, the network and writing overlap (outputs/pipeline.py); the
+    files written are byte for byte those of one image after another (pipelined=False).
 
     overlay=False skips the PNG; heatmaps=True adds NAME.heatmaps.npz (detection.save_heatmaps),
     which the Slicer module reads.  progress(fraction, stage) is told how far the run is.
@@ -135,21 +151,28 @@ def detect_files(paths, model_path, out_dir, spacing_mm=None, device="cpu", on_e
             raise error
         on_error(str(error))
 
-    for k, (stem, path, outs) in enumerate(zip(stems, paths, planned, strict=True)):
-        try:
-            check_outputs_replaceable(outs)
-            report((k + 0.1) / len(paths), f"reading {Path(path).name}")
-            rad = read_radiograph(path, spacing)
-        except CephError as e:
-            fail(path, e)
-            continue
-        try:
-            report((k + 0.2) / len(paths), f"detecting on {Path(path).name}")
-            written += _detect_and_write(detector, rad, path, out_dir, stem, overlay, heatmaps,
-                                         lambda k=k: report((k + 0.8) / len(paths), "writing the results"),
-                                         analysis_options)
-        except CephError as e:
-            fail(path, e)
+    jobs = list(zip(stems, paths, planned, strict=True))
+    if pipelined and len(paths) > 1 and on_error is not None:
+        from .batch_pipeline import detect_pipelined
+
+        written = detect_pipelined(detector, jobs, spacing, out_dir, overlay, heatmaps, analysis_options, report, fail)
+        failed.sort(key=[str(p) for p in paths].index)  # the summary in the inputs' order
+    else:
+        for k, (stem, path, outs) in enumerate(jobs):
+            try:
+                check_outputs_replaceable(outs)
+                report((k + 0.1) / len(paths), f"reading {Path(path).name}")
+                rad = read_radiograph(path, spacing)
+            except CephError as e:
+                fail(path, e)
+                continue
+            try:
+                report((k + 0.2) / len(paths), f"detecting on {Path(path).name}")
+                written += _detect_and_write(detector, rad, path, out_dir, stem, overlay, heatmaps,
+                                             lambda k=k: report((k + 0.8) / len(paths), "writing the results"),
+                                             analysis_options)
+            except CephError as e:
+                fail(path, e)
     report(1.0, "done")
     if failed:
         raise CephError(f"{len(failed)} of {len(paths)} images failed: {', '.join(failed)}")
