@@ -362,3 +362,50 @@ def test_shape_check_flags_a_landmark_far_from_its_place_and_knows_when_that_pla
     scrambled = np.random.default_rng(1).permutation(uv)  # confident points unlike the training shape
     none = shape_check(scrambled, ref, confident, f, 1.0)
     assert not none[0].any() and not none[1].any()
+
+
+def test_a_mode_in_the_padding_of_a_landmark_placed_well_inside_is_flagged_not_missing(tiny_model, monkeypatch):
+    """Issue 28: a map whose mode fell in the padding, while the confident landmarks put the point
+    well inside the image, places the point at its best mode inside, flagged implausible and
+    uncertain, and the warning does not name it; a landmark whose expected place is beyond the
+    image's edge (cut off) is still missing."""
+    import CephLandmarksLib.detection.missing as missing_mod
+
+    det = LandmarkDetector(tiny_model, orientation_check=False, align=False)
+    mm = det.mm_per_px
+    canvas_w, canvas_h = det.info.input_size
+    rad = Radiograph(np.random.default_rng(0).random((int((canvas_h - 12) * mm / 0.5), int(canvas_w * mm / 0.5)))
+                     .astype(np.float32), (0.5, 0.5), "user")
+    frame = ModelFrame.physical(rad.size, rad.spacing_mm, det.info.input_size, mm)
+    (u0, u1), (v0, v1) = frame.visible_box()
+    assert v1 <= canvas_h - 5  # padding below the image
+    centre = np.array([(u0 + u1) / 2, (v0 + v1) / 2])
+    ref = centre + np.random.default_rng(2).uniform(-8, 8, (19, 2))
+    ref[3] = centre  # landmark 4 belongs in the middle of the image ...
+    ref[8] = [centre[0] + 6, v1 + 2.0]  # ... landmark 9 below it (cut off)
+    uv = ref + np.random.default_rng(3).uniform(-0.5, 0.5, (19, 2))
+    uv[3] = [centre[0], v1 + 3.0]  # landmark 4's map peaks in the padding
+    uv[8] = [centre[0] + 6, v1 + 3.0]
+    bump = centre + [2.0, 1.0]  # and has a weaker mode inside, near its place
+    logits = _peaked_logits(frame, uv) * 4.0
+    yy, xx = np.mgrid[0:canvas_h, 0:canvas_w]
+    logits[3] = torch.maximum(logits[3], torch.as_tensor(-3.0 - 4.0 * ((xx - bump[0]) ** 2 + (yy - bump[1]) ** 2),
+                                                         dtype=torch.float32))
+    monkeypatch.setattr("CephLandmarksLib.detection.predictor.run_network", lambda net, x, device: logits[None])
+    monkeypatch.setattr("CephLandmarksLib.detection.predictor.reference_uv", lambda info, mm_per_px: ref)
+    # the tiny canvas is smaller than the rule's 25 mm margin; what matters is the place: well inside
+    inside_by_px = min(centre[0] - u0, u1 - 1 - centre[0], centre[1] - v0, v1 - 1 - centre[1])
+    monkeypatch.setattr(missing_mod, "INSIDE_MARGIN_MM", 0.8 * inside_by_px * mm)
+    settings = replace(det.settings, ere_threshold_mm=1e3, flag_p_large_min=None)  # all the others confident
+    obs = det.observe(rad)
+    d = det.decide(obs, settings, contours=False)
+    lm, cut = d.landmarks[3], d.landmarks[8]
+    assert not lm.missing and {"implausible", "uncertain"} <= set(lm.flag_reasons) and lm.flagged
+    np.testing.assert_allclose(frame.image_to_model([[lm.x_px, lm.y_px]])[0], bump, atol=0.6)
+    assert cut.missing and np.isnan(cut.x_px)
+    warning = next(w for w in d.warnings() if "outside the image" in w)
+    assert warning.endswith(f": {cut.abbreviation}")
+    assert sum(x.missing for x in d.landmarks) == 1
+    # without the rescue (the place not judged: too few confident landmarks) the map's word stands
+    monkeypatch.setattr("CephLandmarksLib.detection.predictor.reference_uv", lambda info, mm_per_px: None)
+    assert det.decide(obs, settings, contours=False).landmarks[3].missing

@@ -63,25 +63,34 @@ SHAPE_LIMIT_MM = 25.0
 SHAPE_FIT_MAX_MM = 10.0  # the check needs the confident landmarks to match the training shape this well (median)
 
 
+def expected_places(uv, ref, confident, mm_per_px: float):
+    """(L, 2) where the confident landmarks put every landmark (the reference shape moved by their
+    median offset, model pixels), or None when that cannot be judged: too few confident landmarks,
+    or these do not match the training shape (median distance over SHAPE_FIT_MAX_MM), so that the
+    reference says nothing about this image."""
+    confident = np.asarray(confident, dtype=bool)
+    if ref is None or confident.sum() < MIN_POINTS:
+        return None
+    uv, ref = np.asarray(uv, dtype=np.float64), np.asarray(ref, dtype=np.float64)
+    expected_uv = ref - np.median(ref[confident] - uv[confident], axis=0)
+    if np.median(np.linalg.norm(uv - expected_uv, axis=1)[confident] * mm_per_px) > SHAPE_FIT_MAX_MM:
+        return None
+    return expected_uv
+
+
 def shape_check(uv, ref, confident, frame, mm_per_px: float, limit_mm: float = SHAPE_LIMIT_MM):
-    """((L,) implausible, (L,) expected outside the image), both False when it cannot be judged.
+    """((L,) implausible, (L,) expected outside the image), both False when it cannot be judged
+    (expected_places is None).
 
     implausible: the point is over `limit_mm` from where the confident landmarks put it;
     expected outside: that expected place is outside the image (or the model's view of it),
-    as for anatomy cut off by the collimator.  Not judged when the confident landmarks
-    themselves do not match the training shape (median distance over SHAPE_FIT_MAX_MM):
-    then the reference says nothing about this image.
+    as for anatomy cut off by the collimator.
     """
     n = len(uv)
-    confident = np.asarray(confident, dtype=bool)
-    if ref is None or confident.sum() < MIN_POINTS:
+    expected_uv = expected_places(uv, ref, confident, mm_per_px)
+    if expected_uv is None:
         return np.zeros(n, bool), np.zeros(n, bool)
-    uv, ref = np.asarray(uv, dtype=np.float64), np.asarray(ref, dtype=np.float64)
-    shift = np.median(ref[confident] - uv[confident], axis=0)
-    expected_uv = ref - shift
-    distance_mm = np.linalg.norm(uv - expected_uv, axis=1) * mm_per_px
-    if np.median(distance_mm[confident]) > SHAPE_FIT_MAX_MM:
-        return np.zeros(n, bool), np.zeros(n, bool)
+    distance_mm = np.linalg.norm(np.asarray(uv, dtype=np.float64) - expected_uv, axis=1) * mm_per_px
     implausible = distance_mm > limit_mm
     expected_outside = ~frame.inside_image(frame.model_to_image(expected_uv))
     return implausible, expected_outside

@@ -3,16 +3,20 @@
 Framing: with a known pixel spacing the image is resampled to the model's own mm per
 pixel ("physical"); with an assumed one it is fitted to the model's width ("fit-width").
 Orientation: unless switched off, the network also runs on the mirrored image, and the
-orientation with the higher mean confidence is used ("left-facing" = mirrored).
-Landmarks outside the image are reported missing (coordinates None) and flagged.
+orientation with the higher mean confidence is used ("left-facing" = mirrored); not when the
+first pass is clearly right-facing (orientation.py).
+Landmarks outside the image are reported missing (coordinates None) and flagged; not those the
+confident landmarks place well inside (missing.py).
 Alignment: when the confident landmarks sit far from their training positions in the
 canvas, the image is moved and run again (alignment.py).  Shape check: a landmark over
 25 mm from where the confident ones put it is flagged, and reported missing when that
 place is outside the image.  A point within 4 mm of the image's edge is flagged (the
 anatomy may be cut off there).  The JSON's "alignment" records all three.
+Credible-region contours are computed when first read (something draws them: uncertainty/regions.py).
 """
 
 from dataclasses import dataclass, field, replace
+from functools import partial
 
 import numpy as np
 import torch
@@ -29,13 +33,14 @@ from ..uncertainty.conformal import masses_for
 from ..uncertainty.flag_score import image_adjusted_p_large
 from ..uncertainty.measures import (
     LARGE_ERROR_MM,
-    credible_contours,
     error_probability,
     expected_radial_error_mm,
     region_extent,
 )
-from .alignment import realigned_frame, reference_uv, shape_check
-from .missing import missing_landmarks, near_edge, outside_mass
+from ..uncertainty.regions import LazyContours, drawn_regions
+from .alignment import SHAPE_LIMIT_MM, expected_places, realigned_frame, reference_uv, shape_check
+from .missing import best_mode_near, missing_landmarks, near_edge, outside_mass, placed_inside
+from .orientation import orientation_clear
 from .result import (
     FLAG_IMPLAUSIBLE,
     FLAG_MISSING,
@@ -152,15 +157,24 @@ class LandmarkDetector:
 
     def oriented_forward(self, radiograph: Radiograph | ModelInput, orientation_check=None):
         """(probs, frame, outside, raw logits, orientation): the mirrored image is used when its mean
-        confidence is higher."""
+        confidence is higher; it is not tried when the first pass is clearly right-facing."""
+        result, orientation, _ = self._oriented(self.inputs(radiograph), orientation_check)
+        return (*result, orientation)
+
+    def _oriented(self, inputs: ModelInput, orientation_check=None):
+        """((probs, frame, outside, raw), orientation, the kept pass's _decode or None)."""
         check = self.orientation_check if orientation_check is None else orientation_check
-        inputs = self.inputs(radiograph)
         result = self._forward(inputs, False)
+        decoded = None
         if check:
-            mirrored = self._forward(inputs, True)
-            if mean_confidence(mirrored[0]) > mean_confidence(result[0]):
-                return (*mirrored, LEFT_FACING)
-        return (*result, RIGHT_FACING)
+            decoded = self._decode(*result[:3], inputs.radiograph.spacing_mm, self.info.ere_threshold_mm)
+            uv, _, missing, _, uncertain = decoded
+            ref = reference_uv(self.info, self.mm_per_px)
+            if not orientation_clear(mean_confidence(result[0]), uv, ref, ~missing & ~uncertain, self.mm_per_px):
+                mirrored = self._forward(inputs, True)
+                if mean_confidence(mirrored[0]) > mean_confidence(result[0]):
+                    return mirrored, LEFT_FACING, None
+        return result, RIGHT_FACING, decoded
 
     def _decode(self, probs, frame, outside, spacing_mm, threshold_mm, with_ere: bool = True):
         """(uv, confidence, missing, ERE, ERE over the threshold) of one pass (ERE None unless with_ere)."""
@@ -172,12 +186,12 @@ class LandmarkDetector:
         ere = expected_radial_error_mm(probs, uv, frame.model_pixel_mm(spacing_mm))
         return uv, conf, missing, ere, ere > threshold_mm
 
-    def aligned_pass(self, radiograph: Radiograph | ModelInput, probs, frame, outside):
+    def aligned_pass(self, radiograph: Radiograph | ModelInput, probs, frame, outside, decoded=None):
         """A second pass on a frame that puts the anatomy where training had it; None if not needed
-        or not better (mean confidence)."""
+        or not better (mean confidence).  decoded: this pass's _decode, when already at hand."""
         inputs = self.inputs(radiograph)
-        uv, _, missing, _, uncertain = self._decode(probs, frame, outside, inputs.radiograph.spacing_mm,
-                                                    self.info.ere_threshold_mm)
+        uv, _, missing, _, uncertain = decoded or self._decode(probs, frame, outside, inputs.radiograph.spacing_mm,
+                                                               self.info.ere_threshold_mm)
         ref = reference_uv(self.info, self.mm_per_px)
         moved = realigned_frame(frame, uv, ref, ~missing & ~uncertain, allow_scale=False)
         if moved is None:
@@ -187,30 +201,39 @@ class LandmarkDetector:
 
     def observe(self, radiograph: Radiograph | ModelInput, orientation_check=None) -> Observation:
         """Run the network: orientation check, then an aligned second pass when it helps."""
+        return self._observe(radiograph, orientation_check)[0]
+
+    def _observe(self, radiograph, orientation_check=None):
+        """(Observation, (calibrated maps, mass outside) of its kept pass at the model's temperatures)."""
         inputs = self.inputs(radiograph)
-        probs, frame, outside, raw, orientation = self.oriented_forward(inputs, orientation_check)
+        (probs, frame, outside, raw), orientation, decoded = self._oriented(inputs, orientation_check)
         alignment = {}
         if self.align:
-            again = self.aligned_pass(inputs, probs, frame, outside)
+            again = self.aligned_pass(inputs, probs, frame, outside, decoded)
             if again is not None:
                 alignment = {"shift_model_px": [int(a - b) for a, b in zip(again[1].offset, frame.offset, strict=True)]}
-                _, frame, _, raw = again
+                probs, frame, outside, raw = again
         rad = inputs.radiograph
         image = {"path": rad.path, "size": rad.size, "spacing_mm": tuple(rad.spacing_mm),
                  "spacing_source": rad.spacing_source, "origin_lps": rad.origin_lps, "direction_lps": rad.direction_lps}
-        return Observation(raw, frame, orientation, alignment, inputs.framing, image)
+        return Observation(raw, frame, orientation, alignment, inputs.framing, image), (probs, outside)
 
     def decide(self, obs: Observation, settings: Settings | None = None, contours: bool = True,
-               extents: bool = True) -> Detection:
+               extents: bool = True, calibrated=None) -> Detection:
         """The detection the settings (default: the model's own) make of an observation.
 
         contours=False / extents=False skip the region contours / the region's area and reach
-        (evaluation loops that need neither)."""
+        (evaluation loops that need neither).  The contours are computed when first read.
+        calibrated: (maps, mass outside) of the observation at the model's own temperatures, when
+        observe made them (detect), used only when the settings keep those temperatures."""
         s = settings or self.settings
         frame, spacing = obs.frame, obs.image["spacing_mm"]
         temps = torch.as_tensor(s.temperatures, dtype=torch.float32)
-        probs = softmax_2d(mask_padding(obs.logits[None], [frame]), temps)[0]
-        outside = outside_mass(obs.logits, frame.image_mask(), temps)
+        if calibrated is not None and torch.equal(temps, self.temperatures):
+            probs, outside = calibrated
+        else:
+            probs = softmax_2d(mask_padding(obs.logits[None], [frame]), temps)[0]
+            outside = outside_mass(obs.logits, frame.image_mask(), temps)
         mm = frame.model_pixel_mm(spacing)
         uv, conf, missing, _, _ = self._decode(probs, frame, outside, spacing, s.ere_threshold_mm, with_ere=False)
         if s.offsets_mm is not None:  # clinic conventions: move each point and its whole map
@@ -219,8 +242,16 @@ class LandmarkDetector:
         ere = expected_radial_error_mm(probs, uv, mm)
         p_large = error_probability(probs, uv, mm, LARGE_ERROR_MM)
         uncertain = s.uncertain(ere, p_large, missing)
-        implausible, expected_outside = shape_check(
-            uv, reference_uv(self.info, self.mm_per_px), ~missing & ~uncertain, frame, self.mm_per_px)
+        ref, confident = reference_uv(self.info, self.mm_per_px), ~missing & ~uncertain
+        implausible, expected_outside = shape_check(uv, ref, confident, frame, self.mm_per_px)
+        expected = expected_places(uv, ref, confident, self.mm_per_px)
+        rescued = missing & (False if expected is None else placed_inside(expected, frame, mm))
+        if rescued.any():  # the map's mode fell beyond the edge; the confident landmarks place it well inside
+            uv = self._best_modes_inside(probs, uv, expected, rescued, mm)
+            ere, p_large = expected_radial_error_mm(probs, uv, mm), error_probability(probs, uv, mm, LARGE_ERROR_MM)
+            # `uncertain` of the others stays as judged with these points counted missing: a map whose
+            # mass went beyond the edge says nothing about how hard the rest of the image is
+            missing, uncertain, implausible = missing & ~rescued, uncertain | rescued, implausible | rescued
         missing = missing | (implausible & expected_outside)
         edge = ~missing & near_edge(uv, frame, mm)
         reasons = [[r for r, on in ((FLAG_UNCERTAIN, uncertain[i]), (FLAG_MISSING, missing[i]),
@@ -236,9 +267,8 @@ class LandmarkDetector:
             cont, extent = {}, (float("nan"), float("nan"))
             if extents and not missing[i]:
                 extent = region_extent(p[i], masses[REACH_LEVEL], uv[i], mm)
-                if contours:
-                    cont = {k: [frame.model_to_image(c) for c in lines]
-                            for k, lines in credible_contours(p[i], masses).items()}
+            if contours and not missing[i]:
+                cont = LazyContours(partial(drawn_regions, p[i], masses, mm, frame.model_to_image))
             landmarks.append(LandmarkResult(
                 i + 1, name, abbr, float(xy_px[i, 0]), float(xy_px[i, 1]), float(xy_mm[i, 0]), float(xy_mm[i, 1]),
                 float(conf[i]), float(ere[i]), bool(reasons[i]), cont,
@@ -264,8 +294,18 @@ class LandmarkDetector:
             flag_rule=s.flag_rule(),
         )
 
+    def _best_modes_inside(self, probs, uv, expected_uv, which, mm):
+        """uv with the points `which` decoded again from their maps within SHAPE_LIMIT_MM of their
+        expected places (inside the image: the padding is masked)."""
+        uv, near = uv.copy(), SHAPE_LIMIT_MM / np.asarray(mm, dtype=np.float64)
+        for i in np.nonzero(which)[0]:
+            local = best_mode_near(probs[i], expected_uv[i], near)
+            uv[i] = decode_points(local[None, None], self.info.refine_radius)[0, 0].numpy()
+        return uv
+
     def detect(self, radiograph: Radiograph, contours: bool = True, orientation_check=None) -> Detection:
-        return self.decide(self.observe(radiograph, orientation_check), contours=contours)
+        obs, calibrated = self._observe(radiograph, orientation_check)
+        return self.decide(obs, contours=contours, calibrated=calibrated)
 
     def with_settings(self, **changes) -> Settings:
         """The model's settings with some fields replaced (adaptation tries alternatives)."""

@@ -34,10 +34,20 @@ def model_frame(radiograph: Radiograph, model_size, model_mm_per_px=None, mirror
 
 def to_model_input(pixels: np.ndarray, frame: ModelFrame) -> torch.Tensor:
     """Normalised image (H, W) -> model input tensor (1, mh, mw): antialiased resize into the canvas."""
+    return in_canvas(scaled_image(pixels, frame), frame)
+
+
+def scaled_image(pixels: np.ndarray, frame: ModelFrame) -> torch.Tensor:
+    """The image (H, W), mirrored if the frame says so, resized (antialiased) to the frame's scaled
+    size: (1, 1, sh, sw).  Frames that differ only in their offset share it."""
     src = np.asarray(pixels)[:, ::-1] if frame.mirror_x else np.asarray(pixels)
     t = torch.as_tensor(np.ascontiguousarray(src), dtype=torch.float32)[None, None]
     sw, sh = frame.scaled_size
-    scaled = F.interpolate(t, size=(sh, sw), mode="bilinear", antialias=True, align_corners=False)
+    return F.interpolate(t, size=(sh, sw), mode="bilinear", antialias=True, align_corners=False)
+
+
+def in_canvas(scaled: torch.Tensor, frame: ModelFrame) -> torch.Tensor:
+    """The scaled image (1, 1, sh, sw) placed at the frame's offset in the canvas: (1, mh, mw)."""
     mw, mh = frame.model_size
     canvas = torch.zeros((1, mh, mw), dtype=torch.float32)
     ox, oy = frame.offset
@@ -73,8 +83,13 @@ class ModelInput:
         return model_frame(self.radiograph, self.model_size, self.model_mm_per_px, mirror_x)
 
     def tensor(self, frame: ModelFrame) -> torch.Tensor:
-        """(1, mh, mw) input for the network on this frame."""
-        return to_model_input(self.normalised, frame)
+        """(1, mh, mw) input for the network on this frame.  The resized image is kept for the
+        radiograph's last scaled size and mirroring: the aligned pass moves the frame, and with a
+        known spacing does not rescale it, so it needs no second resize."""
+        key = (tuple(frame.scaled_size), bool(frame.mirror_x))
+        if getattr(self, "_scaled_key", None) != key:
+            self._scaled, self._scaled_key = scaled_image(self.normalised, frame), key
+        return in_canvas(self._scaled, frame)
 
     def __call__(self, mirror_x: bool = False):
         """(input tensor (1, mh, mw), frame) of the model's own framing."""
