@@ -7,6 +7,10 @@ import threading
 
 PROGRESS_PREFIX = "[progress]"  # `--progress` lines: "[progress] FRACTION STAGE"
 ERROR_PREFIX = "ceph-landmarks: error:"  # the one line a user error prints
+# Held by a thread writing a line to stdout or stderr (Progress) and by one whose C libraries' output is
+# redirected away from them (imaging.images.NativeOutput, process-wide): otherwise a line written by one
+# thread while another reads an image would vanish into that image's captured output (detect's pipeline).
+STREAMS_LOCK = threading.RLock()
 BAR_STEPS = 1000  # the bar counts thousandths of the run, so tqdm's rate and ETA follow the fraction done
 
 
@@ -39,7 +43,7 @@ class Progress:
         self._fraction = 0.0
         self._bar = None
         self._show_bar = bar and not lines and is_terminal(self.stream)
-        self._lock = threading.Lock()  # detect's stages report from several threads; a line is written whole
+        self._lock = STREAMS_LOCK  # detect's stages report from several threads; a line is written whole
 
     def __call__(self, fraction: float, stage: str) -> None:
         with self._lock:

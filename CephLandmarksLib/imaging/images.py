@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import CephError
+from ..progress import STREAMS_LOCK
 
 DEFAULT_SPACING_MM = 0.1
 # What a lateral cephalogram can be: one definition, used by every reader, --spacing and the Slicer volume.
@@ -202,8 +203,13 @@ class NativeOutput:
     _FDS = (1, 2)
 
     def __enter__(self):
+        STREAMS_LOCK.acquire()  # the redirection is process-wide: no other thread writes a line meanwhile
         self.text, self._saved = "", []
-        self._buf = tempfile.TemporaryFile()
+        try:
+            self._buf = tempfile.TemporaryFile()
+        except BaseException:
+            STREAMS_LOCK.release()
+            raise
         for fd, stream in zip(self._FDS, (sys.stdout, sys.stderr), strict=True):
             try:
                 if stream is not None:
@@ -215,12 +221,15 @@ class NativeOutput:
         return self
 
     def __exit__(self, *exc):
-        for fd, saved in self._saved:
-            os.dup2(saved, fd)
-            os.close(saved)
-        self._buf.seek(0)
-        self.text = self._buf.read(1 << 16).decode("utf-8", "replace")
-        self._buf.close()
+        try:
+            for fd, saved in self._saved:
+                os.dup2(saved, fd)
+                os.close(saved)
+            self._buf.seek(0)
+            self.text = self._buf.read(1 << 16).decode("utf-8", "replace")
+            self._buf.close()
+        finally:
+            STREAMS_LOCK.release()
         return False
 
 

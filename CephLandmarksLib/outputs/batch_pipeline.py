@@ -1,4 +1,4 @@
-"""detect on many files through the pipeline (pipeline.py): the reader threads check an image's
+"""detect on many files through the pipeline (pipeline.py): the reader thread checks an image's
 output names and read it, this thread runs the network, the writer thread samples the measurements
 and writes the files.  The same steps as one image after another (batch.detect_files with
 pipelined=False), in the same order, so the files are the same byte for byte."""

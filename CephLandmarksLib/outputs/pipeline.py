@@ -21,7 +21,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 from ..errors import CephError
 
-READERS = 2  # decoding threads: PNG, JPEG and DICOM decoders release the GIL for most of their work
+READERS = 1  # the decoding thread: one, as reading redirects the C libraries' output process-wide
+# (imaging.images.NativeOutput), so two reads at once would mix their decoders' messages
 AHEAD = 3  # items read ahead of the network
 BEHIND = 2  # items processed and waiting for the writer
 _DONE = object()
