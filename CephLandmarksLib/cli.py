@@ -15,10 +15,12 @@ import threading
 from pathlib import Path
 
 from .errors import CephError
+from .outputs.analysis_cli import add_analyses_command, add_analysis_arguments, analysis_options
 from .progress import ERROR_PREFIX, PROGRESS_PREFIX, Progress
 from .store import registry
 from .store.modelmeta import INPUT_SIZE_MULTIPLE, INPUT_SIZE_RANGE
 from .store.registry import SHIPPED_MODELS_DIR as DEFAULT_MODEL_DIR
+from .training.refiner_cli import add_train_refiner_command
 
 
 def default_model_path() -> Path:
@@ -174,11 +176,12 @@ def _cmd_detect(a):
     from .outputs.batch import detect_files
 
     model = registry.model_path_or_download(a.model) if a.model else default_model_path()  # NAME: fetched once
+    options = analysis_options(a)  # checked before any image is read
     with Progress(lines=a.progress, bar=len(a.images) > 1) as report:
         warn = lambda m: report.write(f"{ERROR_PREFIX} {m}")  # noqa: E731
         written = detect_files(a.images, model, a.out_dir, a.spacing, a.device, on_error=warn,
                                orientation_check=not a.no_orientation_check, overlay=not a.no_overlay,
-                               heatmaps=a.heatmaps, progress=report)
+                               heatmaps=a.heatmaps, progress=report, analysis_options=options)
     for out in written:
         print(out)
 
@@ -205,9 +208,10 @@ def _cmd_evaluate(a):
 def _cmd_report(a):
     from .outputs.batch import report_file
 
+    options = analysis_options(a)
     with Progress(lines=a.progress) as report:
         written = report_file(a.image, a.model or default_model_path(), a.out_dir, a.spacing, a.device,
-                              progress=report)
+                              progress=report, analysis_options=options)
     for out in written:
         print(out)
 
@@ -269,6 +273,7 @@ def build_parser():
     d.add_argument("--heatmaps", action="store_true",
                    help="also write NAME.heatmaps.npz: the calibrated heatmaps and contours (for the Slicer module)")
     _add_progress_option(d)
+    add_analysis_arguments(d)
     d.set_defaults(func=_cmd_detect)
 
     t = sub.add_parser("train", help="train a model on a dataset (ISBI 2015 layout or generic CSV)")
@@ -328,6 +333,7 @@ def build_parser():
     r.add_argument("--out-dir", default=".", help="folder for NAME_report.pdf and NAME_report.png")
     r.add_argument("--device", default="cpu", type=_device(False), help=DEVICES)
     _add_progress_option(r)
+    add_analysis_arguments(r)
     r.set_defaults(func=_cmd_report)
 
     ad = sub.add_parser("adapt", help="adapt a model to a clinic's 10-20 annotated radiographs: conventions, "
@@ -360,6 +366,8 @@ def build_parser():
     w.add_argument("--idle-timeout", type=_float_in(0.0, 1e7), default=900.0, metavar="S",
                    help="exit after S seconds without a job (default 900); it also exits when stdin closes")
     w.set_defaults(func=_cmd_worker)
+    add_analyses_command(sub)
+    add_train_refiner_command(sub)  # training/refiner_cli.py (issue 29)
     return p
 
 
