@@ -251,7 +251,7 @@ def _cmd_models(a):
 
 
 def _cmd_worker(a):
-    from .worker import serve
+    from .worker.serve import serve
 
     serve(main, a.idle_timeout)
 
@@ -362,7 +362,7 @@ def build_parser():
     m.set_defaults(func=_cmd_models)
 
     w = sub.add_parser("worker", help="run detect jobs read from stdin (one JSON line each) with the model kept "
-                                      "loaded: the Slicer module's Detect (CephLandmarksLib/worker.py)")
+                                      "loaded: the Slicer module's Detect (CephLandmarksLib/worker/serve.py)")
     w.add_argument("--idle-timeout", type=_float_in(0.0, 1e7), default=900.0, metavar="S",
                    help="exit after S seconds without a job (default 900); it also exits when stdin closes")
     w.set_defaults(func=_cmd_worker)

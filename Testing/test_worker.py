@@ -1,4 +1,4 @@
-"""`ceph-landmarks worker` (CephLandmarksLib/worker.py): detect jobs over stdin/stdout in one process with
+"""`ceph-landmarks worker` (CephLandmarksLib/worker/serve.py): detect jobs over stdin/stdout in one process with
 the model kept loaded; the files are those the command line writes for the same image (the same JSON,
 the same heatmaps npz), a bad job is one error line and the worker goes on, and it exits when stdin
 closes or after its idle time."""
@@ -12,7 +12,7 @@ import time
 import numpy as np
 import pytest
 
-from CephLandmarksLib.worker_protocol import job_line, parse_result
+from CephLandmarksLib.worker.protocol import job_line, parse_result
 
 pytestmark = pytest.mark.slow  # each test starts Python processes that import torch
 

@@ -2,7 +2,7 @@
 
 A new process per Detect imports torch and loads the model every time (seconds) for a network that
 runs in a fraction of one.  The first Detect starts `PythonSlicer -m CephLandmarksLib worker`
-(CephLandmarksLib/worker.py); later ones send it one job line each (worker_protocol.py) and read
+(CephLandmarksLib/worker/serve.py); later ones send it one job line each (worker/protocol.py) and read
 the same `[progress]` and error lines as before, then one `[result]` line.  The job is the same
 `detect` command line DetectionJob would run (process.py), so the files and their reading are
 the same; the worker runs it in the command line's own code.
@@ -17,7 +17,7 @@ the same; the worker runs it in the command line's own code.
 Imported when Detect is pressed; no torch (parses under Python 3.9).
 """
 
-from CephLandmarksLib.worker_protocol import DEFAULT_IDLE_TIMEOUT_S, job_line, parse_result
+from CephLandmarksLib.worker.protocol import DEFAULT_IDLE_TIMEOUT_S, job_line, parse_result
 
 from .process import BackgroundProcess, cliCommand, progressFromLine
 

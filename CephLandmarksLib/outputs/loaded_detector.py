@@ -1,6 +1,6 @@
 """The detector `detect` runs: loaded afresh by the command line, kept loaded by the worker.
 
-`ceph-landmarks detect` loads its model once per run.  The worker (CephLandmarksLib/worker.py)
+`ceph-landmarks detect` loads its model once per run.  The worker (CephLandmarksLib/worker/serve.py)
 runs that very command again and again in one process; after `keep_loaded()` the detector of the
 last (model file, device, orientation check) is reused while the model file is unchanged on disk
 (path, size, modification time; for a sidecar, its weights file's too), so a job pays neither the

@@ -2,7 +2,7 @@
 
 Each Detect in Slicer used to start a new process, which imported torch and loaded the model
 before the network's fraction of a second.  The worker keeps both: it reads job lines on stdin
-(worker_protocol.py), runs each as the command line itself, ``cli.main(["detect", ...])`` (the same
+(protocol.py), runs each as the command line itself, ``cli.main(["detect", ...])`` (the same
 options, checks, files and error lines), with the detector kept loaded
 (outputs/loaded_detector.py), and answers with one result line on stdout.  The output files are
 those `ceph-landmarks detect` writes for the same arguments.
@@ -38,8 +38,8 @@ def run_job(line: str, stdout, main) -> None:
     """One job: `detect ARGS` as the command line runs it (`main`, the CLI's: cli.py passes it, so
     this module does not import the CLI); its stdout (the written paths) is kept for the result line,
     its stderr (progress, the error line) passes through."""
-    from .progress import ERROR_PREFIX
-    from .worker_protocol import parse_job, result_line
+    from ..progress import ERROR_PREFIX
+    from .protocol import parse_job, result_line
 
     try:
         args = parse_job(line)
@@ -55,8 +55,8 @@ def run_job(line: str, stdout, main) -> None:
 
 def serve(main, idle_timeout_s: float, stdin=None, stdout=None) -> int:
     """Run jobs with `main` (cli.main) until stdin closes or none comes for idle_timeout_s seconds; returns 0."""
-    from .memory import limit_heap_fragmentation
-    from .outputs.loaded_detector import keep_loaded
+    from ..memory import limit_heap_fragmentation
+    from ..outputs.loaded_detector import keep_loaded
 
     stdin, stdout = stdin or sys.stdin, stdout or sys.stdout
     limit_heap_fragmentation()  # a long-lived process, image after image
