@@ -25,7 +25,8 @@ def test_detect_writes_json_markups_and_png(tiny_model, generic_dataset, tmp_pat
     assert code == 0, err
     d = json.loads((tmp_path / "o" / "case.json").read_text())
     assert d["spacing_mm"] == [0.3, 0.3] and d["spacing_source"] == "file"
-    assert set(d["model"]) == {"name", "version", "sha256"} and len(d["model"]["sha256"]) == 64
+    assert set(d["model"]) == {"name", "version", "sha256", "settings"} and len(d["model"]["sha256"]) == 64
+    assert d["model"]["settings"]["source"] == "weights file"  # no sidecar beside the tiny model
     lms = d["landmarks"]
     assert [lm["index"] for lm in lms] == list(range(1, 20))
     keys = {"index", "name", "abbreviation", "x_px", "y_px", "x_mm", "y_mm", "confidence", "ere_mm", "flagged",

@@ -20,7 +20,7 @@ from CephLandmarksLib import cli
 from CephLandmarksLib.progress import PROGRESS_PREFIX, Progress, progress_line
 from conftest import make_generic_dataset, synthetic_image, write_png
 
-BAR = re.compile(r"\d+%\|[^|\n\r]*\| \[[0-9:]+<[0-9:?]+")  # tqdm's "40%|####   | [00:02<00:03": the ETA
+BAR = re.compile(r"\d+%\|[^|\n\r]*\|[^\[|\n\r]*\[[0-9:]+<[0-9:?]+")  # "40%|####  | 2/5 [00:02<00:03": the ETA
 LINE = re.compile(rf"^{re.escape(PROGRESS_PREFIX)} (0\.\d\d|1\.00) \S.*$")
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -5,7 +5,13 @@ file is a message box that leaves the choice as it was."""
 import sys
 
 import numpy as np
+import pytest
 from test_slicer_module_installed import detectAndWait, loadRadiograph, skull, writeNrrd
+
+from slicer_harness import build, missing_reason
+
+pytestmark = pytest.mark.skipif(bool(missing_reason() or build.skip_reason()),
+                                reason=str(missing_reason() or build.skip_reason()))
 
 
 def tableColumn(table, name):

@@ -155,7 +155,8 @@ def detect_files(paths, model_path, out_dir, spacing_mm=None, device="cpu", on_e
     if pipelined and len(paths) > 1 and on_error is not None:
         from .batch_pipeline import detect_pipelined
 
-        written = detect_pipelined(detector, jobs, spacing, out_dir, overlay, heatmaps, analysis_options, report, fail)
+        written = detect_pipelined(detector, jobs, spacing, out_dir, overlay, heatmaps, analysis_options, report, fail,
+                                   guarded=_guarded, write_one=_write)
         failed.sort(key=[str(p) for p in paths].index)  # the summary in the inputs' order
     else:
         for k, (stem, path, outs) in enumerate(jobs):

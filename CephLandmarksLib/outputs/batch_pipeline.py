@@ -10,10 +10,12 @@ from ..imaging.images import read_radiograph
 from .pipeline import run_pipeline
 
 
-def detect_pipelined(detector, jobs, spacing, out_dir, overlay, heatmaps, analysis_options, report, fail) -> list:
+def detect_pipelined(detector, jobs, spacing, out_dir, overlay, heatmaps, analysis_options, report, fail, *,
+                     guarded, write_one) -> list:
     """jobs: (stem, path, output paths) per image; report(fraction, stage); fail(path, CephError) for a
-    bad image.  Returns the paths written, in the images' order."""
-    from .batch import _guarded, _write
+    bad image; guarded(path, fn, *args) and write_one(detection, rad, path, out_dir, stem, overlay, heatmaps,
+    analysis_options) are batch.py's own steps (passed in: batch.py imports this module).  Returns the
+    paths written, in the images' order."""
     from .writers import check_outputs_replaceable
 
     n = len(jobs)
@@ -27,13 +29,13 @@ def detect_pipelined(detector, jobs, spacing, out_dir, overlay, heatmaps, analys
     def detect(item, rad):
         k, (_, path, _) = item
         report(k / n, f"detecting on {Path(path).name}")
-        return rad, _guarded(path, detector.detect, rad)
+        return rad, guarded(path, detector.detect, rad)
 
     def write(item, result):
         k, (stem, path, _) = item
         rad, detection = result
         report((k + 0.8) / n, "writing the results")
-        written.extend(_write(detection, rad, path, out_dir, stem, overlay, heatmaps, analysis_options))
+        written.extend(write_one(detection, rad, path, out_dir, stem, overlay, heatmaps, analysis_options))
 
     # Python's warning filters are global: silenced once here for every thread (batch.quietly's
     # catch_warnings, entered by several threads at once, could restore them out of order).

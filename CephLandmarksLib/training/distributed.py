@@ -180,30 +180,27 @@ def global_batchnorm(net: nn.Module, device: torch.device) -> nn.Module:
 
 
 class _Forward(nn.Module):
-    """The training forward (loop.forward: bf16 features, float32 head) as a module for DDP to wrap."""
+    """The training forward (the loop's: bf16 features, float32 head) as a module for DDP to wrap."""
 
-    def __init__(self, net, device, bf16):
+    def __init__(self, net, device, bf16, forward):
         super().__init__()
-        self.net, self.device, self.bf16 = net, device, bf16
+        self.net, self.device, self.bf16, self._forward = net, device, bf16, forward
 
     def forward(self, x):
-        from .loop import forward
-
-        return forward(self.net, x, self.device, self.bf16)
+        return self._forward(self.net, x, self.device, self.bf16)
 
 
-def wrap(net: nn.Module, procs: Processes, device: torch.device, bf16: bool):
+def wrap(net: nn.Module, procs: Processes, device: torch.device, bf16: bool, forward):
     """A callable x -> logits for training: net itself on one process, DistributedDataParallel on several
-    (the gradients averaged over the processes after each backward)."""
-    from .loop import forward
-
+    (the gradients averaged over the processes after each backward).  `forward(net, x, device, bf16)` is
+    the loop's own (passed in, so this module does not import the loop that imports it)."""
     if not procs.distributed:
         return lambda x: forward(net, x, device, bf16)
     from torch.nn.parallel import DistributedDataParallel
 
     global_batchnorm(net, device)
-    return DistributedDataParallel(_Forward(net, device, bf16), device_ids=[device.index] if device.type == "cuda"
-                                   else None)
+    return DistributedDataParallel(_Forward(net, device, bf16, forward),
+                                   device_ids=[device.index] if device.type == "cuda" else None)
 
 
 def finish(procs: Processes) -> None:

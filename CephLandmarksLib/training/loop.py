@@ -240,7 +240,7 @@ def _train(cfg, work, device, state, init, train_s, hold_s, log, progress, shoul
     log(f"{len(train_d.ids)} training and {len(hold_d.ids)} held-out images at {w} x {h} on {device}"
         + (f" and {procs.world - 1} more processes (effective batch {cfg.batch_size})" if procs.distributed else ""))
 
-    model = distributed.wrap(net, procs, device, cfg.bf16)  # x -> logits; DDP on several processes
+    model = distributed.wrap(net, procs, device, cfg.bf16, forward)  # x -> logits; DDP on several processes
     batch = distributed.local_batch_size(procs, cfg.batch_size)
     steps_per_epoch = math.ceil(math.ceil(len(train_d.ids) / procs.world) / batch)
     total_steps = steps_per_epoch * cfg.epochs
