@@ -3,7 +3,8 @@ markups and model displayable managers, offscreen) with detected landmarks and c
 
     python docs/render_slicer_view.py IMAGE MODEL.safetensors [--out docs/slicer_view.png] [--spacing 0.1]
 
-The nodes are made by CephLandmarks/CephLandmarksSlicer/mrml.py exactly as in Slicer.  Needs slicer-core and
+The nodes are made by CephLandmarks/CephLandmarksSlicer/ (volumes, markups, contours) as in Slicer.
+Needs slicer-core and
 an offscreen OpenGL (EGL or OSMesa) VTK.  The image is placed as Slicer places a PNG/JPEG
 (IJK-to-RAS = diag(-1, -1, 1)), so the axial slice view shows it upright.
 """
@@ -32,9 +33,11 @@ def main():
     import vtk
     from slicer_fixtures import headlessScene, makeVolume
 
-    from CephLandmarksLib.detect import LandmarkDetector
-    from CephLandmarksLib.images import read_radiograph
-    from CephLandmarksSlicer import mrml as M
+    from CephLandmarksLib.detection.predictor import LandmarkDetector
+    from CephLandmarksLib.imaging.images import read_radiograph
+    from CephLandmarksSlicer.contours import createContourModels
+    from CephLandmarksSlicer.markups import createLandmarksNode
+    from CephLandmarksSlicer.volumes import radiographFromVolume
 
     scene = headlessScene()
     appLogic = scene._cephKeepAlive[0]
@@ -46,9 +49,9 @@ def main():
     rad = read_radiograph(a.image, a.spacing)
     volume = makeVolume(scene, rad.pixels, rad.spacing_mm, (0.0, 0.0, 0.0),
                         [[-1, 0, 0], [0, -1, 0], [0, 0, 1]], Path(a.image).stem)
-    detection = LandmarkDetector(a.model).detect(M.radiographFromVolume(volume))
-    node = M.createLandmarksNode(scene, detection, volume)
-    M.createContourModels(scene, detection, volume, node)
+    detection = LandmarkDetector(a.model).detect(radiographFromVolume(volume))
+    node = createLandmarksNode(scene, detection, volume)
+    createContourModels(scene, detection, volume, node)
     if a.hide_image:
         volume.GetImageData().GetPointData().GetScalars().Fill(30)
         volume.GetImageData().Modified()
