@@ -268,7 +268,8 @@ def build_parser():
     d.add_argument("--out-dir", default=".", help="folder for NAME.json, NAME.mrk.json, NAME.png")
     d.add_argument("--device", default="cpu", type=_device(False), help=DEVICES)
     d.add_argument("--no-orientation-check", action="store_true",
-                   help="skip the mirrored second pass that recognises left-facing profiles (saves one forward)")
+                   help="assume a right-facing profile: never run the mirrored pass (which runs only when the "
+                        "first pass is not clearly right-facing)")
     d.add_argument("--no-overlay", action="store_true", help="do not render NAME.png")
     d.add_argument("--heatmaps", action="store_true",
                    help="also write NAME.heatmaps.npz: the calibrated heatmaps and contours (for the Slicer module)")
