@@ -212,6 +212,67 @@ def test_the_report_pdf_holds_the_overview_and_a_page_per_analysis(tmp_path):
     assert h == pytest.approx(3 * w * 11.69 / 8.27, rel=0.01)  # the three pages stacked
 
 
+CHALLENGE_LABELS = [label for m in M.MEASUREMENTS for _, label in m.classes or ()]  # "Class III (< 3.2)", ...
+CHALLENGE_LABEL = "ISBI 2015 challenge classes (benchmark, not clinical norms)"
+
+
+def _challenge_words(texts):
+    return [t for t in texts if any(label in t for label in CHALLENGE_LABELS)]
+
+
+def _summary_rows(fig):
+    """The overview's analyses table as rows of strings (the table whose first header is "Analysis")."""
+    for ax in fig.axes:
+        for table in ax.tables:
+            cells = table.get_celld()
+            if cells[0, 0].get_text().get_text() == "Analysis":
+                n_rows, n_cols = max(r for r, _ in cells) + 1, max(c for _, c in cells) + 1
+                return [[cells[r, c].get_text().get_text() for c in range(n_cols)] for r in range(1, n_rows)]
+    return None
+
+
+def test_the_report_overview_leads_with_the_analyses_and_the_challenge_classes_stay_on_their_page():
+    from CephLandmarksLib.cephalometry.measurement_uncertainty import measure_detection
+    from CephLandmarksLib.outputs.report import report_pages
+
+    d = detection_from_profile(sigma=2.0)
+    d.extra.update(analyses_sections(d, AnalysisOptions(), n=N))
+    pages = report_pages(_image()[::8, ::8], d, measure_detection(d, n=N))
+    keys = [a["key"] for a in d.extra["analyses"]]
+    assert len(pages) == 1 + len(keys) and keys[-1] == "isbi2015"
+    for page, key in zip(pages, ["overview", *keys], strict=True):
+        assert bool(_challenge_words(_texts(page))) == (key == "isbi2015"), key  # the bands on the ISBI page only
+    overview = _texts(pages[0])
+    assert not any("class" in t.lower() and CHALLENGE_LABEL not in t for t in overview)
+    assert any(CHALLENGE_LABEL in t and f"p. {len(pages)}" in t for t in overview)  # where the classes are
+    # The issue's example: this ANB is "Class III (< 3.2)" by the challenge's bands, within Steiner's 0 to 4 deg.
+    anb = by_key(d.extra["analyses"], "steiner", "ANB")
+    assert 0 < anb["value"] < 3.2 and by_key(d.extra["analyses"], "isbi2015", "ANB")["interpretation"].startswith(
+        "Class III")
+    rows = _summary_rows(pages[0])
+    row = next(r for r in rows if r[1].startswith("ANB angle"))
+    assert row[4] == "0 to 4°" and row[6] == "within the norm" and row[7].endswith("%")
+    assert rows[0][0] == "Steiner" and rows[1][0].startswith("p. 2")  # each analysis points to its page
+    assert {r[0] for r in rows} >= {"Downs", "McNamara"} and not any("ISBI" in r[0] for r in rows)
+
+
+def test_the_report_overview_marks_corrected_rows_and_without_analyses_shows_no_classes():
+    from CephLandmarksLib.cephalometry.measurement_uncertainty import measure_corrected
+    from CephLandmarksLib.outputs.report import SUMMARY_ROWS, report_figure
+
+    d = detection_from_profile(sigma=2.0)
+    results = measure_corrected(d, corrected=[INDEX["B"]], n=N)
+    d.extra.update(analyses_sections(d, AnalysisOptions("steiner"), n=N))
+    rows = _summary_rows(report_figure(_image()[::8, ::8], d, results, corrected=["B"]))
+    marked = {r[1] for r in rows if r[1].endswith(" *")}
+    assert marked == {"SNB angle (°) *", "ANB angle (°) *", "Lower incisor to N-B (mm) *"}  # the key rows on B
+    assert len(rows) == len(SUMMARY_ROWS["steiner"]) and rows[1][0] == "p. 2 (+1 row)"  # Pog-NB: on its page
+    d.extra.pop("analyses")  # a detection without the named analyses: the flat values, no norms, no classes
+    flat = report_figure(_image()[::8, ::8], d, results)
+    assert _summary_rows(flat) is None and not _challenge_words(_texts(flat))
+    assert "SNB angle *" in _texts(flat) and not any("Class" in t for t in _texts(flat))
+
+
 def test_dicom_patient_tags_are_read_and_the_user_wins(tmp_path):
     import SimpleITK as sitk
 

@@ -1,4 +1,10 @@
-"""A one-page (A4) printable report: overlay, landmark table, measurements with intervals.
+"""The printable report (A4 pages): an overview page, then a page per chosen analysis.
+
+The overview page holds the overlay, the landmark table and the key rows of each chosen named
+analysis (value, 90 % interval, norm, deviation, interpretation, P(outside the norm)), each
+pointing to its own page (outputs/analysis_pages.py). The ISBI 2015 challenge's class bands are
+not clinical norms: they appear only on the ISBI 2015 page, never on the overview. A detection
+without named analyses gets the flat measurements there, values and intervals only.
 
 Written as NAME_report.pdf and NAME_report.png, both or neither (files.write_group).  Like
 detect, it never replaces the input image or an existing file that is not an earlier report
@@ -16,10 +22,11 @@ from pathlib import Path
 
 import numpy as np
 
-from ..cephalometry.measurement_uncertainty import DEFAULT_SAMPLES, UNCERTAIN_BELOW
+from ..cephalometry.measurement_uncertainty import DEFAULT_SAMPLES
 from ..files import OUTPUT_TAG, check_replaceable, is_tagged, write_group
 from ..text import probability_text
 from ..uncertainty.regions import NOT_LOCALISED_AREA_MM2, area_text, localised, region_caption
+from .analysis_pages import UNIT_TEXT, analysis_figures, row_note, save_pages_pdf, save_pages_png, short, table_rows
 
 A4_INCHES = (8.27, 11.69)
 PNG_DPI = 150
@@ -41,22 +48,16 @@ def _fmt(value: float, unit: str) -> str:
 
 
 def measurement_rows(results: list) -> list:
-    """Table rows (strings) of measurement reports; shared by the PDF and the Slicer table.
+    """Table rows (strings) of the flat measurement reports; shared by the PDF and the Slicer table.
 
-    Columns: measurement, unit, value at the detected points, median, 90 % interval, class
-    (most probable, with its probability), and a flag "uncertain".
+    Columns: measurement, unit, value at the detected points, median, 90 % interval. No class:
+    the flat list's classes are the ISBI 2015 challenge's bands, not clinical norms, and are shown
+    only under the ISBI 2015 analysis.
     """
-    rows = []
-    for r in results:
-        cls = f"{r['class_label']}  {100 * r['class_probability']:.0f} %" if "classes" in r else ""
-        rows.append([
-            f"{r['key']}: {r['name']}" if r["key"] not in r["name"] else r["name"],
-            {"deg": "°"}.get(r["unit"], r["unit"]),
-            _fmt(r["value"], r["unit"]), _fmt(r["median"], r["unit"]),
-            f"{_fmt(r['p05'], r['unit'])} to {_fmt(r['p95'], r['unit'])}",
-            cls, "uncertain" if r.get("uncertain") else "",
-        ])
-    return rows
+    return [[f"{r['key']}: {r['name']}" if r["key"] not in r["name"] else r["name"],
+             {"deg": "°"}.get(r["unit"], r["unit"]),
+             _fmt(r["value"], r["unit"]), _fmt(r["median"], r["unit"]),
+             f"{_fmt(r['p05'], r['unit'])} to {_fmt(r['p95'], r['unit'])}"] for r in results]
 
 
 def corrected_landmarks(detection, corrected=None) -> set:
@@ -139,16 +140,115 @@ def _not_localised_mark(ax, x, y, colour, height_px):
     ax.annotate("?", (x - 0.7 * r, y - 0.7 * r), ha="right", va="bottom", fontsize=6, color=colour, weight="bold")
 
 
+SUMMARY_ROWS = {  # the overview's key rows of an analysis; one not named here shows every row
+    "steiner": ("SNA", "SNB", "ANB", "GoGn-SN", "U1-NA", "L1-NB"),
+    "downs": ("facial-angle", "convexity", "MP-angle", "Y-axis"),
+    "bjork_jarabak": ("saddle", "articular", "gonial", "bjork-sum", "jarabak-ratio"),
+    "mcnamara": ("A-Nperp", "Pog-Nperp", "LAFH", "MP-angle"),
+}
+SUMMARY_COLUMNS = ("Analysis", "Measurement", "value", "90 % interval", "norm", "dev. SD", "interpretation",
+                   "P(out)", "note")
+SUMMARY_WIDTHS = (0.125, 0.20, 0.05, 0.10, 0.12, 0.05, 0.16, 0.05, 0.145)
+SUMMARY_CHARS_PER_WIDTH = 150  # characters that fit a column of width 1 (the whole table) at the overview's font size
+FLAT_COLUMNS = ("Measurement", "unit", "value", "median", "90 % interval")
+
+
+def is_challenge_analysis(entry) -> bool:
+    """The ISBI 2015 analysis: graded by the challenge's class bands, which are not clinical norms."""
+    return entry.get("key") == "isbi2015" or any(item.get("challenge_class") for item in entry["measurements"])
+
+
+def summary_rows(analyses: list, corrected=()) -> tuple:
+    """The overview's table: (rows of strings, flagged per row, the challenge analyses' page numbers).
+
+    Per analysis (challenge ones left out) its key rows (SUMMARY_ROWS), the first naming the
+    analysis, the second its page (the overview is page 1, the analyses follow in order) and how
+    many rows only its page shows. A row resting on a corrected point ends with CORRECTED_MARK.
+    """
+    rows, flagged, challenge_pages = [], [], []
+    for page, entry in enumerate(analyses, start=2):
+        if is_challenge_analysis(entry):
+            challenge_pages.append(page)
+            continue
+        keys = SUMMARY_ROWS.get(entry.get("key"))
+        chosen = [(item, strings) for item, strings in zip(entry["measurements"], table_rows(entry), strict=True)
+                  if keys is None or item["key"] in keys]
+        more = len(entry["measurements"]) - len(chosen)
+        for k, (item, (_, *cells)) in enumerate(chosen):
+            value, interval, norm, dev, words, p, _ = cells
+            rows.append([_analysis_label(entry["name"], page, more, len(chosen), k),
+                         _measurement_name(item, corrected), value, interval, norm, dev,
+                         short(words, _chars("interpretation")), p, short(row_note(item), _chars("note"))])
+            flagged.append(bool(item.get("flagged_points")))
+    return rows, flagged, challenge_pages
+
+
+def _chars(column) -> int:
+    return int(SUMMARY_WIDTHS[SUMMARY_COLUMNS.index(column)] * SUMMARY_CHARS_PER_WIDTH)
+
+
+def _measurement_name(item, corrected) -> str:
+    """'SNB angle (°) *': the name cut to fit, its unit and the corrected mark kept."""
+    unit = f" ({UNIT_TEXT.get(item['unit'], '').strip() or item['unit']})"
+    mark = f" {CORRECTED_MARK}" if set(item.get("rests_on") or ()) & set(corrected) else ""
+    return short(item["name"], _chars("Measurement") - len(unit) - len(mark)) + unit + mark
+
+
+def _analysis_label(name, page, more, n_rows, k) -> str:
+    """The Analysis cell of an analysis' k-th row: its name, then its page and how many rows only it shows."""
+    name = short(name.split(" (")[0], _chars("Analysis"))  # "Ricketts (computable part)": its page says which
+    where = f"p. {page}" + (f" (+{more} row{'s' if more > 1 else ''})" if more else "")
+    if n_rows == 1:
+        return f"{name}, {where}" if k == 0 else ""
+    return {0: name, 1: where}.get(k, "")
+
+
+def _analyses_summary(fig, ax, analyses, corrected) -> None:
+    """The named analyses' key rows, each analysis pointing to its page; the challenge's page named apart."""
+    rows, flagged, challenge_pages = summary_rows(analyses, corrected)
+    challenge = ""
+    if challenge_pages:
+        pages = ", ".join(f"p. {p}" for p in challenge_pages)
+        challenge = (f"\nISBI 2015: the challenge's eight measurements and its class bands, \"ISBI 2015 challenge "
+                     f"classes (benchmark, not clinical norms)\", are on {pages} only.")
+    ax.set_title(f"Named analyses at the {'current' if corrected else 'detected'} points: key rows (every row, "
+                 "the deviation chart and the tracing on the analysis' page). P(out): probability that the true "
+                 "value\nlies outside the norm band, from "
+                 f"{DEFAULT_SAMPLES} draws of the landmarks from their heatmaps; red rows rest on a flagged point "
+                 "(read as uncertain, not as a finding)" + challenge, fontsize=6.6)
+    if rows:
+        t = _table(ax, list(SUMMARY_COLUMNS), rows, list(SUMMARY_WIDTHS), 6.0,
+                   [FLAGGED_ROW_RGB if f else None for f in flagged])
+        for cell in t.get_celld().values():
+            cell.set_height(min(1.0 / (len(rows) + 1), 0.055))
+    else:
+        ax.axis("off")
+
+
+def _flat_measurements(ax, results, corrected) -> None:
+    """Without named analyses: the flat measurements, values and intervals only (no norms, no classes)."""
+    ax.set_title(f"Measurements at the {'current' if corrected else 'detected'} points: value, median and 90 % "
+                 f"interval of {DEFAULT_SAMPLES} draws from the heatmaps (no named analyses: no norms)", fontsize=7)
+    rows = measurement_rows(results)
+    for row, r in zip(rows, results, strict=True):
+        if r.get("corrected"):
+            row[0] += f" {CORRECTED_MARK}"
+    if rows:
+        _table(ax, list(FLAT_COLUMNS), rows, [0.46, 0.08, 0.12, 0.12, 0.22], 6.2, [None] * len(rows))
+    else:
+        ax.axis("off")
+
+
 def report_figure(pixels, detection, results: list, when=None, corrected=None):
-    """The page as a matplotlib Figure (A4 portrait).  corrected: abbreviations of the points the
-    clinician corrected (default: the detection's extra "corrected_landmarks")."""
+    """The overview page as a matplotlib Figure (A4 portrait).  corrected: abbreviations of the points
+    the clinician corrected (default: the detection's extra "corrected_landmarks")."""
     from matplotlib.figure import Figure
 
     corrected = corrected_landmarks(detection, corrected)
     fig = Figure(figsize=A4_INCHES)
     model = detection.model
     when = when or datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
-    fig.text(0.04, 0.975, "Cephalometric landmarks and measurements", fontsize=13, weight="bold", va="top")
+    fig.text(0.04, 0.975, "Cephalometric landmarks and analyses", fontsize=13, weight="bold", va="top")
     fig.text(0.04, 0.955, f"Image: {Path(detection.image_path).name or '(unnamed)'}   "
              f"{detection.image_size[0]} x {detection.image_size[1]} px   Report: {when}", fontsize=7.5, va="top")
 
@@ -161,23 +261,17 @@ def report_figure(pixels, detection, results: list, when=None, corrected=None):
            landmark_rows(detection, corrected), [0.05, 0.36, 0.09, 0.09, 0.09, 0.10, 0.14, 0.08], 6.2,
            [FLAGGED_ROW_RGB if lm.flagged else None for lm in detection.landmarks])
 
-    m_ax = fig.add_axes((0.03, 0.075, 0.94, 0.43))
-    m_ax.set_title(f"Measurements: value at the {'current' if corrected else 'detected'} points, median and "
-                   "90 % interval of "
-                   f"{DEFAULT_SAMPLES} draws from the heatmaps, most probable class "
-                   f"(highlighted: below {100 * UNCERTAIN_BELOW:.0f} %)", fontsize=7)
-    rows = measurement_rows(results)
-    for row, r in zip(rows, results, strict=True):
-        if r.get("corrected"):
-            row[0] += f" {CORRECTED_MARK}"
-    _table(m_ax, ["Measurement", "unit", "value", "median", "90 % interval", "class (ISBI 2015 thresholds)", ""],
-           rows, [0.32, 0.05, 0.07, 0.07, 0.14, 0.27, 0.08], 6.2,
-           [UNCERTAIN_ROW_RGB if r[-1] else None for r in rows])
+    analyses = detection.extra.get("analyses") or []
+    m_ax = fig.add_axes((0.03, 0.085, 0.94, 0.405))
+    if analyses:
+        _analyses_summary(fig, m_ax, analyses, corrected)
+    else:
+        _flat_measurements(m_ax, results, corrected)
 
     if corrected:
         fig.text(0.04, 0.068, f"{CORRECTED_MARK} corrected by the clinician ({', '.join(sorted(corrected))}): the "
                  "point is where the clinician put it (confidence, ERE and P describe the detected point); "
-                 f"measurements marked {CORRECTED_MARK} take it as exact.", fontsize=6.5, va="top",
+                 f"rows marked {CORRECTED_MARK} take it as exact.", fontsize=6.5, va="top",
                  color=CORRECTED_RGB)
     sx, sy = detection.spacing_mm
     fig.text(0.04, 0.054, f"Model: {model.get('name', '?')} version {model.get('version', '?')} "
@@ -185,8 +279,9 @@ def report_figure(pixels, detection, results: list, when=None, corrected=None):
              f"({detection.spacing_source})" + ("  - ASSUMED, distances may be wrong" if
                                                 detection.spacing_source == "assumed" else ""),
              fontsize=6.5, va="top")
-    fig.text(0.04, 0.041, "Classes and thresholds: ISBI 2015 challenge (Wang et al., Med Image Anal 2016). "
-             "ERE: expected radial error from the calibrated heatmap;", fontsize=6.5, va="top")
+    fig.text(0.04, 0.041, ("Norms, their sources and the patient context: on each analysis' page. " if analyses else
+                           "No named analyses in this detection: no norms (docs/analyses.md). ")
+             + "ERE: expected radial error from the calibrated heatmap;", fontsize=6.5, va="top")
     r = f"{detection.large_error_mm:g} mm"
     fig.text(0.04, 0.030, f"P(>{r}): the heatmap's probability that the point is more than {r} off "
              "(it cannot see systematic errors).", fontsize=6.5, va="top")
@@ -200,16 +295,20 @@ def report_paths(out_dir, stem) -> list:
     return [Path(out_dir) / f"{stem}{suffix}" for suffix in REPORT_SUFFIXES]
 
 
+def report_pages(pixels, detection, results, corrected=None) -> list:
+    """The report's pages (matplotlib Figures): the overview (report_figure), then a page per analysis
+    in the detection's "analyses" section (analysis_pages.analysis_figures)."""
+    return [report_figure(pixels, detection, results, corrected=corrected),
+            *analysis_figures(pixels, detection, DISCLAIMER)]
+
+
 def write_report(pixels, detection, results, out_dir, stem, corrected=None) -> list:
     """NAME_report.pdf and NAME_report.png in out_dir; both or neither.  corrected: see report_figure.
     An existing file at either name that is not an earlier report is refused (CephError), untouched."""
     pdf, png = report_paths(out_dir, stem)
     for path in (pdf, png):
         check_replaceable(path, is_tagged)
-    from .analysis_pages import analysis_figures, save_pages_pdf, save_pages_png
-
-    pages = [report_figure(pixels, detection, results, corrected=corrected),
-             *analysis_figures(pixels, detection, DISCLAIMER)]
+    pages = report_pages(pixels, detection, results, corrected)
     return write_group([
         (pdf, lambda tmp: save_pages_pdf(pages, tmp, PDF_METADATA)),
         (png, lambda tmp: save_pages_png(pages, tmp, PNG_DPI, PNG_METADATA)),
