@@ -161,3 +161,25 @@ def test_the_reviewed_json_carries_the_analyses_at_the_corrected_points(scene, s
     assert j["analyses_context"]["corrected_landmarks"] == ["Po"]
     downs = next(a for a in j["analyses"] if a["key"] == "downs")
     assert not any(m["flagged_points"] for m in downs["measurements"])  # porion confirmed by the clinician
+
+
+def test_the_challenge_classes_appear_only_under_the_isbi_analysis_and_say_what_they_are(scene, setup):
+    from CephLandmarksLib.cephalometry.measurements import MEASUREMENTS
+    from CephLandmarksSlicer.analysisTable import CHALLENGE_NOTE
+
+    node, volume, detection = setup
+    labels = [label for m in MEASUREMENTS for _, label in m.classes or ()]
+    chooseAnalysis(node, "isbi2015")
+    table, entry = updateAnalysisTable(scene, node, n=N_DRAWS)
+    words = [v.ToString() for v in cells(table, "Interpretation")]
+    assert any(w in labels for w in words)  # the challenge's own class words, as the JSON's ISBI rows
+    assert all(v.ToString().startswith(CHALLENGE_NOTE) for v in cells(table, "Note"))
+    assert table.GetColumnDescription("Interpretation") == entry["norm_label"] == \
+        "ISBI 2015 challenge classes (benchmark, not clinical norms)"
+    for key in ("steiner", "downs", "bjork_jarabak", "mcnamara"):
+        chooseAnalysis(node, key)
+        table, entry = updateAnalysisTable(scene, node, n=N_DRAWS)
+        t = table.GetTable()
+        text = [t.GetValue(r, c).ToString() for r in range(t.GetNumberOfRows()) for c in range(t.GetNumberOfColumns())]
+        assert not any(label in x or CHALLENGE_NOTE in x for x in text for label in labels), key
+        assert table.GetColumnDescription("Interpretation") != entry.get("norm_label")

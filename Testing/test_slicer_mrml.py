@@ -37,7 +37,6 @@ from CephLandmarksSlicer.measurements import (  # noqa: E402
     CORRECTED_MARK,
     MEASUREMENT_COLUMNS,
     SKIPPED_TEXT,
-    UNCERTAIN_MARK,
     createMeasurementsTable,
     measurementResultRows,
     updateMeasurementsTable,
@@ -289,7 +288,8 @@ def test_mrb_round_trip(scene, volume, detection, tmp_path):
 
 
 def measurementsDetection():
-    """The synthetic detection with wide heatmaps (so some class calls are uncertain) and Gonion missing."""
+    """The synthetic detection with wide heatmaps (wide intervals, some challenge class calls uncertain) and Gonion
+    missing."""
     from dataclasses import replace
 
     detection = syntheticDetection(SIZE, SPACING)
@@ -316,27 +316,38 @@ def test_measurements_table(scene, volume):
     assert measurementColumns(t) == [c for c, _ in MEASUREMENT_COLUMNS]
     assert t.GetNumberOfRows() == len(MEASUREMENTS)
     names = [t.GetValueByName(r, "Measurement").ToString() for r in range(t.GetNumberOfRows())]
-    uncertain = [t.GetValueByName(r, "Uncertain").ToInt() for r in range(t.GetNumberOfRows())]
-    classes = [t.GetValueByName(r, "Class").ToString() for r in range(t.GetNumberOfRows())]
-    skipped = [c == SKIPPED_TEXT for c in classes]
-    assert 0 < sum(uncertain) < len(uncertain) and 0 < sum(skipped)
-    assert uncertain == sorted(uncertain, reverse=True)  # uncertain rows first
-    assert skipped == sorted(skipped)  # skipped rows last
-    assert [n.startswith(UNCERTAIN_MARK) for n in names] == [bool(u) for u in uncertain]
+    notes = [t.GetValueByName(r, "Note").ToString() for r in range(t.GetNumberOfRows())]
+    skipped = [c == SKIPPED_TEXT for c in notes]
+    assert 0 < sum(skipped) and skipped == sorted(skipped)  # skipped rows last
+    done = [m for m in MEASUREMENTS if m.key in {r["key"] for r in measureLandmarks(node, n=400)}]
+    assert [n for n, s in zip(names, skipped, strict=True) if not s] == [
+        f"{m.key}: {m.name}" if m.key not in m.name else m.name for m in done]  # the library's order
     for r in range(t.GetNumberOfRows()):
         lo, med, hi = (t.GetValueByName(r, c).ToDouble() for c in ("5 %", "Median", "95 %"))
         if skipped[r]:
             assert np.isnan(med)
             continue
         assert lo <= med <= hi
-        assert t.GetValueByName(r, "Definition").ToString()
-        p = t.GetValueByName(r, "Class probability").ToDouble()
-        assert (classes[r] == "") == np.isnan(p)
-        if classes[r]:
-            assert bool(uncertain[r]) == (p < 0.8)
+        assert t.GetValueByName(r, "Definition").ToString() and notes[r] == ""
     # updating reuses the node
     assert createMeasurementsTable(scene, detection, landmarksNode=node, n=400) is table
     assert scene.GetNumberOfNodesByClass("vtkMRMLTableNode") == 1
+
+
+def test_the_flat_measurements_table_grades_nothing_by_the_challenge_classes(scene, volume):
+    """The challenge's class bands are not clinical norms: they appear only under the ISBI 2015 analysis."""
+    from CephLandmarksLib.cephalometry.measurements import MEASUREMENTS
+
+    detection = measurementsDetection()
+    node = createLandmarksNode(scene, detection, volume)
+    results = measureLandmarks(node, n=400)
+    assert any(r.get("class_label") for r in results)  # the library's flat list still carries them (JSON)
+    table = createMeasurementsTable(scene, detection, landmarksNode=node, n=400)
+    labels = [label for m in MEASUREMENTS for _, label in m.classes or ()]
+    columns = measurementColumns(table.GetTable())
+    assert not any("class" in c.lower() or c == "Uncertain" for c in columns)
+    for row in tableCells(table):
+        assert not any(label in cell for cell in row for label in labels), row
 
 
 def test_measurements_table_mrb_round_trip(scene, volume, tmp_path):
@@ -357,8 +368,8 @@ def test_measurements_table_mrb_round_trip(scene, volume, tmp_path):
     got = [[t.GetValue(r, c).ToString() for c in range(t.GetNumberOfColumns())] for r in range(t.GetNumberOfRows())]
     assert len(got) == len(expected)
     for a, b in zip(got, expected, strict=True):
-        assert a[:2] + a[6:7] + a[8:] == b[:2] + b[6:7] + b[8:]
-        for x, y in zip(a[2:6] + [a[7]], b[2:6] + [b[7]], strict=True):
+        assert a[:2] + a[6:] == b[:2] + b[6:]
+        for x, y in zip(a[2:6], b[2:6], strict=True):
             assert (x in ("", "nan") and y in ("", "nan")) or float(x) == pytest.approx(float(y), rel=1e-5)
 
 
@@ -421,7 +432,7 @@ def rowNames(keys):
 
 
 def unmarked(name):
-    return name.removeprefix(UNCERTAIN_MARK).removesuffix(CORRECTED_MARK)
+    return name.removesuffix(CORRECTED_MARK)
 
 
 def test_landmark_maps_are_kept_hidden_and_replaced_on_redo(scene, volume, detection):
@@ -460,7 +471,7 @@ def test_unedited_node_gives_the_detection_time_table(scene, volume, detection):
     table = createMeasurementsTable(scene, detection, landmarksNode=node, n=N_DRAWS)
     expected = measurementResultRows(measure_detection(detection, n=N_DRAWS))
     assert tableCells(table) == [[vtkString(v) for v in row] for row in expected]
-    assert all(row[9] == "" and not row[0].endswith(CORRECTED_MARK) for row in tableCells(table))
+    assert all(row[7] == "" and not row[0].endswith(CORRECTED_MARK) for row in tableCells(table))
     results = measureLandmarks(node, n=N_DRAWS)
     for r, e in zip(results, measure_detection(detection, n=N_DRAWS), strict=True):
         assert r["corrected"] == [] and r["key"] == e["key"]
@@ -492,17 +503,15 @@ def test_moving_a_point_changes_exactly_the_measurements_that_use_it(scene, volu
             assert r["value"] != before[key]["value"] and r["corrected"] == ["B"], key
         else:
             assert all(r[k] == before[key][k] for k in NUMBERS) and r["corrected"] == [], key
-    # the table marks the rows resting on B (name and column), uncertain rows still first
+    # the table marks the rows resting on B (name and column)
     updateMeasurementsTable(scene, node, n=N_DRAWS)
     t = table.GetTable()
     names = [t.GetValueByName(r, "Measurement").ToString() for r in range(t.GetNumberOfRows())]
     corrected = [t.GetValueByName(r, "Corrected landmarks").ToString() for r in range(t.GetNumberOfRows())]
-    uncertain = [t.GetValueByName(r, "Uncertain").ToInt() for r in range(t.GetNumberOfRows())]
     marked = {n for n, c in zip(names, corrected, strict=True) if c}
     assert len(marked) == 4 and set(corrected) == {"", "B"}
     assert all(n.endswith(CORRECTED_MARK) == bool(c) for n, c in zip(names, corrected, strict=True))
     assert {unmarked(n) for n in marked} == rowNames(using)
-    assert uncertain == sorted(uncertain, reverse=True)
     snb = next(r for r in range(t.GetNumberOfRows()) if "SNB" in names[r])
     assert t.GetValueByName(snb, "Value").ToDouble() == pytest.approx(after["SNB"]["value"])
 
@@ -541,7 +550,7 @@ def test_deleted_or_unplaced_point_skips_its_measurements(scene, volume, detecti
     updateMeasurementsTable(scene, node, n=N_DRAWS)
     t = table.GetTable()
     skipped = {t.GetValueByName(r, "Measurement").ToString()
-               for r in range(t.GetNumberOfRows()) if t.GetValueByName(r, "Class").ToString() == SKIPPED_TEXT}
+               for r in range(t.GetNumberOfRows()) if t.GetValueByName(r, "Note").ToString() == SKIPPED_TEXT}
     assert skipped == rowNames({"Gonial", "Saddle", "Articular", "Bjork"}) and t.GetNumberOfRows() == len(before)
     detection2 = reviewedDetection(node)
     ar = detection2.landmarks[landmarkIndex("Ar")]
@@ -645,6 +654,16 @@ def test_report_export_marks_corrected_points(scene, volume, detection, tmp_path
     assert any(t.startswith("B*  ") for t in seen["texts"]) and not any(t.startswith("A*  ") for t in seen["texts"])
     assert any("corrected by the clinician (B)" in t for t in seen["texts"])
     assert any(t.startswith("SNB") and t.endswith(" *") for t in seen["texts"])
+    # the named analyses at the current points: the overview's key rows, then a page each
+    from CephLandmarksLib.cephalometry.measurements import MEASUREMENTS
+
+    analyses = seen["detection"].extra["analyses"]
+    assert [a["key"] for a in analyses] == ["steiner", "downs", "bjork_jarabak", "mcnamara", "isbi2015"]
+    assert "SNB angle (°) *" in seen["texts"] and "Steiner" in seen["texts"]
+    labels = [label for m in MEASUREMENTS for _, label in m.classes or ()]
+    assert not any(label in t for t in seen["texts"] for label in labels)  # the challenge's classes: its page only
+    pages = pdf.read_bytes()
+    assert pages.count(b"/Type /Page") - pages.count(b"/Type /Pages") == 1 + len(analyses)
 
 
 def test_mrb_round_trip_keeps_what_recomputation_needs(scene, volume, detection, tmp_path):

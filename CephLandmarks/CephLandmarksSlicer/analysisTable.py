@@ -1,5 +1,7 @@
 """The chosen named analysis of a landmarks node, as a table node: value, 90 % interval, norm,
 deviation in SD, interpretation, P(outside the norm) and a note (flagged point, surrogate, reference).
+Only the ISBI 2015 analysis grades by the challenge's class bands; its rows' notes say they are
+"ISBI 2015 challenge classes (benchmark, not clinical norms)".
 
 The choice (analysis key, a clinic's norms file, the horizontal, the patient's age and sex) is kept
 on the landmarks node as attributes, so it is saved with the scene. The values follow the
@@ -23,6 +25,7 @@ ANALYSIS_OPTIONS_ATTRIBUTE = "CephLandmarks.AnalysisOptions"  # JSON: norms, hor
 ANALYSIS_TABLE_REFERENCE = "CephLandmarksAnalysisTable"
 DEFAULT_ANALYSIS = "steiner"
 FLAGGED_MARK = "\u26a0 "
+CHALLENGE_NOTE = "ISBI 2015 challenge class (benchmark, not a clinical norm)"
 ANALYSIS_COLUMNS = (("Measurement", "string"), ("Unit", "string"), ("Value", "double"), ("5 %", "double"),
                     ("95 %", "double"), ("Norm", "string"), ("Deviation (SD)", "double"),
                     ("Interpretation", "string"), ("P(outside) (%)", "double"), ("Note", "string"),
@@ -96,6 +99,8 @@ def analysisRows(entry):
         note = row_note(item)
         if item.get("flag_note"):
             note = item["flag_note"]
+        if item.get("challenge_class"):  # the ISBI 2015 analysis: its words are the challenge's classes
+            note = "; ".join(t for t in (CHALLENGE_NOTE, note) if t)
         rows.append(((FLAGGED_MARK if item.get("flagged_points") else "") + item["name"],
                      {"deg": "\u00b0"}.get(item["unit"], item["unit"]), nan if item["value"] is None else item["value"],
                      lo, hi, norm_text(item.get("norm"), item["unit"]),
@@ -131,6 +136,7 @@ def updateAnalysisTable(scene, node, tableNode=None, n=DEFAULT_SAMPLES, seed=DEF
                                                      "from draws of the landmarks from their heatmaps")
     tableNode.SetColumnDescription("Note", "a flagged point the row rests on (the interval then reflects an "
                                            "uncertain point, not a finding), surrogates, the reference horizontal")
+    tableNode.SetColumnDescription("Interpretation", entry.get("norm_label") or "the value against the norm")
     tableNode.SetLocked(True)
     tableNode.EndModify(wasModifying)
     return tableNode, entry

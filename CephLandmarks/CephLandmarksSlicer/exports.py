@@ -1,6 +1,6 @@
 """A landmarks node written out: Slicer's .mrk.json, a CSV of its current rows, the CLI's JSON
 (what `ceph-landmarks detect` writes, at the current points with the recomputed measurements)
-and the library's one-page report (PDF and PNG).
+and the library's report (PDF and PNG: an overview page, then a page per named analysis).
 
 MRML only: no qt, no slicer.app; it runs headless under slicer-core.
 """
@@ -11,6 +11,7 @@ import re
 
 import slicer
 
+from CephLandmarksLib.cephalometry.detection_analyses import analyses_sections
 from CephLandmarksLib.cephalometry.measurement_uncertainty import (
     DEFAULT_SAMPLES,
     DEFAULT_SEED,
@@ -19,6 +20,7 @@ from CephLandmarksLib.cephalometry.measurement_uncertainty import (
 )
 from CephLandmarksLib.errors import CephError
 
+from .analysisTable import exportAnalysisOptions
 from .markups import landmarkRows
 from .record import VOLUME_REFERENCE, detectionRecord
 from .review import currentDetection, measureLandmarks
@@ -81,10 +83,11 @@ def exportCliJson(landmarksNode, path):
 
 
 def exportReport(landmarksNode, volumeNode=None, outDir=".", stem=None, n=DEFAULT_SAMPLES, seed=DEFAULT_SEED):
-    """The library's one-page report (NAME_report.pdf and NAME_report.png in outDir) at the current
-    (corrected) points, with the recomputed measurements; corrected points are marked.  volumeNode:
-    the radiograph (default: the one the node references).  Needs matplotlib, not torch.  Returns
-    the two paths."""
+    """The library's report (NAME_report.pdf and NAME_report.png in outDir) at the current
+    (corrected) points: the overview, then a page per named analysis (the default set and the
+    node's chosen one, as the CLI JSON carries them), all recomputed; corrected points are marked.
+    volumeNode: the radiograph (default: the one the node references).  Needs matplotlib, not
+    torch.  Returns the two paths."""
     from CephLandmarksLib.outputs.report import write_report  # needs matplotlib: imported on use
 
     volumeNode = volumeNode or landmarksNode.GetNodeReference(VOLUME_REFERENCE)
@@ -97,6 +100,8 @@ def exportReport(landmarksNode, volumeNode=None, outDir=".", stem=None, n=DEFAUL
     if pixels.shape != (detection.image_size[1], detection.image_size[0]):
         raise CephError(f"volume '{volumeNode.GetName()}' is not the image the landmarks were detected on")
     results = measure_corrected(detection, pointsMm, corrected, n, seed)
+    detection.extra.update(analyses_sections(detection, exportAnalysisOptions(landmarksNode), points_mm=pointsMm,
+                                             corrected=corrected, n=n, seed=seed))
     stem = stem or re.sub(r"[^\w.-]+", "_", volumeNode.GetName()).strip("._") or "radiograph"
     return write_report(pixels, detection, results, outDir, stem, corrected=detection.extra["corrected_landmarks"])
 

@@ -1,17 +1,16 @@
-"""The measurements table node, recomputed from the landmarks node's current points (review.py):
-value, median and 90 % interval over draws from the heatmaps, most probable class and its
-probability, and the corrected points each measurement rests on.  Fast enough to run (debounced)
-after every edit.
+"""The flat measurements table node, recomputed from the landmarks node's current points (review.py):
+every measurement of the library (the ISBI 2015 challenge's eight and the extras) with its value,
+median and 90 % interval over draws from the heatmaps, and the corrected points each rests on.
+Fast enough to run (debounced) after every edit.
+
+No norms and no classes here: the chosen named analysis (analysisTable.py) grades values against
+its norms, and the challenge's class bands (not clinical norms) appear only under the ISBI 2015
+analysis.
 
 MRML only: no qt, no slicer.app; it runs headless under slicer-core.
 """
 
-from CephLandmarksLib.cephalometry.measurement_uncertainty import (
-    DEFAULT_SAMPLES,
-    DEFAULT_SEED,
-    UNCERTAIN_BELOW,
-    measure_corrected,
-)
+from CephLandmarksLib.cephalometry.measurement_uncertainty import DEFAULT_SAMPLES, DEFAULT_SEED, measure_corrected
 from CephLandmarksLib.cephalometry.measurements import MEASUREMENTS
 
 from .maps import canRecomputeMeasurements, storeLandmarkMaps
@@ -19,38 +18,31 @@ from .record import MEASUREMENTS_REFERENCE
 from .review import measureLandmarks
 from .tables import resetTable
 
-# Table nodes have no per-row colour: an uncertain row (most probable class below
-# UNCERTAIN_BELOW) is put first, its name starts with UNCERTAIN_MARK and its "Uncertain" column is 1.
-# A row resting on corrected points ends with CORRECTED_MARK and names them in "Corrected landmarks".
+# A row resting on corrected points ends with CORRECTED_MARK and names them in "Corrected landmarks";
+# a measurement that uses a missing landmark is kept as a row, its "Note" SKIPPED_TEXT.
 MEASUREMENT_COLUMNS = (("Measurement", "string"), ("Unit", "string"), ("Value", "double"), ("Median", "double"),
-                       ("5 %", "double"), ("95 %", "double"), ("Class", "string"), ("Class probability", "double"),
-                       ("Uncertain", "bit"), ("Corrected landmarks", "string"), ("Definition", "string"))
-UNCERTAIN_MARK = "\u26a0 "
+                       ("5 %", "double"), ("95 %", "double"), ("Note", "string"), ("Corrected landmarks", "string"),
+                       ("Definition", "string"))
 CORRECTED_MARK = " \u270e"
 SKIPPED_TEXT = "skipped: landmark missing"
 
 
 def measurementResultRows(results):
-    """Rows (tuples in MEASUREMENT_COLUMNS order) of measurement reports (measure_corrected's dicts):
-    uncertain first, then the others, then the skipped ones (a landmark they use is missing or was
-    deleted), each group in the library's order."""
+    """Rows (tuples in MEASUREMENT_COLUMNS order) of measurement reports (measure_corrected's dicts),
+    in the library's order, then the skipped ones (a landmark they use is missing or was deleted)."""
     from CephLandmarksLib.outputs.report import measurement_rows  # the report module: imported on use
 
     rows = []
     for r, strings in zip(results, measurement_rows(results), strict=True):
-        uncertain = bool(r.get("uncertain"))
         corrected = r.get("corrected") or []
-        rows.append(((UNCERTAIN_MARK if uncertain else "") + strings[0] + (CORRECTED_MARK if corrected else ""),
-                     strings[1], r["value"], r["median"], r["p05"], r["p95"], r.get("class_label", ""),
-                     r.get("class_probability", float("nan")), int(uncertain), ", ".join(corrected), r["definition"]))
-    rows.sort(key=lambda row: not row[8])  # stable: uncertain first
+        rows.append((strings[0] + (CORRECTED_MARK if corrected else ""), strings[1], r["value"], r["median"], r["p05"],
+                     r["p95"], "", ", ".join(corrected), r["definition"]))
     done = {r["key"] for r in results}
     nan = float("nan")
     for m in MEASUREMENTS:
         if m.key not in done:
             rows.append((f"{m.key}: {m.name}" if m.key not in m.name else m.name,
-                         {"deg": "\u00b0"}.get(m.unit, m.unit), nan, nan, nan, nan, SKIPPED_TEXT, nan, 0, "",
-                         m.definition))
+                         {"deg": "\u00b0"}.get(m.unit, m.unit), nan, nan, nan, nan, SKIPPED_TEXT, "", m.definition))
     return rows
 
 
@@ -85,8 +77,7 @@ def _fillMeasurementsTable(tableNode, results):
     tableNode.SetColumnDescription("Value", "the measurement at the current points (corrected ones as placed)")
     tableNode.SetColumnDescription("5 %", "5th percentile of the measurement over draws from the heatmaps")
     tableNode.SetColumnDescription("95 %", "95th percentile of the measurement over draws from the heatmaps")
-    tableNode.SetColumnDescription("Uncertain", f"1: the most probable class has probability below {UNCERTAIN_BELOW:g} "
-                                                "(row first, name marked \u26a0)")
+    tableNode.SetColumnDescription("Note", f"'{SKIPPED_TEXT}' when the measurement uses a missing or deleted point")
     tableNode.SetColumnDescription("Corrected landmarks", "corrected points this measurement uses (name marked "
                                    "\u270e): taken as exact, only the other points are drawn from their heatmaps")
     tableNode.SetLocked(True)
@@ -113,8 +104,8 @@ def updateMeasurementsTable(scene, landmarksNode, tableNode=None, name=None, n=D
 
 def createMeasurementsTable(scene, detection, name=None, tableNode=None, landmarksNode=None,
                             n=DEFAULT_SAMPLES, seed=DEFAULT_SEED):
-    """Fill a vtkMRMLTableNode with measurements (value, median, 90 % interval, most probable class and
-    its probability, uncertain flag, corrected landmarks, definition); returns it.
+    """Fill a vtkMRMLTableNode with measurements (value, median, 90 % interval, note, corrected
+    landmarks, definition); returns it.
 
     With `landmarksNode` (the usual call, at detection): the same as `updateMeasurementsTable`, from the
     node's current points and stored heatmaps (stored from `detection` first if the node has none);
