@@ -129,7 +129,7 @@ class CephLandmarksWidget(ScriptedLoadableModuleWidget, VTKObservationMixin, Det
         self._parameterNodeGuiTag = None
         self._observedLandmarks = None
         self._detection = None  # the running DetectionJob
-        self._training = None  # (command, BackgroundProcess, start time, model file it writes or None)
+        self._training = None  # (command, BackgroundProcess, start time, its output: trainingProcess, adaptProcess)
         self._trainingLines = []  # the running command's output, for its failure message
         self._editTimer = qt.QTimer()
         self._editTimer.setSingleShot(True)
@@ -331,8 +331,9 @@ class CephLandmarksLogic(ScriptedLoadableModuleLogic):
     # training, calibration and evaluation
 
     def adaptProcess(self, baseModel, clinicFolder, onLine=None, onFinished=None):
-        """(BackgroundProcess running `ceph-landmarks adapt`, the adapted model file it will write): the
-        per-user model folder, <base stem>-adapted-<clinic folder>.safetensors, never an existing file."""
+        """(BackgroundProcess running `ceph-landmarks adapt`, the adapted model it will write): a sidecar
+        <base stem>-adapted-<clinic folder>.json beside the base weights, or in the per-user model folder
+        for shipped weights (CephLandmarksSlicer.adapt), never an existing file."""
         from CephLandmarksSlicer.adapt import adaptRun
         from CephLandmarksSlicer.process import cliProcess
 
@@ -341,13 +342,16 @@ class CephLandmarksLogic(ScriptedLoadableModuleLogic):
 
     def trainingProcess(self, command, dataset, modelPath, epochs=40, inputSize="320x416", device="auto",
                         split="test1", outFolder=None, onLine=None, onFinished=None):
-        """A BackgroundProcess running `ceph-landmarks train|calibrate|evaluate`; checks the fields first."""
-        from CephLandmarksSlicer.commands import trainingCommand
+        """(BackgroundProcess running `ceph-landmarks train|calibrate|evaluate`, for calibrate the sidecar it
+        writes as a CephLandmarksSlicer.commands.CalibrationOutput, else None); checks the fields first."""
+        from CephLandmarksSlicer.commands import CalibrationOutput, calibrationSidecar, trainingCommand
         from CephLandmarksSlicer.process import cliProcess
 
+        modelsDir = self.registry().user_dir
         commandLine = trainingCommand(self.pythonSlicer(), command, dataset, modelPath, epochs, inputSize, device,
-                                      split, outFolder)
-        return cliProcess(commandLine, libraryFolder(), onLine, onFinished)
+                                      split, outFolder, modelsDir)
+        output = CalibrationOutput(calibrationSidecar(modelPath, modelsDir)) if command == "calibrate" else None
+        return cliProcess(commandLine, libraryFolder(), onLine, onFinished), output
 
 
 #

@@ -6,6 +6,7 @@ line, progress, Cancel, failure, the adapted model in the list with its clinic f
 Skips when ../shared/slicer-5.12, slicer-core or cmake is missing."""
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -245,13 +246,15 @@ def test_the_clinic_folder_is_remembered_and_shared_with_the_training_tab(harnes
 # --- Adapt ---------------------------------------------------------------------------------------
 
 # Stands in for `ceph-landmarks adapt` where the test is about the module's side of the process.
-# Mode from CLINIC/standin.json: "ok" (progress, then the base model re-sealed with an
-# "adaptation" record, written atomically), "fail" (the CLI's error line, exit 2), "slow"
-# (progress, then waits to be cancelled, a half-written temporary beside OUT).
+# Mode from CLINIC/standin.json: "ok" (progress, then the base model's settings with an "adaptation"
+# record: a sidecar for OUT.json, as the CLI writes it, else the base re-sealed; written atomically),
+# "fail" (the CLI's error line, exit 2), "slow" (progress, then waits to be cancelled, a half-written
+# temporary beside OUT).
 STAND_IN = textwrap.dedent('''
     import json, os, struct, sys, time
     from pathlib import Path
     from CephLandmarksLib.store import modelmeta
+    from CephLandmarksLib.store.sidecar import write_sidecar
     from CephLandmarksLib.files import atomic_write
 
     args = sys.argv[1:]
@@ -279,10 +282,14 @@ STAND_IN = textwrap.dedent('''
     meta["adaptation"] = {"base_sha256": "0" * 64, "n_images": 12, "clinic_images": ["a"] * 12,
                           "method": "offsets", "offsets_mm": [[0.0, 0.0]] * 19,
                           "cv_before": figures(1.81, 67.0), "cv_after": figures(1.35, 90.0)}
-    header["__metadata__"][modelmeta.META_KEY] = modelmeta.dumps(modelmeta.seal(meta))
-    text = json.dumps(header).encode()
-    text += b" " * (-len(text) % 8)
-    atomic_write(opts["--out"], lambda tmp: Path(tmp).write_bytes(struct.pack("<Q", len(text)) + text + raw[8 + n:]))
+    if opts["--out"].endswith(".json"):
+        write_sidecar(opts["--out"], opts["--model"], meta)
+    else:
+        header["__metadata__"][modelmeta.META_KEY] = modelmeta.dumps(modelmeta.seal(meta))
+        text = json.dumps(header).encode()
+        text += b" " * (-len(text) % 8)
+        atomic_write(opts["--out"],
+                     lambda tmp: Path(tmp).write_bytes(struct.pack("<Q", len(text)) + text + raw[8 + n:]))
     Path(opts["--out"]).with_suffix(".report").mkdir()
     (Path(opts["--out"]).with_suffix(".report") / "report.md").write_text("# adaptation report")
     print("[progress] 1.00 done", file=sys.stderr, flush=True)
@@ -316,8 +323,10 @@ def clinicWithMode(tmp_path, mode, name="clinicA"):
     return folder
 
 
-def test_adapt_writes_a_new_model_registers_and_selects_it_with_its_clinic_figures(harness, widget, tmp_path,
-                                                                                     standIn):
+def test_adapt_writes_a_sidecar_registers_and_selects_it_with_its_clinic_figures(harness, widget, tmp_path,
+                                                                                   standIn):
+    """Adapting the shipped model writes a sidecar of kilobytes into the per-user model folder (the shipped
+    weights stay byte-identical), which the list shows as the adapted model, selected."""
     ui = widget.ui
     base = Path(ui.modelSelector.currentData)
     baseBytes = base.read_bytes()
@@ -330,7 +339,7 @@ def test_adapt_writes_a_new_model_registers_and_selects_it_with_its_clinic_figur
     assert harness.message_boxes == [] and harness.slot_errors == []
     (line,) = standIn
     userModels = Path(widget.logic.registry().user_dir)
-    out = userModels / f"{base.stem}-adapted-clinicA.safetensors"
+    out = userModels / f"{base.stem}-adapted-clinicA.json"
     assert line[line.index("--model") + 1] == str(base) and line[line.index("--out") + 1] == str(out)
     assert line[line.index("--dataset") + 1] == str(tmp_path / "clinicA")
     log = ui.trainLogTextEdit.toPlainText()
@@ -338,10 +347,13 @@ def test_adapt_writes_a_new_model_registers_and_selects_it_with_its_clinic_figur
     assert "adapted model written" in log and "[progress]" not in log and "adapt finished (exit code 0)." in log
     assert f"Adaptation report: {out.with_suffix('.report')}" in log
     assert 250 in progress and 1000 in progress
-    assert base.read_bytes() == baseBytes and out.is_file()
+    assert base.read_bytes() == baseBytes and out.is_file() and out.stat().st_size < 200_000
+    assert json.loads(out.read_text())["weights_file"] == base.name
+    assert not list(userModels.glob("*.safetensors"))  # no copy of the weights
     assert ui.modelSelector.currentData == str(out)
     (entry,) = [e for e in widget.logic.availableModels() if str(e.path) == ui.modelSelector.currentData]
-    assert entry.kind == "adapted" and ui.modelSelector.currentText == entry.label == f"{entry.name} (adapted)"
+    assert entry.kind == "adapted" and entry.weights == base
+    assert ui.modelSelector.currentText == entry.label == f"{entry.name} (adapted, settings {out.name})"
     tooltip = ui.modelSelector.itemData(ui.modelSelector.currentIndex, sys.modules["qt"].Qt.ToolTipRole)
     assert ("Adapted to clinicA from 12 images (offsets): cross-validated MRE 1.81 \u2192 1.35 mm" in tooltip
             and "90 % regions 67 \u2192 90 %" in tooltip), tooltip
@@ -349,7 +361,7 @@ def test_adapt_writes_a_new_model_registers_and_selects_it_with_its_clinic_figur
     ui.modelSelector.setCurrentIndex(ui.modelSelector.findData(str(base)))
     ui.adaptButton.click()
     harness.process_events(until=lambda: widget._training is None, timeout_s=60)
-    assert ui.modelSelector.currentData == str(userModels / f"{base.stem}-adapted-clinicA-2.safetensors")
+    assert ui.modelSelector.currentData == str(userModels / f"{base.stem}-adapted-clinicA-2.json")
     assert out.is_file() and ui.modelSelector.findData(str(out)) >= 0
 
 
@@ -397,15 +409,29 @@ def test_adapted_model_path_never_takes_the_base_or_an_existing_file(tmp_path):
         from CephLandmarksSlicer import adapt
     finally:
         sys.path.pop(0)
+    from CephLandmarksLib.store.sidecar import SHIPPED_MODELS_DIR
+
     models = tmp_path / "Models"
     models.mkdir()
     base = models / "m-adapted-c.safetensors"  # adapting an adapted model to a clinic folder named "m"
     base.write_bytes(b"x")
     path = adapt.adaptedModelPath
-    assert path(models, models / "m.safetensors", tmp_path / "c") == models / "m-adapted-c-2.safetensors"
-    assert path(models, base, tmp_path / "my clinic") == models / "m-adapted-c-adapted-my_clinic.safetensors"
+    # a sidecar beside the base weights; the name of the weights a fine-tune would write beside it is taken
+    assert path(models, models / "m.safetensors", tmp_path / "c") == models / "m-adapted-c-2.json"
+    assert path(models, base, tmp_path / "my clinic") == models / "m-adapted-c-adapted-my_clinic.json"
     (models / "m-adapted-c-2.report").mkdir()  # a report left by an earlier model of that name takes the name too
-    assert path(models, models / "m.safetensors", tmp_path / "c") == models / "m-adapted-c-3.safetensors"
+    assert path(models, models / "m.safetensors", tmp_path / "c") == models / "m-adapted-c-3.json"
+    elsewhere = tmp_path / "trained"  # a trained model's folder: its sidecar lies beside it, not among the user's
+    assert path(models, elsewhere / "t.safetensors", tmp_path / "c") == elsewhere / "t-adapted-c.json"
+    shipped = SHIPPED_MODELS_DIR / "isbi.safetensors"  # the extension's folder: the sidecar goes to the user's
+    assert path(models, shipped, tmp_path / "c") == models / "isbi-adapted-c.json"
+    elsewhere.mkdir()
+    elsewhere.chmod(0o500)
+    try:  # a folder that cannot be written: a whole model file among the user's, as before sidecars
+        if not os.access(elsewhere, os.W_OK):  # (root writes anywhere)
+            assert path(models, elsewhere / "t.safetensors", tmp_path / "c") == models / "t-adapted-c.safetensors"
+    finally:
+        elsewhere.chmod(0o700)
     info = {"adaptation": {"n_images": 20, "method": "none", "cv_before": {"mre_mm": 1.5}, "cv_after": {"mre_mm": 1.5}}}
     assert adapt.adaptationSummary(info, models / "m-adapted-site_2-3.safetensors") == (
         "Adapted to site_2 from 20 images (none): cross-validated MRE 1.50 \u2192 1.50 mm")
@@ -449,7 +475,8 @@ def test_adapt_with_the_cli_refuses_too_few_images_in_one_message(harness, widge
     assert text.startswith("Adapt failed: ") and "at least 10" in text and len(text.splitlines()) == 1, text
     assert "adapt finished (exit code 2)." in ui.trainLogTextEdit.toPlainText()
     assert ui.modelSelector.count == count and ui.adaptButton.text == "Adapt to clinic"
-    assert not [p for p in Path(widget.logic.registry().user_dir).iterdir() if "adapted" in p.name]
+    for folder in (Path(widget.logic.registry().user_dir), Path(tiny_model).parent):
+        assert not [p for p in folder.iterdir() if "adapted-small" in p.name]
 
 
 @pytest.fixture(scope="module")
@@ -481,7 +508,7 @@ def clinic12(tiny_model, tmp_path_factory):
 
 @needsAdapt
 def test_adapt_with_the_cli_lists_the_adapted_model_with_its_figures(harness, widget, tiny_model, clinic12):
-    from CephLandmarksLib.store.registry import read_model_info
+    from CephLandmarksLib.store.registry import read_info
 
     ui = widget.ui
     base = Path(tiny_model).resolve()
@@ -495,14 +522,19 @@ def test_adapt_with_the_cli_lists_the_adapted_model_with_its_figures(harness, wi
     harness.process_events(until=lambda: widget._training is None, timeout_s=300)
     log = ui.trainLogTextEdit.toPlainText()
     assert harness.message_boxes == [] and harness.slot_errors == [], log[-2000:]
-    out = Path(widget.logic.registry().user_dir) / "tiny-adapted-clinicA.safetensors"
+    out = base.parent / "tiny-adapted-clinicA.json"  # a sidecar beside the base weights (the CLI's rule)
+    assert f"--out {out} --progress" in log
     assert ui.modelSelector.currentData == str(out.resolve())
     (entry,) = [e for e in widget.logic.availableModels() if str(e.path) == ui.modelSelector.currentData]
-    assert entry.kind == "adapted" and ui.modelSelector.currentText == entry.label == f"{entry.name} (adapted)"
+    assert entry.kind == "adapted" and ui.modelSelector.currentText == entry.label
+    assert entry.label == f"{entry.name} (adapted, settings {out.name})"
+    # the base weights untouched; a fine-tune alone writes weights, beside the sidecar
     assert base.read_bytes() == baseBytes
+    assert entry.weights == (out.with_suffix(".safetensors") if entry.info["adaptation"]["method"] == "fine-tune"
+                             else base)
     assert len({p for p in progress if 0 < p < 1000}) >= 5  # the CLI's stages moved the bar
     assert f"Adaptation report: {out.with_suffix('.report')}" in log
-    record = read_model_info(out)["adaptation"]
+    record = read_info(out)["adaptation"]
     assert record["n_images"] == 12 and sorted(record["clinic_images"]) == [f"img{i:02d}" for i in range(12)]
     tooltip = ui.modelSelector.itemData(ui.modelSelector.currentIndex, sys.modules["qt"].Qt.ToolTipRole)
     assert (f"Adapted to clinicA from 12 images ({record['method']}): cross-validated MRE "

@@ -75,13 +75,44 @@ def test_training_command_lines_check_their_fields(tmp_path):
     with pytest.raises(ValueError, match="The model file does not exist"):
         commands.trainingCommand("py", "calibrate", str(dataset), str(model))
     model.write_bytes(b"x")
-    assert commands.trainingCommand("py", "calibrate", str(dataset), str(model))[3:] == [
-        "calibrate", "--model", str(model), "--dataset", str(dataset), "--out", str(model), "--progress"]
+    assert commands.trainingCommand("py", "calibrate", str(dataset), str(model))[3:] == [  # its sidecar, not itself
+        "calibrate", "--model", str(model), "--dataset", str(dataset), "--out", str(tmp_path / "m.calibration.json"),
+        "--progress"]
+    with pytest.raises(ValueError, match="Train writes a weights file"):
+        commands.trainingCommand("py", "train", str(dataset), str(tmp_path / "m.calibration.json"))
     with pytest.raises(ValueError, match="evaluation plots"):
         commands.trainingCommand("py", "evaluate", str(dataset), str(model))
     line = commands.trainingCommand("py", "evaluate", str(dataset), str(model), split="test2", outFolder="out")
     assert line[3:] == ["evaluate", "--model", str(model), "--dataset", str(dataset), "--split", "test2",
                         "--out", "out", "--device", "cpu", "--progress"]  # "auto" evaluates on the CPU
+
+
+def test_calibrate_writes_a_sidecar_beside_the_weights_never_into_the_shipped_folder(tmp_path):
+    """The sidecar Calibrate writes (the CLI's default): a sidecar model rewrites itself; a weights file gets
+    <stem>.calibration.json beside it; a shipped model's sidecar goes into the per-user model folder."""
+    from CephLandmarksLib.store.sidecar import SHIPPED_MODELS_DIR
+
+    users = tmp_path / "user models"
+    sidecar = commands.calibrationSidecar
+    assert sidecar(tmp_path / "m.safetensors", users) == tmp_path / "m.calibration.json"
+    assert sidecar(tmp_path / "m.clinicA.json", users) == tmp_path / "m.clinicA.json"
+    assert sidecar(SHIPPED_MODELS_DIR / "isbi.safetensors", users) == users / "isbi.calibration.json"
+    assert sidecar(SHIPPED_MODELS_DIR / "isbi.x.json", users) == users / "isbi.x.json"
+    assert sidecar(SHIPPED_MODELS_DIR / "isbi.safetensors") == SHIPPED_MODELS_DIR / "isbi.calibration.json"
+
+
+def test_a_failed_calibration_leaves_the_sidecar_as_it_was(tmp_path):
+    path = tmp_path / "m.calibration.json"
+    fresh = commands.CalibrationOutput(path)  # none before the run
+    path.write_text("temperatures only")
+    (tmp_path / ".m.calibration.json.x1.part").write_text("half")
+    fresh.restore()
+    assert sorted(tmp_path.iterdir()) == []
+    path.write_text("the earlier calibration")
+    earlier = commands.CalibrationOutput(path)
+    path.write_text("temperatures only")
+    earlier.restore()
+    assert path.read_text() == "the earlier calibration" and sorted(tmp_path.iterdir()) == [path]
 
 
 def test_metrics_summary_and_the_plots_of_this_run(tmp_path):

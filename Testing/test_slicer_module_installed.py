@@ -278,9 +278,11 @@ def test_training_tab_runs_train_calibrate_evaluate(harness, widget, training_da
     old = tmp_path / "plots" / "from_an_earlier_run.png"
     old.write_bytes(b"\x89PNG\r\n\x1a\n")
     os.utime(old, (1e9, 1e9))
+    sidecar = tmp_path / "trained.calibration.json"
     for command, button in (("train", ui.trainButton), ("calibrate", ui.calibrateButton),
                             ("evaluate", ui.evaluateButton)):
         progress = []
+        weights = model.read_bytes() if command == "calibrate" else None
         ui.trainProgressBar.connect("valueChanged(int)", progress.append)
         button.click()
         assert button.text == "Cancel" and not ui.trainButton.enabled == (command != "train")
@@ -290,9 +292,18 @@ def test_training_tab_runs_train_calibrate_evaluate(harness, widget, training_da
         assert button.text != "Cancel" and harness.slot_errors == [] and harness.message_boxes == []
         assert 1000 in progress and "[progress]" not in log  # from the --progress lines, which stay out of the log
         ui.trainProgressBar.disconnect("valueChanged(int)", progress.append)
+        if command == "calibrate":  # into the model's sidecar: the weights file stays byte-identical
+            assert f"$ ceph-landmarks calibrate --model {model} --dataset {generic_dataset} --out {sidecar} " in log
+            assert model.read_bytes() == weights and sidecar.is_file()
+            assert json.loads(sidecar.read_text())["weights_file"] == model.name
+            # listed and selected, and the model field now names it, so that Evaluate reads the calibration
+            assert ui.modelSelector.currentData == str(sidecar.resolve())
+            assert ui.modelSelector.currentText.endswith(f"(trained, settings {sidecar.name})")
+            assert ui.trainModelPathLineEdit.currentPath == str(sidecar.resolve())
+    assert f"$ ceph-landmarks evaluate --model {sidecar.resolve()} " in log
     assert "CephLandmarksLib" not in log.split("$ ceph-landmarks train")[1].splitlines()[0]
     labels = [ui.modelSelector.itemText(i) for i in range(ui.modelSelector.count)]
-    assert ui.modelSelector.currentData == str(model.resolve()) or ui.modelSelector.currentData == str(model), labels
+    assert ui.modelSelector.findData(str(model.resolve())) >= 0, labels  # the weights file keeps its own entry
     plots = [ui.plotListWidget.item(i).text() for i in range(ui.plotListWidget.count)]
     assert plots and all(Path(p).parent == tmp_path / "plots" for p in plots)
     assert str(old) not in plots  # only what this run wrote
@@ -311,6 +322,45 @@ def test_cancel_training_kills_it(harness, widget, training_dataset, tmp_path):
     harness.process_events(until=lambda: widget._training is None, timeout_s=30)
     assert not process.running and "train cancelled." in ui.trainLogTextEdit.toPlainText()
     assert not (tmp_path / "never.safetensors").exists() and ui.trainButton.text == "Train"
+
+
+CALIBRATE_STAND_IN = """
+import sys, time
+from pathlib import Path
+out = Path(sys.argv[sys.argv.index("--out") + 1])
+out.write_text("temperatures fitted, regions not yet")  # the CLI writes the sidecar twice
+Path(out.parent, "." + out.name + ".x1.part").write_text("half")
+print("[progress] 0.30 fitting regions", file=sys.stderr, flush=True)
+time.sleep(120)
+"""
+
+
+def test_cancel_calibrate_leaves_the_sidecar_as_it_was(harness, widget, tmp_path, monkeypatch):
+    """Calibrate is cancelled after the CLI's first write of the sidecar: the earlier calibration comes back."""
+    import importlib
+
+    commands = importlib.import_module("CephLandmarksSlicer.commands")
+    real = commands.trainingCommand
+    script = tmp_path / "calibrate_stand_in.py"
+    script.write_text(CALIBRATE_STAND_IN)
+    monkeypatch.setattr(commands, "trainingCommand",
+                        lambda python, *a: [python, "-u", str(script), *real(python, *a)[3:]])
+    ui = widget.ui
+    (tmp_path / "data").mkdir()
+    model, sidecar = tmp_path / "m.safetensors", tmp_path / "m.calibration.json"
+    model.write_bytes(b"weights")
+    sidecar.write_text("the earlier calibration")
+    ui.datasetPathLineEdit.currentPath = str(tmp_path / "data")
+    ui.trainModelPathLineEdit.currentPath = str(model)
+    ui.calibrateButton.click()
+    harness.process_events(until=lambda: (tmp_path / ".m.calibration.json.x1.part").exists(), timeout_s=30)
+    assert sidecar.read_text() != "the earlier calibration"
+    ui.calibrateButton.click()  # Cancel
+    harness.process_events(until=lambda: widget._training is None, timeout_s=30)
+    assert "calibrate cancelled." in ui.trainLogTextEdit.toPlainText() and harness.message_boxes == []
+    assert sidecar.read_text() == "the earlier calibration" and model.read_bytes() == b"weights"
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("m")) == [sidecar.name, model.name]
+    assert not list(tmp_path.glob(".*.part")) and ui.trainModelPathLineEdit.currentPath == str(model)
 
 
 def test_unset_dataset_folder_is_refused(harness, widget):

@@ -1,8 +1,13 @@
 """*Adapt*, the Slicer side: fine-tuning the selected model on the clinic dataset folder with
 `ceph-landmarks adapt` in a background process.
 
-- `adaptedModelPath`, `adaptCommand`, `adaptRun`: where Adapt writes (the per-user model folder, a
-  new name, never the base file) and the `ceph-landmarks adapt` command line, fields checked first.
+- `adaptedModelPath`, `adaptCommand`, `adaptRun`: where Adapt writes and the `ceph-landmarks adapt`
+  command line, fields checked first.  Adapt writes a sidecar (`adapt --out NAME.json`,
+  CephLandmarksLib/store/sidecar.py): kilobytes of settings naming the base weights, which stay as
+  they are; it lies beside those weights, or in the per-user model folder for shipped weights (the
+  CLI's rule).  When cross-validation chooses the fine-tune, the CLI writes the new weights as
+  NAME.safetensors beside the sidecar.  Only where that folder cannot be written is a whole model
+  file written into the per-user folder instead.  Always a new name, never the base file.
 - `leftovers`, `removeLeftovers`: what a failed or cancelled run leaves, removed.
 - `adaptationSummary`: an adapted model's clinic figures (its "adaptation" metadata) in one line,
   for the model list's tooltip (models.py) and the Training tab's log.
@@ -10,6 +15,7 @@
 No qt, no slicer.app, no torch: the adaptation itself runs in the CLI's process.
 """
 
+import os
 import re
 from pathlib import Path
 
@@ -20,6 +26,7 @@ from .process import cliCommand
 
 ADAPTED_INFIX = "-adapted-"
 MODEL_SUFFIX = ".safetensors"
+SIDECAR_SUFFIX = ".json"
 REPORT_SUFFIX = ".report"  # `adapt` writes its report beside the model: OUT with this suffix
 
 
@@ -28,17 +35,54 @@ def reportFolder(outPath) -> Path:
     return Path(outPath).with_suffix(REPORT_SUFFIX)
 
 
+def weightsOf(modelPath) -> Path:
+    """The weights file a model path stands for: itself, or the weights a sidecar names (no torch)."""
+    from CephLandmarksLib.store.sidecar import is_sidecar_path, read_sidecar, weights_path
+
+    modelPath = Path(modelPath)
+    return weights_path(modelPath, read_sidecar(modelPath)) if is_sidecar_path(modelPath) else modelPath
+
+
+def sidecarFolder(modelPath, modelsDir) -> Path:
+    """Where a sidecar of this model may lie (the CLI's rule, store/sidecar.py): beside its weights, or,
+    for the shipped weights (the extension's own folder), in the per-user model folder."""
+    from CephLandmarksLib.store.sidecar import SHIPPED_MODELS_DIR
+
+    folder = weightsOf(modelPath).resolve().parent
+    return Path(modelsDir) if folder == SHIPPED_MODELS_DIR.resolve() else folder
+
+
+def _writable(folder) -> bool:
+    folder = Path(folder)
+    while not folder.exists() and folder.parent != folder:  # a folder still to be made: its first existing parent
+        folder = folder.parent
+    return os.access(folder, os.W_OK)
+
+
+def _taken(path, basePath) -> bool:
+    """Whether a name is taken: by a file, its report folder, or (for a sidecar) the fine-tuned weights
+    the CLI would write beside it; or whether writing it could touch the base model."""
+    path, basePath = Path(path), Path(basePath)
+    outputs = [path, reportFolder(path)] + ([path.with_suffix(MODEL_SUFFIX)] if path.suffix == SIDECAR_SUFFIX else [])
+    base = {basePath.resolve()} | ({weightsOf(basePath).resolve()} if basePath.suffix == SIDECAR_SUFFIX else set())
+    return any(p.exists() or p.resolve() in base for p in outputs)
+
+
 def adaptedModelPath(modelsDir, basePath, clinicFolder) -> Path:
-    """<modelsDir>/<base stem>-adapted-<clinic folder name>.safetensors, with -2, -3, ... if taken
-    (by a model or its report folder): never the base file, never an existing model, so whatever
-    is found there after a failed or cancelled run was written by that run."""
+    """<folder>/<base stem>-adapted-<clinic folder name>.json (a sidecar: sidecarFolder), with -2, -3, ...
+    if taken (by a model, its report folder or its fine-tuned weights): never the base file, never an
+    existing model, so whatever is found there after a failed or cancelled run was written by that run.
+    Where the sidecar's folder cannot be written: <modelsDir>/<...>.safetensors, a whole model file."""
     modelsDir, basePath = Path(modelsDir), Path(basePath)
+    folder, suffix = sidecarFolder(basePath, modelsDir), SIDECAR_SUFFIX
+    if not _writable(folder):
+        folder, suffix = modelsDir, MODEL_SUFFIX
     stem = f"{basePath.stem}{ADAPTED_INFIX}{safe_id(Path(clinicFolder).resolve().name)}"
     for n in range(1, 10_000):
-        path = modelsDir / f"{stem}{'' if n == 1 else f'-{n}'}{MODEL_SUFFIX}"
-        if not (path.exists() or reportFolder(path).exists()) and path.resolve() != basePath.resolve():
+        path = folder / f"{stem}{'' if n == 1 else f'-{n}'}{suffix}"
+        if not _taken(path, basePath):
             return path
-    raise CephError(f"no free model file name for {stem} in {modelsDir}")
+    raise CephError(f"no free model file name for {stem} in {folder}")
 
 
 def checkAdaptInputs(basePath, clinicFolder) -> None:
@@ -54,15 +98,16 @@ def checkAdaptInputs(basePath, clinicFolder) -> None:
 
 
 def adaptCommand(python, basePath, clinicFolder, outPath) -> list:
-    """`ceph-landmarks adapt --model BASE --dataset CLINIC --out OUT --progress` (checks the fields first)."""
+    """`ceph-landmarks adapt --model BASE --dataset CLINIC --out OUT --progress` (checks the fields first);
+    OUT is a sidecar (adaptedModelPath)."""
     checkAdaptInputs(basePath, clinicFolder)
     return cliCommand(python, "adapt", "--model", basePath, "--dataset", clinicFolder, "--out", outPath,
                       "--progress")
 
 
 def adaptRun(modelsDir, python, basePath, clinicFolder):
-    """(command line, adapted model file) of one Adapt press: the fields checked, a new file name in
-    modelsDir (adaptedModelPath), that folder created."""
+    """(command line, adapted model: a sidecar) of one Adapt press: the fields checked, a new file name
+    (adaptedModelPath), its folder created."""
     checkAdaptInputs(basePath, clinicFolder)
     output = adaptedModelPath(modelsDir, basePath, clinicFolder)
     commandLine = adaptCommand(python, basePath, clinicFolder, output)
@@ -71,11 +116,13 @@ def adaptRun(modelsDir, python, basePath, clinicFolder):
 
 
 def leftovers(outPath) -> list:
-    """What a failed or cancelled adapt run may leave: the model file, atomic_write's temporaries
-    beside it, the report folder (adaptedModelPath chose a name none of them had)."""
+    """What a failed or cancelled adapt run may leave: the model file (for a sidecar also the fine-tuned
+    weights beside it), atomic_write's temporaries beside them, the report folder (adaptedModelPath
+    chose a name none of them had)."""
     outPath = Path(outPath)
-    found = [p for p in (outPath, reportFolder(outPath)) if p.exists()]
-    return found + sorted(outPath.parent.glob(f".{outPath.name}.*.part"))
+    written = [outPath] + ([outPath.with_suffix(MODEL_SUFFIX)] if outPath.suffix == SIDECAR_SUFFIX else [])
+    found = [p for p in (*written, reportFolder(outPath)) if p.exists()]
+    return found + sorted(part for p in written for part in p.parent.glob(f".{p.name}.*.part"))
 
 
 def removeLeftovers(outPath) -> None:

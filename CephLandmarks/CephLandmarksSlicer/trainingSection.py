@@ -67,7 +67,7 @@ class TrainingSection:
                 process, output = self.logic.trainingProcess(
                     command, chosenPath(p.datasetFolder), chosenPath(p.trainModelPath), p.epochs, p.inputSize,
                     p.trainDevice, p.evaluateSplit, chosenPath(p.evaluateFolder), self.onProcessLine,
-                    onFinished), None
+                    onFinished)
             self._training = (command, process, time.time(), output)
             self._trainingLines = []
             self.ui.trainLogTextEdit.appendPlainText("$ " + displayCommand(process.commandLine))
@@ -97,7 +97,10 @@ class TrainingSection:
         started, output = (self._training[2], self._training[3]) if self._training else (0.0, None)
         self._training = None
         if output and (crashed or exitCode != 0):  # cancelled or failed: no partial model is left
-            adapt.removeLeftovers(output)
+            if command == "adapt":
+                adapt.removeLeftovers(output)
+            elif command == "calibrate":
+                output.restore()  # the sidecar as it was before the run
         self.ui.trainProgressBar.setRange(0, 1)
         self.ui.trainProgressBar.setValue(1 if exitCode == 0 else 0)
         self.ui.trainLogTextEdit.appendPlainText(
@@ -108,10 +111,16 @@ class TrainingSection:
                 c=command.capitalize(), e=failureMessage(exitCode, crashed, self._trainingLines)))
         if exitCode == 0 and not crashed:
             with slicer.util.tryWithErrorDisplay(_("The results of {c} could not be shown.").format(c=command)):
-                if command in ("train", "calibrate"):
+                if command == "train":
                     modelPath = chosenPath(self._parameterNode.trainModelPath)
                     self.logic.registerTrainedModel(modelPath)
                     self.updateModelList(select=modelPath)
+                if command == "calibrate":  # a sidecar: listed, selected, and what Evaluate reads next
+                    entry = self.logic.registerTrainedModel(output.path)
+                    self._parameterNode.trainModelPath = pathlib.Path(entry.path)
+                    self.updateModelList(select=entry.path)
+                    self.ui.trainLogTextEdit.appendPlainText(
+                        _("Calibration written to {s} (weights {w} unchanged).").format(s=entry.path, w=entry.weights))
                 if command == "adapt":
                     entry = self.logic.registerTrainedModel(output)
                     self.updateModelList(select=entry.path)
