@@ -242,6 +242,9 @@ def test_the_report_overview_leads_with_the_analyses_and_the_challenge_classes_s
     assert len(pages) == 1 + len(keys) and keys[-1] == "isbi2015"
     for page, key in zip(pages, ["overview", *keys], strict=True):
         assert bool(_challenge_words(_texts(page))) == (key == "isbi2015"), key  # the bands on the ISBI page only
+    isbi, steiner = _texts(pages[-1]), _texts(pages[1])
+    assert CHALLENGE_LABEL in isbi and "challenge class" in isbi  # labelled in its heading and its table's header
+    assert CHALLENGE_LABEL not in steiner and "interpretation" in steiner
     overview = _texts(pages[0])
     assert not any("class" in t.lower() and CHALLENGE_LABEL not in t for t in overview)
     assert any(CHALLENGE_LABEL in t and f"p. {len(pages)}" in t for t in overview)  # where the classes are

@@ -27,6 +27,8 @@ HEADER_RGB = (0.86, 0.89, 0.94)
 FLAG_ROW_RGB = (1.0, 0.86, 0.86)
 UNIT_TEXT = {"deg": "°", "mm": " mm", "%": " %", "ratio": ""}
 TABLE_COLUMNS = ("Measurement", "value", "90 % interval", "norm", "dev. SD", "interpretation", "P(out)", "note")
+CHALLENGE_HEADER = "challenge class"  # the interpretation column of the ISBI 2015 page
+LABEL_RGB = (0.75, 0.3, 0.0)  # the norm label of an analysis graded by other than clinical norms
 TABLE_WIDTHS = (0.25, 0.06, 0.11, 0.12, 0.055, 0.215, 0.055, 0.135)
 CHARS = {"name": 38, "chart": 30, "words": 40, "note": 24}  # what fits the columns at the page's font size
 CHART_TITLE = ("Deviation from the norm\nband: the norm (±1 SD or the range)\ndot: the value, bar: its 90 % interval\n"
@@ -181,8 +183,10 @@ def tracing_axes(ax, pixels, detection, analysis) -> None:
 def _table(ax, analysis) -> None:
     ax.axis("off")
     rows = table_rows(analysis)
-    t = ax.table(cellText=rows, colLabels=list(TABLE_COLUMNS), colWidths=list(TABLE_WIDTHS), loc="upper center",
-                 cellLoc="left")
+    header = [CHALLENGE_HEADER if c == "interpretation" and any(it.get("challenge_class") for it in
+                                                                 analysis["measurements"]) else c
+              for c in TABLE_COLUMNS]
+    t = ax.table(cellText=rows, colLabels=header, colWidths=list(TABLE_WIDTHS), loc="upper center", cellLoc="left")
     t.auto_set_font_size(False)
     t.set_fontsize(5.8)
     n = len(rows) + 1
@@ -231,6 +235,8 @@ def analysis_page(pixels, detection, analysis, context=None, disclaimer=""):
     fig = Figure(figsize=A4_INCHES)
     fig.text(0.04, 0.975, f"{analysis['name']} analysis", fontsize=13, weight="bold", va="top")
     fig.text(0.04, 0.952, textwrap.fill(analysis.get("description") or "", 130), fontsize=6.8, va="top")
+    if analysis.get("norm_label"):  # "ISBI 2015 challenge classes (benchmark, not clinical norms)": not a clinical norm
+        fig.text(0.96, 0.972, analysis["norm_label"], fontsize=9, weight="bold", ha="right", va="top", color=LABEL_RGB)
     tracing_axes(fig.add_axes((0.03, 0.49, 0.44, 0.42)), pixels, detection, analysis)
     deviation_chart(fig.add_axes((0.67, 0.52, 0.30, 0.36)), analysis)
     _table(fig.add_axes((0.03, 0.20, 0.94, 0.26)), analysis)
