@@ -327,7 +327,9 @@ def build_parser():
     _add_progress_option(e)
     e.set_defaults(func=_cmd_evaluate)
 
-    r = sub.add_parser("report", help="one-page PDF/PNG report: overlay, landmarks, measurements with intervals")
+    r = sub.add_parser("report", help="PDF/PNG report: an overview page (overlay, landmarks, the named "
+                                      "analyses' key rows), then a page per analysis (table, "
+                                      "deviation chart, tracing)")
     r.add_argument("image", help="image file (DICOM, PNG, JPEG, BMP, TIFF, NRRD, ...)")
     r.add_argument("--model", help="model file (default: the shipped model)")
     r.add_argument("--spacing", type=_spacing, help="pixel spacing in mm (overrides the file's)")
