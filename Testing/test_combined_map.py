@@ -59,7 +59,9 @@ def test_error_probability_reads_the_far_mode():
     assert p[1] == pytest.approx(0.3, abs=0.01)  # the far blob is ~21 mm away
     ere = cmap.ere_mm(cm)
     assert ere[0] < 0.3  # a sharp fine blob at the point
-    assert ere[1] > ere[0]
+    # the far coarse blob's density is under 5 % of the fine peak's: ERE drops it (as the paper drops faint
+    # pixels), P(error > 4 mm) above counts it
+    assert ere[1] == pytest.approx(ere[0], rel=1e-9)
 
 
 def test_region_scores_are_small_at_the_peak_and_large_far_away():
@@ -141,3 +143,39 @@ def test_contours_enclose_the_point_at_the_fine_resolution():
     assert any(MplPath(line).contains_point(cm.points_px[0]) for line in lines)
     reach_mm = max(np.hypot(*((line - cm.points_px[0]) * SPACING).T).max() for line in lines)
     assert reach_mm < 0.5  # the fine map's 90 % region (sigma 0.125 mm), not the coarse one's (0.75 mm)
+
+
+@pytest.mark.parametrize("mirror", [False, True])
+def test_grid_measures_equal_the_cell_definitions(mirror):
+    """ERE, P(error > r), the region's density, area and reach read on the two grids are `cells`' ones."""
+    rng = np.random.default_rng(5)
+    frame = ModelFrame.physical((400, 300), (0.1, 0.1), (96, 64), 0.5, mirror_x=mirror)
+    m2i = frame.model_to_image_matrix()
+    coarse = np.stack([0.7 * gaussian((64, 96), (40, 30), 2.0) + 0.3 * gaussian((64, 96), (80, 10), 3.0),
+                       gaussian((64, 96), (20, 50), 6.0)]) + 1e-9
+    points = frame.model_to_image(np.array([[40.3, 29.6], [21.0, 49.0]]))
+    crops = crop_frames(points, SPACING, (40, 24), 0.125, mirror)
+    fine = rng.random((2, 24, 40)) ** 8
+    cm = cmap.combine(coarse, m2i, SPACING, fine, crops, points, min_inside_mass=0.0)
+    at = cm.points_px + rng.normal(0, 20, (2, 2))  # any point, not only the map's own
+    ere, p = cmap.ere_and_p_large(cm, at, radius_mm=2.7)
+    for i in range(2):
+        pos, mass, area = cmap.cells(cm, i)
+        assert ere[i] == pytest.approx(weighted.ere_mm(pos, mass, area, at[i] * SPACING), rel=1e-9)
+        assert p[i] == pytest.approx(weighted.error_probability(pos, mass, at[i] * SPACING, 2.7), abs=1e-9)
+        for level in (0.5, 0.9):
+            t = weighted.region_density(mass, area, level)
+            assert cmap._region_density(cmap.grids(cm, i), level) == pytest.approx(t, rel=1e-12)
+            inside = weighted.densities(mass, area) > t
+            reach = np.hypot(*(pos[inside] - at[i] * SPACING).T).max()
+            assert cmap.region_extent(cm, i, level, at[i]) == pytest.approx((area[inside].sum(), reach), rel=1e-9)
+
+
+def test_shifted_moves_the_whole_distribution():
+    cm = two_landmarks(second_mode_mass=0.3)
+    moved = cmap.shifted(cm, cm.coarse, [[3.0, -2.0], [0.0, 0.0]])
+    np.testing.assert_allclose(moved.points_px[0], cm.points_px[0] + [3.0, -2.0])
+    assert moved.crops[0].centre_px == pytest.approx(np.add(cm.crops[0].centre_px, [3.0, -2.0]))
+    assert moved.crops[1] == cm.crops[1] and cm.points_px[0] is not moved.points_px[0]
+    # the fine part moved with its point: the sharp fine mass still sits at it
+    assert cmap.ere_mm(moved)[0] < 0.3

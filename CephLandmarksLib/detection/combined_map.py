@@ -14,19 +14,28 @@ coarse point is kept and the landmark flagged FLAG_OUTSIDE_CROP.  The two grids 
 0.5 mm and 0.125 mm a pixel), so every measure reads the map as cells with a position, a mass
 and an area (uncertainty/weighted.py): ERE, P(error > 4 mm), the conformal regions' scores.
 
-Heatmaps file (FORMAT, NAME.heatmaps.npz, `save_npz` / `load_npz`): `format` (str),
-`coarse` (L, H, W) float32, `model_to_image` (3, 3) the coarse grid's pixel -> image pixel
-affine, `spacing_mm` (2,), `fine` (L, h, w) float32, `crops` (L, 7) CropFrame.to_array rows,
-`inside_mass` (L,), `refined` (L,) bool, `points_px` (L, 2).
+Every measure reads the two grids as they are (`grids`): the coarse map with the crop's pixels
+zeroed and the fine map times m, each with its cell area and its pixel -> image affine, so no
+cell list of the whole coarse map is built per landmark; `cells` is the reference definition
+the tests hold them to.
+
+Heatmaps file (FORMAT, NAME.heatmaps.npz): the arrays of format 1 (detection/result.py's
+save_heatmaps: `probs` (L, H, W) float32 the coarse maps, `frame`, the contours), plus
+`format` (str), `model_to_image` (3, 3) the coarse grid's pixel -> image pixel affine,
+`spacing_mm` (2,), `fine` (L, h, w) float32, `crops` (L, 7) CropFrame.to_array rows,
+`inside_mass` (L,), `refined` (L,) bool, `points_px` (L, 2) (`npz_arrays` / `from_npz`;
+`save_npz` / `load_npz` write and read these alone).  A reader of format 1 reads a format 2
+file as its coarse maps.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from ..imaging.crops import CropFrame
 from ..uncertainty import weighted
-from ..uncertainty.levels import LARGE_ERROR_MM
+from ..uncertainty.levels import ERE_PIXEL_FLOOR, LARGE_ERROR_MM
+from ..uncertainty.regions import localised
 
 FORMAT = "ceph-landmarks-heatmaps/2"
 MIN_INSIDE_MASS = 0.5  # the coarse mass inside the crop from which the fine map's point is taken
@@ -47,6 +56,11 @@ class CombinedMap:
     @property
     def flags(self) -> list[list[str]]:
         return [[] if r else [FLAG_OUTSIDE_CROP] for r in self.refined]
+
+    def sample_points_px(self, i: int, n: int, rng: np.random.Generator, jitter: bool = True) -> np.ndarray:
+        """sample_points_px as a method: the measurement intervals (cephalometry, a lower layer) draw
+        from a detection's combined map through it without importing this module."""
+        return sample_points_px(self, i, n, rng, jitter)
 
 
 def coarse_centres_px(shape, model_to_image) -> np.ndarray:
@@ -130,22 +144,116 @@ def cells(cm: CombinedMap, i: int):
     return pos, mass, area
 
 
-def ere_mm(cm: CombinedMap) -> np.ndarray:
+def grids(cm: CombinedMap, i: int) -> list:
+    """[(masses (H, W) float64, cell area mm², 3 x 3 grid pixel -> image pixel affine)] of landmark i's
+    combined map: the coarse map with the crop's pixels zeroed, and the fine map times the inside mass.
+    The same cells as `cells`, kept on their grids."""
+    crop = cm.crops[i]
+    coarse = np.where(inside_mask(cm.coarse.shape[1:], cm.model_to_image, crop), 0.0, cm.coarse[i].astype(np.float64))
+    return [(coarse, coarse_area_mm2(cm.model_to_image, cm.spacing_mm), np.asarray(cm.model_to_image, np.float64)),
+            (cm.inside_mass[i] * cm.fine[i].astype(np.float64), crop.pixel_area_mm2(), crop.crop_to_image_matrix())]
+
+
+def _to_image(affine, cols, rows) -> np.ndarray:
+    """(K, 2) image pixels of grid pixels (cols, rows)."""
+    a = affine
+    return np.stack([a[0, 0] * cols + a[0, 1] * rows + a[0, 2], a[1, 0] * cols + a[1, 1] * rows + a[1, 2]], -1)
+
+
+def _distances_mm(cm, affine, rows, cols, point_px) -> np.ndarray:
+    return np.hypot(*((_to_image(affine, cols, rows) - point_px) * cm.spacing_mm).T)
+
+
+def _window(cm, affine, shape, point_px, radius_mm):
+    """(rows, cols) index arrays of the grid pixels around an image point that may lie within radius_mm."""
+    inv = np.linalg.inv(affine)
+    u, v = inv[:2, :2] @ np.asarray(point_px, dtype=np.float64) + inv[:2, 2]
+    rx, ry = radius_mm / cm.spacing_mm  # the disc's half-widths, image pixels
+    du, dv = abs(inv[0, 0]) * rx + abs(inv[0, 1]) * ry, abs(inv[1, 0]) * rx + abs(inv[1, 1]) * ry
+    h, w = shape
+    v0, v1 = max(int(np.floor(v - dv)) - 1, 0), min(int(np.ceil(v + dv)) + 2, h)
+    u0, u1 = max(int(np.floor(u - du)) - 1, 0), min(int(np.ceil(u + du)) + 2, w)
+    if v1 <= v0 or u1 <= u0:
+        return None
+    rows, cols = np.mgrid[v0:v1, u0:u1]
+    return rows.ravel(), cols.ravel()
+
+
+def ere_and_p_large(cm: CombinedMap, points_px=None, radius_mm: float = LARGE_ERROR_MM,
+                    floor: float = ERE_PIXEL_FLOOR) -> tuple[np.ndarray, np.ndarray]:
+    """((L,) ERE mm, (L,) P(error > radius_mm)) of each combined map from its point (`points_px`, default
+    the map's own): weighted.ere_mm and weighted.error_probability over `cells`, read on the grids
+    (the ERE's few dense cells; P as one minus the mass within the radius, read in a window)."""
+    points = cm.points_px if points_px is None else np.asarray(points_px, dtype=np.float64)
+    ere, p = np.full(len(cm.crops), np.nan), np.full(len(cm.crops), np.nan)
+    for i, point in enumerate(points):
+        if not np.all(np.isfinite(point)):
+            continue
+        g = grids(cm, i)
+        top = max(float(z.max()) / a for z, a, _ in g)
+        num = den = total = within = 0.0
+        for z, a, affine in g:
+            rows, cols = np.nonzero(z / a >= floor * top)
+            m = z[rows, cols]
+            num += float((m * _distances_mm(cm, affine, rows, cols, point)).sum())
+            den += float(m.sum())
+            total += float(z.sum())
+            near = _window(cm, affine, z.shape, point, radius_mm)
+            if near is not None:
+                within += float(z[near][_distances_mm(cm, affine, *near, point) <= radius_mm].sum())
+        ere[i], p[i] = num / den, float(np.clip((total - within) / total, 0.0, 1.0))
+    return ere, p
+
+
+def ere_mm(cm: CombinedMap, points_px=None) -> np.ndarray:
     """(L,) expected radial error of each combined map from its point."""
-    out = []
-    for i in range(len(cm.crops)):
-        pos, mass, area = cells(cm, i)
-        out.append(weighted.ere_mm(pos, mass, area, cm.points_px[i] * cm.spacing_mm))
-    return np.array(out)
+    return ere_and_p_large(cm, points_px)[0]
 
 
-def error_probability(cm: CombinedMap, radius_mm: float = LARGE_ERROR_MM) -> np.ndarray:
+def error_probability(cm: CombinedMap, radius_mm: float = LARGE_ERROR_MM, points_px=None) -> np.ndarray:
     """(L,) P(error > radius_mm) read from each combined map."""
-    out = []
-    for i in range(len(cm.crops)):
-        pos, mass, _ = cells(cm, i)
-        out.append(weighted.error_probability(pos, mass, cm.points_px[i] * cm.spacing_mm, radius_mm))
-    return np.array(out)
+    return ere_and_p_large(cm, points_px, radius_mm)[1]
+
+
+def _region_density(g: list, mass: float) -> float:
+    """weighted.region_density over the grids' cells, sorting only the densest: the cells at least a
+    fraction of the top density, lowered until they hold more than `mass` (a peaked map's region is a
+    few hundred of its 200,000 cells).  Every cell above the cut is kept, so the order is the full one's."""
+    d = np.concatenate([(z / a).ravel() for z, a, _ in g])
+    m = np.concatenate([z.ravel() for z, _, _ in g])
+    goal, top, cut = mass * float(m.sum()), float(d.max()), 1e-3
+    while True:
+        which = np.nonzero(d >= top * cut)[0] if cut > 0 else np.arange(d.size)
+        order = which[np.argsort(-d[which], kind="stable")]
+        cum = np.cumsum(m[order])
+        j = int(np.searchsorted(cum, goal))
+        if j + 1 < len(order) or cut == 0:
+            j = min(j, len(order) - 1)
+            below = d[order[j + 1]] if j + 1 < len(order) else 0.0
+            return float((d[order[j]] + below) / 2)
+        cut = cut * 1e-3 if cut > 1e-12 else 0.0
+
+
+def _region_cells(g: list, t: float) -> list:
+    """Per grid, (rows, cols) of the cells denser than t; the densest cells when none is (a flat map)."""
+    out = [np.nonzero(z / a > t) for z, a, _ in g]
+    if not any(len(r) for r, _ in out):
+        top = max(float((z / a).max()) for z, a, _ in g)
+        out = [np.nonzero(z / a >= top) for z, a, _ in g]
+    return out
+
+
+def region_extent(cm: CombinedMap, i: int, mass: float, point_px=None) -> tuple[float, float]:
+    """(area mm², largest distance mm from the point) of the smallest region of landmark i's combined map
+    holding `mass` (measures.region_extent on one grid)."""
+    point = cm.points_px[i] if point_px is None else np.asarray(point_px, dtype=np.float64)
+    g = grids(cm, i)
+    area, far = 0.0, 0.0
+    for (_, a, affine), (rows, cols) in zip(g, _region_cells(g, _region_density(g, mass)), strict=True):
+        area += len(rows) * a
+        if len(rows):
+            far = max(far, float(_distances_mm(cm, affine, rows, cols, point).max()))
+    return float(area), far
 
 
 def density_at(cm: CombinedMap, i: int, xy_px) -> float:
@@ -172,13 +280,26 @@ def region_scores(cm: CombinedMap, truth_px) -> np.ndarray:
     return np.array(out)
 
 
-def sample_points_px(cm: CombinedMap, i: int, n: int, rng: np.random.Generator) -> np.ndarray:
-    """(n, 2) image points drawn from landmark i's combined map: a cell by its mass, then uniformly
-    within it (what the measurement intervals sample, cephalometry/measurement_uncertainty.py)."""
-    pos, mass, area = cells(cm, i)
-    k = rng.choice(len(mass), size=n, p=mass / mass.sum())
-    side_mm = np.sqrt(area[k])[:, None]
-    return (pos[k] + (rng.random((n, 2)) - 0.5) * side_mm) / cm.spacing_mm
+def sample_points_px(cm: CombinedMap, i: int, n: int, rng: np.random.Generator, jitter: bool = True) -> np.ndarray:
+    """(n, 2) image points drawn from landmark i's combined map: a cell by its mass (one uniform draw
+    each, inverse CDF, as measurement_uncertainty.sample_pixels), then uniformly within it (a second
+    draw (n, 2); jitter=False: the cell's centre): what the measurement intervals sample."""
+    g = grids(cm, i)
+    sizes = [z.size for z, _, _ in g]
+    cdf = np.cumsum(np.concatenate([z.ravel() for z, _, _ in g]))
+    if not np.isfinite(cdf[-1]) or cdf[-1] <= 0:
+        raise ValueError("a combined map holds no probability")
+    idx = np.minimum(np.searchsorted(cdf, rng.random(n) * cdf[-1], side="right"), cdf.size - 1)
+    offset = rng.random((n, 2)) - 0.5 if jitter else np.zeros((n, 2))
+    out = np.empty((n, 2))
+    start = 0
+    for (z, _, affine), size in zip(g, sizes, strict=True):
+        here = (idx >= start) & (idx < start + size)
+        k = idx[here] - start
+        w = z.shape[1]
+        out[here] = _to_image(affine, k % w + offset[here, 0], k // w + offset[here, 1])
+        start += size
+    return out
 
 
 def contours_px(cm: CombinedMap, i: int, masses: dict) -> dict:
@@ -187,17 +308,12 @@ def contours_px(cm: CombinedMap, i: int, masses: dict) -> dict:
     inside it at the same density (the lines meet at the crop's border only where both grids agree)."""
     import contourpy
 
-    _, mass, area = cells(cm, i)
-    crop = cm.crops[i]
-    coarse = np.where(inside_mask(cm.coarse.shape[1:], cm.model_to_image, crop), 0.0, cm.coarse[i].astype(np.float64))
-    fine = cm.inside_mass[i] * cm.fine[i].astype(np.float64)
-    grids = [(coarse, coarse_area_mm2(cm.model_to_image, cm.spacing_mm), np.asarray(cm.model_to_image)),
-             (fine, crop.pixel_area_mm2(), crop.crop_to_image_matrix())]
+    g = grids(cm, i)
     out = {}
     for level, m in masses.items():
-        t = weighted.region_density(mass, area, m)
+        t = _region_density(g, m)
         lines = []
-        for z, cell_area, to_image in grids:
+        for z, cell_area, to_image in g:
             if z.max() <= t * cell_area:
                 continue
             gen = contourpy.contour_generator(z=z, line_type=contourpy.LineType.Separate)
@@ -206,20 +322,58 @@ def contours_px(cm: CombinedMap, i: int, masses: dict) -> dict:
     return out
 
 
+def drawn_contours(cm: CombinedMap, i: int, masses: dict) -> tuple[dict, dict]:
+    """({level: lines image px}, {level: dropped mass}) as regions.drawn_regions gives them for one grid,
+    for LazyContours: a region not localised (regions.localised: its area) is not drawn.  Every part
+    of a drawn region is drawn (no fragment is dropped on the combined map), so the dropped mass is 0."""
+    lines = contours_px(cm, i, masses)
+    for level, m in masses.items():
+        if not localised(region_extent(cm, i, m)[0]):
+            lines[level] = []
+    return lines, {level: 0.0 for level in masses}
+
+
+def shifted(cm: CombinedMap, coarse, shifts_px) -> CombinedMap:
+    """The combined map with each landmark's whole distribution moved by (dx, dy) image pixels (clinic
+    convention offsets): `coarse` the coarse maps already moved (network.heatmaps.shift_maps), the
+    crops and points moved by the same amounts."""
+    shifts = np.asarray(shifts_px, dtype=np.float64).reshape(-1, 2)
+    crops = [replace(c, centre_px=(c.centre_px[0] + dx, c.centre_px[1] + dy))
+             for c, (dx, dy) in zip(cm.crops, shifts, strict=True)]
+    coarse = np.asarray(coarse, dtype=np.float64)
+    coarse = (coarse / coarse.sum(axis=(1, 2), keepdims=True)).astype(np.float32)
+    return replace(cm, coarse=coarse, crops=crops, points_px=cm.points_px + shifts)
+
+
+def npz_arrays(cm: CombinedMap) -> dict:
+    """What a format 2 heatmaps file adds to format 1's arrays (the coarse maps are format 1's `probs`)."""
+    return {"format": np.array(FORMAT), "model_to_image": cm.model_to_image, "spacing_mm": cm.spacing_mm,
+            "fine": cm.fine.astype(np.float32), "crops": np.stack([c.to_array() for c in cm.crops]),
+            "inside_mass": cm.inside_mass, "refined": cm.refined, "points_px": cm.points_px}
+
+
+def is_combined(z) -> bool:
+    """Whether an open npz file (np.load) is a format 2 heatmaps file."""
+    return "format" in z.files and str(z["format"]) == FORMAT
+
+
+def from_npz(z, coarse=None) -> CombinedMap:
+    """The combined map in an open format 2 npz file; `coarse`: its coarse maps when already read."""
+    coarse = (z["probs"] if "probs" in z.files else z["coarse"]) if coarse is None else coarse
+    return CombinedMap(np.asarray(coarse, dtype=np.float32), z["model_to_image"], z["spacing_mm"], z["fine"],
+                       [CropFrame.from_array(a) for a in z["crops"]], z["inside_mass"], z["refined"].astype(bool),
+                       z["points_px"])
+
+
 def save_npz(path, cm: CombinedMap) -> None:
-    """Write the combined map (format in the module docstring); `path` is written as given."""
+    """Write the combined map alone (format in the module docstring); `path` is written as given."""
     with open(path, "wb") as f:
-        np.savez_compressed(f, format=np.array(FORMAT), coarse=cm.coarse.astype(np.float32),
-                            model_to_image=cm.model_to_image, spacing_mm=cm.spacing_mm,
-                            fine=cm.fine.astype(np.float32), crops=np.stack([c.to_array() for c in cm.crops]),
-                            inside_mass=cm.inside_mass, refined=cm.refined, points_px=cm.points_px)
+        np.savez_compressed(f, probs=cm.coarse.astype(np.float32), **npz_arrays(cm))
 
 
 def load_npz(path) -> CombinedMap:
-    """Read a file save_npz wrote; ValueError naming the problem for another format."""
+    """Read the combined map of a format 2 file; ValueError naming the problem for another format."""
     with np.load(path, allow_pickle=False) as z:
-        if "format" not in z.files or str(z["format"]) != FORMAT:
+        if not is_combined(z):
             raise ValueError(f"{path} is not a combined heatmaps file ({FORMAT})")
-        return CombinedMap(z["coarse"], z["model_to_image"], z["spacing_mm"], z["fine"],
-                           [CropFrame.from_array(a) for a in z["crops"]], z["inside_mass"], z["refined"].astype(bool),
-                           z["points_px"])
+        return from_npz(z)

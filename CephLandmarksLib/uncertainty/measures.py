@@ -5,10 +5,8 @@ other points: flag_score.py) and credible-region contours."""
 import numpy as np
 import torch
 
-from .levels import LARGE_ERROR_MM
+from .levels import ERE_PIXEL_FLOOR, LARGE_ERROR_MM
 from .regions import credible_level, lines_on_crop, ranked, region_mask
-
-ERE_PIXEL_FLOOR = 0.05  # the paper: pixels below 5 % of the map's maximum are dropped
 
 
 def _distances_mm(shape, points_uv, mm_per_px) -> torch.Tensor:

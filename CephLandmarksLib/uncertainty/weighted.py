@@ -9,8 +9,7 @@ of the map's maximum; regions are the highest-density cells first.
 
 import numpy as np
 
-from .levels import LARGE_ERROR_MM
-from .measures import ERE_PIXEL_FLOOR
+from .levels import ERE_PIXEL_FLOOR, LARGE_ERROR_MM
 
 
 def densities(masses, areas_mm2) -> np.ndarray:
