@@ -26,7 +26,7 @@ from ..cephalometry.measurement_uncertainty import DEFAULT_SAMPLES
 from ..files import OUTPUT_TAG, check_replaceable, is_tagged, write_group
 from ..text import probability_text
 from ..uncertainty.regions import NOT_LOCALISED_AREA_MM2, area_text, localised, region_caption
-from .analysis_pages import UNIT_TEXT, analysis_figures, row_note, save_pages_pdf, save_pages_png, short, table_rows
+from .analysis_pages import UNIT_TEXT, analysis_figures, row_note, save_pages_pdf, save_pages_png, table_rows
 
 A4_INCHES = (8.27, 11.69)
 PNG_DPI = 150
@@ -149,7 +149,9 @@ SUMMARY_ROWS = {  # the overview's key rows of an analysis; one not named here s
 SUMMARY_COLUMNS = ("Analysis", "Measurement", "value", "90 % interval", "norm", "dev. SD", "interpretation",
                    "P(out)", "note")
 SUMMARY_WIDTHS = (0.125, 0.20, 0.05, 0.10, 0.12, 0.05, 0.16, 0.05, 0.145)
-SUMMARY_CHARS_PER_WIDTH = 150  # characters that fit a column of width 1 (the whole table) at the overview's font size
+SUMMARY_RECT = (0.03, 0.085, 0.94, 0.405)  # the overview's analyses table, in figure fractions
+SUMMARY_FONT_PT = 6.0
+CELL_PAD = 0.1  # matplotlib's table cell padding, a fraction of the cell's width
 FLAT_COLUMNS = ("Measurement", "unit", "value", "median", "90 % interval")
 
 
@@ -178,29 +180,43 @@ def summary_rows(analyses: list, corrected=()) -> tuple:
             value, interval, norm, dev, words, p, _ = cells
             rows.append([_analysis_label(entry["name"], page, more, len(chosen), k),
                          _measurement_name(item, corrected), value, interval, norm, dev,
-                         short(words, _chars("interpretation")), p, short(row_note(item), _chars("note"))])
+                         fit(words, "interpretation"), p, fit(row_note(item), "note")])
             flagged.append(bool(item.get("flagged_points")))
     return rows, flagged, challenge_pages
 
 
-def _chars(column) -> int:
-    return int(SUMMARY_WIDTHS[SUMMARY_COLUMNS.index(column)] * SUMMARY_CHARS_PER_WIDTH)
+def _text_pt(text: str) -> float:
+    from matplotlib.font_manager import FontProperties
+    from matplotlib.textpath import TextToPath
+
+    return TextToPath().get_text_width_height_descent(text, FontProperties(size=SUMMARY_FONT_PT), ismath=False)[0]
+
+
+def fit(text: str, column: str, suffix: str = "") -> str:
+    """text + suffix, text cut with an ellipsis where needed so that it fits the overview table's column:
+    a long name must not run into the next column."""
+    room = SUMMARY_WIDTHS[SUMMARY_COLUMNS.index(column)] * SUMMARY_RECT[2] * A4_INCHES[0] * 72 * (1 - 2 * CELL_PAD)
+    if _text_pt(text + suffix) <= room:
+        return text + suffix
+    while len(text) > 1 and _text_pt(text.rstrip() + "…" + suffix) > room:
+        text = text[:-1]
+    return text.rstrip() + "…" + suffix
 
 
 def _measurement_name(item, corrected) -> str:
     """'SNB angle (°) *': the name cut to fit, its unit and the corrected mark kept."""
     unit = f" ({UNIT_TEXT.get(item['unit'], '').strip() or item['unit']})"
     mark = f" {CORRECTED_MARK}" if set(item.get("rests_on") or ()) & set(corrected) else ""
-    return short(item["name"], _chars("Measurement") - len(unit) - len(mark)) + unit + mark
+    return fit(item["name"], "Measurement", unit + mark)
 
 
 def _analysis_label(name, page, more, n_rows, k) -> str:
     """The Analysis cell of an analysis' k-th row: its name, then its page and how many rows only it shows."""
-    name = short(name.split(" (")[0], _chars("Analysis"))  # "Ricketts (computable part)": its page says which
+    name = name.split(" (")[0]  # "Ricketts (computable part)": its page says which
     where = f"p. {page}" + (f" (+{more} row{'s' if more > 1 else ''})" if more else "")
     if n_rows == 1:
-        return f"{name}, {where}" if k == 0 else ""
-    return {0: name, 1: where}.get(k, "")
+        return fit(name, "Analysis", f", {where}") if k == 0 else ""
+    return {0: fit(name, "Analysis"), 1: where}.get(k, "")
 
 
 def _analyses_summary(fig, ax, analyses, corrected) -> None:
@@ -217,7 +233,7 @@ def _analyses_summary(fig, ax, analyses, corrected) -> None:
                  f"{DEFAULT_SAMPLES} draws of the landmarks from their heatmaps; red rows rest on a flagged point "
                  "(read as uncertain, not as a finding)" + challenge, fontsize=6.6)
     if rows:
-        t = _table(ax, list(SUMMARY_COLUMNS), rows, list(SUMMARY_WIDTHS), 6.0,
+        t = _table(ax, list(SUMMARY_COLUMNS), rows, list(SUMMARY_WIDTHS), SUMMARY_FONT_PT,
                    [FLAGGED_ROW_RGB if f else None for f in flagged])
         for cell in t.get_celld().values():
             cell.set_height(min(1.0 / (len(rows) + 1), 0.055))
@@ -262,7 +278,7 @@ def report_figure(pixels, detection, results: list, when=None, corrected=None):
            [FLAGGED_ROW_RGB if lm.flagged else None for lm in detection.landmarks])
 
     analyses = detection.extra.get("analyses") or []
-    m_ax = fig.add_axes((0.03, 0.085, 0.94, 0.405))
+    m_ax = fig.add_axes(SUMMARY_RECT)
     if analyses:
         _analyses_summary(fig, m_ax, analyses, corrected)
     else:
