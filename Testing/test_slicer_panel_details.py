@@ -130,3 +130,27 @@ def test_questions_and_warnings_after_a_detection_are_not_under_the_wait_cursor(
     assert [b["kind"] for b in harness.message_boxes] == ["warning", "question", "warning"]
     assert [b["waitCursor"] for b in harness.message_boxes] == [False, False, False]
     assert harness.override_cursor_depth == 0 and harness.slot_errors == []
+
+
+def test_a_region_not_localised_is_marked_with_a_question_mark_in_the_slice_views(harness, widget):
+    """The overlay and the report write "?" beside the dashed ring of a region not localised; in Slicer it
+    is a locked point labelled "?" beside the landmarks, shown and hidden with the contours."""
+    import slicer
+
+    volume = harness.scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "radiograph")
+    slicer.util.updateVolumeFromArray(volume, np.zeros((1, 240, 200), dtype=np.float32))
+    widget._parameterNode.inputVolume = volume
+    detection = syntheticDetection(image_size=(200, 240))
+    far = detection.landmarks[9]  # Go
+    far.region_90_area_mm2 = 17_900.0
+    widget.onDetectionDone(volume, detection, None, False)
+    node = widget._parameterNode.landmarks
+    labels = node.GetNodeReference("CephLandmarksRegionLabels")
+    assert labels is not None and labels.GetNumberOfControlPoints() == 1 and labels.GetNthControlPointLabel(0) == "?"
+    assert labels.GetNthControlPointDescription(0) == "Go: 90 % region not localised: 179 cm\u00b2"
+    assert labels.GetLocked() and labels.GetDisplayNode().GetVisibility()
+    widget.ui.showContoursCheckBox.checked = False
+    assert not labels.GetDisplayNode().GetVisibility()
+    widget.ui.showContoursCheckBox.checked = True
+    assert labels.GetDisplayNode().GetVisibility()
+    assert widget._parameterNode.landmarks is node and harness.slot_errors == []

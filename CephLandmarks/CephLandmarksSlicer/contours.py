@@ -3,7 +3,11 @@ slice views (thin ribbons across the slice plane, red for flagged points and gre
 ones), and the same regions read back from those models (`contoursFromModels`, for the report).
 What is drawn follows CephLandmarksLib.uncertainty.regions, as in the overlay and the report: a
 "90 %" region that is not localised is not drawn; its point gets a dashed ring in the 90 % model
-(cells of landmark id -index, which `contoursFromModels` leaves out).
+(cells of landmark id -index, which `contoursFromModels` leaves out), marked "?" as the overlay and
+the report mark it: a markups point list (`createRingLabels`) with one point labelled "?" on the
+ring's upper left (where the overlay writes it), drawn without a glyph, locked and not selectable,
+its description the reason ("90 % region not localised: 179 cm²").  A model node has no text in
+slice views; a markups point's label is what Slicer draws as text there.
 
 MRML only: no qt, no slicer.app; it runs headless under slicer-core.
 """
@@ -15,10 +19,10 @@ from vtk.util import numpy_support
 
 from CephLandmarksLib.detection.result import CONTOUR_LEVELS
 from CephLandmarksLib.imaging.geometry import ijk_to_ras, ras_to_ijk
-from CephLandmarksLib.uncertainty.regions import RING_LEVEL, localised
+from CephLandmarksLib.uncertainty.regions import RING_LEVEL, localised, not_localised_text
 
 from .markups import CONFIDENT_COLOR, FLAGGED_COLOR
-from .record import CONTOUR_REFERENCE
+from .record import CONTOUR_REFERENCE, RING_LABELS_REFERENCE
 from .volumes import pixelToRASMatrix
 
 
@@ -44,6 +48,16 @@ RING_MM = 5.0  # radius of the dashed ring around a point whose region is not lo
 RING_DASHES = 12
 
 
+RING_LABEL = "?"  # the overlay's and the report's mark of a region not localised
+
+
+def _ringsOf(detection):
+    """The landmarks whose "90 %" region is not localised (drawn as a dashed ring), with the ring's radius in px."""
+    radiusPx = [RING_MM / float(s) for s in detection.spacing_mm[:2]]
+    return [(lm, radiusPx) for lm in detection.landmarks
+            if not lm.missing and not localised(lm.region_90_area_mm2)]
+
+
 def _dashedRing(x, y, radiusPx):
     """Polylines (image px) of a dashed circle around (x, y)."""
     t = np.linspace(0, 2 * np.pi, 2 * RING_DASHES + 1)
@@ -57,11 +71,11 @@ def contourPolyData(detection, pixelToRAS, level):
     -index for the dashed ring of a point whose region is not localised)."""
     allPoints, allQuads, colors, landmarkIds = [], [], [], []
     offset = 0
+    rings = {lm.index: radiusPx for lm, radiusPx in _ringsOf(detection)} if level == RING_LEVEL else {}
     for lm in detection.landmarks:
         lines, landmarkId = lm.contours_px.get(level, []), lm.index
-        if level == RING_LEVEL and not lm.missing and not localised(lm.region_90_area_mm2):
-            radiusPx = [RING_MM / float(s) for s in detection.spacing_mm[:2]]
-            lines, landmarkId = _dashedRing(lm.x_px, lm.y_px, radiusPx), -lm.index
+        if lm.index in rings:
+            lines, landmarkId = _dashedRing(lm.x_px, lm.y_px, rings[lm.index]), -lm.index
         points, quads = _ribbons(lines, pixelToRAS)
         allPoints.append(points)
         allQuads += [tuple(q + offset for q in quad) for quad in quads]
@@ -91,13 +105,15 @@ def contourPolyData(detection, pixelToRAS, level):
 
 def createContourModels(scene, detection, volumeNode, landmarksNode):
     """Model nodes "... 50% regions" and "... 90% regions", shown in slice views, referenced by
-    the landmarks node (role CephLandmarksContours); replaces earlier ones of that node."""
+    the landmarks node (role CephLandmarksContours), and the rings' "?" (createRingLabels); replaces
+    earlier ones of that node.  Returns the two models."""
     m = pixelToRASMatrix(volumeNode)
-    for old in [landmarksNode.GetNthNodeReference(CONTOUR_REFERENCE, i)
-                for i in range(landmarksNode.GetNumberOfNodeReferences(CONTOUR_REFERENCE))]:
-        if old is not None:
-            scene.RemoveNode(old)
-    landmarksNode.RemoveNodeReferenceIDs(CONTOUR_REFERENCE)
+    for role in (CONTOUR_REFERENCE, RING_LABELS_REFERENCE):
+        for old in [landmarksNode.GetNthNodeReference(role, i)
+                    for i in range(landmarksNode.GetNumberOfNodeReferences(role))]:
+            if old is not None:
+                scene.RemoveNode(old)
+        landmarksNode.RemoveNodeReferenceIDs(role)
     models = []
     for level, opacity in zip(CONTOUR_LEVELS, (1.0, 0.6), strict=True):
         model = scene.AddNewNodeByClass("vtkMRMLModelNode", f"{landmarksNode.GetName()} {level}% regions")
@@ -114,7 +130,50 @@ def createContourModels(scene, detection, volumeNode, landmarksNode):
         display.SetScalarRangeFlag(slicer.vtkMRMLDisplayNode.UseDirectMapping)
         landmarksNode.AddNodeReferenceID(CONTOUR_REFERENCE, model.GetID())
         models.append(model)
+    createRingLabels(scene, detection, volumeNode, landmarksNode, m)
     return models
+
+
+def createRingLabels(scene, detection, volumeNode, landmarksNode, pixelToRAS=None):
+    """A markups point list "<landmarks> regions not localised" (role CephLandmarksRegionLabels) with a
+    point labelled "?" on the upper left of each dashed ring (as the overlay), coloured as its landmark
+    (selected: green, unselected: red, as in markups.py), its description the reason; no glyph, only
+    the label; locked, not selectable, a fixed number of points, hidden from node selectors.  None
+    when every region is localised."""
+    rings = _ringsOf(detection)
+    if not rings:
+        return None
+    m = pixelToRASMatrix(volumeNode) if pixelToRAS is None else pixelToRAS
+    node = scene.AddNewNodeByClass("vtkMRMLMarkupsFiducialNode", f"{landmarksNode.GetName()} regions not localised")
+    node.CreateDefaultDisplayNodes()
+    wasModifying = node.StartModify()
+    node.SetHideFromEditors(True)
+    node.SetAndObserveTransformNodeID(volumeNode.GetTransformNodeID())
+    diagonal = np.sqrt(0.5)
+    for lm, radiusPx in rings:
+        x, y = lm.x_px - diagonal * radiusPx[0], lm.y_px - diagonal * radiusPx[1]  # image rows grow downwards
+        i = node.AddControlPoint(vtk.vtkVector3d(*ijk_to_ras([[x, y]], m)[0]), RING_LABEL)
+        node.SetNthControlPointDescription(i, f"{lm.abbreviation}: {not_localised_text(lm.region_90_area_mm2)}")
+        node.SetNthControlPointSelected(i, not lm.flagged)
+        node.SetNthControlPointLocked(i, True)
+    node.SetLocked(True)
+    node.SetSelectable(False)
+    node.SetFixedNumberOfControlPoints(True)
+    display = node.GetDisplayNode()
+    display.SetSelectedColor(*CONFIDENT_COLOR)
+    display.SetColor(*FLAGGED_COLOR)
+    display.SetGlyphType(display.GetGlyphTypeFromString("Vertex2D"))  # a single pixel: the "?" alone shows
+    display.SetPointLabelsVisibility(True)
+    display.SetPropertiesLabelVisibility(False)
+    display.SetTextScale(4.0)
+    landmarksNode.AddNodeReferenceID(RING_LABELS_REFERENCE, node.GetID())
+    node.EndModify(wasModifying)
+    return node
+
+
+def ringLabels(landmarksNode):
+    """The "?" point list of the landmarks node (createRingLabels), or None."""
+    return landmarksNode.GetNodeReference(RING_LABELS_REFERENCE)
 
 
 def contourModels(landmarksNode):
@@ -123,9 +182,10 @@ def contourModels(landmarksNode):
 
 
 def setContoursVisible(landmarksNode, visible):
-    for model in contourModels(landmarksNode):
-        if model is not None and model.GetDisplayNode():
-            model.GetDisplayNode().SetVisibility(bool(visible))
+    """The region contours, their rings and the rings' "?" shown or hidden together."""
+    for node in [*contourModels(landmarksNode), ringLabels(landmarksNode)]:
+        if node is not None and node.GetDisplayNode():
+            node.GetDisplayNode().SetVisibility(bool(visible))
 
 
 def contoursFromModels(landmarksNode, pixelToRAS):

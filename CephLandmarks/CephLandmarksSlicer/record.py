@@ -17,6 +17,7 @@ DETECTION_ATTRIBUTE = "CephLandmarks.Detection"
 VOLUME_REFERENCE = "CephLandmarksVolume"
 TABLE_REFERENCE = "CephLandmarksTable"
 CONTOUR_REFERENCE = "CephLandmarksContours"
+RING_LABELS_REFERENCE = "CephLandmarksRegionLabels"  # markups: the "?" beside each not-localised region's ring
 HEATMAP_REFERENCE = "CephLandmarksHeatmap"
 MEASUREMENTS_REFERENCE = "CephLandmarksMeasurements"
 MAPS_REFERENCE = "CephLandmarksMaps"  # hidden volume: the per-landmark calibrated heatmaps (L slices)
