@@ -15,7 +15,7 @@ from CephLandmarksLib.imaging.images import normalise
 from CephLandmarksLib.store.refinerfile import load_refiner
 from CephLandmarksLib.training.refiner_cli import add_train_refiner_command
 from CephLandmarksLib.training.refiner_data import Jitter
-from CephLandmarksLib.training.refiner_training import RefinerConfig, train_refiner
+from CephLandmarksLib.training.refiner_training import RefinerConfig, best_epoch, train_refiner
 from conftest import synthetic_image
 
 SPACING = (0.5, 0.5)  # the synthetic dataset's
@@ -72,3 +72,14 @@ def test_train_refiner_with_a_missing_model_is_one_line(tmp_path):
         a.func(a)
     assert "\n" not in str(e.value)
     assert not (tmp_path / "r.safetensors").exists()
+
+
+def test_best_epoch_judges_only_points_inside_their_crops():
+    """The best epoch is the lowest MRE over the points whose truth lies in their crop; when no truth
+    does (a base model far off), validation cannot judge the refiner and the last epoch is kept."""
+    judged = [{"val_mre_mm": 5.0, "val_inside_mre_mm": 0.9}, {"val_mre_mm": 4.0, "val_inside_mre_mm": 1.1},
+              {"val_mre_mm": 6.0, "val_inside_mre_mm": 0.7}, {"val_mre_mm": 3.0, "val_inside_mre_mm": 0.8}]
+    assert best_epoch(judged) == 3  # not epoch 4, whose lower overall MRE comes from points outside the crops
+    blind = [{"val_mre_mm": m, "val_inside_mre_mm": None} for m in (36.9, 35.7, 36.2)]
+    assert best_epoch(blind) == 3
+    assert best_epoch([{"val_mre_mm": 2.0}, {"val_mre_mm": 1.0}, {"val_mre_mm": 1.5}]) == 2  # older checkpoints

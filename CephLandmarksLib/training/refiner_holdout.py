@@ -69,7 +69,11 @@ class HoldoutSet:
         fine_px = np.stack([[f.crop_to_image(p) for f, p in zip(row, pts, strict=True)]
                             for row, pts in zip(frames, uv, strict=True)])
         fine_err = np.hypot(*np.moveaxis((fine_px - self.truth_px) * self.spacings_mm[:, None], -1, 0))
+        size = self.crops.shape[-1]
+        inside = ((self.truth_crop >= 0) & (self.truth_crop <= size - 1)).all(-1).numpy()
         out = {"nll": nll, "fine_mre_mm": float(fine_err.mean()),
+               "fine_mre_inside_mm": float(fine_err[inside].mean()) if inside.any() else None,
+               "inside_percent": float(inside.mean() * 100),
                "fine_mre_per_landmark_mm": np.round(fine_err.mean(0), 3).tolist()}
         if combined:
             pts, refined = [], []

@@ -6,8 +6,9 @@ jitter (refiner_data.Jitter), and its real predictions there centre the validati
 each epoch's validation MRE is the two-stage error on images neither stage saw, beside the
 first stage's own.  The fine maps' temperatures are fitted there at the end.
 
-Every epoch writes `last.pt` (and `best.pt` when the validation MRE improves) to the work
-folder; `resume=True` continues from `last.pt`, with the same random draws as an uninterrupted run.
+Every epoch writes `last.pt` (and `best.pt` when the validation MRE improves, over the held-out
+points whose truth lies in their crop) to the work folder; `resume=True` continues from
+`last.pt`, with the same random draws as an uninterrupted run.
 """
 
 import json
@@ -139,6 +140,21 @@ def _lr(cfg, step, total, warmup):
     return cfg.lr * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min(1.0, t))))
 
 
+def selection_score(rec: dict) -> float:
+    """What picks the best epoch: the fine points' MRE over the held-out points whose truth lies in
+    their crop (the points the second stage can fix; the others' error is the crop's offset, the
+    same every epoch).  When no truth lies in its crop the validation cannot judge the refiner, and
+    -inf makes every epoch the best, so the last one is kept."""
+    inside = rec.get("val_inside_mre_mm", rec["val_mre_mm"])
+    return -math.inf if inside is None else float(inside)
+
+
+def best_epoch(history: list) -> int:
+    """The epoch best.pt holds (ties go to the later epoch, as in training)."""
+    scores = [selection_score(r) for r in history]
+    return max(i for i, s in enumerate(scores) if s == min(scores)) + 1
+
+
 def _save(path, state):
     atomic_write(path, lambda tmp: torch.save(state, tmp))
 
@@ -180,14 +196,16 @@ def _train(cfg, base, work, state, patches, hold, jitter, held_how, log, should_
                 raise CephError("training cancelled")
         val = hold.evaluate(net)
         rec = dict(epoch=epoch + 1, train_loss=float(np.mean(losses)), val_loss=val["nll"],
-                   val_mre_mm=val["fine_mre_mm"], coarse_mre_mm=hold.coarse_mre_mm, seconds=round(time.time() - t0, 1))
+                   val_mre_mm=val["fine_mre_mm"], val_inside_mre_mm=val["fine_mre_inside_mm"],
+                   coarse_mre_mm=hold.coarse_mre_mm, seconds=round(time.time() - t0, 1))
         history.append(rec)
         log(json.dumps(rec))
+        score = selection_score(rec)
         state = dict(model=net.state_dict(), optimizer=opt.state_dict(), epoch=epoch + 1,
-                     best_mre_mm=min(best, val["fine_mre_mm"]), history=history,
+                     best_mre_mm=min(best, score), history=history,
                      config=json.loads(json.dumps(asdict(cfg))), version=CHECKPOINT_VERSION)
-        if val["fine_mre_mm"] < best:
-            best = val["fine_mre_mm"]
+        if score <= best:
+            best = score
             _save(work / "best.pt", state)
         _save(work / "last.pt", state)
     return _finalize(cfg, base, work, hold, jitter, held_how, history, time.time() - t_start, log)
@@ -211,7 +229,7 @@ def _finalize(cfg, base, work, hold, jitter, held_how, history, seconds, log) ->
         training={"config": {k: v for k, v in json.loads(json.dumps(asdict(cfg))).items() if k not in ("out",
                                                                                                        "work_dir")},
                   "holdout_ids": list(hold.ids), "holdout": held_how, "jitter": jitter.summary(),
-                  "best_epoch": int(np.argmin([r["val_mre_mm"] for r in history]) + 1), "epochs_run": state["epoch"],
+                  "best_epoch": best_epoch(history), "epochs_run": state["epoch"],
                   "history": history, "train_seconds_this_run": round(seconds), "parameters": n_parameters(net),
                   "holdout_result": result},
     )
