@@ -86,6 +86,16 @@ class CephLandmarks(ScriptedLoadableModule):
             "corrections. Needs 3D Slicer {v} or later.").format(v=MINIMUM_SLICER)
         self.parent.acknowledgementText = _(
             "Landmarks and data conventions of the ISBI 2015 Grand Challenge in cephalometric X-ray analysis.")
+        if _usable():  # a JPEG's assumed spacing is marked as it loads, even if this panel is never opened
+            slicer.app.connect("startupCompleted()", watchSpacingSources)
+            watchSpacingSources()  # the scene exists already when the module is loaded after start-up
+
+
+def watchSpacingSources():
+    """Mark each radiograph's spacing source as it is loaded (CephLandmarksSlicer.spacingWatch)."""
+    from CephLandmarksSlicer.spacingWatch import watchScene
+
+    watchScene(getattr(slicer, "mrmlScene", None))
 
 
 #

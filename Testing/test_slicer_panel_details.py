@@ -6,6 +6,7 @@ Skips when ../shared/slicer-5.12, slicer-core or cmake is missing (CI has all th
 
 import dataclasses
 import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -154,3 +155,31 @@ def test_a_region_not_localised_is_marked_with_a_question_mark_in_the_slice_view
     widget.ui.showContoursCheckBox.checked = True
     assert labels.GetDisplayNode().GetVisibility()
     assert widget._parameterNode.landmarks is node and harness.slot_errors == []
+
+
+def test_a_jpeg_saved_as_mrb_before_the_panel_is_opened_keeps_its_assumed_spacing(harness, tmp_path):
+    """Slicer instantiates the module at start-up; the panel is never opened. A JPEG loaded then (as Slicer
+    5.x's volume reader leaves it) and saved as .mrb reopens with its spacing still 'assumed'."""
+    import slicer
+    from slicer_fixtures import headlessScene, makeVolume
+
+    from slicer_harness.core import emit
+
+    harness.load_module("CephLandmarks")  # no widget: the panel is never opened
+    emit(slicer.app, "startupCompleted()")  # the module watches the scene once, whichever comes first
+    spacingWatch = sys.modules["CephLandmarksSlicer.spacingWatch"]
+    watch = getattr(harness.scene, spacingWatch._ATTRIBUTE, None)  # set up by the module, not by this test
+    assert watch is not None and spacingWatch.watchScene(harness.scene) is watch
+    assert getattr(slicer.modules, "CephLandmarksWidget", None) is None
+    pixels = np.random.default_rng(0).uniform(0, 255, size=(60, 50)).astype(np.float32)
+    volume = makeVolume(harness.scene, pixels, spacing=(1.0, 1.0), name="ceph")
+    storage = harness.scene.AddNewNodeByClass("vtkMRMLVolumeArchetypeStorageNode")
+    storage.SetFileName(str(tmp_path / "ceph.jpg"))
+    volume.SetAndObserveStorageNodeID(storage.GetID())
+    assert harness.scene.WriteToMRB(str(tmp_path / "case.mrb"))
+    again = headlessScene()
+    assert again.ReadFromMRB(str(tmp_path / "case.mrb"))
+    reopened = again.GetFirstNodeByName("ceph")
+    assert reopened.GetStorageNode().GetFileName().endswith(".nrrd")
+    volumes = sys.modules["CephLandmarksSlicer.volumes"]
+    assert volumes.volumeSpacing(reopened) == ((0.1, 0.1), "assumed")
