@@ -172,16 +172,36 @@ def _cmd_calibrate(a):
                        progress=report)
 
 
+def _refiner(a, model_path):
+    """The second stage `--refine FILE` names (FILE `auto`: the one beside the model, registry.refiner_beside),
+    loaded and checked, or None; CephError, one line, for a missing or bad file.  Called before any image
+    is read."""
+    if not getattr(a, "refine", None):
+        return None
+    from .detection.refinement import REFINE_BESIDE
+    from .store.refinerfile import load_refiner
+
+    path = Path(a.refine)
+    if a.refine == REFINE_BESIDE:
+        path = registry.refiner_beside(model_path)
+        if not path.is_file():
+            raise CephError(f"--refine {REFINE_BESIDE}: no refiner beside the model (looked for {path})")
+    elif path.is_dir():
+        raise CephError(f"--refine {path} is a folder, not a refiner file")
+    return load_refiner(path, a.device)
+
+
 def _cmd_detect(a):
     from .outputs.batch import detect_files
 
     model = registry.model_path_or_download(a.model) if a.model else default_model_path()  # NAME: fetched once
     options = analysis_options(a)  # checked before any image is read
+    refiner = _refiner(a, model)  # so is the second stage
     with Progress(lines=a.progress, bar=len(a.images) > 1) as report:
         warn = lambda m: report.write(f"{ERROR_PREFIX} {m}")  # noqa: E731
         written = detect_files(a.images, model, a.out_dir, a.spacing, a.device, on_error=warn,
                                orientation_check=not a.no_orientation_check, overlay=not a.no_overlay,
-                               heatmaps=a.heatmaps, progress=report, analysis_options=options)
+                               heatmaps=a.heatmaps, progress=report, analysis_options=options, refiner=refiner)
     for out in written:
         print(out)
 
@@ -194,14 +214,24 @@ def _add_progress_option(parser) -> None:
                              "(instead of the bar drawn on a terminal)")
 
 
+def _add_refine_option(parser) -> None:
+    """--refine FILE: the second stage (not the default until it beats the first stage on held-out images)."""
+    parser.add_argument("--refine", metavar="REFINER",
+                        help="also run the second stage: a refiner file (ceph-landmarks train-refiner), or 'auto' "
+                             "for MODEL.refiner.safetensors beside the model; points, ERE, P(error > 4 mm), regions "
+                             "and measurement intervals then read the combined coarse + fine map")
+
+
 def _cmd_evaluate(a):
     from .memory import limit_heap_fragmentation
     from .training.evaluate import evaluate
 
     limit_heap_fragmentation()  # image after image: without it the heap grows about 30 MB an image
+    model = a.model or default_model_path()
+    refiner = _refiner(a, model)
     with Progress(lines=a.progress) as report:
-        m = evaluate(a.model or default_model_path(), a.dataset, a.split, a.out, ground_truth=a.ground_truth,
-                     device=a.device, progress=report)
+        m = evaluate(model, a.dataset, a.split, a.out, ground_truth=a.ground_truth,
+                     device=a.device, progress=report, refiner=refiner)
     print(f"{a.split}: MRE {m['mre_mm']:.2f} mm, SDR 2 mm {m['sdr']['2.0']:.1f} %, ECE {m['ece']:.2f}")
 
 
@@ -209,9 +239,11 @@ def _cmd_report(a):
     from .outputs.batch import report_file
 
     options = analysis_options(a)
+    model = a.model or default_model_path()
+    refiner = _refiner(a, model)  # before the image is read
     with Progress(lines=a.progress) as report:
-        written = report_file(a.image, a.model or default_model_path(), a.out_dir, a.spacing, a.device,
-                              progress=report, analysis_options=options)
+        written = report_file(a.image, model, a.out_dir, a.spacing, a.device,
+                              progress=report, analysis_options=options, refiner=refiner)
     for out in written:
         print(out)
 
@@ -273,6 +305,7 @@ def build_parser():
     d.add_argument("--no-overlay", action="store_true", help="do not render NAME.png")
     d.add_argument("--heatmaps", action="store_true",
                    help="also write NAME.heatmaps.npz: the calibrated heatmaps and contours (for the Slicer module)")
+    _add_refine_option(d)
     _add_progress_option(d)
     add_analysis_arguments(d)
     d.set_defaults(func=_cmd_detect)
@@ -324,6 +357,7 @@ def build_parser():
     e.add_argument("--out", required=True, help="folder for metrics.json and the PNG plots")
     e.add_argument("--ground-truth", default="mean", choices=["mean", "senior", "junior"])
     e.add_argument("--device", default="cpu", type=_device(False), help=DEVICES)
+    _add_refine_option(e)
     _add_progress_option(e)
     e.set_defaults(func=_cmd_evaluate)
 
@@ -335,6 +369,7 @@ def build_parser():
     r.add_argument("--spacing", type=_spacing, help="pixel spacing in mm (overrides the file's)")
     r.add_argument("--out-dir", default=".", help="folder for NAME_report.pdf and NAME_report.png")
     r.add_argument("--device", default="cpu", type=_device(False), help=DEVICES)
+    _add_refine_option(r)
     _add_progress_option(r)
     add_analysis_arguments(r)
     r.set_defaults(func=_cmd_report)

@@ -8,6 +8,9 @@ on every draw.  A measurement is reported as its value at the detected points, t
 median and the 5th-95th percentile interval of the draws (a 90 % interval), and the
 share of draws in each class.  Independence ignores correlations between
 landmarks; benchmarks/measurement_coverage.py checks whether the intervals hold.
+With the second stage (a detection's `combined` map, detection/combined_map.py) each
+position is drawn from the combined coarse + fine map instead: a cell by its mass, then
+uniformly within the cell, the same two draws per landmark from the same stream.
 
 After review, `measure_corrected` measures the *current* points: a landmark the
 clinician corrected is taken as certain (every draw puts it exactly at its corrected
@@ -46,8 +49,13 @@ def sample_pixels(prob_map: np.ndarray, n: int, rng: np.random.Generator, jitter
 
 
 def sample_landmarks_mm(detection, n: int = DEFAULT_SAMPLES, seed: int = DEFAULT_SEED, jitter: bool = True):
-    """(n, L, 2) landmark configurations in mm (image axes) drawn from the detection's heatmaps."""
+    """(n, L, 2) landmark configurations in mm (image axes) drawn from the detection's heatmaps (its
+    combined map when the second stage made one)."""
     rng = np.random.default_rng(seed)
+    combined = getattr(detection, "combined", None)
+    if combined is not None:
+        xy = np.stack([combined.sample_points_px(i, n, rng, jitter) for i in range(len(detection.landmarks))], axis=1)
+        return px_to_mm(xy, detection.spacing_mm)
     uv = np.stack([sample_pixels(m, n, rng, jitter) for m in detection.probs], axis=1)  # (n, L, 2)
     return px_to_mm(detection.frame.model_to_image(uv), detection.spacing_mm)
 
@@ -144,12 +152,16 @@ def measure_corrected(detection, points_mm=None, corrected=(), n: int = DEFAULT_
     return results
 
 
-def method_dict(n: int = DEFAULT_SAMPLES, seed: int = DEFAULT_SEED) -> dict:
+COMBINED_METHOD = ("landmark positions drawn independently from each combined coarse + fine map of the second "
+                   "stage (a cell by its mass, uniform within it); measurements computed on every draw")
+
+
+def method_dict(n: int = DEFAULT_SAMPLES, seed: int = DEFAULT_SEED, combined: bool = False) -> dict:
     return {
         "samples": n, "seed": seed, "interval_percentiles": list(INTERVAL_PERCENTILES),
         "uncertain_rule": f"most probable class has probability < {UNCERTAIN_BELOW}",
-        "method": "landmark positions drawn independently from each calibrated heatmap "
-                  "(uniform within the drawn model pixel); measurements computed on every draw",
+        "method": COMBINED_METHOD if combined else "landmark positions drawn independently from each calibrated "
+                  "heatmap (uniform within the drawn model pixel); measurements computed on every draw",
         "definitions": "ISBI 2015 challenge (Wang et al., Med Image Anal 2016) plus textbook extras",
     }
 
@@ -165,19 +177,21 @@ def _rounded(d: dict) -> dict:
     return out
 
 
-def measurements_json(results: list, n: int = DEFAULT_SAMPLES, seed: int = DEFAULT_SEED) -> dict:
-    """The "measurements" section of the detect JSON."""
-    return {"method": method_dict(n, seed), "items": [_rounded(r) for r in results]}
+def measurements_json(results: list, n: int = DEFAULT_SAMPLES, seed: int = DEFAULT_SEED,
+                      combined: bool = False) -> dict:
+    """The "measurements" section of the detect JSON (combined: drawn from the second stage's maps)."""
+    return {"method": method_dict(n, seed, combined), "items": [_rounded(r) for r in results]}
 
 
 CORRECTED_RULE = ("landmarks corrected by the clinician are taken as exact: every draw puts them at their "
                   "corrected position; each item's \"corrected\" lists the corrected landmarks it uses")
 
 
-def results_json(results: list, n: int = DEFAULT_SAMPLES, seed: int = DEFAULT_SEED, corrected_landmarks=None) -> dict:
+def results_json(results: list, n: int = DEFAULT_SAMPLES, seed: int = DEFAULT_SEED, corrected_landmarks=None,
+                 combined: bool = False) -> dict:
     """The "measurements" section for reports `results`: items, the skipped measurements (a landmark
     they use is missing) and, when corrected_landmarks is given (abbreviations), the correction rule."""
-    out = measurements_json(results, n, seed)
+    out = measurements_json(results, n, seed, combined)
     done = {item["key"] for item in out["items"]}
     skipped = [m.key for m in MEASUREMENTS if m.key not in done]
     if skipped:
@@ -188,8 +202,12 @@ def results_json(results: list, n: int = DEFAULT_SAMPLES, seed: int = DEFAULT_SE
     return out
 
 
+def _combined(detection) -> bool:
+    return getattr(detection, "combined", None) is not None
+
+
 def detection_measurements_json(detection, n: int = DEFAULT_SAMPLES, seed: int = DEFAULT_SEED) -> dict:
-    return results_json(measure_detection(detection, n, seed), n, seed)
+    return results_json(measure_detection(detection, n, seed), n, seed, combined=_combined(detection))
 
 
 def corrected_measurements_json(detection, points_mm, corrected=(), n: int = DEFAULT_SAMPLES,
@@ -197,4 +215,4 @@ def corrected_measurements_json(detection, points_mm, corrected=(), n: int = DEF
     """The "measurements" section at the current points, corrected landmarks (0-based) held fixed."""
     results = measure_corrected(detection, points_mm, corrected, n, seed)
     names = [detection.landmarks[i].abbreviation for i in sorted({int(i) for i in corrected})]
-    return results_json(results, n, seed, names)
+    return results_json(results, n, seed, names, combined=_combined(detection))

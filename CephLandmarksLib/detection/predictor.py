@@ -13,10 +13,15 @@ canvas, the image is moved and run again (alignment.py).  Shape check: a landmar
 place is outside the image.  A point within 4 mm of the image's edge is flagged (the
 anatomy may be cut off there).  The JSON's "alignment" records all three.
 Credible-region contours are computed when first read (something draws them: uncertainty/regions.py).
+Second stage (a refiner, `detect --refine`): observe also runs the refiner on full-resolution crops
+centred on the kept pass's points (refinement.py), and decide reads the combined coarse + fine map
+(combined_map.py) for the points, ERE, P(error > 4 mm), the regions and the measurement intervals;
+a point whose coarse mass lies mostly outside its crop keeps the coarse point, flagged "outside_crop".
 """
 
 from dataclasses import dataclass, field, replace
 from functools import partial
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -28,6 +33,7 @@ from ..network.heatmaps import decode_points, mask_padding, shift_maps, softmax_
 from ..network.inputs import ModelInput
 from ..network.model import run_network
 from ..store.modelfile import LoadedModel, load_model, model_mm_per_px
+from ..store.refinerfile import LoadedRefiner, load_refiner
 from ..store.registry import default_model_path
 from ..uncertainty.conformal import masses_for
 from ..uncertainty.flag_score import image_adjusted_p_large
@@ -38,13 +44,16 @@ from ..uncertainty.measures import (
     region_extent,
 )
 from ..uncertainty.regions import LazyContours, drawn_regions
+from . import combined_map as cmap
 from .alignment import SHAPE_LIMIT_MM, expected_places, realigned_frame, reference_uv, shape_check
 from .missing import best_mode_near, missing_landmarks, near_edge, outside_mass, placed_inside
 from .orientation import orientation_clear
+from .refinement import crops_for, fine_logits, fine_maps
 from .result import (
     FLAG_IMPLAUSIBLE,
     FLAG_MISSING,
     FLAG_NEAR_EDGE,
+    FLAG_OUTSIDE_CROP,
     FLAG_UNCERTAIN,
     LEFT_FACING,
     RIGHT_FACING,
@@ -93,6 +102,15 @@ class Settings:
 
 
 @dataclass
+class FineObservation:
+    """What the refiner made of one radiograph: its logits over each landmark's crop (off-image crop
+    pixels masked) and the crops, centred on the kept pass's points at the model's own temperatures."""
+
+    logits: torch.Tensor  # (L, h, w)
+    crops: list  # L imaging.crops.CropFrame
+
+
+@dataclass
 class Observation:
     """What the network made of one radiograph, before any calibration choice: the raw logits of
     the pass kept (orientation check and alignment done) and where the image sat."""
@@ -103,6 +121,7 @@ class Observation:
     alignment: dict  # {"shift_model_px": [du, dv]} when an aligned second pass was kept
     framing: str
     image: dict = field(default_factory=dict)  # path, size, spacing_mm, spacing_source, origin_lps, direction_lps
+    fine: FineObservation | None = None  # the second stage's, when the detector has a refiner
 
 
 class LandmarkDetector:
@@ -113,8 +132,10 @@ class LandmarkDetector:
     a figure of what detect produces.
     """
 
-    def __init__(self, model_path=None, device="cpu", orientation_check: bool = True, align: bool = True):
-        """model_path: a model file; None takes the shipped default (store.registry.default_model_path)."""
+    def __init__(self, model_path=None, device="cpu", orientation_check: bool = True, align: bool = True,
+                 refiner=None):
+        """model_path: a model file; None takes the shipped default (store.registry.default_model_path).
+        refiner: the second stage (a refiner file or a LoadedRefiner), for this model's landmarks; None: none."""
         if model_path is None:
             model_path = default_model_path()
         self.device = torch.device(device)
@@ -126,6 +147,14 @@ class LandmarkDetector:
                             f"{len(self.model.info.landmark_names)} landmarks")
         self.settings = Settings.of(self.model.info)
         self.temperatures = torch.tensor(self.model.info.temperatures, dtype=torch.float32)
+        self.refiner: LoadedRefiner | None = None
+        if refiner is not None:
+            self.refiner = refiner if isinstance(refiner, LoadedRefiner) else load_refiner(refiner, self.device)
+            ours = list(self.info.landmark_abbreviations or self.info.landmark_names)
+            if list(self.refiner.info.landmark_abbreviations) != ours:
+                raise CephError(f"the refiner {self.refiner.path or 'given'} was trained for other landmarks "
+                                f"({len(self.refiner.info.landmark_abbreviations)}) than the model {model_path} "
+                                f"gives ({len(ours)})")
 
     @property
     def info(self):
@@ -216,7 +245,15 @@ class LandmarkDetector:
         rad = inputs.radiograph
         image = {"path": rad.path, "size": rad.size, "spacing_mm": tuple(rad.spacing_mm),
                  "spacing_source": rad.spacing_source, "origin_lps": rad.origin_lps, "direction_lps": rad.direction_lps}
-        return Observation(raw, frame, orientation, alignment, inputs.framing, image), (probs, outside)
+        fine = self._observe_fine(inputs, probs, frame) if self.refiner is not None else None
+        return Observation(raw, frame, orientation, alignment, inputs.framing, image, fine), (probs, outside)
+
+    def _observe_fine(self, inputs: ModelInput, probs, frame: ModelFrame) -> FineObservation:
+        """The refiner on crops centred on the points of the kept pass (its calibrated maps), all 19 in one
+        forward, on the normalised image the coarse pass saw."""
+        uv = decode_points(probs[None], self.info.refine_radius)[0].numpy()
+        crops = crops_for(self.refiner, frame.model_to_image(uv), inputs.radiograph.spacing_mm, frame.mirror_x)
+        return FineObservation(fine_logits(self.refiner, inputs.normalised, crops, self.device), crops)
 
     def decide(self, obs: Observation, settings: Settings | None = None, contours: bool = True,
                extents: bool = True, calibrated=None) -> Detection:
@@ -236,11 +273,20 @@ class LandmarkDetector:
             outside = outside_mass(obs.logits, frame.image_mask(), temps)
         mm = frame.model_pixel_mm(spacing)
         uv, conf, missing, _, _ = self._decode(probs, frame, outside, spacing, s.ere_threshold_mm, with_ere=False)
+        cm = self._combined(obs, probs, uv, missing) if obs.fine is not None else None
+        if cm is not None:
+            uv = frame.image_to_model(cm.points_px)
         if s.offsets_mm is not None:  # clinic conventions: move each point and its whole map
             shift = shifts_uv(uv, s.offsets_mm, mm, *frame_landmarks(self.info.landmark_abbreviations))
-            probs, uv = shift_maps(probs, shift), uv + shift
-        ere = expected_radial_error_mm(probs, uv, mm)
-        p_large = error_probability(probs, uv, mm, LARGE_ERROR_MM)
+            probs, moved = shift_maps(probs, shift), uv + shift
+            if cm is not None:
+                cm = cmap.shifted(cm, probs.numpy(), frame.model_to_image(moved) - frame.model_to_image(uv))
+            uv = moved
+        if cm is None:
+            ere = expected_radial_error_mm(probs, uv, mm)
+            p_large = error_probability(probs, uv, mm, LARGE_ERROR_MM)
+        else:
+            ere, p_large = cmap.ere_and_p_large(cm, radius_mm=LARGE_ERROR_MM)
         uncertain = s.uncertain(ere, p_large, missing)
         ref, confident = reference_uv(self.info, self.mm_per_px), ~missing & ~uncertain
         implausible, expected_outside = shape_check(uv, ref, confident, frame, self.mm_per_px)
@@ -248,16 +294,25 @@ class LandmarkDetector:
         rescued = missing & (False if expected is None else placed_inside(expected, frame, mm))
         if rescued.any():  # the map's mode fell beyond the edge; the confident landmarks place it well inside
             uv = self._best_modes_inside(probs, uv, expected, rescued, mm)
-            ere, p_large = expected_radial_error_mm(probs, uv, mm), error_probability(probs, uv, mm, LARGE_ERROR_MM)
+            if cm is None:
+                ere, p_large = expected_radial_error_mm(probs, uv, mm), error_probability(probs, uv, mm, LARGE_ERROR_MM)
+            else:  # a coarse mode far from the crop: the point is the coarse map's
+                cm.points_px[rescued], cm.refined[rescued] = frame.model_to_image(uv[rescued]), False
+                ere, p_large = cmap.ere_and_p_large(cm, radius_mm=LARGE_ERROR_MM)
             # `uncertain` of the others stays as judged with these points counted missing: a map whose
             # mass went beyond the edge says nothing about how hard the rest of the image is
             missing, uncertain, implausible = missing & ~rescued, uncertain | rescued, implausible | rescued
         missing = missing | (implausible & expected_outside)
+        if cm is not None:
+            cm.refined &= ~missing  # a point reported missing has no place, fine or coarse
         edge = ~missing & near_edge(uv, frame, mm)
+        outside_crop = np.zeros(len(uv), dtype=bool) if cm is None else \
+            ~missing & (cm.inside_mass < self.refiner.info.min_inside_mass)
         reasons = [[r for r, on in ((FLAG_UNCERTAIN, uncertain[i]), (FLAG_MISSING, missing[i]),
-                                    (FLAG_IMPLAUSIBLE, implausible[i]), (FLAG_NEAR_EDGE, edge[i])) if on]
+                                    (FLAG_IMPLAUSIBLE, implausible[i]), (FLAG_NEAR_EDGE, edge[i]),
+                                    (FLAG_OUTSIDE_CROP, outside_crop[i])) if on]
                    for i in range(len(uv))]
-        xy_px = frame.model_to_image(uv)
+        xy_px = frame.model_to_image(uv) if cm is None else cm.points_px.copy()
         xy_px[missing] = np.nan
         xy_mm = px_to_mm(xy_px, spacing)
         p = probs.numpy()
@@ -266,13 +321,16 @@ class LandmarkDetector:
             masses = {level: float(m[i]) for level, m in s.region_masses.items()}
             cont, extent = {}, (float("nan"), float("nan"))
             if extents and not missing[i]:
-                extent = region_extent(p[i], masses[REACH_LEVEL], uv[i], mm)
+                extent = region_extent(p[i], masses[REACH_LEVEL], uv[i], mm) if cm is None else \
+                    cmap.region_extent(cm, i, masses[REACH_LEVEL])
             if contours and not missing[i]:
-                cont = LazyContours(partial(drawn_regions, p[i], masses, mm, frame.model_to_image))
+                cont = LazyContours(partial(drawn_regions, p[i], masses, mm, frame.model_to_image) if cm is None
+                                    else partial(cmap.drawn_contours, cm, i, masses))
             landmarks.append(LandmarkResult(
                 i + 1, name, abbr, float(xy_px[i, 0]), float(xy_px[i, 1]), float(xy_mm[i, 0]), float(xy_mm[i, 1]),
                 float(conf[i]), float(ere[i]), bool(reasons[i]), cont,
                 bool(missing[i]), float(p_large[i]), reasons[i], *extent,
+                **({} if cm is None else {"refined": bool(cm.refined[i])}),
             ))
         alignment = dict(obs.alignment)
         if implausible.any():
@@ -287,12 +345,32 @@ class LandmarkDetector:
         im = obs.image
         return Detection(
             im["path"], tuple(im["size"]), tuple(spacing), im["spacing_source"], model,
-            s.ere_threshold_mm, landmarks, p, frame, im["origin_lps"], im["direction_lps"],
+            s.ere_threshold_mm, landmarks, p if cm is None else cm.coarse, frame, im["origin_lps"], im["direction_lps"],
             framing=obs.framing, orientation=obs.orientation, alignment=alignment,
             regions={"method": s.regions, "masses": {k: [round(float(v), 4) for v in m]
                                                        for k, m in s.region_masses.items()}},
             flag_rule=s.flag_rule(),
+            **({} if cm is None else {"combined": cm, "refiner": self._refiner_record(cm, outside_crop)}),
         )
+
+    def _combined(self, obs: Observation, probs, uv, missing) -> "cmap.CombinedMap":
+        """The combined map of the coarse maps (the settings' temperatures) and the observation's fine
+        logits (the refiner's); a point reported missing keeps its coarse place (no fine point)."""
+        frame = obs.frame
+        coarse_px = frame.model_to_image(uv)
+        cm = cmap.combine(probs.numpy(), frame.model_to_image_matrix(), obs.image["spacing_mm"],
+                          fine_maps(self.refiner, obs.fine.logits), obs.fine.crops, coarse_px,
+                          self.refiner.info.min_inside_mass)
+        cm.points_px[missing], cm.refined[missing] = coarse_px[missing], False
+        return cm
+
+    def _refiner_record(self, cm, outside_crop) -> dict:
+        """The JSON's "refiner": which second stage ran, and what it did on this image."""
+        r, abbr = self.refiner, self.info.landmark_abbreviations
+        return {"file": Path(r.path).name if r.path else "", "sha256": r.sha256,
+                "base_model": dict(r.info.base_model), "crop_mm": r.info.crop_size * r.info.crop_mm_per_px,
+                "crop_mm_per_px": r.info.crop_mm_per_px, "min_inside_mass": r.info.min_inside_mass,
+                "refined": int(cm.refined.sum()), "outside_crop": [abbr[i] for i in np.nonzero(outside_crop)[0]]}
 
     def _best_modes_inside(self, probs, uv, expected_uv, which, mm):
         """uv with the points `which` decoded again from their maps within SHAPE_LIMIT_MM of their

@@ -3,7 +3,9 @@
 `Detection` is what `LandmarkDetector.detect` returns and what the outputs, the report and
 the Slicer module read.  `save_heatmaps` / `load_detection` carry a Detection from the
 process that ran the network to one that only shows it (Slicer's main process): the CLI's
-JSON plus NAME.heatmaps.npz with the calibrated maps, the model frame and the contours.
+JSON plus NAME.heatmaps.npz with the calibrated maps, the model frame and the contours
+(format 1); with the second stage, also the fine maps and their crops (format 2,
+detection/combined_map.py), read back as the Detection's `combined` map.
 """
 
 import json
@@ -18,6 +20,7 @@ from ..imaging.geometry import FRAMING_FIT, ModelFrame, px_to_lps
 from ..uncertainty.flag_score import threshold_fraction
 from ..uncertainty.levels import CONTOUR_LEVELS, LARGE_ERROR_MM
 from ..uncertainty.regions import LazyContours, dropped_mass
+from .combined_map import FLAG_OUTSIDE_CROP, from_npz, is_combined, npz_arrays  # noqa: F401 - FLAG_ re-exported
 
 NEAR_EDGE_MM = LARGE_ERROR_MM  # within this of the border, a large error may hide beyond it
 RIGHT_FACING = "right-facing"
@@ -28,6 +31,7 @@ FLAG_UNCERTAIN = "uncertain"  # the flag rule's score over its threshold (Detect
 FLAG_MISSING = "missing"  # outside the image
 FLAG_IMPLAUSIBLE = "implausible"  # far from where the confident landmarks put it (shape check)
 FLAG_NEAR_EDGE = "near_edge"  # within NEAR_EDGE_MM of the image's border
+# FLAG_OUTSIDE_CROP (combined_map.py): second stage, the coarse mass lies mostly outside the crop (coarse point kept)
 
 
 @dataclass
@@ -50,6 +54,7 @@ class LandmarkResult:
     flag_reasons: list = field(default_factory=list)  # FLAG_* strings; empty when not flagged
     region_90_area_mm2: float = float("nan")  # area of the "90 %" region (conformal where calibrated)
     region_90_max_distance_mm: float = float("nan")  # how far that region reaches from the point
+    refined: bool | None = None  # second stage: the point is the fine map's (False: the coarse one); None: no refiner
 
     def to_json_dict(self) -> dict:
         keys = ("index", "name", "abbreviation", "x_px", "y_px", "x_mm", "y_mm", "confidence", "ere_mm", "flagged")
@@ -66,6 +71,8 @@ class LandmarkResult:
                 d[k] = round(float(getattr(self, k)), 3)
         if self.missing:
             d["missing"] = True
+        if self.refined is not None:
+            d["refined"] = bool(self.refined)
         return d
 
 
@@ -92,6 +99,11 @@ class Detection:
     # What "uncertain" means: {"score": "ere_mm" | "p_large_error", "threshold": t} (empty: ERE > ere_threshold_mm),
     # with "image_weight": w when P is adjusted for the image's other landmarks (flag_score.image_adjusted_p_large)
     flag_rule: dict = field(default_factory=dict)
+    # The second stage: the combined coarse + fine map (detection/combined_map.CombinedMap; its coarse maps
+    # are `probs`) that the points, ERE, P, regions and measurement intervals read, and the JSON's "refiner"
+    # (file, sha256, base model, crop, how many points are the fine map's, which kept the coarse one)
+    combined: object = None
+    refiner: dict = field(default_factory=dict)
 
     def flag_rule_text(self) -> str:
         """The uncertainty flag's rule in words: "ERE > 1.52 mm", "P(error > 4 mm) ≥ 2 %" or, adjusted,
@@ -149,6 +161,7 @@ class Detection:
             **({"alignment": self.alignment} if self.alignment else {}),
             **({"regions": self.regions} if self.regions else {}),
             **({"flag_rule": self.flag_rule} if self.flag_rule else {}),
+            **({"refiner": self.refiner} if self.refiner else {}),
             "landmarks": [lm.to_json_dict() for lm in self.landmarks],
         }
         warnings = self.warnings()
@@ -181,7 +194,8 @@ def save_heatmaps(path, detection: Detection) -> None:
 
     Contours are stored flat: `contour_points` (N, 2) and `contour_index` rows
     (landmark, level, start, stop) into it; `contour_dropped_mass` (L, levels) the mass of the
-    fragments not drawn (uncertainty/regions.py).
+    fragments not drawn (uncertainty/regions.py).  With a combined map (second stage) the file is
+    format 2: these arrays (`probs` the coarse maps) plus combined_map.npz_arrays.
     """
     points, index, start = [], [], 0
     dropped = np.zeros((len(detection.landmarks), len(CONTOUR_LEVELS)))
@@ -199,6 +213,7 @@ def save_heatmaps(path, detection: Detection) -> None:
         "contour_points": np.concatenate(points) if points else np.zeros((0, 2)),
         "contour_index": np.asarray(index, dtype=np.int64).reshape(-1, 4),
         "contour_dropped_mass": dropped,
+        **(npz_arrays(detection.combined) if detection.combined is not None else {}),
     }
 
     def write(tmp):
@@ -215,11 +230,12 @@ def _landmark_from_json(d: dict, contours: dict) -> LandmarkResult:
         int(d["index"]), d["name"], d["abbreviation"], value("x_px"), value("y_px"), value("x_mm"), value("y_mm"),
         float(d["confidence"]), value("ere_mm"), bool(d["flagged"]), contours, bool(d.get("missing", False)),
         value("p_large_error"), list(d.get("flag_reasons", [])), value("region_90_area_mm2"),
-        value("region_90_max_distance_mm"))
+        value("region_90_max_distance_mm"), None if d.get("refined") is None else bool(d["refined"]))
 
 
 def load_detection(json_path, heatmaps_path=None) -> Detection:
-    """The Detection written by `ceph-landmarks detect --heatmaps` (JSON + NAME.heatmaps.npz)."""
+    """The Detection written by `ceph-landmarks detect --heatmaps` (JSON + NAME.heatmaps.npz, format 1
+    or 2: a format 2 file's combined map becomes the Detection's `combined`)."""
     json_path = Path(json_path)
     heatmaps_path = Path(heatmaps_path) if heatmaps_path else json_path.with_name(
         json_path.name[: -len(".json")] + HEATMAPS_SUFFIX)
@@ -229,6 +245,7 @@ def load_detection(json_path, heatmaps_path=None) -> Detection:
             probs, frame = z["probs"], _frame_from_array(z["frame"])
             contour_points, contour_index = z["contour_points"], z["contour_index"]
             dropped = z["contour_dropped_mass"] if "contour_dropped_mass" in z.files else None
+            combined = from_npz(z, probs) if is_combined(z) else None
     except (OSError, ValueError, KeyError) as e:
         raise CephError(f"cannot read the detection {json_path.name}: {e}") from None
     contours = [{} for _ in d["landmarks"]]
@@ -240,10 +257,11 @@ def load_detection(json_path, heatmaps_path=None) -> Detection:
                     for c, row in zip(contours, dropped, strict=True)]
     landmarks = [_landmark_from_json(lm, c) for lm, c in zip(d["landmarks"], contours, strict=True)]
     known = {"image", "image_size_px", "spacing_mm", "spacing_source", "model", "ere_threshold_mm", "large_error_mm",
-             "framing", "orientation", "alignment", "landmarks", "warnings", "regions", "flag_rule"}
+             "framing", "orientation", "alignment", "landmarks", "warnings", "regions", "flag_rule", "refiner"}
     return Detection(
         d["image"], tuple(d["image_size_px"]), tuple(d["spacing_mm"]), d["spacing_source"], d["model"],
         float(d["ere_threshold_mm"]), landmarks, probs, frame, extra={k: v for k, v in d.items() if k not in known},
         framing=d.get("framing", FRAMING_FIT), orientation=d.get("orientation", RIGHT_FACING),
         alignment=d.get("alignment", {}), large_error_mm=float(d.get("large_error_mm", LARGE_ERROR_MM)),
-        regions=d.get("regions", {}), flag_rule=d.get("flag_rule", {}))
+        regions=d.get("regions", {}), flag_rule=d.get("flag_rule", {}), combined=combined,
+        refiner=d.get("refiner", {}))

@@ -117,7 +117,7 @@ def _detect_and_write(detector, rad, path, out_dir, stem, overlay, heatmaps, wri
 
 def detect_files(paths, model_path, out_dir, spacing_mm=None, device="cpu", on_error=None,
                  orientation_check: bool = True, overlay: bool = True, heatmaps: bool = False,
-                 progress=None, analysis_options=None, pipelined: bool = True) -> list:
+                 progress=None, analysis_options=None, pipelined: bool = True, refiner=None) -> list:
     """The CLI's detect: NAME.json, NAME.mrk.json and NAME.png per image; returns the paths written.
 
     pipelined (several images): reading, the network and writing overlap (outputs/pipeline.py); the
@@ -129,6 +129,7 @@ def detect_files(paths, model_path, out_dir, spacing_mm=None, device="cpu", on_e
     JSON and their lines on the overlay (default: the default set, shipped norms).
     A bad image is reported through `on_error(message)` and skipped; if any failed, CephError is
     raised at the end.  See the module's docstring for the rules that keep every file safe.
+    refiner: the second stage (store.refinerfile.LoadedRefiner) or None (`detect --refine`).
     """
     from .loaded_detector import load_detector
     from .writers import check_outputs_replaceable, output_paths
@@ -142,7 +143,7 @@ def detect_files(paths, model_path, out_dir, spacing_mm=None, device="cpu", on_e
     planned = [output_paths(out_dir, stem, overlay, heatmaps) for stem in stems]
     check_inputs_kept(paths, [p for outs in planned for p in outs])
     report(0.0, "loading the model")
-    detector = load_detector(model_path, device, orientation_check)  # a bad model stops the run first
+    detector = load_detector(model_path, device, orientation_check, refiner)  # a bad model stops the run first
     written, failed = [], []
 
     def fail(path, error: CephError):
@@ -181,9 +182,10 @@ def detect_files(paths, model_path, out_dir, spacing_mm=None, device="cpu", on_e
 
 
 def report_file(image, model_path, out_dir=".", spacing_mm=None, device="cpu",
-                n: int = DEFAULT_SAMPLES, seed: int = DEFAULT_SEED, analysis_options=None, progress=None) -> list:
+                n: int = DEFAULT_SAMPLES, seed: int = DEFAULT_SEED, analysis_options=None, progress=None,
+                refiner=None) -> list:
     """The CLI's report: detect on one image, measure, write the page; returns the paths.
-    progress(fraction, stage) is told how far it is."""
+    progress(fraction, stage) is told how far it is.  refiner: the second stage (LoadedRefiner) or None."""
     from ..detection.predictor import LandmarkDetector
     from .report import report_paths, write_report
 
@@ -197,7 +199,7 @@ def report_file(image, model_path, out_dir=".", spacing_mm=None, device="cpu",
     report(0.0, f"reading {Path(image).name}")
     rad = read_radiograph(image, spacing)
     report(0.05, "loading the model")
-    detector = LandmarkDetector(model_path, device)
+    detector = LandmarkDetector(model_path, device, refiner=refiner)
     report(0.2, f"detecting on {Path(image).name}")
     detection = quietly(detector.detect, rad)
     if len(detection.landmarks) != 19:

@@ -2,9 +2,10 @@
 
 `ceph-landmarks detect` loads its model once per run.  The worker (CephLandmarksLib/worker/serve.py)
 runs that very command again and again in one process; after `keep_loaded()` the detector of the
-last (model file, device, orientation check) is reused while the model file is unchanged on disk
-(path, size, modification time; for a sidecar, its weights file's too), so a job pays neither the
-torch import nor the model load.  One model at a time: another model or device replaces it.
+last (model file, device, orientation check, refiner) is reused while the model file is unchanged on disk
+(path, size, modification time; for a sidecar, its weights file's too) and the refiner is the same
+(its SHA-256), so a job pays neither the torch import nor the model load.  One model at a time:
+another model, device or refiner replaces it.
 """
 
 import os
@@ -25,24 +26,28 @@ def _file_key(path) -> tuple:
     return os.path.realpath(path), st.st_size, st.st_mtime_ns
 
 
-def _model_key(model_path, device, orientation_check) -> tuple:
+def _model_key(model_path, device, orientation_check, refiner=None) -> tuple:
     key = [_file_key(model_path)]
     if is_sidecar_path(model_path):
         key.append(_file_key(weights_path(model_path, read_sidecar(model_path))))
-    return (*key, str(device), bool(orientation_check))
+    return (*key, str(device), bool(orientation_check), refiner.sha256 if refiner is not None else None)
 
 
-def load_detector(model_path, device="cpu", orientation_check: bool = True):
-    """A LandmarkDetector for the model: a new one, or the kept one after keep_loaded()."""
+def load_detector(model_path, device="cpu", orientation_check: bool = True, refiner=None):
+    """A LandmarkDetector for the model (and the second stage `refiner`, a LoadedRefiner, if given):
+    a new one, or the kept one after keep_loaded()."""
     from ..detection.predictor import LandmarkDetector
 
+    def new():
+        return LandmarkDetector(model_path, device, orientation_check, refiner=refiner)
+
     if _kept is None:
-        return LandmarkDetector(model_path, device, orientation_check)
+        return new()
     try:
-        key = _model_key(model_path, device, orientation_check)
+        key = _model_key(model_path, device, orientation_check, refiner)
     except OSError:  # a missing model: LandmarkDetector names the problem
-        return LandmarkDetector(model_path, device, orientation_check)
+        return new()
     if key not in _kept:
         _kept.clear()  # release the previous model before loading the next
-        _kept[key] = LandmarkDetector(model_path, device, orientation_check)
+        _kept[key] = new()
     return _kept[key]

@@ -17,7 +17,9 @@ Five kinds of model:
   verified by its SHA-256.
 
 A weights file's sidecars (``*.json`` beside it, sidecar.py) are entries of their own: the same
-weights with the sidecar's settings.
+weights with the sidecar's settings.  A second stage trained behind a model lies beside its weights
+as ``<stem>.refiner.safetensors`` (``refiner_beside``; ``detect --refine auto`` takes it); it is
+not a model and is never listed.
 
 The per-user folder holds a manifest, ``models.json``, recording the SHA-256 of each user model
 (see ModelRegistry). A user model whose file is missing or changed is left out of the list with
@@ -123,6 +125,24 @@ def model_path_or_download(model, user_dir=None, progress=None) -> Path:
     return ModelRegistry(user_dir or download.default_user_dir()).download(str(model), progress).path
 
 
+REFINER_SUFFIX = ".refiner.safetensors"  # a second stage beside its model's weights (refiner_beside)
+
+
+def _model_files(folder) -> list[Path]:
+    """The model weights in a folder, by name: its ``*.safetensors`` files but the refiners beside them."""
+    return sorted(p for p in Path(folder).glob("*.safetensors") if not p.name.endswith(REFINER_SUFFIX))
+
+
+def refiner_beside(model_path) -> Path:
+    """Where the second stage of a model lies by convention: ``<stem>.refiner.safetensors`` beside its
+    weights (a sidecar's: the weights file it names)."""
+    path = Path(model_path)
+    if is_sidecar_path(path):
+        path = weights_path(path, read_sidecar(path))
+    stem = path.name[: -len(".safetensors")] if path.name.endswith(".safetensors") else path.stem
+    return path.with_name(stem + REFINER_SUFFIX)
+
+
 def shipped_models_dir() -> Path:
     """The folder of the models shipped with the library/extension."""
     return SHIPPED_MODELS_DIR
@@ -133,7 +153,7 @@ def shipped_models(models_dir=None) -> list[ModelEntry]:
     beside it, by name); a broken one is left out with a warning."""
     folder = Path(models_dir) if models_dir is not None else shipped_models_dir()
     entries = []
-    for path in sorted(folder.glob("*.safetensors")):
+    for path in _model_files(folder):
         try:
             entries.append(_entry(path, "shipped", read_model_info(path)))
         except CephError as e:
@@ -164,7 +184,7 @@ def sidecars_of(weights) -> list[Path]:
 def default_model_path(models_dir=None) -> Path:
     """The first shipped model file (by name); CephError if there is none."""
     folder = Path(models_dir) if models_dir is not None else shipped_models_dir()
-    models = sorted(folder.glob("*.safetensors"))
+    models = _model_files(folder)
     if not models:
         raise CephError(
             f"no default model is installed (looked in {folder}); "

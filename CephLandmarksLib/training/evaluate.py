@@ -15,7 +15,15 @@ import numpy as np
 
 from ..annotations.datasets import load_dataset
 from ..detection.predictor import LandmarkDetector
-from ..detection.result import FLAG_IMPLAUSIBLE, FLAG_MISSING, FLAG_NEAR_EDGE, FLAG_UNCERTAIN, LEFT_FACING, RIGHT_FACING
+from ..detection.result import (
+    FLAG_IMPLAUSIBLE,
+    FLAG_MISSING,
+    FLAG_NEAR_EDGE,
+    FLAG_OUTSIDE_CROP,
+    FLAG_UNCERTAIN,
+    LEFT_FACING,
+    RIGHT_FACING,
+)
 from ..files import atomic_write, json_text
 from ..network.heatmaps import argmax_2d, decode_points, mask_padding, softmax_2d
 from ..outputs.plots import ere_scatter, reliability_diagram, roc_plot
@@ -36,7 +44,7 @@ from .scoring import observe_each, point_errors_mm
 ERROR_LEVELS_MM = (2.0, 4.0)
 P_LARGE_BIN_EDGES = (0.0, 0.001, 0.01, 0.05, 0.2, 1.0)  # reliability of p_large_error: most values are tiny
 REFINE_RADII = (0, 1, 2)  # 0: plain argmax
-FLAG_REASONS = (FLAG_UNCERTAIN, FLAG_MISSING, FLAG_IMPLAUSIBLE, FLAG_NEAR_EDGE)
+FLAG_REASONS = (FLAG_UNCERTAIN, FLAG_MISSING, FLAG_IMPLAUSIBLE, FLAG_NEAR_EDGE)  # and FLAG_OUTSIDE_CROP with a refiner
 
 PREDICTOR = ("detect's predictor: LandmarkDetector.observe (physical framing when the spacing is known, orientation "
              "check, aligned second pass when it helps) then decide with the model's own settings (temperatures, "
@@ -63,22 +71,24 @@ def roc_summary(score, errors_mm, flagged, threshold_label=""):
 
 
 def evaluate(model_path, dataset, split, out_dir, ground_truth="mean", device="cpu", log=print,
-             progress=None) -> dict:
+             progress=None, refiner=None) -> dict:
     """Run detect's predictor on a split; write metrics.json, predictions.npz and the plots into
     out_dir; return the metrics.  progress(fraction, stage) is told how far it is (default: a bar with
-    an ETA when stderr is a terminal)."""
+    an ETA when stderr is a terminal).  refiner: the second stage (a file or a LoadedRefiner), as
+    `detect --refine` runs it; the points, ERE, P and flags are then the combined map's (the maps'
+    own statistics, ECE and the refinement radii, stay the first stage's)."""
     from ..progress import Progress
 
     report = progress if progress is not None else Progress()
     report(0.0, "loading the model")
-    detector = LandmarkDetector(model_path, device)
+    detector = LandmarkDetector(model_path, device, refiner=refiner)
     info = detector.info
     samples = load_dataset(dataset, split, ground_truth)
     rows = {k: [] for k in ("pred_px", "errors_mm", "ere_mm", "confidence", "p_large", "flagged", "reasons",
                             "conf_raw", "correct_raw", "conf_cal", "correct_cal")}
     by_radius = {r: [] for r in REFINE_RADII}
     passes = {"orientation": {RIGHT_FACING: 0, LEFT_FACING: 0}, "aligned_images": 0}
-    flag_rule, ids = None, []
+    flag_rule, ids, refined = None, [], []
     for k, case in enumerate(observe_each(detector, samples)):  # one observation (its logits) held at a time
         report(0.95 * (k + 1) / len(samples), f"evaluating {split}: {k + 1} of {len(samples)} images")
         det = detector.decide(case.obs, contours=False, extents=False)
@@ -93,6 +103,7 @@ def evaluate(model_path, dataset, split, out_dir, ground_truth="mean", device="c
         rows["p_large"].append([lm.p_large_error for lm in det.landmarks])
         rows["flagged"].append([lm.flagged for lm in det.landmarks])
         rows["reasons"].append([lm.flag_reasons for lm in det.landmarks])
+        refined += [bool(lm.refined) for lm in det.landmarks if lm.refined is not None]
         # The maps themselves: the kept pass's raw logits, without and with the model's temperatures.
         logits = mask_padding(case.obs.logits[None], [case.obs.frame])
         true_uv = case.true_uv
@@ -106,6 +117,9 @@ def evaluate(model_path, dataset, split, out_dir, ground_truth="mean", device="c
             px = case.obs.frame.model_to_image(decode_points(calibrated, r)[0].numpy())
             by_radius[r].append(radial_errors_mm(px, case.true_px, det.spacing_mm))
     a = {k: np.asarray(v) for k, v in rows.items() if k != "reasons"}
+    ref = detector.refiner
+    refiner_record = {"file": Path(ref.path).name, "sha256": ref.sha256, "base_model": dict(ref.info.base_model),
+                      "refined_percent": float(100 * np.mean(refined)) if refined else float("nan")} if ref else {}
     errors, ere, flagged = a["errors_mm"], a["ere_mm"], a["flagged"]
 
     metrics = summarise(errors, info.landmark_names)
@@ -122,7 +136,8 @@ def evaluate(model_path, dataset, split, out_dir, ground_truth="mean", device="c
         "split": split,
         "ground_truth": ground_truth,
         "model": {"name": info.name, "version": info.version, "sha256": detector.model.sha256},
-        "predictor": PREDICTOR,
+        "predictor": PREDICTOR + ("; second stage: the refiner's combined coarse + fine map" if refiner_record else ""),
+        **({"refiner": refiner_record} if refiner_record else {}),
         "maps": MAPS,
         "missing_points": MISSING_RULE,
         "passes": passes,
@@ -141,7 +156,8 @@ def evaluate(model_path, dataset, split, out_dir, ground_truth="mean", device="c
         "flag_rule": flag_rule,
         "flagged_percent": 100 * _share(flagged),
         "flagged_by_reason_percent": {reason: float(100 * sum(reason in x for im in rows["reasons"] for x in im)
-                                                    / n_points) for reason in FLAG_REASONS},
+                                                    / n_points)
+                                      for reason in FLAG_REASONS + (FLAG_OUTSIDE_CROP,) * bool(refiner_record)},
         "flagged_share_of_errors_over_4mm": rocs[4.0]["threshold_point"][1],
         "flagged_share_of_points_under_2mm": _share(flagged[errors <= 2.0]),
         "reliability_before": rel_before,
