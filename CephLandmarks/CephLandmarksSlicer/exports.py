@@ -21,6 +21,7 @@ from CephLandmarksLib.cephalometry.measurement_uncertainty import (
 from CephLandmarksLib.errors import CephError
 
 from .analysisTable import exportAnalysisOptions
+from .maps import FINE_MAPS_KEY
 from .markups import landmarkRows
 from .record import VOLUME_REFERENCE, detectionRecord
 from .review import currentDetection, measureLandmarks
@@ -71,7 +72,7 @@ def cliJson(landmarksNode, n=DEFAULT_SAMPLES, seed=DEFAULT_SEED):
     results = measureLandmarks(landmarksNode, n, seed)
     if results is not None:
         corrected = [row["abbreviation"] for row in rows if row.get("present") and row["edited"]]
-        out["measurements"] = results_json(results, n, seed, corrected)
+        out["measurements"] = results_json(results, n, seed, corrected, combined=bool(record.get(FINE_MAPS_KEY)))
     elif "measurements" in out and any(row["edited"] for row in rows):
         out["measurements"] = dict(out["measurements"], note=STALE_MEASUREMENTS_NOTE)
     return out

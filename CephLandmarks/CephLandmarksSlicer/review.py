@@ -3,7 +3,8 @@ report and the clinic dataset are computed from.
 
 A corrected point (moved, or placed after being missing) is taken as exact; the others are drawn
 from their stored heatmaps (maps.py) as at detection (same seed, so an unedited node gives the
-detection-time numbers); a deleted or unplaced point counts as missing.
+detection-time numbers; with the second stage, from the combined coarse + fine map, as detect
+drew them); a deleted or unplaced point counts as missing.
 
 MRML only: no qt, no slicer.app; it runs headless under slicer-core.
 """
@@ -22,7 +23,7 @@ from CephLandmarksLib.errors import CephError
 from CephLandmarksLib.imaging.geometry import px_to_mm
 
 from .contours import contoursFromModels
-from .maps import canRecomputeMeasurements, landmarkMaps
+from .maps import canRecomputeMeasurements, landmarkCombinedMap, landmarkMaps
 from .markups import landmarkRows
 from .record import detectionRecord, frameFromRecord
 
@@ -66,6 +67,8 @@ def currentDetection(landmarksNode, withContours=True):
         {"corrected_landmarks": [rows[i]["abbreviation"] for i in corrected]},
         **{k: record[k] for k in ("framing", "orientation", "alignment", "large_error_mm", "regions", "flag_rule")
            if k in record})
+    if probs is not None:
+        detection.combined = landmarkCombinedMap(landmarksNode, probs)  # second stage: draws from its map
     return detection, pointsMm, corrected
 
 
@@ -92,7 +95,8 @@ def reviewedDetection(landmarksNode, n=DEFAULT_SAMPLES, seed=DEFAULT_SEED, measu
     detection, pointsMm, corrected = currentDetection(landmarksNode)
     if measurements and detection.probs is not None:
         results = measure_corrected(detection, pointsMm, corrected, n, seed)
-        detection.extra["measurements"] = results_json(results, n, seed, detection.extra["corrected_landmarks"])
+        detection.extra["measurements"] = results_json(results, n, seed, detection.extra["corrected_landmarks"],
+                                                       combined=detection.combined is not None)
         from .analysisTable import exportAnalysisOptions  # the named analyses, at the same points
 
         detection.extra.update(analyses_sections(detection, exportAnalysisOptions(landmarksNode), points_mm=pointsMm,
