@@ -73,3 +73,24 @@ def test_fine_maps_are_kept_and_the_measurements_read_the_combined_map():
     assert scene.GetNodeByID(fine.GetID()) is None
     assert [r["p95"] for r in measureLandmarks(node, n=N)] == [r["p95"] for r in measure_detection(plain, n=N)]
     assert cliJson(node, n=N)["measurements"]["method"]["method"] != COMBINED_METHOD
+
+
+def test_fine_maps_survive_a_saved_scene(tmp_path):
+    from CephLandmarksSlicer.record import isLandmarksNode
+
+    scene = headlessScene()
+    volume = makeVolume(scene, np.zeros((SIZE[1], SIZE[0]), dtype=np.float32), SPACING)
+    d = refinedDetection()
+    node = createLandmarksNode(scene, d, volume)
+    expected = measureLandmarks(node, n=N)
+    assert scene.WriteToMRB(str(tmp_path / "case.mrb"))
+    again = headlessScene()
+    assert again.ReadFromMRB(str(tmp_path / "case.mrb"))
+    loaded = next(n for n in (again.GetNthNodeByClass(i, "vtkMRMLMarkupsFiducialNode")
+                              for i in range(again.GetNumberOfNodesByClass("vtkMRMLMarkupsFiducialNode")))
+                  if isLandmarksNode(n))
+    fine = loaded.GetNodeReference(FINE_MAPS_REFERENCE)
+    assert fine is not None and fine.GetHideFromEditors()
+    kept = landmarkCombinedMap(loaded)
+    assert kept is not None and np.array_equal(kept.fine, d.combined.fine) and kept.crops == d.combined.crops
+    assert [r["p95"] for r in measureLandmarks(loaded, n=N)] == pytest.approx([r["p95"] for r in expected], rel=1e-9)
