@@ -59,10 +59,10 @@ def fast_detector(monkeypatch, _detectors):
     torch.set_num_threads(1)
     real = detect_module.LandmarkDetector
 
-    def cached(model_path, device="cpu", orientation_check=True, align=True):
-        key = (str(model_path), device, orientation_check, align)
+    def cached(model_path, device="cpu", orientation_check=True, align=True, refiner=None):
+        key = (str(model_path), device, orientation_check, align, None if refiner is None else refiner.sha256)
         if key not in _detectors:
-            _detectors[key] = real(model_path, device, orientation_check, align)
+            _detectors[key] = real(model_path, device, orientation_check, align, refiner=refiner)
         return _detectors[key]
 
     monkeypatch.setattr(detect_module, "LandmarkDetector", cached)
