@@ -21,7 +21,8 @@ pytestmark = pytest.mark.skipif(bool(missing_reason() or build.skip_reason()),
 @pytest.fixture
 def served(installed):
     """A local server whose /model.safetensors is the shipped model's bytes: (url, bytes)."""
-    body = next((Path(installed) / "Resources" / "Models").glob("*.safetensors")).read_bytes()
+    body = next(p for p in sorted((Path(installed) / "Resources" / "Models").glob("*.safetensors"))
+                if not p.name.endswith(".refiner.safetensors")).read_bytes()  # the model, not its second stage
 
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_GET(self):
