@@ -1,6 +1,11 @@
 """Write the model card (MODEL.md beside the model file) from the model's metadata and the evaluation summary.
 
     python benchmarks/model_card.py MODEL.safetensors [--summary docs/evaluation/summary.json]
+        [--refined test1=DIR test2=DIR]
+
+With a second stage beside the model (MODEL.refiner.safetensors, `detect --refine auto`) the card
+gains its section: the refiner's file and training, its held-out figures against the first stage,
+and the test rows of `evaluate --refine auto --out DIR` (DIR/metrics.json) given with --refined.
 """
 
 import argparse
@@ -12,6 +17,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import json  # noqa: E402
 
 from CephLandmarksLib.store.modelfile import atomic_write, load_model  # noqa: E402
+from CephLandmarksLib.store.refinerfile import load_refiner  # noqa: E402
+from CephLandmarksLib.store.registry import refiner_beside  # noqa: E402
 from CephLandmarksLib.training.metrics import ECE_DEFINITION  # noqa: E402
 from CephLandmarksLib.uncertainty.measures import LARGE_ERROR_MM  # noqa: E402
 
@@ -41,10 +48,46 @@ def augment_text(aug: dict) -> str:
     return ", ".join(f"{k} {v}" for k, v in aug.items() if k.split("_")[0] not in off) or "none"
 
 
+def second_stage_lines(model_path, summary: dict, refined: dict) -> list:
+    """The refiner's section: file, training, held-out first vs both stages, and the test rows of
+    `evaluate --refine` beside the first stage's (mean of the doctors)."""
+    path = refiner_beside(model_path)
+    if not path.is_file():
+        return []
+    r = load_refiner(path)
+    tr, res = r.info.training, r.info.training.get("holdout_result", {})
+    lines = ["", "## Second stage (optional: `detect --refine auto`)", "",
+             "| | |", "|---|---|",
+             f"| file | `{path.name}`, sha256 `{r.sha256}`, float16, {path.stat().st_size / 1e6:.1f} MB |",
+             f"| network | {tr.get('parameters', 0) / 1e6:.1f} M parameters, one FiLM U-Net for all landmarks; "
+             f"{r.info.crop_size} × {r.info.crop_size} crops of {r.info.crop_mm_per_px} mm a pixel around the "
+             "first stage's points |",
+             f"| training | {tr.get('config', {}).get('epochs')} epochs run, weights of epoch {tr.get('best_epoch')} "
+             f"kept; {tr.get('train_seconds_this_run', 0) / 3600:.1f} h on 2 CPU cores; the base model's "
+             f"{len(tr.get('holdout_ids', []))} held-out images never trained on |",
+             f"| held out (those images) | MRE {res.get('coarse_mre_mm', 0):.3f} mm first stage → "
+             f"{res.get('combined_mre_mm', 0):.3f} mm both stages; SDR 2 mm {res.get('sdr2_coarse_percent', 0):.1f} → "
+             f"{res.get('sdr2_combined_percent', 0):.1f} %; {res.get('refined_percent', 0):.0f} % of points refined |"]
+    if refined:
+        lines += ["", "| mean of doctors | stages | MRE (mm) | SDR 2 mm | 2.5 | 3 | 4 mm | AUC ERE > 4 mm |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for split, folder in refined.items():
+            rows = [("first", summary.get(split, {}).get("mean")),
+                    ("both", json.loads((Path(folder) / "metrics.json").read_text()))]
+            for stages, m in rows:
+                if m:
+                    lines.append(f"| {split} | {stages} | {m['mre_mm']:.3f} | {m['sdr']['2.0']:.1f} | "
+                                 f"{m['sdr']['2.5']:.1f} | {m['sdr']['3.0']:.1f} | {m['sdr']['4.0']:.1f} | "
+                                 f"{m['roc_auc_4mm']:.3f} |")
+    return lines
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("model")
     ap.add_argument("--summary", default=str(ROOT / "docs" / "evaluation" / "summary.json"))
+    ap.add_argument("--refined", nargs="*", default=[], metavar="SPLIT=DIR",
+                    help="evaluate --refine auto output folders, e.g. test1=runs/refine-test1")
     a = ap.parse_args()
     m = load_model(a.model)
     info, tr, cal = m.info, m.info.training, m.info.calibration
@@ -108,6 +151,7 @@ def main():
                 f"{100 * mn['flagged_share_of_errors_over_4mm']:.1f} / "
                 f"{100 * mn['flagged_share_of_points_under_2mm']:.1f} % |")
         lines += ["", ECE_DEFINITION, "", "Full report: [docs/evaluation/REPORT.md](../../docs/evaluation/REPORT.md)."]
+    lines += second_stage_lines(a.model, summary, dict(r.split("=", 1) for r in a.refined))
     lines += ["", "## Intended use and limits", "",
               "- Lateral cephalograms like ISBI 2015 (right-facing, whole skull in view). Other framings, "
               "scales and exposures: see docs/robustness.md.",
