@@ -179,3 +179,33 @@ def test_shifted_moves_the_whole_distribution():
     assert moved.crops[1] == cm.crops[1] and cm.points_px[0] is not moved.points_px[0]
     # the fine part moved with its point: the sharp fine mass still sits at it
     assert cmap.ere_mm(moved)[0] < 0.3
+
+
+def test_small_fragments_of_a_drawn_region_are_dropped_and_their_mass_reported():
+    """The region rule of uncertainty/regions.py on the two grids: a part of the region holding
+    under 2 % of its mass is left out (its mass reported), one touching the crop is kept (it
+    continues the fine grid's region), the heaviest part always."""
+    coarse = np.zeros((40, 40))
+    coarse[5:7, 5:7] = 0.01 / 4  # a far fragment: 1 % of the region
+    coarse[20:22, 14:16] = 0.005 / 4  # a small part beside the crop
+    fine = np.zeros((16, 16))
+    fine[6:10, 6:10] = 0.985 / 16
+    crop = np.zeros((40, 40), dtype=bool)
+    crop[16:26, 16:26] = True
+    edge = np.zeros((40, 40), dtype=bool)
+    edge[15:27, 15:27] = True
+    edge &= ~crop
+    g = [(coarse, 1.0, np.eye(3)), (fine, 1.0, np.eye(3))]
+    keep, dropped = cmap._kept_parts(g, 1e-6, edge)
+    assert dropped == pytest.approx(0.01)
+    assert not keep[0][5:7, 5:7].any() and keep[0][20:22, 14:16].all() and keep[1][6:10, 6:10].all()
+    keep, dropped = cmap._kept_parts(g, 1e-6, np.zeros((40, 40), dtype=bool))
+    assert dropped == pytest.approx(0.015)  # without the crop beside it, the small part goes too
+
+
+def test_drawn_contours_keep_a_far_mode_that_holds_real_mass():
+    cm = two_landmarks(second_mode_mass=0.3)
+    lines, dropped = cmap.drawn_contours(cm, 1, {"90": 0.9})
+    assert dropped == {"90": 0.0}
+    far = cm.crops[1].centre_px + np.array([-150.0, 150.0])  # the far blob, model (10, 70) -> image px
+    assert min(np.hypot(*(line - far).T).min() for line in lines["90"]) < 20

@@ -35,7 +35,7 @@ import numpy as np
 from ..imaging.crops import CropFrame
 from ..uncertainty import weighted
 from ..uncertainty.levels import ERE_PIXEL_FLOOR, LARGE_ERROR_MM
-from ..uncertainty.regions import localised
+from ..uncertainty.regions import MIN_PART_SHARE, lines_on_crop, localised
 
 FORMAT = "ceph-landmarks-heatmaps/2"
 MIN_INSIDE_MASS = 0.5  # the coarse mass inside the crop from which the fine map's point is taken
@@ -322,15 +322,58 @@ def contours_px(cm: CombinedMap, i: int, masses: dict) -> dict:
     return out
 
 
+def _kept_parts(g: list, t: float, crop_edge: np.ndarray) -> tuple[list, float]:
+    """([keep mask per grid], mass dropped) of the region {cell mass > t x cell area} over both grids:
+    its connected parts on each grid, a part kept when it holds at least MIN_PART_SHARE of the
+    region's mass, is the heaviest part, or (on the coarse grid) touches the crop, where it continues
+    the fine grid's region."""
+    from scipy import ndimage
+
+    parts = []  # (grid, labels, label, mass, touches the crop)
+    labelled = []
+    for k, (z, cell_area, _) in enumerate(g):
+        labels, n = ndimage.label(z > t * cell_area, structure=np.ones((3, 3), dtype=bool))
+        labelled.append(labels)
+        if not n:
+            continue
+        mass = ndimage.sum_labels(z, labels, index=np.arange(1, n + 1))
+        touching = set(np.unique(labels[crop_edge])) if k == 0 else set()
+        parts += [(k, j + 1, float(mass[j]), (j + 1) in touching) for j in range(n)]
+    if not parts:
+        return [np.zeros(z.shape, dtype=bool) for z, _, _ in g], 0.0
+    total = sum(p[2] for p in parts)
+    heaviest = max(range(len(parts)), key=lambda q: parts[q][2])
+    keep = [np.zeros(z.shape, dtype=bool) for z, _, _ in g]
+    dropped = 0.0
+    for q, (k, label, mass, touches) in enumerate(parts):
+        if q == heaviest or touches or mass >= MIN_PART_SHARE * total:
+            keep[k] |= labelled[k] == label
+        else:
+            dropped += mass
+    return keep, dropped
+
+
 def drawn_contours(cm: CombinedMap, i: int, masses: dict) -> tuple[dict, dict]:
     """({level: lines image px}, {level: dropped mass}) as regions.drawn_regions gives them for one grid,
-    for LazyContours: a region not localised (regions.localised: its area) is not drawn.  Every part
-    of a drawn region is drawn (no fragment is dropped on the combined map), so the dropped mass is 0."""
-    lines = contours_px(cm, i, masses)
+    for LazyContours: a region not localised (regions.localised: its area) is not drawn; a drawn one
+    keeps its connected parts holding at least MIN_PART_SHARE of its mass (_kept_parts), and the
+    mass of the parts left out is reported (the combined map sums to one)."""
+    from scipy import ndimage
+
+    g = grids(cm, i)
+    crop_px = inside_mask(cm.coarse.shape[1:], cm.model_to_image, cm.crops[i])
+    crop_edge = ndimage.binary_dilation(crop_px, structure=np.ones((3, 3), dtype=bool)) & ~crop_px
+    lines, dropped = {}, {}
     for level, m in masses.items():
+        lines[level], dropped[level] = [], 0.0
         if not localised(region_extent(cm, i, m)[0]):
-            lines[level] = []
-    return lines, {level: 0.0 for level in masses}
+            continue
+        t = _region_density(g, m)
+        keep, dropped[level] = _kept_parts(g, t, crop_edge)
+        for (z, cell_area, to_image), kept in zip(g, keep, strict=True):
+            lines[level] += [np.asarray(c) @ to_image[:2, :2].T + to_image[:2, 2]
+                             for c in lines_on_crop(z, t * cell_area, kept)]
+    return lines, dropped
 
 
 def shifted(cm: CombinedMap, coarse, shifts_px) -> CombinedMap:
