@@ -1,7 +1,7 @@
 """Write the model card (MODEL.md beside the model file) from the model's metadata and the evaluation summary.
 
     python benchmarks/model_card.py MODEL.safetensors [--summary docs/evaluation/summary.json]
-        [--refined test1=DIR test2=DIR]
+        [--refiner FILE] [--refined test1=DIR test2=DIR]
 
 With a second stage beside the model (MODEL.refiner.safetensors, `detect --refine auto`) the card
 gains its section: the refiner's file and training, its held-out figures against the first stage,
@@ -48,15 +48,15 @@ def augment_text(aug: dict) -> str:
     return ", ".join(f"{k} {v}" for k, v in aug.items() if k.split("_")[0] not in off) or "none"
 
 
-def second_stage_lines(model_path, summary: dict, refined: dict) -> list:
+def second_stage_lines(path: Path, summary: dict, refined: dict) -> list:
     """The refiner's section: file, training, held-out first vs both stages, and the test rows of
     `evaluate --refine` beside the first stage's (mean of the doctors)."""
-    path = refiner_beside(model_path)
     if not path.is_file():
         return []
     r = load_refiner(path)
     tr, res = r.info.training, r.info.training.get("holdout_result", {})
-    lines = ["", "## Second stage (optional: `detect --refine auto`)", "",
+    lines = ["", "## Second stage (optional: `detect --refine auto`; not in git, a verified download: "
+             "docs/models.md)", "",
              "| | |", "|---|---|",
              f"| file | `{path.name}`, sha256 `{r.sha256}`, float16, {path.stat().st_size / 1e6:.1f} MB |",
              f"| network | {tr.get('parameters', 0) / 1e6:.1f} M parameters, one FiLM U-Net for all landmarks; "
@@ -86,6 +86,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("model")
     ap.add_argument("--summary", default=str(ROOT / "docs" / "evaluation" / "summary.json"))
+    ap.add_argument("--refiner", help="the second stage (default: MODEL.refiner.safetensors beside the model)")
     ap.add_argument("--refined", nargs="*", default=[], metavar="SPLIT=DIR",
                     help="evaluate --refine auto output folders, e.g. test1=runs/refine-test1")
     a = ap.parse_args()
@@ -151,7 +152,8 @@ def main():
                 f"{100 * mn['flagged_share_of_errors_over_4mm']:.1f} / "
                 f"{100 * mn['flagged_share_of_points_under_2mm']:.1f} % |")
         lines += ["", ECE_DEFINITION, "", "Full report: [docs/evaluation/REPORT.md](../../docs/evaluation/REPORT.md)."]
-    lines += second_stage_lines(a.model, summary, dict(r.split("=", 1) for r in a.refined))
+    refiner = Path(a.refiner) if a.refiner else refiner_beside(a.model)
+    lines += second_stage_lines(refiner, summary, dict(r.split("=", 1) for r in a.refined))
     lines += ["", "## Intended use and limits", "",
               "- Lateral cephalograms like ISBI 2015 (right-facing, whole skull in view). Other framings, "
               "scales and exposures: see docs/robustness.md.",
