@@ -20,6 +20,9 @@ def test_progress_lines_of_detect_and_train():
     assert process.progressFromLine("[progress] 0.25 training: epoch 3/10") == 0.25
     assert process.progressFromLine("epoch 3/10: 50%|#####     | 8/16") is None  # tqdm's bar: not parsed
     assert process.progressFromLine("loading the model") is None
+    assert process.progressUpdate("[progress] 0.25 training: epoch 3/10") == (0.25, "training: epoch 3/10")
+    assert process.progressUpdate("[progress] 1.00") == (1.0, "")
+    assert process.progressUpdate("loading the model") is None
 
 
 def test_failure_message_is_the_cli_error_line():

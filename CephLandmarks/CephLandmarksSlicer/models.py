@@ -13,6 +13,7 @@ from pathlib import Path
 from CephLandmarksLib.store.registry import ModelRegistry
 
 from .adapt import adaptationSummary
+from .process import ProcessJob, cliCommand, processEnvironment
 
 
 def modelRegistry(settingsFilePath):
@@ -57,40 +58,14 @@ def downloadName(itemData):
     return data[len(DOWNLOAD_PREFIX):] if data.startswith(DOWNLOAD_PREFIX) else None
 
 
-class DownloadJob:
+class DownloadJob(ProcessJob):
     """One model download in a background process: onProgress(fraction, stage); onDone(path, error,
     cancelled) once, on the main thread.  The CLI writes nothing until the file is verified."""
 
     def __init__(self, python, libraryFolder, userDir, name):
-        from .process import cliCommand, processEnvironment
-
+        super().__init__()
         self.commandLine = cliCommand(python, "models", "--download", name, "--user-dir", userDir, "--progress")
         self.environment = processEnvironment(libraryFolder)
-        self.cancelled = False
-        self._lines = []
-        self._process = None
-
-    def start(self, onProgress, onDone) -> None:
-        from .process import BackgroundProcess, progressFromLine
-
-        def onLine(line):
-            self._lines.append(line)
-            fraction = progressFromLine(line)
-            if fraction is not None:
-                onProgress(fraction, line.split(None, 2)[2] if len(line.split(None, 2)) > 2 else "")
-
-        self._process = BackgroundProcess(self.commandLine, self.environment, onLine,
-                                          lambda code, crashed: onDone(*self.finish(code, crashed)))
-        self._process.start()
-
-    @property
-    def running(self) -> bool:
-        return self._process is not None and self._process.running
-
-    def cancel(self) -> None:
-        self.cancelled = True
-        if self._process is not None:
-            self._process.kill()
 
     def finish(self, exitCode, crashed):
         """(downloaded model path or None, error message or None, cancelled)."""

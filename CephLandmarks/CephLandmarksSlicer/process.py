@@ -70,6 +70,15 @@ def progressFromLine(line):
         return None
 
 
+def progressUpdate(line):
+    """(fraction, stage) of a '[progress] F stage' line, else None."""
+    fraction = progressFromLine(line)
+    if fraction is None:
+        return None
+    parts = line.split(None, 2)
+    return fraction, parts[2] if len(parts) > 2 else ""
+
+
 def failureMessage(exitCode, crashed, lines) -> str:
     """One line for the user: the CLI's own error line, else the last line it printed."""
     errors = [line[len(ERROR_PREFIX):].strip() for line in lines if line.startswith(ERROR_PREFIX)]
@@ -162,7 +171,39 @@ def cliProcess(commandLine, libraryFolder, onLine=None, onFinished=None) -> Back
                              onFinished or (lambda code, crashed: None))
 
 
-class DetectionJob:
+class ProcessJob:
+    """A CLI command (`commandLine`, `environment`, set by the subclass) in a background process:
+    its lines kept for the subclass' finish(exitCode, crashed), progress lines passed on as
+    onProgress(fraction, stage), onDone(*finish(...)) called once on the main thread; Cancel kills
+    its process tree."""
+
+    def __init__(self):
+        self.cancelled = False
+        self._lines = []
+        self._process = None
+
+    def start(self, onProgress, onDone) -> None:
+        def onLine(line):
+            self._lines.append(line)
+            update = progressUpdate(line)
+            if update is not None:
+                onProgress(*update)
+
+        self._process = BackgroundProcess(self.commandLine, self.environment, onLine,
+                                          lambda code, crashed: onDone(*self.finish(code, crashed)))
+        self._process.start()
+
+    @property
+    def running(self) -> bool:
+        return self._process is not None and self._process.running
+
+    def cancel(self) -> None:
+        self.cancelled = True
+        if self._process is not None:
+            self._process.kill()
+
+
+class DetectionJob(ProcessJob):
     """One detection: radiograph file in, `detect --heatmaps` in a process, Detection out.
 
     onProgress(fraction, stage); onDone(detection, errorMessage, cancelled) is called once,
@@ -172,10 +213,8 @@ class DetectionJob:
     def __init__(self, radiograph, modelPath, python, libraryFolder, device="cpu"):
         from CephLandmarksLib.imaging.images import RADIOGRAPH_SUFFIX, save_radiograph
 
+        super().__init__()
         self.folder = Path(tempfile.mkdtemp(prefix="CephLandmarks-detect-"))
-        self.cancelled = False
-        self._lines = []
-        self._process = None
         try:
             inputPath = self.folder / f"input{RADIOGRAPH_SUFFIX}"
             save_radiograph(inputPath, radiograph)
@@ -186,17 +225,6 @@ class DetectionJob:
                                       "--device", device, "--heatmaps", "--no-overlay", "--progress")
         self.environment = processEnvironment(libraryFolder)
 
-    def start(self, onProgress, onDone) -> None:
-        def onLine(line):
-            self._lines.append(line)
-            fraction = progressFromLine(line)
-            if fraction is not None:
-                onProgress(fraction, line.split(None, 2)[2] if len(line.split(None, 2)) > 2 else "")
-
-        self._process = BackgroundProcess(self.commandLine, self.environment, onLine,
-                                          lambda code, crashed: onDone(*self.finish(code, crashed)))
-        self._process.start()
-
     def run(self):
         """Synchronous (scripts and the self-test): (detection, errorMessage, cancelled)."""
         env = dict(os.environ, **self.environment)
@@ -204,15 +232,6 @@ class DetectionJob:
                                 **noConsoleWindow())
         self._lines = result.stdout.decode("utf-8", "replace").splitlines()
         return self.finish(result.returncode, result.returncode < 0)
-
-    @property
-    def running(self) -> bool:
-        return self._process is not None and self._process.running
-
-    def cancel(self) -> None:
-        self.cancelled = True
-        if self._process is not None:
-            self._process.kill()
 
     def finish(self, exitCode, crashed):
         """(detection or None, error message or None, cancelled); removes the temporary folder."""

@@ -19,7 +19,7 @@ Imported when Detect is pressed; no torch (parses under Python 3.9).
 
 from CephLandmarksLib.worker.protocol import DEFAULT_IDLE_TIMEOUT_S, job_line, parse_result
 
-from .process import BackgroundProcess, cliCommand, progressFromLine
+from .process import BackgroundProcess, cliCommand, progressUpdate
 
 
 class WorkerProcess(BackgroundProcess):
@@ -127,10 +127,9 @@ class WorkerDetectionJob:
                 self._finish(onDone, result["exit_code"], False)
                 return
             self.job._lines.append(line)
-            fraction = progressFromLine(line)
-            if fraction is not None:
-                parts = line.split(None, 2)
-                onProgress(fraction, parts[2] if len(parts) > 2 else "")
+            update = progressUpdate(line)
+            if update is not None:
+                onProgress(*update)
 
         def onExit(exitCode, crashed):
             if not self.job.cancelled and not crashed and exitCode == 0 and not self._retried:
