@@ -63,7 +63,8 @@ def _load_cache(path, train_s, hold_s):
     return train_d, hold_d
 
 
-def _lr_factor(step, total, warmup):
+def lr_factor(step, total, warmup):
+    """The learning rate's share at a step: linear warm-up over `warmup` steps, then cosine decay to 1 %."""
     if step < warmup:
         return (step + 1) / warmup
     t = (step - warmup) / max(1, total - warmup)
@@ -259,7 +260,7 @@ def _train(cfg, work, device, state, init, train_s, hold_s, log, progress, shoul
         bar.set_description_str(f"epoch {epoch + 1}/{cfg.epochs}")
         losses, t0 = [], time.time()
         for step in range(steps_per_epoch):
-            lr = cfg.lr * _lr_factor(epoch * steps_per_epoch + step, total_steps, steps_per_epoch)
+            lr = cfg.lr * lr_factor(epoch * steps_per_epoch + step, total_steps, steps_per_epoch)
             for group in opt.param_groups:
                 group["lr"] = lr
             idx = order[step * batch : (step + 1) * batch]

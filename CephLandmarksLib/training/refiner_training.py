@@ -28,7 +28,7 @@ from ..network.refiner import CHANNELS, RefinerNet, n_parameters
 from ..store.modelfile import load_model
 from ..store.refinerfile import RefinerInfo, save_refiner
 from .augment import AugmentSettings
-from .loop import read_checkpoint
+from .loop import lr_factor, read_checkpoint
 from .refiner_data import Jitter, prepare_patches, training_batch
 from .refiner_holdout import HoldoutSet, fit_temperatures, prepare_holdout
 
@@ -133,13 +133,6 @@ def _train_refiner(cfg, resume, log, should_stop) -> Path:
     return _train(cfg, base, work, state, patches, hold, jitter, held_how, log, should_stop)
 
 
-def _lr(cfg, step, total, warmup):
-    if step < warmup:
-        return cfg.lr * (step + 1) / warmup
-    t = (step - warmup) / max(1, total - warmup)
-    return cfg.lr * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min(1.0, t))))
-
-
 def selection_score(rec: dict) -> float:
     """What picks the best epoch: the fine points' MRE over the held-out points whose truth lies in
     their crop (the points the second stage can fix; the others' error is the crop's offset, the
@@ -182,7 +175,7 @@ def _train(cfg, base, work, state, patches, hold, jitter, held_how, log, should_
         losses, t0 = [], time.time()
         for step in range(steps):
             for g in opt.param_groups:
-                g["lr"] = _lr(cfg, epoch * steps + step, total, steps)
+                g["lr"] = cfg.lr * lr_factor(epoch * steps + step, total, steps)
             x, lm, uv = training_batch(patches, order[step * cfg.batch_size:(step + 1) * cfg.batch_size], jitter,
                                        cfg.crop_mm_per_px, cfg.crop_size, gen, aug)
             loss = heatmap_nll(net(x, lm)[:, None], uv[:, None])
