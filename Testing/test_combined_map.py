@@ -136,7 +136,7 @@ def test_samples_follow_the_combined_map():
 
 def test_contours_enclose_the_point_at_the_fine_resolution():
     cm = two_landmarks(second_mode_mass=0.0)
-    lines = cmap.contours_px(cm, 0, {"90": 0.9})["90"]
+    lines = cmap.drawn_contours(cm, 0, {"90": 0.9})[0]["90"]
     assert lines
     from matplotlib.path import Path as MplPath
 

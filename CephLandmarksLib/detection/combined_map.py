@@ -302,26 +302,6 @@ def sample_points_px(cm: CombinedMap, i: int, n: int, rng: np.random.Generator, 
     return out
 
 
-def contours_px(cm: CombinedMap, i: int, masses: dict) -> dict:
-    """{level: [polyline (K, 2) image px, ...]}: the boundaries of the smallest regions of landmark i's
-    combined map holding each mass, traced on the coarse map outside the crop and on the fine map
-    inside it at the same density (the lines meet at the crop's border only where both grids agree)."""
-    import contourpy
-
-    g = grids(cm, i)
-    out = {}
-    for level, m in masses.items():
-        t = _region_density(g, m)
-        lines = []
-        for z, cell_area, to_image in g:
-            if z.max() <= t * cell_area:
-                continue
-            gen = contourpy.contour_generator(z=z, line_type=contourpy.LineType.Separate)
-            lines += [np.asarray(c) @ to_image[:2, :2].T + to_image[:2, 2] for c in gen.lines(t * cell_area)]
-        out[level] = lines
-    return out
-
-
 def _kept_parts(g: list, t: float, crop_edge: np.ndarray) -> tuple[list, float]:
     """([keep mask per grid], mass dropped) of the region {cell mass > t x cell area} over both grids:
     its connected parts on each grid, a part kept when it holds at least MIN_PART_SHARE of the
@@ -366,9 +346,10 @@ def drawn_contours(cm: CombinedMap, i: int, masses: dict) -> tuple[dict, dict]:
     lines, dropped = {}, {}
     for level, m in masses.items():
         lines[level], dropped[level] = [], 0.0
-        if not localised(region_extent(cm, i, m)[0]):
-            continue
         t = _region_density(g, m)
+        area_mm2 = sum(len(rows) * a for (_, a, _), (rows, _) in zip(g, _region_cells(g, t), strict=True))
+        if not localised(area_mm2):  # region_extent's area, from the grids and density already at hand
+            continue
         keep, dropped[level] = _kept_parts(g, t, crop_edge)
         for (z, cell_area, to_image), kept in zip(g, keep, strict=True):
             lines[level] += [np.asarray(c) @ to_image[:2, :2].T + to_image[:2, 2]
