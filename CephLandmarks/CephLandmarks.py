@@ -111,6 +111,8 @@ class CephLandmarksParameterNode:
     device: Annotated[str, Choice(["cpu", "cuda", "mps"])] = "cpu"
     showContours: bool = True
     showHeatmap: bool = False
+    useSecondStage: bool = True  # off: detect --refine none (the first stage alone)
+    refinerResume: bool = False  # Train second stage continues from its checkpoint
     datasetFolder: pathlib.Path
     trainModelPath: pathlib.Path
     evaluateFolder: pathlib.Path
@@ -184,6 +186,7 @@ class CephLandmarksWidget(ScriptedLoadableModuleWidget, VTKObservationMixin, Det
         self.ui.trainButton.connect("clicked(bool)", lambda: self.onTrainingCommand("train"))
         self.ui.calibrateButton.connect("clicked(bool)", lambda: self.onTrainingCommand("calibrate"))
         self.ui.evaluateButton.connect("clicked(bool)", lambda: self.onTrainingCommand("evaluate"))
+        self.ui.trainRefinerButton.connect("clicked(bool)", lambda: self.onTrainingCommand("train-refiner"))
         self.ui.plotListWidget.connect("currentTextChanged(QString)", self.onPlotSelected)
         self.ui.savePlotsButton.connect("clicked(bool)", self.onSavePlots)
 
@@ -315,15 +318,16 @@ class CephLandmarksLogic(ScriptedLoadableModuleLogic):
 
     # detection
 
-    def prepareDetection(self, volumeNode, modelPath, spacingMm=0.0, device="cpu"):
-        """A DetectionJob for the volume (written to a temporary file); call .start(...) or .run()."""
+    def prepareDetection(self, volumeNode, modelPath, spacingMm=0.0, device="cpu", refine=()):
+        """A DetectionJob for the volume (written to a temporary file); call .start(...) or .run().
+        refine: the `--refine` arguments (CephLandmarksSlicer.secondStage.refineArguments)."""
         from CephLandmarksSlicer.process import DetectionJob
         from CephLandmarksSlicer.volumes import radiographFromVolume
 
         if volumeNode is None:
             raise ValueError(_("Select an input radiograph."))
         radiograph = radiographFromVolume(volumeNode, spacingMm or None)
-        return DetectionJob(radiograph, modelPath, self.pythonSlicer(), libraryFolder(), device)
+        return DetectionJob(radiograph, modelPath, self.pythonSlicer(), libraryFolder(), device, refine)
 
     def detect(self, volumeNode, modelPath, spacingMm=0.0, device="cpu"):
         """Synchronous detection (scripts and tests): the Detection; raises RuntimeError with the CLI's message."""
@@ -361,6 +365,16 @@ class CephLandmarksLogic(ScriptedLoadableModuleLogic):
         commandLine = trainingCommand(self.pythonSlicer(), command, dataset, modelPath, epochs, inputSize, device,
                                       split, outFolder, modelsDir)
         output = CalibrationOutput(calibrationSidecar(modelPath, modelsDir)) if command == "calibrate" else None
+        return cliProcess(commandLine, libraryFolder(), onLine, onFinished), output
+
+    def refinerProcess(self, dataset, modelPath, epochs=30, resume=False, onLine=None, onFinished=None):
+        """(BackgroundProcess running `ceph-landmarks train-refiner`, its secondStage.RefinerOutput): the
+        refiner beside the model's weights, or in the per-user model folder for a shipped model."""
+        from CephLandmarksSlicer.process import cliProcess
+        from CephLandmarksSlicer.secondStage import refinerCommand
+
+        commandLine, output = refinerCommand(self.pythonSlicer(), dataset, modelPath, self.registry().user_dir,
+                                             epochs, resume)
         return cliProcess(commandLine, libraryFolder(), onLine, onFinished), output
 
 

@@ -36,9 +36,10 @@ class CalibrationOutput:
 
     def restore(self) -> None:
         """After a failed or cancelled run: the sidecar as it was (or none), no temporaries left."""
-        from CephLandmarksLib.files import atomic_write
+        from CephLandmarksLib.files import TEMP_NAME_CHARS, TEMP_SUFFIX, atomic_write
 
-        for part in self.path.parent.glob(f".{self.path.name}.*.part"):
+        # atomic_write's temporary names keep the first TEMP_NAME_CHARS characters of the target's name
+        for part in self.path.parent.glob(f".{self.path.name[:TEMP_NAME_CHARS]}.*{TEMP_SUFFIX}"):
             part.unlink(missing_ok=True)
         if self.previous is None:
             self.path.unlink(missing_ok=True)

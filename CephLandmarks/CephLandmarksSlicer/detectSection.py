@@ -1,5 +1,6 @@
 """The Detect section of the CephLandmarks panel: the model list (with Import), Load radiograph, and
 Detect, which runs in a background process (press again to cancel) and then shows the result.
+"Second stage" (parameter useSecondStage) chooses its `--refine` (secondStage.refineArguments).
 
 A mixin of CephLandmarksWidget (CephLandmarks.py): its slots use the widget's ui, logic and
 parameter node, which the module file sets up and connects.  Imported when Slicer loads the
@@ -70,9 +71,11 @@ class DetectSection:
                 from .models import downloadName, startDownload
 
                 return startDownload(self, downloadName(modelPath))
-            volumeNode = self._parameterNode.inputVolume
-            job = self.logic.prepareDetection(volumeNode, modelPath, self._parameterNode.spacingMm,
-                                              self._parameterNode.device)
+            from .secondStage import refineArguments
+
+            volumeNode, p = self._parameterNode.inputVolume, self._parameterNode
+            refine = refineArguments(modelPath, p.useSecondStage, self.logic.registry().user_dir)
+            job = self.logic.prepareDetection(volumeNode, modelPath, p.spacingMm, p.device, refine)
             from .worker import viaWorker
 
             job = viaWorker(job)  # run by the long-lived worker process (worker.py)

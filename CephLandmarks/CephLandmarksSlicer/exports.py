@@ -57,18 +57,28 @@ STALE_MEASUREMENTS_NOTE = ("computed at detection from the detected points: this
                            "so they do not follow the corrected points")
 
 
+CLI_LANDMARK_KEYS = ("index", "name", "abbreviation", "x_px", "y_px", "x_mm", "y_mm", "confidence", "ere_mm",
+                     "p_large_error", "flagged", "refined", "reviewed", "edited")
+
+
+def _cliLandmark(row):
+    """A landmark of the CLI JSON: the CLI's fields at the current position.  "refined" (second stage: the
+    point is the fine map's) is the detection's, so a corrected point, now the user's, has none: its
+    "edited" says it was corrected."""
+    return {k: row[k] for k in CLI_LANDMARK_KEYS if k in row and not (k == "refined" and row["edited"])}
+
+
 def cliJson(landmarksNode, n=DEFAULT_SAMPLES, seed=DEFAULT_SEED):
     """The CLI's JSON (`ceph-landmarks detect`), with the current (possibly corrected) positions,
-    per landmark "reviewed" and "edited", and "measurements" recomputed at the current points
+    per landmark "reviewed" and "edited", the second stage's "refiner" record and each uncorrected point's
+    "refined" (as detect wrote them), and "measurements" recomputed at the current points
     (updateMeasurementsTable's rule): "corrected_landmarks" lists the corrected points and each
     item's "corrected" those it rests on.  A scene saved without heatmaps keeps the detection-time
     measurements, with a "note" saying so when points were corrected."""
     record = detectionRecord(landmarksNode)
     out = {k: v for k, v in record.items() if k not in ("landmarks", "pixel_to_ras", "model_frame")}
-    keys = ("index", "name", "abbreviation", "x_px", "y_px", "x_mm", "y_mm", "confidence", "ere_mm", "p_large_error",
-            "flagged", "reviewed", "edited")
     rows = landmarkRows(landmarksNode)
-    out["landmarks"] = [{k: row[k] for k in keys if k in row} for row in rows if row.get("present", True)]
+    out["landmarks"] = [_cliLandmark(row) for row in rows if row.get("present", True)]
     results = measureLandmarks(landmarksNode, n, seed)
     if results is not None:
         corrected = [row["abbreviation"] for row in rows if row.get("present") and row["edited"]]

@@ -8,7 +8,9 @@ connected by its full signature (a bare `.finished.connect` takes Qt's first ove
 `finished(int)`); `cliProcess` makes one with the library on the child's path.  `DetectionJob`
 is one Detect press: the volume goes in as a NAME.radiograph.npz, `detect --heatmaps` writes
 the JSON and the heatmaps into a temporary folder, and the result is loaded on the main thread;
-the folder is removed in every case.
+the folder is removed in every case.  With the second stage (`--refine`), the JSON has a "refiner"
+record and each point "refined", and the heatmaps file is format 2 with the fine maps:
+load_detection reads both into the Detection (its `refiner` and `combined`).
 
 `PythonSlicer` is a launcher that runs Python as its child, so Cancel ends the whole process
 tree (processTree.py). The child runs in UTF-8 mode (Slicer sets PYTHONUTF8 only from 5.12 on;
@@ -210,7 +212,8 @@ class DetectionJob(ProcessJob):
     on the main thread, after the temporary folder is gone.
     """
 
-    def __init__(self, radiograph, modelPath, python, libraryFolder, device="cpu"):
+    def __init__(self, radiograph, modelPath, python, libraryFolder, device="cpu", refine=()):
+        """refine: the `--refine` arguments (secondStage.refineArguments); none: the library's default."""
         from CephLandmarksLib.imaging.images import RADIOGRAPH_SUFFIX, save_radiograph
 
         super().__init__()
@@ -222,7 +225,7 @@ class DetectionJob(ProcessJob):
             self._removeFolder()
             raise
         self.commandLine = cliCommand(python, "detect", inputPath, "--model", modelPath, "--out-dir", self.folder,
-                                      "--device", device, "--heatmaps", "--no-overlay", "--progress")
+                                      "--device", device, *refine, "--heatmaps", "--no-overlay", "--progress")
         self.environment = processEnvironment(libraryFolder)
 
     def run(self):

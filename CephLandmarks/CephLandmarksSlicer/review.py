@@ -39,7 +39,8 @@ def _reviewState(landmarksNode):
 
 
 def currentDetection(landmarksNode, withContours=True):
-    """(Detection at the current points, without measurements; points in mm; corrected indices)."""
+    """(Detection at the current points, without measurements; points in mm; corrected indices).  It keeps
+    the second stage's "refiner" record, and each uncorrected point's `refined` (a corrected one: None)."""
     record = detectionRecord(landmarksNode)
     if record is None:
         raise CephError("the node holds no CephLandmarks detection")
@@ -56,7 +57,8 @@ def currentDetection(landmarksNode, withContours=True):
             int(row["index"]), row["name"], row["abbreviation"], x, y, float(pointsMm[i, 0]), float(pointsMm[i, 1]),
             float(row["confidence"]), nan if row.get("ere_mm") is None else float(row["ere_mm"]),
             bool(row["flagged"]), {} if i in corrected or not present else contours.get(int(row["index"]), {}),
-            not present, nan if p is None else float(p)))
+            not present, nan if p is None else float(p),
+            refined=None if i in corrected or row.get("refined") is None else bool(row["refined"])))
     rasToLps = np.diag([-1.0, -1.0, 1.0])
     axes = m[:3, :3] / np.maximum(np.linalg.norm(m[:3, :3], axis=0), 1e-12)
     probs = landmarkMaps(landmarksNode) if canRecomputeMeasurements(landmarksNode) else None
@@ -65,8 +67,8 @@ def currentDetection(landmarksNode, withContours=True):
         dict(record["model"]), float(record["ere_threshold_mm"]), landmarks, probs, frameFromRecord(record),
         tuple(rasToLps @ m[:3, 3]), tuple((rasToLps @ axes).ravel()),
         {"corrected_landmarks": [rows[i]["abbreviation"] for i in corrected]},
-        **{k: record[k] for k in ("framing", "orientation", "alignment", "large_error_mm", "regions", "flag_rule")
-           if k in record})
+        **{k: record[k] for k in ("framing", "orientation", "alignment", "large_error_mm", "regions", "flag_rule",
+                                  "refiner") if k in record})
     if probs is not None:
         detection.combined = landmarkCombinedMap(landmarksNode, probs)  # second stage: draws from its map
     return detection, pointsMm, corrected

@@ -1,7 +1,7 @@
 """The Training section of the CephLandmarks panel (researchers): Train, Calibrate temperatures,
-Evaluate and Adapt to clinic, each the `ceph-landmarks` CLI in a background process (press again
-to cancel) with its output in the log; then the new model registered and selected, or the
-evaluation plots and metrics shown.
+Evaluate, Adapt to clinic and Train second stage, each the `ceph-landmarks` CLI in a background
+process (press again to cancel) with its output in the log; then the new model registered and
+selected, the second stage's file named, or the evaluation plots and metrics shown.
 
 A mixin of CephLandmarksWidget (CephLandmarks.py): its slots use the widget's ui, logic and
 parameter node, which the module file sets up and connects.  Imported when Slicer loads the
@@ -32,7 +32,8 @@ class TrainingSection:
         for button, command, label in ((self.ui.trainButton, "train", _("Train")),
                                        (self.ui.calibrateButton, "calibrate", _("Calibrate temperatures")),
                                        (self.ui.evaluateButton, "evaluate", _("Evaluate")),
-                                       (self.ui.adaptButton, "adapt", _("Adapt to clinic"))):
+                                       (self.ui.adaptButton, "adapt", _("Adapt to clinic")),
+                                       (self.ui.trainRefinerButton, "train-refiner", _("Train second stage"))):
             button.enabled = running in (None, command)
             button.text = _("Cancel") if running == command else label
         clinicFolder = chosenPath(self._parameterNode.clinicFolder) or ""
@@ -63,6 +64,10 @@ class TrainingSection:
             if command == "adapt":
                 process, output = self.logic.adaptProcess(self.ui.modelSelector.currentData,
                                                           chosenPath(p.clinicFolder), self.onProcessLine, onFinished)
+            elif command == "train-refiner":  # behind the model of the model list, as Adapt
+                process, output = self.logic.refinerProcess(chosenPath(p.datasetFolder),
+                                                            self.ui.modelSelector.currentData, p.epochs,
+                                                            p.refinerResume, self.onProcessLine, onFinished)
             else:
                 process, output = self.logic.trainingProcess(
                     command, chosenPath(p.datasetFolder), chosenPath(p.trainModelPath), p.epochs, p.inputSize,
@@ -79,11 +84,12 @@ class TrainingSection:
         from .process import progressFromLine
 
         self._trainingLines.append(line)
-        progress = progressFromLine(line)
+        refiner = self._training[3] if self._training and self._training[0] == "train-refiner" else None
+        progress = refiner.fraction(line) if refiner else progressFromLine(line)  # train-refiner: epoch records
         if progress is not None:
             self.ui.trainProgressBar.setRange(0, 1000)
             self.ui.trainProgressBar.setValue(int(progress * 1000))
-        else:
+        if progressFromLine(line) is None:  # all but `[progress]` lines (an epoch's record stays in the log)
             self.ui.trainLogTextEdit.appendPlainText(line)
 
     def onAdaptClinicPathChanged(self, path) -> None:
@@ -101,6 +107,11 @@ class TrainingSection:
                 adapt.removeLeftovers(output)
             elif command == "calibrate":
                 output.restore()  # the sidecar as it was before the run
+            elif command == "train-refiner":  # no half-written refiner; the checkpoints stay for Resume
+                output.removeLeftovers()
+                if (output.workFolder / "last.pt").is_file():
+                    self.ui.trainLogTextEdit.appendPlainText(_("Checkpoints kept in {p}: tick Resume to continue."
+                                                               ).format(p=output.workFolder))
         self.ui.trainProgressBar.setRange(0, 1)
         self.ui.trainProgressBar.setValue(1 if exitCode == 0 else 0)
         self.ui.trainLogTextEdit.appendPlainText(
@@ -129,6 +140,10 @@ class TrainingSection:
                     report = adapt.reportFolder(output)
                     if report.is_dir():
                         self.ui.trainLogTextEdit.appendPlainText(_("Adaptation report: {p}").format(p=report))
+                if command == "train-refiner":
+                    self.ui.trainLogTextEdit.appendPlainText(
+                        _("Second stage written to {p}; Detect uses it with this model when Second stage is on.")
+                        .format(p=output.path))
                 if command == "evaluate":
                     self.showPlots(chosenPath(self._parameterNode.evaluateFolder), started)
         self.updateGUIFromParameterNode()
