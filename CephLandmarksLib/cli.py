@@ -167,22 +167,34 @@ def _cmd_train(a):
 def _cmd_calibrate(a):
     from .training.calibration import calibrate_file
 
+    if a.refiner:
+        from .training.refiner_calibration import calibrate_refiner
+
+        with Progress(lines=a.progress) as report:
+            calibrate_refiner(a.model, a.refiner, a.dataset, ground_truth=a.ground_truth, out=a.out, log=report.write,
+                              progress=report)
+        return
     with Progress(lines=a.progress) as report:
         calibrate_file(a.model, a.dataset, ground_truth=a.ground_truth, log=report.write, out=a.out,
                        progress=report)
 
 
-def _refiner(a, model_path):
-    """The second stage `--refine FILE` names (FILE `auto`: the one beside the model, registry.refiner_beside),
-    loaded and checked, or None; CephError, one line, for a missing or bad file.  Called before any image
-    is read."""
-    if not getattr(a, "refine", None):
-        return None
-    from .detection.refinement import REFINE_BESIDE
+def _refiner(a, model_path, base: bool = False):
+    """The second stage, loaded and checked, or None: `--refine FILE`; `auto`, the one beside the model
+    (registry.refiner_beside; an error if there is none); `none`, the first stage alone; not given, the
+    one beside the model when there is one (registry.default_refiner).  CephError, one line, for a
+    missing or bad file.  Called before any image is read."""
+    from .detection.refinement import REFINE_BESIDE, REFINE_NONE
     from .store.refinerfile import load_refiner
 
-    path = Path(a.refine)
-    if a.refine == REFINE_BESIDE:
+    choice = getattr(a, "refine", None)
+    if choice == REFINE_NONE:
+        return None
+    if choice is None:  # base: the model is adapted from, so an adaptation's own choice does not bind
+        path = registry.default_refiner(model_path, adapted_choice=not base)
+        return None if path is None else load_refiner(path, a.device)
+    path = Path(choice)
+    if choice == REFINE_BESIDE:
         path = registry.refiner_beside(model_path)
         if not path.is_file():
             raise CephError(f"--refine {REFINE_BESIDE}: no refiner beside the model (looked for {path})")
@@ -215,10 +227,12 @@ def _add_progress_option(parser) -> None:
 
 
 def _add_refine_option(parser) -> None:
-    """--refine FILE: the second stage (not the default until it beats the first stage on held-out images)."""
+    """--refine: the second stage; by default the refiner beside the model, when there is one."""
     parser.add_argument("--refine", metavar="REFINER",
-                        help="also run the second stage: a refiner file (ceph-landmarks train-refiner), or 'auto' "
-                             "for MODEL.refiner.safetensors beside the model; points, ERE, P(error > 4 mm), regions "
+                        help="the second stage (full-resolution crops): a refiner file (ceph-landmarks "
+                             "train-refiner); 'auto' for MODEL.refiner.safetensors beside the model; 'none' for the "
+                             "first stage alone.  Default: the refiner beside the model when there is one (not for "
+                             "a clinic adaptation fitted without it).  Points, ERE, P(error > 4 mm), flags, regions "
                              "and measurement intervals then read the combined coarse + fine map")
 
 
@@ -251,10 +265,12 @@ def _cmd_report(a):
 def _cmd_adapt(a):
     from .clinic.adaptation import adapt_file
 
+    model = a.model or default_model_path()
+    refiner = _refiner(a, model, base=True)
     with Progress(lines=a.progress) as report:
-        rec = adapt_file(a.model or default_model_path(), a.dataset, a.out, split=a.split,
+        rec = adapt_file(model, a.dataset, a.out, split=a.split,
                          methods=tuple(m.strip() for m in a.methods.split(",") if m.strip()), device=a.device,
-                         report_dir=a.report_dir, progress=report)
+                         report_dir=a.report_dir, progress=report, refiner=refiner)
     before, after = rec["cv_before"], rec["cv_after"]
     print(f"adapted to {rec['n_images']} clinic images ({rec['method']}): cross-validated MRE "
           f"{before['mre_mm']:.2f} -> {after['mre_mm']:.2f} mm, 90 % regions holding the truth "
@@ -347,6 +363,9 @@ def build_parser():
     c.add_argument("--out", help="where to write the calibration: a sidecar NAME.json beside the weights (default: "
                                  "the --model sidecar, or WEIGHTS-STEM.calibration.json), or a .safetensors file "
                                  "written whole (the --model file itself to rewrite it)")
+    c.add_argument("--refiner", help="fit the second stage's flag threshold and region masses (on the combined map, "
+                                     "the refiner's held-out images) into this refiner file (or --out) instead of "
+                                     "the model's settings; after recalibrating the model, recalibrate its refiner")
     _add_progress_option(c)
     c.set_defaults(func=_cmd_calibrate)
 
@@ -387,6 +406,7 @@ def build_parser():
     ad.add_argument("--report-dir", help="folder for report.md and its PNGs (default: OUT without .safetensors, "
                                          "plus .report)")
     ad.add_argument("--device", default="cpu", type=_device(False), help=DEVICES)
+    _add_refine_option(ad)
     _add_progress_option(ad)
     ad.set_defaults(func=_cmd_adapt)
 

@@ -180,3 +180,62 @@ def test_a_refiner_beside_the_model_is_no_model(tmp_path):
     (tmp_path / f"isbi{REFINER_SUFFIX}").write_bytes(b"")  # sorts before isbi.safetensors
     assert default_model_path(tmp_path).name == "isbi.safetensors"
     assert refiner_beside(tmp_path / "isbi.safetensors") == tmp_path / f"isbi{REFINER_SUFFIX}"
+
+
+def test_a_fitted_refiner_brings_its_flag_threshold_and_regions(tiny_model, tmp_path):
+    """The refiner's two-stage settings replace the first stage's, but not an adaptation's fitted with it."""
+    from dataclasses import replace
+
+    from CephLandmarksLib.detection.predictor import LandmarkDetector, Settings
+    from CephLandmarksLib.store.refinerfile import load_refiner, save_refiner_settings
+
+    path = write_refiner(tmp_path / "r.refiner.safetensors", abbreviations(tiny_model))
+    plain = load_refiner(path)
+    base = LandmarkDetector(tiny_model).settings
+    unfitted = LandmarkDetector(tiny_model, refiner=plain).settings  # not fitted: the model's own
+    assert unfitted.ere_threshold_mm == base.ere_threshold_mm and unfitted.regions == base.regions
+    masses = {"50": [0.4] * 19, "90": [0.8] * 19}
+    save_refiner_settings(path, plain, replace(plain.info, ere_threshold_mm=0.7, region_masses=masses))
+    fitted = load_refiner(path)
+    assert fitted.net.state_dict().keys() == plain.net.state_dict().keys()
+    assert all(torch.equal(a, b) for a, b in zip(fitted.net.state_dict().values(), plain.net.state_dict().values()))
+    det = LandmarkDetector(tiny_model, refiner=fitted)
+    assert det.settings.ere_threshold_mm == 0.7 and det.settings.regions == "split-conformal"
+    np.testing.assert_allclose(det.settings.region_masses["90"], 0.8)
+    own = Settings.of(det.info)
+    assert own.for_two_stages(det.info, fitted).ere_threshold_mm == 0.7  # a plain model: the refiner's
+    det.model.info.adaptation = {"refiner_sha256": fitted.sha256}  # adapted with this refiner: its own settings
+    assert own.for_two_stages(det.info, fitted) is own
+
+
+def test_the_refiner_beside_the_model_is_the_default(tiny_model, case, tmp_path, capsys):
+    """No --refine: the refiner beside the model runs; --refine none: the first stage alone; a clinic
+    adaptation fitted without that refiner keeps the first stage."""
+    import shutil
+
+    from CephLandmarksLib.files import file_sha256
+    from CephLandmarksLib.store.registry import default_refiner, read_model_info
+    from CephLandmarksLib.store.sidecar import write_sidecar
+
+    model = tmp_path / "m.safetensors"
+    shutil.copyfile(tiny_model, model)
+    assert default_refiner(model) is None
+    code, out, err = run(capsys, "detect", case, "--model", model, "--out-dir", tmp_path / "a", "--no-overlay")
+    assert code == 0 and "refiner" not in json.loads((tmp_path / "a" / "case.json").read_text())
+    write_refiner(refiner_beside(model), abbreviations(tiny_model), min_inside_mass=0.0)
+    assert default_refiner(model) == refiner_beside(model)
+    code, out, err = run(capsys, "detect", case, "--model", model, "--out-dir", tmp_path / "b", "--no-overlay")
+    assert code == 0, err
+    assert json.loads((tmp_path / "b" / "case.json").read_text())["refiner"]["file"] == refiner_beside(model).name
+    code, out, err = run(capsys, "detect", case, "--model", model, "--out-dir", tmp_path / "c", "--no-overlay",
+                         "--refine", "none")
+    assert code == 0 and "refiner" not in json.loads((tmp_path / "c" / "case.json").read_text())
+
+    sidecar = tmp_path / "m.clinic.json"  # an adapted model (a sidecar of the same weights)
+    meta = read_model_info(model)
+    for fitted_with, expected in ((None, None), (file_sha256(refiner_beside(model)), refiner_beside(model))):
+        adaptation = {"base_sha256": "0" * 64, "n_images": 10}
+        if fitted_with:
+            adaptation["refiner_sha256"] = fitted_with
+        write_sidecar(sidecar, model, dict(meta, adaptation=adaptation))
+        assert default_refiner(sidecar) == expected

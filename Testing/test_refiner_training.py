@@ -37,6 +37,15 @@ def test_tiny_refiner_sharpens_points_and_resumes(generic_dataset, tiny_model, t
     assert path.stat().st_size < 8_000_000
     assert len(refiner.info.training["history"]) == 12  # 1 epoch, then 11 more resumed
     assert len(refiner.info.temperatures) == 19
+    # the two stages' flag threshold and region masses, fitted on the held-out images, and used by detect
+    cal = refiner.info.calibration
+    assert refiner.info.ere_threshold_mm is not None and cal["images"] == refiner.info.training["holdout_ids"]
+    assert {k: len(m) for k, m in refiner.info.region_masses.items()} == {"50": 19, "90": 19}
+    from CephLandmarksLib.detection.predictor import LandmarkDetector
+
+    settings = LandmarkDetector(tiny_model, refiner=refiner).settings
+    assert settings.ere_threshold_mm == refiner.info.ere_threshold_mm
+    np.testing.assert_allclose(settings.region_masses["90"], refiner.info.region_masses["90"])
 
     rng = np.random.default_rng(123)  # images the refiner never saw
     coarse_err, fine_err = [], []

@@ -315,6 +315,21 @@ def record(adaptation: Adaptation, base_sha256: str, ids) -> dict:
 
 # --- the command ----------------------------------------------------------------------
 
+def _refiner_beside(out, refiner) -> None:
+    """Put a copy of the refiner beside an adapted model written where no refiner (or another) lies."""
+    import shutil
+
+    from ..files import atomic_write, file_sha256
+    from ..store.registry import refiner_beside
+
+    target = refiner_beside(out)
+    if target.is_file() and file_sha256(target) == refiner.sha256:
+        return
+    if target.exists():
+        raise CephError(f"{target} holds another refiner; the adapted model was written, but its second stage "
+                        f"could not be put beside it: move that file away and run adapt again")
+    atomic_write(target, lambda tmp: shutil.copyfile(refiner.path, tmp))
+
 def encode_case(detector, case: Case, radiograph) -> None:
     """Keep the case's encoder outputs (for fine-tune), read from the very input its observation used."""
     case.encoded = encoder_outputs(detector.model.net, ModelInput(radiograph).tensor(case.obs.frame))
@@ -344,9 +359,16 @@ def read_clinic(dataset, split: str, n_landmarks: int) -> list:
 
 
 def adapt_file(model_path, dataset, out, split: str = "train", methods=METHODS, device: str = "cpu",
-               report_dir=None, progress=None) -> dict:
+               report_dir=None, progress=None, refiner=None) -> dict:
     """`ceph-landmarks adapt`: adapt a model file to a clinic's annotated images; write the adapted
-    model (never over the base) and a report.  Returns the adaptation record."""
+    model (never over the base) and a report.  Returns the adaptation record.
+
+    refiner: the second stage (a LoadedRefiner) or None.  With one, every setting is fitted on the
+    combined coarse + fine map that detect then reads (the fine stage itself is not tuned: its crops
+    are small and the clinic's images few); the record names it, so that detect runs the adapted model
+    with it (store.registry.default_refiner), and a copy lies beside an adapted weights file written
+    elsewhere.  With fine-tune, cross-validation reads the fine maps on crops centred on the base
+    network's points (the tuned network's move them by about the convention offsets)."""
     from pathlib import Path
 
     from ..training.loop import check_output_file
@@ -359,7 +381,7 @@ def adapt_file(model_path, dataset, out, split: str = "train", methods=METHODS, 
     check_out(out, model_path)  # a .safetensors model file, or a .json sidecar (adapted_model.py)
     check_output_file(out)
     report(0.0, "loading the model")
-    detector = LandmarkDetector(model_path, device)
+    detector = LandmarkDetector(model_path, device, refiner=refiner)
     info = detector.info
     try:
         frame_landmarks(info.landmark_abbreviations)
@@ -379,6 +401,8 @@ def adapt_file(model_path, dataset, out, split: str = "train", methods=METHODS, 
             "after": measurement_coverage(detector, result.scored[result.method], result.outcomes[result.method])}
     rec = record(result, detector.model.sha256, [c.id for c in cases])
     rec["clinic"] = Path(dataset).resolve().name
+    if refiner is not None:
+        rec["refiner_sha256"] = refiner.sha256
     rec["measurement_interval_coverage_percent"] = {k: {m: round(v, 1) for m, v in d.items()} for k, d in meas.items()}
     s = result.settings
     info.temperatures = [round(float(t), 5) for t in s.temperatures]
@@ -389,6 +413,8 @@ def adapt_file(model_path, dataset, out, split: str = "train", methods=METHODS, 
     info.adaptation = rec
     report(0.9, "writing the adapted model and its report")
     write_adapted(out, detector.model, result.network, info)
+    if refiner is not None:
+        _refiner_beside(out, refiner)
     write_report(Path(report_dir) if report_dir else out.with_suffix(".report"), result, rec, meas,
                  list(info.landmark_abbreviations), Path(model_path).name, str(dataset))
     report(1.0, "done")

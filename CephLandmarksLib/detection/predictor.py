@@ -100,6 +100,20 @@ class Settings:
                    "split-conformal" if info.region_masses else "nominal", info.flag_p_large_min,
                    float(info.flag_image_weight or 0.0))
 
+    def for_two_stages(self, info, refiner: LoadedRefiner | None) -> "Settings":
+        """The settings with a second stage: the refiner's flag threshold and region masses, fitted on
+        the combined map (training/refiner_calibration.py), replace the first stage's, unless the
+        model's own were fitted with this very refiner (a clinic adaptation run with it) or the
+        refiner has none.  Temperatures and convention offsets stay the model's."""
+        fitted_with = (info.adaptation or {}).get("refiner_sha256")
+        if refiner is None or refiner.info.ere_threshold_mm is None or fitted_with == refiner.sha256:
+            return self
+        masses = refiner.info.region_masses
+        return replace(self, ere_threshold_mm=float(refiner.info.ere_threshold_mm),
+                       region_masses=masses_for(masses, len(info.landmark_names)),
+                       regions="split-conformal" if masses else "nominal", flag_p_large_min=None,
+                       flag_image_weight=0.0)
+
 
 @dataclass
 class FineObservation:
@@ -155,6 +169,7 @@ class LandmarkDetector:
                 raise CephError(f"the refiner {self.refiner.path or 'given'} was trained for other landmarks "
                                 f"({len(self.refiner.info.landmark_abbreviations)}) than the model {model_path} "
                                 f"gives ({len(ours)})")
+            self.settings = self.settings.for_two_stages(self.info, self.refiner)
 
     @property
     def info(self):

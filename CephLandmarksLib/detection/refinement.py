@@ -1,9 +1,10 @@
 """The second stage at detection: crops at full resolution around the coarse points, the refiner's
 fine maps over them (all 19 in one forward), and the combined map (combined_map.py).
 
-With a refiner (`detect --refine FILE`), the predictor's observe runs `fine_logits` on crops centred
-on the coarse points of its kept pass, and decide combines them with the coarse maps; every measure
-read afterwards (ERE, P(error > 4 mm), regions, intervals, flags) reads the combined map.
+With a refiner (by default the one beside the model: store.registry.default_refiner), the
+predictor's observe runs `fine_logits` on crops centred on the coarse points of its kept pass, and
+decide combines them with the coarse maps; every measure read afterwards (ERE, P(error > 4 mm),
+regions, intervals, flags) reads the combined map.
 """
 
 import numpy as np
@@ -16,7 +17,8 @@ from ..store.refinerfile import LoadedRefiner, temperatures_tensor
 from .combined_map import CombinedMap, combine
 
 REFINE_OPTION = "--refine"
-REFINE_BESIDE = "auto"  # --refine auto: the refiner file beside the model (store.refinerfile.refiner_beside)
+REFINE_BESIDE = "auto"  # --refine auto: the refiner file beside the model (store.registry.refiner_beside)
+REFINE_NONE = "none"  # --refine none: the first stage alone
 
 
 def outside_image_masks(crops: list[CropFrame], image_size) -> torch.Tensor:

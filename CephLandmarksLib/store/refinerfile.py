@@ -3,8 +3,10 @@
 The metadata (JSON under "ceph_landmarks_refiner") says the format, the landmarks, the crop
 (size in pixels, millimetres a pixel), the network's channels, the fine maps' temperatures,
 the coarse mass a crop must hold for its point to be used, the base model it was trained
-behind (name and file SHA-256), the training record and a SHA-256 of the tensors, checked
-on every load.  safetensors runs no code on loading.
+behind (name and file SHA-256), the two-stage settings fitted on held-out images (the flag
+threshold on the combined map's ERE and its conformal region masses: training/refiner_calibration.py),
+the training record and a SHA-256 of the tensors, checked on every load.  safetensors runs no
+code on loading.
 """
 
 import json
@@ -16,6 +18,7 @@ from ..errors import CephError
 from ..files import atomic_write, file_sha256
 from ..network.refiner import CHANNELS, RefinerNet
 from .modelfile import _tensor_digest
+from .modelmeta import ERE_THRESHOLD_RANGE_MM, region_masses
 
 META_KEY = "ceph_landmarks_refiner"
 FORMAT = "ceph-landmarks-refiner/1"
@@ -31,6 +34,10 @@ class RefinerInfo:
     min_inside_mass: float = 0.5
     base_model: dict = field(default_factory=dict)  # {"name", "file_sha256"}
     training: dict = field(default_factory=dict)
+    # The two-stage detector's own settings (None / empty: not yet fitted; the base model's are used):
+    ere_threshold_mm: float | None = None  # flag a point whose combined-map ERE exceeds this
+    region_masses: dict = field(default_factory=dict)  # {"50": (L,), "90": (L,)} combined-map conformal masses
+    calibration: dict = field(default_factory=dict)  # how they were fitted (images, rule, held-out figures)
 
 
 @dataclass
@@ -68,6 +75,15 @@ def _check(meta, path) -> RefinerInfo:
         raise CephError(f"{path}: temperatures must be {n} positive numbers")
     if not 0 <= info.min_inside_mass <= 1:
         raise CephError(f"{path}: min_inside_mass must be from 0 to 1")
+    lo, hi = ERE_THRESHOLD_RANGE_MM
+    if info.ere_threshold_mm is not None and not (isinstance(info.ere_threshold_mm, int | float)
+                                                  and lo <= info.ere_threshold_mm <= hi):
+        raise CephError(f"{path}: ere_threshold_mm must be from {lo} to {hi} mm")
+    problem = region_masses(info.region_masses, meta) or next(
+        (f"level {k!r} has {len(m)} masses for {n} landmarks" for k, m in info.region_masses.items() if len(m) != n),
+        None)
+    if problem:
+        raise CephError(f"{path}: region_masses {problem}")
     return info
 
 
@@ -98,6 +114,12 @@ def load_refiner(path, device="cpu") -> LoadedRefiner:
     except RuntimeError as e:
         raise CephError(f"{path}: the weights do not fit the refiner ({str(e).splitlines()[0][:120]})") from None
     return LoadedRefiner(net.eval().to(device), info, str(path), file_sha256(path))
+
+
+def save_refiner_settings(path, loaded: LoadedRefiner, info: RefinerInfo) -> None:
+    """Write `loaded`'s weights with `info` (new settings) to `path`, atomically: the tensors are those
+    read (float16 both ways), so the weights' checksum is unchanged."""
+    save_refiner(path, loaded.net, info)
 
 
 def temperatures_tensor(info: RefinerInfo) -> torch.Tensor:

@@ -143,6 +143,20 @@ def refiner_beside(model_path) -> Path:
     return path.with_name(stem + REFINER_SUFFIX)
 
 
+def default_refiner(model_path, adapted_choice: bool = True) -> Path | None:
+    """The second stage a model runs with by default: the refiner beside it (refiner_beside), unless
+    the model is a clinic adaptation fitted without that refiner (its flags and regions were fitted on
+    the first stage's maps, so it keeps them; adapted_choice=False ignores that, for a model adapted
+    from); None when there is none to run."""
+    path = refiner_beside(model_path)
+    if not path.is_file():
+        return None
+    adaptation = (read_info(model_path).get("adaptation") or {}) if adapted_choice else {}
+    if adaptation and adaptation.get("refiner_sha256") != file_sha256(path):
+        return None
+    return path
+
+
 def shipped_models_dir() -> Path:
     """The folder of the models shipped with the library/extension."""
     return SHIPPED_MODELS_DIR

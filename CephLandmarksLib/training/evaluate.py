@@ -27,6 +27,7 @@ from ..detection.result import (
 from ..files import atomic_write, json_text
 from ..network.heatmaps import argmax_2d, decode_points, mask_padding, softmax_2d
 from ..outputs.plots import ere_scatter, reliability_diagram, roc_plot
+from ..uncertainty.conformal import covered
 from ..uncertainty.levels import LARGE_ERROR_MM
 from .metrics import (
     ECE_DEFINITION,
@@ -39,7 +40,7 @@ from .metrics import (
     roc_curve,
     summarise,
 )
-from .scoring import observe_each, point_errors_mm
+from .scoring import observe_each, point_errors_mm, true_point_scores
 
 ERROR_LEVELS_MM = (2.0, 4.0)
 P_LARGE_BIN_EDGES = (0.0, 0.001, 0.01, 0.05, 0.2, 1.0)  # reliability of p_large_error: most values are tiny
@@ -85,7 +86,7 @@ def evaluate(model_path, dataset, split, out_dir, ground_truth="mean", device="c
     info = detector.info
     samples = load_dataset(dataset, split, ground_truth)
     rows = {k: [] for k in ("pred_px", "errors_mm", "ere_mm", "confidence", "p_large", "flagged", "reasons",
-                            "conf_raw", "correct_raw", "conf_cal", "correct_cal")}
+                            "conf_raw", "correct_raw", "conf_cal", "correct_cal", "covered_50", "covered_90")}
     by_radius = {r: [] for r in REFINE_RADII}
     passes = {"orientation": {RIGHT_FACING: 0, LEFT_FACING: 0}, "aligned_images": 0}
     flag_rule, ids, refined = None, [], []
@@ -103,6 +104,9 @@ def evaluate(model_path, dataset, split, out_dir, ground_truth="mean", device="c
         rows["p_large"].append([lm.p_large_error for lm in det.landmarks])
         rows["flagged"].append([lm.flagged for lm in det.landmarks])
         rows["reasons"].append([lm.flag_reasons for lm in det.landmarks])
+        scores = true_point_scores(det, case)
+        for level, masses in detector.settings.region_masses.items():
+            rows[f"covered_{level}"].append(covered(scores, masses))
         refined += [bool(lm.refined) for lm in det.landmarks if lm.refined is not None]
         # The maps themselves: the kept pass's raw logits, without and with the model's temperatures.
         logits = mask_padding(case.obs.logits[None], [case.obs.frame])
@@ -160,6 +164,9 @@ def evaluate(model_path, dataset, split, out_dir, ground_truth="mean", device="c
                                       for reason in FLAG_REASONS + (FLAG_OUTSIDE_CROP,) * bool(refiner_record)},
         "flagged_share_of_errors_over_4mm": rocs[4.0]["threshold_point"][1],
         "flagged_share_of_points_under_2mm": _share(flagged[errors <= 2.0]),
+        "regions": detector.settings.regions,
+        "region_coverage_percent": {level: 100 * _share(a[f"covered_{level}"]) for level in ("50", "90")},
+        "region_coverage_90_percent_per_landmark": [100 * _share(c) for c in a["covered_90"].T],
         "reliability_before": rel_before,
         "reliability_after": rel_after,
         "mre_mm_by_refine_radius": {str(r): float(np.concatenate(v).mean()) if v else float("nan")

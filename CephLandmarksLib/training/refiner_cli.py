@@ -4,7 +4,6 @@ Torch is imported only when the command runs, so building the parser stays cheap
 """
 
 import argparse
-import sys
 
 
 def _int_at_least(lo):
@@ -43,6 +42,8 @@ def add_train_refiner_command(sub) -> None:
     r.add_argument("--ground-truth", default="mean", choices=["mean", "senior", "junior"])
     r.add_argument("--work-dir", help="checkpoint folder (default: OUT.work)")
     r.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
+    r.add_argument("--progress", action="store_true",
+                   help="print '[progress] FRACTION STAGE' lines on stderr (instead of the bar drawn on a terminal)")
     r.set_defaults(func=run_train_refiner)
 
 
@@ -52,5 +53,8 @@ def run_train_refiner(a) -> None:
     cfg = RefinerConfig(model=a.model, dataset=a.dataset, out=a.out, epochs=a.epochs, batch_size=a.batch_size,
                         lr=a.lr, crop_size=a.crop_size, threads=a.threads, ground_truth=a.ground_truth,
                         work_dir=a.work_dir or "")
-    path = train_refiner(cfg, resume=a.resume, log=lambda m: print(m, file=sys.stderr, flush=True))
+    from ..progress import Progress
+
+    with Progress(lines=a.progress) as report:
+        path = train_refiner(cfg, resume=a.resume, log=report.write, progress=report)
     print(path)

@@ -29,6 +29,7 @@ from ..store.modelfile import load_model
 from ..store.refinerfile import RefinerInfo, save_refiner
 from .augment import AugmentSettings
 from .loop import lr_factor, read_checkpoint
+from .refiner_calibration import calibrate_refiner
 from .refiner_data import Jitter, prepare_patches, training_batch
 from .refiner_holdout import HoldoutSet, fit_temperatures, prepare_holdout
 
@@ -94,19 +95,25 @@ def _cached(path: Path, key: dict, build):
     return value
 
 
-def train_refiner(cfg: RefinerConfig, resume: bool = False, log=print, should_stop=None) -> Path:
-    """Train, calibrate and write the refiner file; returns its path."""
+def train_refiner(cfg: RefinerConfig, resume: bool = False, log=print, should_stop=None, progress=None) -> Path:
+    """Train, calibrate and write the refiner file; returns its path.  progress(fraction, stage) is told
+    how far it is; the two-stage flag threshold and region masses are fitted last (refiner_calibration.py)."""
     check_refiner_config(cfg)
     threads = torch.get_num_threads()
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
     try:
-        return _train_refiner(cfg, resume, log, should_stop)
+        report = progress or (lambda fraction, stage: None)
+        path = _train_refiner(cfg, resume, log, should_stop, report)
+        report(0.95, "calibrating the two stages on the held-out images")
+        calibrate_refiner(cfg.model, path, cfg.dataset, cfg.ground_truth, log=log)
+        report(1.0, "done")
+        return path
     finally:
         torch.set_num_threads(threads)
 
 
-def _train_refiner(cfg, resume, log, should_stop) -> Path:
+def _train_refiner(cfg, resume, log, should_stop, report) -> Path:
     base = load_model(cfg.model)
     work = writable_folder(cfg.work_dir or f"{cfg.out}.work", "--work-dir")
     state = None
@@ -118,6 +125,7 @@ def _train_refiner(cfg, resume, log, should_stop) -> Path:
         mine = {k: v for k, v in json.loads(json.dumps(asdict(cfg))).items() if k in saved}
         if mine != json.loads(json.dumps(saved)):
             raise CephError(f"cannot resume {work / 'last.pt'}: it was trained with other settings")
+    report(0.0, "preparing the training crops and the held-out images")
     train_s, hold_s, held_how = split_for(base, load_dataset(cfg.dataset, "train", cfg.ground_truth), cfg)
     log(f"{len(train_s)} training images; {len(hold_s)} held out ({held_how})")
 
@@ -130,7 +138,7 @@ def _train_refiner(cfg, resume, log, should_stop) -> Path:
                                          .to_plain()))
     jitter = Jitter(hold.errors_mm, **cfg.jitter)
     log(f"first stage on the held-out images: MRE {hold.coarse_mre_mm:.3f} mm; jitter from its errors per landmark")
-    return _train(cfg, base, work, state, patches, hold, jitter, held_how, log, should_stop)
+    return _train(cfg, base, work, state, patches, hold, jitter, held_how, log, should_stop, report)
 
 
 def selection_score(rec: dict) -> float:
@@ -152,7 +160,7 @@ def _save(path, state):
     atomic_write(path, lambda tmp: torch.save(state, tmp))
 
 
-def _train(cfg, base, work, state, patches, hold, jitter, held_how, log, should_stop) -> Path:
+def _train(cfg, base, work, state, patches, hold, jitter, held_how, log, should_stop, report) -> Path:
     torch.manual_seed(cfg.seed)
     n_landmarks = patches.shape[1]
     net = RefinerNet(n_landmarks, tuple(cfg.channels))
@@ -185,6 +193,7 @@ def _train(cfg, base, work, state, patches, hold, jitter, held_how, log, should_
             loss.backward()
             opt.step()
             losses.append(loss.item())
+            report(0.05 + 0.9 * (epoch * steps + step + 1) / total, f"training: epoch {epoch + 1} of {cfg.epochs}")
             if should_stop is not None and should_stop():
                 raise CephError("training cancelled")
         val = hold.evaluate(net)

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..detection import combined_map as cmap
 from ..detection.predictor import LandmarkDetector, Observation
 from ..imaging.images import read_radiograph
 from ..uncertainty.conformal import NOMINAL_MASSES, covered, region_scores
@@ -82,6 +83,14 @@ def point_errors_mm(det, true_px) -> np.ndarray:
     return np.where(np.isnan(err), np.inf, err)
 
 
+def true_point_scores(det, case: Case) -> np.ndarray:
+    """(L,) conformity scores of a case's true points in a detection's maps: the combined coarse + fine
+    map's with the second stage, else the coarse maps'."""
+    if det.combined is not None:
+        return cmap.region_scores(det.combined, case.true_px)
+    return region_scores(det.probs, case.true_uv)
+
+
 def outcome(detector: LandmarkDetector, cases, settings) -> Outcome:
     """Decide every case with its settings (one Settings, or one per case) and score it."""
     per_case = settings if isinstance(settings, list) else [settings] * len(cases)
@@ -89,7 +98,7 @@ def outcome(detector: LandmarkDetector, cases, settings) -> Outcome:
     for case, s in zip(cases, per_case, strict=True):
         det = detector.decide(case.obs, s, contours=False, extents=False)
         err = point_errors_mm(det, case.true_px)
-        scores = region_scores(det.probs, case.true_uv)
+        scores = true_point_scores(det, case)
         rows.append((err, [lm.ere_mm for lm in det.landmarks], [lm.flagged for lm in det.landmarks], scores,
                      {k: np.asarray(m) for k, m in s.region_masses.items()},
                      [lm.p_large_error for lm in det.landmarks]))
