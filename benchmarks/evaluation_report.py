@@ -28,6 +28,8 @@ from CephLandmarksLib.detection.result import LEFT_FACING  # noqa: E402
 from CephLandmarksLib.imaging.images import read_radiograph  # noqa: E402
 from CephLandmarksLib.outputs.plots import render_overlay  # noqa: E402
 from CephLandmarksLib.store.modelfile import atomic_write  # noqa: E402
+from CephLandmarksLib.store.refinerfile import load_refiner  # noqa: E402
+from CephLandmarksLib.store.registry import default_refiner  # noqa: E402
 from CephLandmarksLib.training.evaluate import P_LARGE_BIN_EDGES, evaluate  # noqa: E402
 from CephLandmarksLib.training.metrics import (  # noqa: E402
     ECE_DEFINITION,
@@ -48,15 +50,17 @@ def senior_metrics(dataset, split, predictions, names):
     return summarise(np.where(np.isnan(errors), np.inf, errors), names)  # a missing point is a miss, as in evaluate
 
 
-def evaluation(model, sha256, dataset, split, out, reuse):
-    """evaluate's metrics for a split: reused from out/split when --reuse and this model's evaluate wrote them."""
+def evaluation(model, sha256, dataset, split, out, reuse, refiner=None):
+    """evaluate's metrics for a split: reused from out/split when --reuse and this model's evaluate wrote
+    them, with the same second stage (or none)."""
     metrics, npz = out / split / "metrics.json", out / split / "predictions.npz"
     if reuse and metrics.is_file() and npz.is_file():
         m = json.loads(metrics.read_text())
-        if m.get("model", {}).get("sha256") == sha256 and "predictor" in m:
+        same_stage = m.get("refiner", {}).get("sha256") == (refiner.sha256 if refiner else None)
+        if m.get("model", {}).get("sha256") == sha256 and "predictor" in m and same_stage:
             print(f"{split}: reusing {metrics}", flush=True)
             return m
-    return evaluate(model, dataset, split, out / split, log=lambda *_: None)
+    return evaluate(model, dataset, split, out / split, log=lambda *_: None, refiner=refiner)
 
 
 def fmt_sdr(s):
@@ -68,16 +72,20 @@ def main():
     ap.add_argument("--model")
     ap.add_argument("--dataset", default=str(ROOT.parent / "shared" / "data" / "isbi2015"))
     ap.add_argument("--out", default=str(ROOT / "docs" / "evaluation"))
+    ap.add_argument("--refine", help="the second stage: a refiner file, or 'none' (default: the refiner beside the "
+                                     "model, as detect runs it)")
     ap.add_argument("--reuse", action="store_true",
                     help="reuse OUT/SPLIT/metrics.json and predictions.npz that this model's evaluate wrote")
     a = ap.parse_args()
     model = Path(a.model or default_model_path())
     out = Path(a.out)
-    det = LandmarkDetector(model)
+    refiner_path = default_refiner(model) if a.refine is None else None if a.refine == "none" else Path(a.refine)
+    refiner = load_refiner(refiner_path) if refiner_path else None
+    det = LandmarkDetector(model, refiner=refiner)
     names = det.info.landmark_names
     results = {}
     for split in ("test1", "test2"):
-        m = evaluation(model, det.model.sha256, a.dataset, split, out, a.reuse)
+        m = evaluation(model, det.model.sha256, a.dataset, split, out, a.reuse, refiner)
         pred = np.load(out / split / "predictions.npz")
         results[split] = (m, senior_metrics(a.dataset, split, pred, names))
         # Overlays of the best, median and worst image (local only: derived from ISBI images).
@@ -98,13 +106,16 @@ def main():
         "Regenerate: `python benchmarks/evaluation_report.py "
         f"--model {model.relative_to(ROOT) if model.is_relative_to(ROOT) else model}`.",
         f"Model: input {info.input_size[0]} x {info.input_size[1]}, sha256 `{det.model.sha256[:16]}…`, "
-        f"ERE threshold {info.ere_threshold_mm:.2f} mm (fitted on the training holdout). "
+        f"flag rule {det.settings.flag_rule()} (fitted on the training holdout"
+        + (f"; with the second stage `{Path(refiner.path).name}`, sha256 `{refiner.sha256[:16]}…`, on its combined "
+           "map" if refiner else "; first stage alone") + "). "
         "Nothing here was used to choose anything: Test1 and Test2 are for reporting only.",
         "",
         "Predictor: what `ceph-landmarks detect` produces. `evaluate` reads each image with its spacing and runs "
         "`LandmarkDetector.observe` (the image resampled to the model's own mm per pixel, the orientation check, an "
-        "aligned second pass when it helps) and `decide` with the model's settings; the points, ERE, "
-        "P(error > 4 mm) and flags are decide's. ECE and the refinement table read the maps of the pass detect kept. "
+        "aligned second pass when it helps" + (", the second stage on full-resolution crops" if refiner else "")
+        + ") and `decide` with the detector's settings; the points, ERE, P(error > 4 mm), flags and \"90 %\" "
+        "regions are decide's. ECE and the refinement table read the coarse maps of the pass detect kept. "
         "A point reported missing counts as a miss (outside every SDR radius; MRE over the points given). "
         + "; ".join(f"{split}: {sum(m['passes']['orientation'].values())} images, "
                     f"{m['passes']['orientation'].get(LEFT_FACING, 0)} read mirrored, "
@@ -114,14 +125,16 @@ def main():
         "## Headline (ground truth: mean of the two doctors)",
         "",
         "| | MRE (mm) | SD | SDR 2 | 2.5 | 3 | 4 mm (%) | ECE before → after (%) | AUC ERE, err > 2 mm | > 4 mm "
-        f"| AUC P(error > {LARGE_ERROR_MM:g} mm), err > 4 mm | Pearson r ERE (groups of 36) | flagged (%) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        f"| AUC P(error > {LARGE_ERROR_MM:g} mm), err > 4 mm | Pearson r ERE (groups of 36) | flagged (%) "
+        "| \"90 %\" regions hold the truth (%) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for split, (m, _) in results.items():
         lines.append(
             f"| {split} | {m['mre_mm']:.3f} | {m['mre_std_mm']:.2f} | {fmt_sdr(m['sdr'])} | "
             f"{m['ece_uncalibrated']:.2f} → {m['ece']:.2f} | {m['roc_auc_2mm']:.3f} | {m['roc_auc_4mm']:.3f} | "
-            f"{m['p_large_error_roc_auc_4mm']:.3f} | {m['ere_error_pearson']:.3f} | {m['flagged_percent']:.1f} |"
+            f"{m['p_large_error_roc_auc_4mm']:.3f} | {m['ere_error_pearson']:.3f} | {m['flagged_percent']:.1f} | "
+            f"{m.get('region_coverage_percent', {}).get('90', float('nan')):.1f} |"
         )
     lines += ["", ECE_DEFINITION + " With 10 uniform bins on [0, 1] instead: " + "; ".join(
                   f"{split} {m['ece_uniform_bins_before_after'][0]:.2f} → {m['ece_uniform_bins_before_after'][1]:.2f} %"
@@ -173,7 +186,9 @@ def main():
                                             "p_large_error_roc_auc_4mm", "ere_error_pearson",
                                             "flagged_percent", "flagged_share_of_errors_over_4mm",
                                             "flagged_share_of_points_under_2mm", "mre_mm_by_refine_radius",
-                                            "n_missing_points", "flagged_by_reason_percent", "passes", "predictor")},
+                                            "n_missing_points", "flagged_by_reason_percent", "passes", "predictor",
+                                            "region_coverage_percent", "flag_rule") if x in v[0]},
+                 **({"refiner": v[0]["refiner"]} if "refiner" in v[0] else {}),
              "senior": {"mre_mm": v[1]["mre_mm"], "sdr": v[1]["sdr"]}} for k, v in results.items()}, indent=2)))
     print(out / "REPORT.md")
 

@@ -3,9 +3,10 @@
     python benchmarks/model_card.py MODEL.safetensors [--summary docs/evaluation/summary.json]
         [--refiner FILE] [--refined test1=DIR test2=DIR]
 
-With a second stage beside the model (MODEL.refiner.safetensors, `detect --refine auto`) the card
-gains its section: the refiner's file and training, its held-out figures against the first stage,
-and the test rows of `evaluate --refine auto --out DIR` (DIR/metrics.json) given with --refined.
+With a second stage beside the model (MODEL.refiner.safetensors, run by default) the card gains
+its section: the refiner's file, training and two-stage calibration, its held-out figures against
+the first stage, and the test rows (accuracy, flags, "90 %" region coverage) of `evaluate --out DIR`
+(DIR/metrics.json) given with --refined, beside those of `evaluate --refine none` given with --first.
 """
 
 import argparse
@@ -48,15 +49,16 @@ def augment_text(aug: dict) -> str:
     return ", ".join(f"{k} {v}" for k, v in aug.items() if k.split("_")[0] not in off) or "none"
 
 
-def second_stage_lines(path: Path, summary: dict, refined: dict) -> list:
+def second_stage_lines(path: Path, summary: dict, refined: dict, first: dict | None = None) -> list:
     """The refiner's section: file, training, held-out first vs both stages, and the test rows of
-    `evaluate --refine` beside the first stage's (mean of the doctors)."""
+    `evaluate` beside the first stage's (`evaluate --refine none` folders in `first`, else the summary's)."""
+    first = first or {}
     if not path.is_file():
         return []
     r = load_refiner(path)
     tr, res = r.info.training, r.info.training.get("holdout_result", {})
-    lines = ["", "## Second stage (optional: `detect --refine auto`; not in git, a verified download: "
-             "docs/models.md)", "",
+    cal = r.info.calibration
+    lines = ["", "## Second stage (the default beside this model; `--refine none` runs the first stage alone)", "",
              "| | |", "|---|---|",
              f"| file | `{path.name}`, sha256 `{r.sha256}`, float16, {path.stat().st_size / 1e6:.1f} MB |",
              f"| network | {tr.get('parameters', 0) / 1e6:.1f} M parameters, one FiLM U-Net for all landmarks; "
@@ -68,17 +70,28 @@ def second_stage_lines(path: Path, summary: dict, refined: dict) -> list:
              f"| held out (those images) | MRE {res.get('coarse_mre_mm', 0):.3f} mm first stage → "
              f"{res.get('combined_mre_mm', 0):.3f} mm both stages; SDR 2 mm {res.get('sdr2_coarse_percent', 0):.1f} → "
              f"{res.get('sdr2_combined_percent', 0):.1f} %; {res.get('refined_percent', 0):.0f} % of points refined |"]
+    if cal:
+        lines.append(f"| two-stage calibration (those images, combined map) | flag ERE > "
+                     f"{r.info.ere_threshold_mm:.2f} mm "
+                     f"({cal.get('threshold_rule')}; first stage {cal.get('first_stage_threshold_mm'):.2f} mm), "
+                     f"{cal.get('holdout_flagged_percent', 0):.0f} % of points flagged there; split-conformal region "
+                     f"masses per landmark |")
     if refined:
-        lines += ["", "| mean of doctors | stages | MRE (mm) | SDR 2 mm | 2.5 | 3 | 4 mm | AUC ERE > 4 mm |",
-                  "|---|---|---|---|---|---|---|---|"]
+        lines += ["", "| mean of doctors | stages | MRE (mm) | SDR 2 mm | 2.5 | 3 | 4 mm | AUC ERE > 4 mm | "
+                  "flagged | errors > 4 mm flagged | \"90 %\" regions hold the truth |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|"]
         for split, folder in refined.items():
-            rows = [("first", summary.get(split, {}).get("mean")),
+            rows = [("first", first.get(split) and json.loads((Path(first[split]) / "metrics.json").read_text())
+                     or summary.get(split, {}).get("mean")),
                     ("both", json.loads((Path(folder) / "metrics.json").read_text()))]
             for stages, m in rows:
                 if m:
+                    cover = m.get("region_coverage_percent", {}).get("90")
                     lines.append(f"| {split} | {stages} | {m['mre_mm']:.3f} | {m['sdr']['2.0']:.1f} | "
                                  f"{m['sdr']['2.5']:.1f} | {m['sdr']['3.0']:.1f} | {m['sdr']['4.0']:.1f} | "
-                                 f"{m['roc_auc_4mm']:.3f} |")
+                                 f"{m['roc_auc_4mm']:.3f} | {m['flagged_percent']:.0f} % | "
+                                 f"{100 * m['flagged_share_of_errors_over_4mm']:.0f} % | "
+                                 f"{'' if cover is None else f'{cover:.1f} %'} |")
     return lines
 
 
@@ -88,7 +101,9 @@ def main():
     ap.add_argument("--summary", default=str(ROOT / "docs" / "evaluation" / "summary.json"))
     ap.add_argument("--refiner", help="the second stage (default: MODEL.refiner.safetensors beside the model)")
     ap.add_argument("--refined", nargs="*", default=[], metavar="SPLIT=DIR",
-                    help="evaluate --refine auto output folders, e.g. test1=runs/refine-test1")
+                    help="evaluate output folders (two stages), e.g. test1=runs/refine-test1")
+    ap.add_argument("--first", nargs="*", default=[], metavar="SPLIT=DIR",
+                    help="evaluate --refine none output folders (first stage), e.g. test1=runs/first-test1")
     a = ap.parse_args()
     m = load_model(a.model)
     info, tr, cal = m.info, m.info.training, m.info.calibration
@@ -153,7 +168,8 @@ def main():
                 f"{100 * mn['flagged_share_of_points_under_2mm']:.1f} % |")
         lines += ["", ECE_DEFINITION, "", "Full report: [docs/evaluation/REPORT.md](../../docs/evaluation/REPORT.md)."]
     refiner = Path(a.refiner) if a.refiner else refiner_beside(a.model)
-    lines += second_stage_lines(refiner, summary, dict(r.split("=", 1) for r in a.refined))
+    lines += second_stage_lines(refiner, summary, dict(r.split("=", 1) for r in a.refined),
+                                dict(r.split("=", 1) for r in a.first))
     lines += ["", "## Intended use and limits", "",
               "- Lateral cephalograms like ISBI 2015 (right-facing, whole skull in view). Other framings, "
               "scales and exposures: see docs/robustness.md.",
