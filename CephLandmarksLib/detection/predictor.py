@@ -248,20 +248,23 @@ class LandmarkDetector:
         return self._observe(radiograph, orientation_check)[0]
 
     def _observe(self, radiograph, orientation_check=None):
-        """(Observation, (calibrated maps, mass outside) of its kept pass at the model's temperatures)."""
+        """(Observation, (calibrated maps, mass outside, its _decode or None) of its kept pass at the
+        model's temperatures)."""
         inputs = self.inputs(radiograph)
         (probs, frame, outside, raw), orientation, decoded = self._oriented(inputs, orientation_check)
         alignment = {}
         if self.align:
+            decoded = decoded or self._decode(probs, frame, outside, inputs.radiograph.spacing_mm,
+                                              self.info.ere_threshold_mm)
             again = self.aligned_pass(inputs, probs, frame, outside, decoded)
             if again is not None:
                 alignment = {"shift_model_px": [int(a - b) for a, b in zip(again[1].offset, frame.offset, strict=True)]}
-                probs, frame, outside, raw = again
+                (probs, frame, outside, raw), decoded = again, None
         rad = inputs.radiograph
         image = {"path": rad.path, "size": rad.size, "spacing_mm": tuple(rad.spacing_mm),
                  "spacing_source": rad.spacing_source, "origin_lps": rad.origin_lps, "direction_lps": rad.direction_lps}
         fine = self._observe_fine(inputs, probs, frame) if self.refiner is not None else None
-        return Observation(raw, frame, orientation, alignment, inputs.framing, image, fine), (probs, outside)
+        return Observation(raw, frame, orientation, alignment, inputs.framing, image, fine), (probs, outside, decoded)
 
     def _observe_fine(self, inputs: ModelInput, probs, frame: ModelFrame) -> FineObservation:
         """The refiner on crops centred on the points of the kept pass (its calibrated maps), all 19 in one
@@ -276,18 +279,21 @@ class LandmarkDetector:
 
         contours=False / extents=False skip the region contours / the region's area and reach
         (evaluation loops that need neither).  The contours are computed when first read.
-        calibrated: (maps, mass outside) of the observation at the model's own temperatures, when
-        observe made them (detect), used only when the settings keep those temperatures."""
+        calibrated: (maps, mass outside[, their _decode]) of the observation at the model's own
+        temperatures, when observe made them (detect), used only when the settings keep those temperatures."""
         s = settings or self.settings
         frame, spacing = obs.frame, obs.image["spacing_mm"]
         temps = torch.as_tensor(s.temperatures, dtype=torch.float32)
+        decoded = None
         if calibrated is not None and torch.equal(temps, self.temperatures):
-            probs, outside = calibrated
+            probs, outside = calibrated[:2]
+            decoded = calibrated[2] if len(calibrated) > 2 else None
         else:
             probs = softmax_2d(mask_padding(obs.logits[None], [frame]), temps)[0]
             outside = outside_mass(obs.logits, frame.image_mask(), temps)
         mm = frame.model_pixel_mm(spacing)
-        uv, conf, missing, _, _ = self._decode(probs, frame, outside, spacing, s.ere_threshold_mm, with_ere=False)
+        uv, conf, missing, _, _ = decoded or self._decode(probs, frame, outside, spacing, s.ere_threshold_mm,
+                                                          with_ere=False)
         cm = self._combined(obs, probs, uv, missing) if obs.fine is not None else None
         if cm is not None:
             uv = frame.image_to_model(cm.points_px)
@@ -298,7 +304,7 @@ class LandmarkDetector:
                 cm = cmap.shifted(cm, probs.numpy(), frame.model_to_image(moved) - frame.model_to_image(uv))
             uv = moved
         if cm is None:
-            ere = expected_radial_error_mm(probs, uv, mm)
+            ere = expected_radial_error_mm(probs, uv, mm) if decoded is None or s.offsets_mm is not None else decoded[3]
             p_large = error_probability(probs, uv, mm, LARGE_ERROR_MM)
         else:
             ere, p_large = cmap.ere_and_p_large(cm, radius_mm=LARGE_ERROR_MM)
