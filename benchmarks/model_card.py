@@ -49,6 +49,19 @@ def augment_text(aug: dict) -> str:
     return ", ".join(f"{k} {v}" for k, v in aug.items() if k.split("_")[0] not in off) or "none"
 
 
+def regions_row(info) -> list:
+    """The credible regions' row: how their masses were fitted (none when the model has no conformal masses)."""
+    masses, regions = info.region_masses or {}, (info.calibration or {}).get("regions", {})
+    if not masses:
+        return []
+    held = regions.get("nominal_coverage_90_percent")
+    return [f"| credible regions | split-conformal per landmark on the same {len(regions.get('images', []))} held-out "
+            f"images, through the detect path: the \"50 %\" region holds {min(masses['50']):.3f}–"
+            f"{max(masses['50']):.3f} of a landmark's heatmap, the \"90 %\" region {min(masses['90']):.3f}–"
+            f"{max(masses['90']):.3f}" + ("" if held is None else f" (the nominal 90 % regions held the truth "
+                                          f"{held:.0f} % of the time there)") + " |"]
+
+
 def second_stage_lines(path: Path, summary: dict, refined: dict, first: dict | None = None) -> list:
     """The refiner's section: file, training, held-out first vs both stages, and the test rows of
     `evaluate` beside the first stage's (`evaluate --refine none` folders in `first`, else the summary's)."""
@@ -146,13 +159,15 @@ def main():
         f"| calibration (holdout) | NLL {cal.get('nll_before', 0):.3f} → {cal.get('nll_after', 0):.3f}; "
         f"ECE {cal.get('ece_before', 0):.2f} % → {cal.get('ece_after', 0):.2f} %; "
         f"holdout MRE {cal.get('holdout_mre_mm', 0):.2f} mm |",
+        *regions_row(info),
         f"| ERE threshold | {info.ere_threshold_mm:.2f} mm ({cal.get('threshold_rule', '')}); "
         f"{cal.get('holdout_flagged_percent', 0):.1f} % of holdout points flagged |",
     ]
     if summary:
         lines += ["", "## Test results (mean of doctors; senior only in brackets)", "",
                   "What `ceph-landmarks detect` produces: `evaluate` runs detect's predictor (resampled and centred "
-                  "canvas, orientation check, aligned second pass, the model's flag rule).", "",
+                  "canvas, orientation check, aligned second pass, the second stage when its refiner lies beside "
+                  "the model, the flag rule).", "",
                   "| | MRE (mm) | SDR 2 mm | 2.5 | 3 | 4 mm | ECE before → after (%) | AUC ERE > 4 mm "
                   f"| AUC P(error > {LARGE_ERROR_MM:g} mm) | flagged: all / errors > 4 mm / points ≤ 2 mm |",
                   "|---|---|---|---|---|---|---|---|---|---|"]
