@@ -140,3 +140,136 @@ def test_memory_stays_bounded_on_a_batch_of_10000_files():
     held = (peak[0] - base) / MB
     assert held < 4 * (AHEAD + BEHIND + 4), f"{held:.0f} MB held over {n} items"
     assert time.time() - t < 20
+
+
+# --- detect on many files in worker processes (outputs/processes.py) ---
+
+@pytest.mark.slow
+def test_worker_processes_write_the_files_of_one_image_after_another(untrained, tmp_path):
+    """Two worker processes, each with one torch thread: the same files byte for byte, the bad image
+    reported once in the inputs' order, the summary at the end, the written paths in order."""
+    paths = _images(tmp_path / "in", 4)
+    bad = tmp_path / "in" / "bad.png"
+    bad.write_bytes(b"not an image")
+    order = [paths[0], bad, *paths[1:]]
+    outs = {}
+    for workers in (1, 2):
+        errors, stages = [], []
+        out = tmp_path / f"out_{workers}"
+        with pytest.raises(CephError, match=r"1 of 5 images failed: .*bad\.png"):
+            detect_files(order, untrained, out, spacing_mm=0.4, on_error=errors.append, heatmaps=True,
+                         pipelined=workers > 1, workers=workers,
+                         progress=lambda f, s, stages=stages: stages.append((f, s)))
+        outs[workers] = (_files(out), errors)
+        fractions = [f for f, _ in stages]
+        assert fractions == sorted(fractions) and stages[-1] == (1.0, "done")
+    (seq, seq_errors), (procs, proc_errors) = outs[1], outs[2]
+    assert len(seq) == 4 * 4 and seq.keys() == procs.keys()
+    for name in seq:
+        assert seq[name] == procs[name], name
+    assert len(proc_errors) == 1 and "bad.png" in proc_errors[0] and proc_errors == seq_errors
+
+
+def test_processes_are_used_only_where_they_help():
+    from CephLandmarksLib.outputs import loaded_detector
+    from CephLandmarksLib.outputs.batch import _use_processes
+
+    two = ["a.png", "b.png"]
+    assert _use_processes(two, "cpu", print, True, 2, None)
+    assert not _use_processes(two[:1], "cpu", print, True, 2, None)  # one image: in this process
+    assert not _use_processes(two, "cpu", print, True, 1, None)  # workers=1
+    assert not _use_processes(two, "cpu", print, False, 2, None)  # one after another
+    assert not _use_processes(two, "cpu", None, True, 2, None)  # the first bad image stops the run
+    assert not _use_processes(two, "cuda", print, True, 2, None)  # one device: batch there instead
+    saved = loaded_detector._kept
+    try:
+        loaded_detector.keep_loaded()  # the Slicer worker keeps its model loaded in its own process
+        assert not _use_processes(two, "cpu", print, True, 2, None)
+    finally:
+        loaded_detector._kept = saved
+
+
+@pytest.mark.slow
+def test_processes_keep_order_and_go_on_after_bad_items():
+    import process_tasks as t
+
+    from CephLandmarksLib.outputs.processes import run_in_processes
+
+    done, errors, stages, ready = [], [], [], []
+    run_in_processes(range(30), t.init, ("x",), t.square, lambda k, v: done.append((k, v)),
+                     lambda k, e: errors.append((k, str(e))), workers=3, window=4,
+                     on_stage=lambda k, s: stages.append(s), on_ready=ready.append)
+    assert done == [(i, ("x", i * i)) for i in range(30) if i % 7 != 3]
+    assert errors == [(i, f"bad item {i}") for i in range(30) if i % 7 == 3]
+    assert sorted(stages) == sorted(f"working on {i}" for i in range(30)) and len(ready) == 1
+
+
+@pytest.mark.slow
+def test_processes_stop_on_a_bad_start_an_unforeseen_error_or_a_dead_worker():
+    import process_tasks as t
+
+    from CephLandmarksLib.outputs.processes import WorkerFailed, run_in_processes
+
+    with pytest.raises(CephError, match="no such model"):
+        run_in_processes(range(5), t.init_fails, ("no such model",), t.square, None, None, workers=2)
+    seen = []
+    with pytest.raises(OSError, match="No space left"):
+        run_in_processes(range(1000), t.init, ("x",), t.crash_at_5, lambda k, v: seen.append(k), None, workers=2)
+    assert seen == list(range(5))  # in order up to the failure, and not the 1000
+    with pytest.raises(WorkerFailed, match="exit code 9"):
+        run_in_processes(range(100), t.init, ("x",), t.die_at_2, lambda k, v: None, None, workers=2)
+
+
+@pytest.mark.slow
+def test_an_interruption_stops_every_worker_and_leaves_no_temporary_file(tmp_path):
+    """Ctrl-C in the parent while both workers are writing: they are stopped (SIGTERM, which they turn
+    into KeyboardInterrupt, so write_group removes its temporary files) and waited for."""
+    import multiprocessing
+
+    import process_tasks as t
+
+    from CephLandmarksLib.outputs.processes import run_in_processes
+
+    writing, temps = [], []
+
+    def interrupt(k, text):
+        writing.append(k)
+        if len(writing) == 2:  # both workers are inside their write, their temporary files on disk
+            temps.extend(tmp_path.iterdir())
+            raise KeyboardInterrupt
+
+    items = [tmp_path / f"out{i}.json" for i in range(4)]
+    start = time.time()
+    with pytest.raises(KeyboardInterrupt):
+        run_in_processes(items, t.init, ("x",), t.slow_write, lambda k, v: None, None, workers=2, on_stage=interrupt)
+    assert time.time() - start < 25  # not the 30 s the writes would take
+    assert not multiprocessing.active_children()
+    assert sorted(writing) == [0, 1] and len(temps) == 2  # the writes were under way
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.slow
+def test_memory_stays_bounded_in_processes_on_10000_items():
+    """10,000 results of 64 kB, the first one slow: were the other worker let run ahead of it, the
+    parent would hold 640 MB of results waiting for their turn; it holds at most `window`."""
+    import process_tasks as t
+
+    from CephLandmarksLib.outputs.processes import run_in_processes
+
+    n, seen, peak, base = 10_000, [0], [0], _rss_bytes()
+
+    def done(k, value):
+        assert value[0] == k and value[1][0] == k
+        seen[0] += 1
+
+    def sample():
+        while seen[0] < n:
+            peak[0] = max(peak[0], _rss_bytes())
+            time.sleep(0.01)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    run_in_processes(range(n), t.init, ("x",), t.results_of_64kb, done, None, workers=2)
+    sampler.join(5)
+    assert seen[0] == n
+    assert (peak[0] - base) / MB < 50, f"{(peak[0] - base) / MB:.0f} MB held over {n} items"

@@ -4,10 +4,15 @@
     python benchmarks/bench_batch.py --forwards [--batches 1 2 4]
 
 B (issue 28) is the sequential seconds per image (read + detect + write, one image after another:
-detect_files(pipelined=False)) divided by the batch path's (detect_files, pipelined) on the same
-images in the same run; the runs alternate (sequential, batch, batch, sequential, ...) so that a
-drift of the machine's speed falls on both.  The model's loading is not counted (it is timed from
-the first progress report after "loading the model").  bench_detect.py prints its line and B.
+detect_files(pipelined=False), torch's default threads) divided by the batch path's (detect_files,
+pipelined: on the CPU, one worker process per core, each with one torch thread, each doing whole
+images) on the same images in the same run; the runs alternate (sequential, batch, batch,
+sequential, ...) so that a drift of the machine's speed falls on both.  Each path's start-up is
+not counted: each is timed from the first progress report after "loading the model", which is,
+sequentially, the model loaded in this process and, on the batch path, every worker started
+(a fresh interpreter, torch's import and the model's load, in each worker at once).  That
+start-up is paid once per run, like the sequential model load; its seconds are printed beside B.
+bench_detect.py prints its line and B.
 
 --forwards times the network alone on batches of 1, 2 and 4 inputs of the model's size: whether
 batching forwards helps on this device.
@@ -26,12 +31,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from CephLandmarksLib.cli import default_model_path  # noqa: E402
 from CephLandmarksLib.outputs.batch import detect_files  # noqa: E402
+from CephLandmarksLib.outputs.processes import default_workers  # noqa: E402
 
 ISBI = Path(__file__).resolve().parents[2] / "shared" / "data" / "isbi2015" / "RawImage" / "Test1Data"
 
 
-def timed_run(model, paths, pipelined: bool) -> float:
-    """Seconds of detect_files on `paths` (into a fresh folder), from the model being loaded to the end."""
+def timed_run(model, paths, pipelined: bool) -> tuple[float, float]:
+    """(seconds of detect_files on `paths` (into a fresh folder) from the model being loaded (the
+    workers started) to the end; seconds of that start-up)."""
     marks = []
 
     def progress(fraction, stage):
@@ -40,20 +47,26 @@ def timed_run(model, paths, pipelined: bool) -> float:
     with tempfile.TemporaryDirectory() as out:
         detect_files(paths, model, out, on_error=print, progress=progress, pipelined=pipelined)
         end = time.perf_counter()
+    start = next(t for t, stage in marks if stage == "loading the model")
     loaded = next(t for t, stage in marks if stage != "loading the model")
-    return end - loaded
+    return end - loaded, loaded - start
 
 
 def batch_speedup(model, paths, rounds: int = 2) -> float:
-    """B over `paths`, from `rounds` pairs of runs in ABBA order; prints the throughput line."""
-    seconds = {False: [], True: []}
+    """B over `paths`, from `rounds` pairs of runs in ABBA order; prints the throughput line and the
+    start-ups left out of it."""
+    seconds, startup = {False: [], True: []}, {False: [], True: []}
     for r in range(rounds):
         for pipelined in ((False, True) if r % 2 == 0 else (True, False)):
-            seconds[pipelined].append(timed_run(model, paths, pipelined))
+            run, start = timed_run(model, paths, pipelined)
+            seconds[pipelined].append(run)
+            startup[pipelined].append(start)
     seq, batch = (float(np.median(seconds[k])) / len(paths) for k in (False, True))
     print(f"batch throughput on {len(paths)} images ({rounds} runs each, interleaved): sequential "
           f"{1 / seq:.2f} images/s ({seq:.2f} s an image), batch path {1 / batch:.2f} images/s "
-          f"({batch:.2f} s an image)")
+          f"({batch:.2f} s an image, {default_workers(len(paths))} worker processes of 1 torch thread); "
+          f"start-up, not counted: model load {np.median(startup[False]):.2f} s sequentially, "
+          f"workers started {np.median(startup[True]):.2f} s on the batch path")
     return seq / batch
 
 

@@ -9,9 +9,10 @@ detect() and writing the three outputs; how many images needed the mirrored pass
 orientation check and the aligned pass; and, last, `detect/forward ratio R; batch speed-up B`:
 R is the median over the first 4 images of detect() wall time / that image's preprocess +
 forward time (`det.heatmaps`), both timed in this process, interleaved, each the median of
---repeats runs (issue 28's definition).  B comes from `batch_speedup` (the batch path's hook:
-n/a until it exists).  Without --images it uses ISBI Test1 images from ../shared when present,
-else synthetic images.
+--repeats runs (issue 28's definition).  B comes from `batch_speedup` (bench_batch.py: sequential
+read + detect + write against the batch path of `detect`, worker processes, on 20 images; the
+workers' one-off start-up is left out, as the sequential model load is, and printed beside it).
+Without --images it uses ISBI Test1 images from ../shared when present, else synthetic images.
 """
 
 import argparse

@@ -1,8 +1,9 @@
 """The commands that run the predictor and write for a user: `detect` on a list of files, and
 `report` on one image (report_file).
 
-detect: one model load; one model load; per image NAME.json, NAME.mrk.json, NAME.png
-(and NAME.heatmaps.npz), written whole-or-nothing; a bad image is reported and the batch goes on.
+detect: one model load (on the CPU with several images, one in each worker process: processes.py);
+per image NAME.json, NAME.mrk.json, NAME.png (and NAME.heatmaps.npz), written whole-or-nothing; a bad
+image is reported and the batch goes on.
 
 Never a lost file:
 - an output that would replace an input image (same path, link or hard link; e.g. the overlay
@@ -115,13 +116,64 @@ def _detect_and_write(detector, rad, path, out_dir, stem, overlay, heatmaps, wri
     return _write(detection, rad, path, out_dir, stem, overlay, heatmaps, analysis_options)
 
 
+def _one_image(detector, job, settings, stage) -> list:
+    """One image, as `detect` does it in every path: its output names checked, read, detected and
+    written (whole-or-nothing); stage(text) is told each step.  A bad image raises CephError."""
+    from .writers import check_outputs_replaceable
+
+    stem, path, outs = job
+    spacing, out_dir, overlay, heatmaps, analysis_options = settings
+    check_outputs_replaceable(outs)
+    stage(f"reading {Path(path).name}")
+    rad = read_radiograph(path, spacing)
+    stage(f"detecting on {Path(path).name}")
+    return _detect_and_write(detector, rad, path, out_dir, stem, overlay, heatmaps,
+                             lambda: stage("writing the results"), analysis_options)
+
+
+def _worker_init(model_path, device, orientation_check, refiner_path, settings):
+    """A worker process's start-up (outputs/processes.py): one torch thread (the workers share the
+    cores), the detector loaded once.  Returns the state _worker_image reads."""
+    import torch
+
+    from .loaded_detector import load_detector
+
+    torch.set_num_threads(1)
+    refiner = None
+    if refiner_path:
+        from ..store.refinerfile import load_refiner
+
+        refiner = load_refiner(refiner_path, device)
+    return load_detector(model_path, device, orientation_check, refiner), settings
+
+
+def _worker_image(state, job, stage) -> list:
+    detector, settings = state
+    return _one_image(detector, job, settings, stage)
+
+
+def _use_processes(paths, device, on_error, pipelined, workers, refiner) -> bool:
+    """Whether detect_files runs its images in worker processes: several images on the CPU, more than
+    one worker, errors reported per image (on_error), and no detector kept loaded in this process
+    (the Slicer worker's, loaded_detector.keep_loaded) nor a refiner known only in memory."""
+    from .loaded_detector import keeps_loaded
+
+    return (pipelined and len(paths) > 1 and on_error is not None and workers > 1 and str(device) == "cpu"
+            and not keeps_loaded() and (refiner is None or bool(getattr(refiner, "path", ""))))
+
+
 def detect_files(paths, model_path, out_dir, spacing_mm=None, device="cpu", on_error=None,
                  orientation_check: bool = True, overlay: bool = True, heatmaps: bool = False,
-                 progress=None, analysis_options=None, pipelined: bool = True, refiner=None) -> list:
+                 progress=None, analysis_options=None, pipelined: bool = True, refiner=None,
+                 workers: int | None = None) -> list:
     """The CLI's detect: NAME.json, NAME.mrk.json and NAME.png per image; returns the paths written.
 
-    pipelined (several images): reading, the network and writing overlap (outputs/pipeline.py); the
-    files written are byte for byte those of one image after another (pipelined=False).
+    pipelined (several images): on the CPU, `workers` processes (default: processes.default_workers,
+    one per core up to MAX_WORKERS), each with one torch thread and its own model, each doing whole
+    images (outputs/processes.py); with one worker, on another device or with a detector kept loaded
+    (the Slicer worker), reading, the network and writing overlap in this process
+    (outputs/pipeline.py).  Either way the files written are byte for byte those of one image after
+    another (pipelined=False), and bad images are reported in the inputs' order.
 
     overlay=False skips the PNG; heatmaps=True adds NAME.heatmaps.npz (detection.save_heatmaps),
     which the Slicer module reads.  progress(fraction, stage) is told how far the run is.
@@ -132,7 +184,8 @@ def detect_files(paths, model_path, out_dir, spacing_mm=None, device="cpu", on_e
     refiner: the second stage (store.refinerfile.LoadedRefiner) or None (`detect --refine`).
     """
     from .loaded_detector import load_detector
-    from .writers import check_outputs_replaceable, output_paths
+    from .processes import default_workers
+    from .writers import output_paths
 
     report = progress or (lambda fraction, stage: None)
     spacing = None if spacing_mm is None else user_spacing(spacing_mm, "--spacing")
@@ -142,7 +195,11 @@ def detect_files(paths, model_path, out_dir, spacing_mm=None, device="cpu", on_e
         raise CephError("two input images have the same name; their outputs would overwrite each other")
     planned = [output_paths(out_dir, stem, overlay, heatmaps) for stem in stems]
     check_inputs_kept(paths, [p for outs in planned for p in outs])
+    workers = default_workers(len(paths)) if workers is None else workers
     report(0.0, "loading the model")
+    if _use_processes(paths, device, on_error, pipelined, workers, refiner):
+        return _detect_in_processes(paths, model_path, out_dir, spacing, device, on_error, orientation_check,
+                                    overlay, heatmaps, report, analysis_options, refiner, workers, stems, planned)
     detector = load_detector(model_path, device, orientation_check, refiner)  # a bad model stops the run first
     written, failed = [], []
 
@@ -160,25 +217,54 @@ def detect_files(paths, model_path, out_dir, spacing_mm=None, device="cpu", on_e
                                    guarded=_guarded, write_one=_write)
         failed.sort(key=[str(p) for p in paths].index)  # the summary in the inputs' order
     else:
-        for k, (stem, path, outs) in enumerate(jobs):
+        settings = (spacing, out_dir, overlay, heatmaps, analysis_options)
+        for k, job in enumerate(jobs):
+            def stage(text, k=k):
+                report((k + _STAGE_SHARE.get(text.split(" ")[0], 0.0)) / len(paths), text)
+
             try:
-                check_outputs_replaceable(outs)
-                report((k + 0.1) / len(paths), f"reading {Path(path).name}")
-                rad = read_radiograph(path, spacing)
+                written += _one_image(detector, job, settings, stage)
             except CephError as e:
-                fail(path, e)
-                continue
-            try:
-                report((k + 0.2) / len(paths), f"detecting on {Path(path).name}")
-                written += _detect_and_write(detector, rad, path, out_dir, stem, overlay, heatmaps,
-                                             lambda k=k: report((k + 0.8) / len(paths), "writing the results"),
-                                             analysis_options)
-            except CephError as e:
-                fail(path, e)
+                fail(job[1], e)
+    return _finish(paths, written, failed, report)
+
+
+_STAGE_SHARE = {"reading": 0.1, "detecting": 0.2, "writing": 0.8}  # how far into an image each step is
+
+
+def _finish(paths, written, failed, report) -> list:
     report(1.0, "done")
     if failed:
         raise CephError(f"{len(failed)} of {len(paths)} images failed: {', '.join(failed)}")
     return written
+
+
+def _detect_in_processes(paths, model_path, out_dir, spacing, device, on_error, orientation_check, overlay,
+                         heatmaps, report, analysis_options, refiner, workers, stems, planned) -> list:
+    """detect_files on worker processes (outputs/processes.py): each image whole in one worker, the
+    outcomes taken in the inputs' order.  The progress is the share of images finished."""
+    from .processes import run_in_processes
+
+    n = len(paths)
+    jobs = list(zip(stems, paths, planned, strict=True))
+    settings = (spacing, out_dir, overlay, heatmaps, analysis_options)
+    init_args = (str(model_path), str(device), orientation_check, refiner.path if refiner is not None else None,
+                 settings)
+    written, failed, finished = [], [], set()
+
+    def done(k, value):
+        finished.add(k)
+        written.extend(value)
+
+    def error(k, e):
+        finished.add(k)
+        failed.append(str(paths[k]))
+        on_error(str(e))
+
+    run_in_processes(jobs, _worker_init, init_args, _worker_image, done, error, workers=workers,
+                     on_stage=lambda k, text: report(len(finished) / n, text),
+                     on_ready=lambda seconds: report(0.0, f"{workers} workers ready"))
+    return _finish(paths, written, failed, report)
 
 
 def report_file(image, model_path, out_dir=".", spacing_mm=None, device="cpu",

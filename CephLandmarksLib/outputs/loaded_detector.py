@@ -21,6 +21,11 @@ def keep_loaded() -> None:
     _kept = {}
 
 
+def keeps_loaded() -> bool:
+    """Whether this process keeps its detector loaded (the worker): detect then runs in this process."""
+    return _kept is not None
+
+
 def _file_key(path) -> tuple:
     st = os.stat(path)
     return os.path.realpath(path), st.st_size, st.st_mtime_ns
