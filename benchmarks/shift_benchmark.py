@@ -1,6 +1,12 @@
 """Shift benchmark: accuracy and honest flags on ISBI Test1/Test2 images shifted as other machines would.
 
-    python benchmarks/shift_benchmark.py --model M [--dataset DIR] [--limit N] [--out docs/robustness] [--device cuda]
+    python benchmarks/shift_benchmark.py --model M [--refine FILE|none] [--dataset DIR] [--limit N]
+                                         [--out docs/robustness] [--device cuda]
+
+--refine FILE runs the second stage (a refiner file, e.g. Resources/Models/isbi2015-384x480.refiner.safetensors)
+after the model, as `detect` does by default; the default, none, is the first stage alone, so that the
+table in docs/robustness.md (first stage, v1.1) stays reproducible.  docs/evaluation/second_stage_checks.md
+compares the two stages on a subset.
 
 Every shift is made in memory from the ISBI images (nothing derived from them is written):
   clean             as stored, spacing known (0.1 mm)          -> physical framing
@@ -17,6 +23,8 @@ Landmarks whose ground truth falls outside the shifted image are "cut off": they
 reported missing.  MRE, SDR and the flag shares are over the points whose truth is inside
 the image and that were not reported missing; those reported missing although inside are
 counted apart ("missing, truth inside").
+
+--shift NAME (repeatable) runs only those shifts and clean, e.g. to measure a few rows on more images.
 
 Prints a markdown table; writes shift_benchmark.json and shift_mre.png into --out.  Test1 and
 Test2 images are processed alternately and the figures so far are rewritten after each image
@@ -110,12 +118,14 @@ def summarise(rows):
     }
 
 
-def run(det, samples, on_image=None):
-    """{shift: [per image dict]}; on_image(table, n_done) is called after each image."""
-    table = {name: [] for name in shifts()}
+def run(det, samples, on_image=None, names=None):
+    """{shift: [per image dict]} for the shifts `names` (None: all); on_image(table, n_done) is called after
+    each image."""
+    chosen = {name: fn for name, fn in shifts().items() if names is None or name in names}
+    table = {name: [] for name in chosen}
     for k, s in enumerate(samples):
         base = read_radiograph(s.image_path).pixels
-        for name, fn in shifts().items():
+        for name, fn in chosen.items():
             rng = np.random.default_rng(1000 + k)
             pixels, truth, spacing, known = fn(base, s.landmarks_px, rng)
             rad = Radiograph(np.ascontiguousarray(pixels, dtype=np.float32), (spacing, spacing),
@@ -179,9 +189,20 @@ def main():
     ap.add_argument("--out", default=str(Path(__file__).resolve().parents[1] / "docs" / "robustness"))
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--refine", default="none",
+                    help="a refiner file to run as the second stage; none (default): the first stage alone")
+    ap.add_argument("--shift", action="append", default=[],
+                    help="run only this shift (a name as in the table; repeat for several; clean is always run); "
+                         "default: all")
     a = ap.parse_args()
+    names = None
+    if a.shift:
+        names = {"clean", *a.shift}
+        unknown = names - set(shifts())
+        if unknown:
+            ap.error(f"unknown shift {sorted(unknown)[0]!r}; choose from {', '.join(shifts())}")
     torch.set_num_threads(a.threads)
-    det = LandmarkDetector(a.model, a.device)
+    det = LandmarkDetector(a.model, a.device, refiner=None if a.refine == "none" else a.refine)
     t0 = time.time()
     per_split = []
     for split in ("test1", "test2"):
@@ -197,15 +218,17 @@ def main():
         atomic_write(out / "shift_benchmark.partial.json", lambda p: Path(p).write_text(json.dumps(
             {"images_done": [x.id for x in samples[:n_done]], "results": done}, indent=2)))
 
-    table = run(det, samples, partial)
+    table = run(det, samples, partial, names)
     results = {name: summarise(rows) for name, rows in table.items()}
     clean = results["clean"]["mre_mm"]
-    print(f"model {det.info.name} ({det.model.sha256[:12]}), {len(samples)} images (Test1 + Test2), "
-          f"ERE threshold {det.info.ere_threshold_mm:.2f} mm, model scale {det.mm_per_px:.4f} mm/px, "
+    stage = "first stage alone" if det.refiner is None else f"refiner {det.refiner.sha256[:12]}"
+    print(f"model {det.info.name} ({det.model.sha256[:12]}), {stage}, {len(samples)} images (Test1 + Test2), "
+          f"ERE threshold {det.settings.ere_threshold_mm:.2f} mm, model scale {det.mm_per_px:.4f} mm/px, "
           f"{time.time() - t0:.0f} s\n")
     print(markdown(results, clean))
-    meta = {"model": det.info.name, "sha256": det.model.sha256, "images": [s.id for s in samples],
-            "ere_threshold_mm": det.info.ere_threshold_mm, "model_mm_per_px": det.mm_per_px,
+    meta = {"model": det.info.name, "sha256": det.model.sha256,
+            "refiner_sha256": None if det.refiner is None else det.refiner.sha256, "images": [s.id for s in samples],
+            "ere_threshold_mm": det.settings.ere_threshold_mm, "model_mm_per_px": det.mm_per_px,
             "geometric_shifts": list(GEOMETRIC), "results": results}
     atomic_write(out / "shift_benchmark.json", lambda p: Path(p).write_text(json.dumps(meta, indent=2)))
     atomic_write(out / "shift_mre.png", lambda p: plot(results, p))
