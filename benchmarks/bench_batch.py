@@ -10,7 +10,9 @@ images) on the same images in the same run; the runs alternate (sequential, batc
 sequential, ...) so that a drift of the machine's speed falls on both.  Each path's start-up is
 not counted: each is timed from the first progress report after "loading the model", which is,
 sequentially, the model loaded in this process and, on the batch path, every worker started
-(a fresh interpreter, torch's import and the model's load, in each worker at once).  That
+(a fresh interpreter, torch's import, the model's load and the warm-up a process does before its
+first image, batch._warm_up: the readers', overlay's and regions' libraries, one blank forward; in
+each worker at once; the sequential path runs in this process, warm when bench_detect.py calls it).  That
 start-up is paid once per run, like the sequential model load; its seconds are printed beside B.
 bench_detect.py prints its line and B.
 

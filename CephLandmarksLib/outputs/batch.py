@@ -133,7 +133,7 @@ def _one_image(detector, job, settings, stage) -> list:
 
 def _worker_init(model_path, device, orientation_check, refiner_path, settings):
     """A worker process's start-up (outputs/processes.py): one torch thread (the workers share the
-    cores), the detector loaded once.  Returns the state _worker_image reads."""
+    cores), the detector loaded once, warmed up.  Returns the state _worker_image reads."""
     import torch
 
     from .loaded_detector import load_detector
@@ -144,7 +144,37 @@ def _worker_init(model_path, device, orientation_check, refiner_path, settings):
         from ..store.refinerfile import load_refiner
 
         refiner = load_refiner(refiner_path, device)
-    return load_detector(model_path, device, orientation_check, refiner), settings
+    detector = load_detector(model_path, device, orientation_check, refiner)
+    _warm_up(detector)
+    return detector, settings
+
+
+def _warm_up(detector) -> None:
+    """What a process does once, before its first image, done at a worker's start-up: the readers', the
+    overlay's and the regions' libraries imported, matplotlib's fonts loaded (a small figure drawn),
+    the analyses read, and one forward on a blank canvas (torch sets up its kernels on the first).
+    Nothing here changes an answer: the files are those of a cold process."""
+    import io
+
+    import contourpy  # noqa: F401
+    import SimpleITK  # noqa: F401
+    import torch
+    from matplotlib import patches, patheffects  # noqa: F401
+    from matplotlib.figure import Figure
+    from scipy import ndimage  # noqa: F401
+
+    from ..cephalometry import detection_analyses, measurement_uncertainty  # noqa: F401
+    from ..cephalometry.analyses import shipped_catalogue
+    from ..network.model import run_network
+    from . import plots, writers  # noqa: F401
+
+    shipped_catalogue()
+    fig = Figure(figsize=(1, 1))
+    fig.text(0.5, 0.5, "warm-up")
+    fig.savefig(io.BytesIO(), format="png")
+    w, h = detector.info.input_size
+    with torch.inference_mode():
+        run_network(detector.model.net, torch.zeros(1, 1, h, w), detector.device)
 
 
 def _worker_image(state, job, stage) -> list:
