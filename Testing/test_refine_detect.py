@@ -239,3 +239,24 @@ def test_the_refiner_beside_the_model_is_the_default(tiny_model, case, tmp_path,
             adaptation["refiner_sha256"] = fitted_with
         write_sidecar(sidecar, model, dict(meta, adaptation=adaptation))
         assert default_refiner(sidecar) == expected
+
+
+def test_an_assumed_spacing_crops_at_the_scale_the_coarse_pass_gave_the_image(tiny_model, tiny_refiner, generic_dataset):
+    """Fit-width framing (no spacing): the crops cut the anatomy at the refiner's size as the coarse pass
+    believes it (the model's mm per pixel times the frame's scale), not at the assumed 0.1 mm; with a known
+    spacing, at that spacing."""
+    from CephLandmarksLib.detection.predictor import LandmarkDetector
+    from CephLandmarksLib.imaging.images import read_radiograph
+
+    det = LandmarkDetector(tiny_model, refiner=tiny_refiner)
+    image = generic_dataset / "img09.png"
+    crop_mm = det.refiner.info.crop_mm_per_px
+    for spacing in (None, SPACING):
+        rad = read_radiograph(image, spacing)
+        obs = det.observe(rad)
+        crop = obs.fine.crops[0]
+        believed = np.asarray(rad.spacing_mm) if spacing else det.mm_per_px * np.asarray(obs.frame.scale)
+        # crop pixels per image pixel (square crop pixels: the mean of the frame's two, equal to 0.2 %)
+        np.testing.assert_allclose(crop.scale, believed.mean() / crop_mm, rtol=1e-4)
+        np.testing.assert_allclose(crop.spacing_mm, rad.spacing_mm)  # millimetres stay the image's
+    assert read_radiograph(image).spacing_source == "assumed"

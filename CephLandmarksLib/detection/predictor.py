@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from ..errors import CephError
-from ..imaging.geometry import ModelFrame, frame_landmarks, px_to_mm, shifts_uv
+from ..imaging.geometry import FRAMING_PHYSICAL, ModelFrame, frame_landmarks, px_to_mm, shifts_uv
 from ..imaging.images import Radiograph
 from ..network.heatmaps import decode_points, mask_padding, shift_maps, softmax_2d
 from ..network.inputs import ModelInput
@@ -268,9 +268,12 @@ class LandmarkDetector:
 
     def _observe_fine(self, inputs: ModelInput, probs, frame: ModelFrame) -> FineObservation:
         """The refiner on crops centred on the points of the kept pass (its calibrated maps), all 19 in one
-        forward, on the normalised image the coarse pass saw."""
+        forward, on the normalised image the coarse pass saw; with an assumed spacing, at the scale that
+        pass gave the image (refinement.crops_for)."""
         uv = decode_points(probs[None], self.info.refine_radius)[0].numpy()
-        crops = crops_for(self.refiner, frame.model_to_image(uv), inputs.radiograph.spacing_mm, frame.mirror_x)
+        believed = None if inputs.framing == FRAMING_PHYSICAL else self.mm_per_px * np.asarray(frame.scale, float)
+        crops = crops_for(self.refiner, frame.model_to_image(uv), inputs.radiograph.spacing_mm, frame.mirror_x,
+                          believed)
         return FineObservation(fine_logits(self.refiner, inputs.normalised, crops, self.device), crops)
 
     def decide(self, obs: Observation, settings: Settings | None = None, contours: bool = True,

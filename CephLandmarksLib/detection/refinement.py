@@ -34,11 +34,18 @@ def outside_image_masks(crops: list[CropFrame], image_size) -> torch.Tensor:
     return torch.as_tensor(np.stack(out))
 
 
-def crops_for(refiner: LoadedRefiner, points_px, spacing_mm, mirror_x: bool = False) -> list[CropFrame]:
+def crops_for(refiner: LoadedRefiner, points_px, spacing_mm, mirror_x: bool = False,
+              believed_spacing_mm=None) -> list[CropFrame]:
     """The refiner's crops (its size and scale) centred on points (L, 2) image pixels, mirrored as the
-    coarse pass saw the image."""
+    coarse pass saw the image.  believed_spacing_mm: the spacing the coarse pass gave an image whose own
+    is only assumed (fit-width framing); the crops then cut the anatomy at the size the refiner was
+    trained on in that belief, and their millimetres stay the image's (assumed) ones."""
     info = refiner.info
-    return crop_frames(points_px, spacing_mm, (info.crop_size, info.crop_size), info.crop_mm_per_px, mirror_x)
+    mm_per_px = info.crop_mm_per_px
+    if believed_spacing_mm is not None:
+        mm_per_px *= float(np.mean(np.asarray(spacing_mm, dtype=np.float64) /
+                                   np.asarray(believed_spacing_mm, dtype=np.float64)))
+    return crop_frames(points_px, spacing_mm, (info.crop_size, info.crop_size), mm_per_px, mirror_x)
 
 
 @torch.no_grad()
