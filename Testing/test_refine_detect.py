@@ -198,7 +198,8 @@ def test_a_fitted_refiner_brings_its_flag_threshold_and_regions(tiny_model, tmp_
     save_refiner_settings(path, plain, replace(plain.info, ere_threshold_mm=0.7, region_masses=masses))
     fitted = load_refiner(path)
     assert fitted.net.state_dict().keys() == plain.net.state_dict().keys()
-    assert all(torch.equal(a, b) for a, b in zip(fitted.net.state_dict().values(), plain.net.state_dict().values()))
+    ours, theirs = fitted.net.state_dict(), plain.net.state_dict()
+    assert all(torch.equal(ours[k], theirs[k]) for k in ours)
     det = LandmarkDetector(tiny_model, refiner=fitted)
     assert det.settings.ere_threshold_mm == 0.7 and det.settings.regions == "split-conformal"
     np.testing.assert_allclose(det.settings.region_masses["90"], 0.8)
@@ -241,7 +242,8 @@ def test_the_refiner_beside_the_model_is_the_default(tiny_model, case, tmp_path,
         assert default_refiner(sidecar) == expected
 
 
-def test_an_assumed_spacing_crops_at_the_scale_the_coarse_pass_gave_the_image(tiny_model, tiny_refiner, generic_dataset):
+def test_an_assumed_spacing_crops_at_the_scale_the_coarse_pass_gave_the_image(tiny_model, tiny_refiner,
+                                                                              generic_dataset):
     """Fit-width framing (no spacing): the crops cut the anatomy at the refiner's size as the coarse pass
     believes it (the model's mm per pixel times the frame's scale), not at the assumed 0.1 mm; with a known
     spacing, at that spacing."""
