@@ -215,7 +215,9 @@ def test_processes_stop_on_a_bad_start_an_unforeseen_error_or_a_dead_worker():
     seen = []
     with pytest.raises(OSError, match="No space left"):
         run_in_processes(range(1000), t.init, ("x",), t.crash_at_5, lambda k, v: seen.append(k), None, workers=2)
-    assert seen == list(range(5))  # in order up to the failure, and not the 1000
+    # in order, and stopped at the failure (not the 1000): the items before it that another worker had not
+    # yet returned when item 5 failed are dropped with the rest (a race)
+    assert seen == list(range(len(seen))) and 2 <= len(seen) <= 5  # item 5 went out once 0 and 1 were handed on
     with pytest.raises(WorkerFailed, match="exit code 9"):
         run_in_processes(range(100), t.init, ("x",), t.die_at_2, lambda k, v: None, None, workers=2)
 
