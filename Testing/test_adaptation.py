@@ -445,3 +445,34 @@ def test_calibrate_fits_conformal_regions_through_the_detect_path(tiny_model, ge
                          "--no-overlay"], capsys)
     d = json.loads((tmp_path / "d" / "img09.json").read_text())
     assert d["regions"]["method"] == "split-conformal" and d["regions"]["masses"]["90"] == [1.0] * 19
+
+
+def test_adapt_with_the_second_stage_fits_on_the_combined_map_and_records_the_refiner(tiny_model, tmp_path, capsys):
+    """adapt --refine FILE: the settings are fitted on the combined map, with a clinic factor on the refiner's
+    temperatures; the record names the refiner, a copy lies beside the adapted model, and detect runs the
+    adapted model with it by default."""
+    from test_refine_detect import abbreviations, write_refiner
+
+    from CephLandmarksLib.detection.predictor import LandmarkDetector, Settings
+    from CephLandmarksLib.store.modelmeta import REFINER_TEMPERATURE_SCALE_RANGE
+    from CephLandmarksLib.store.registry import default_refiner, read_model_info, refiner_beside
+
+    clinic = _clinic(tmp_path, model=tiny_model, menton_offset_mm=2.0)
+    refiner = write_refiner(tmp_path / "r.refiner.safetensors", abbreviations(tiny_model), min_inside_mass=0.0)
+    out = tmp_path / "adapted" / "clinic.safetensors"
+    out.parent.mkdir()
+    code, _, err = _run(["adapt", "--model", tiny_model, "--dataset", clinic, "--out", out, "--refine", refiner],
+                        capsys)
+    assert code == 0, err
+    meta = read_model_info(out)
+    assert meta["adaptation"]["refiner_sha256"] == file_sha256(refiner)
+    scale = meta["refiner_temperature_scale"]
+    assert REFINER_TEMPERATURE_SCALE_RANGE[0] <= scale <= REFINER_TEMPERATURE_SCALE_RANGE[1] and scale != 1.0
+    assert file_sha256(refiner_beside(out)) == file_sha256(refiner) and default_refiner(out) == refiner_beside(out)
+    det = LandmarkDetector(out, refiner=refiner_beside(out))
+    assert det.settings.fine_temperature_scale == scale == Settings.of(det.info).fine_temperature_scale
+    assert det.settings.flag_p_large_min == meta["flag_p_large_min"]  # the adaptation's rule, not the refiner's
+    code, _, err = _run(["detect", clinic / "img00.png", "--model", out, "--out-dir", tmp_path / "det",
+                         "--no-overlay"], capsys)
+    assert code == 0, err
+    assert json.loads((tmp_path / "det" / "img00.json").read_text())["refiner"]["sha256"] == file_sha256(refiner)

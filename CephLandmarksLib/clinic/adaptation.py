@@ -33,9 +33,15 @@ from ..detection.predictor import LandmarkDetector, Settings
 from ..errors import CephError
 from ..imaging.geometry import frame_landmarks, shifts_uv
 from ..imaging.images import read_radiograph
-from ..network.heatmaps import bilinear_target, mask_padding
+from ..network.heatmaps import bilinear_target, heatmap_nll, mask_padding
 from ..network.inputs import ModelInput
-from ..store.modelmeta import CONVENTION_OFFSET_LIMIT_MM, FLAG_P_LARGE_RANGE, TEMPERATURE_RANGE
+from ..store.modelmeta import (
+    CONVENTION_OFFSET_LIMIT_MM,
+    FLAG_P_LARGE_RANGE,
+    REFINER_TEMPERATURE_SCALE_RANGE,
+    TEMPERATURE_RANGE,
+)
+from ..store.refinerfile import temperatures_tensor
 from ..training.scoring import Case, Outcome, figures, measurement_coverage, outcome
 from ..uncertainty.conformal import RULE, fit_region_masses
 from ..uncertainty.flag_score import IMAGE_WEIGHT, image_adjusted_p_large
@@ -122,7 +128,12 @@ def _temperature_scale(detector, cases, settings_per_case) -> float:
             total += float((lse - target / t).mean())
         return total
 
-    lo, hi = np.log(TEMPERATURE_SCALE_RANGE)
+    return _golden_log_search(loss, TEMPERATURE_SCALE_RANGE)
+
+
+def _golden_log_search(loss, lo_hi) -> float:
+    """The factor in `lo_hi` minimising loss(log factor): golden-section search on the log."""
+    lo, hi = np.log(lo_hi)
     g = (np.sqrt(5) - 1) / 2
     a, b = hi - g * (hi - lo), lo + g * (hi - lo)
     fa, fb = loss(a), loss(b)
@@ -136,6 +147,34 @@ def _temperature_scale(detector, cases, settings_per_case) -> float:
             b = lo + g * (hi - lo)
             fb = loss(b)
     return float(np.exp((lo + hi) / 2))
+
+
+def _fine_temperature_scale(detector, cases, settings_per_case) -> float:
+    """The clinic's shared factor on the second stage's temperatures: the one minimising the mean NLL of
+    the true points that lie inside their crops, read in the fine maps after each image's convention
+    shift (moved back), as _temperature_scale does for the coarse maps.  1 without such points."""
+    sella, nasion = frame_landmarks(detector.info.landmark_abbreviations)
+    base_t = temperatures_tensor(detector.refiner.info)
+    logits, targets = [], []
+    for c, s in zip(cases, settings_per_case, strict=True):
+        shift = 0.0 if s.offsets_mm is None else shifts_uv(c.base_uv, s.offsets_mm, c.mm_per_px, sella, nasion)
+        truth_px = c.obs.frame.model_to_image(c.true_uv - shift)
+        uv = np.stack([crop.image_to_crop(t) for crop, t in zip(c.obs.fine.crops, truth_px, strict=True)])
+        h, w = c.obs.fine.logits.shape[1:]
+        inside = (uv[:, 0] >= 0) & (uv[:, 0] <= w - 1) & (uv[:, 1] >= 0) & (uv[:, 1] <= h - 1)
+        logits.append(c.obs.fine.logits.float())
+        targets.append(np.where(inside[:, None], uv, np.nan))
+    x, uv = torch.stack(logits), torch.as_tensor(np.stack(targets), dtype=torch.float32)
+    counted = torch.isfinite(uv).all(-1)
+    if not counted.any():
+        return 1.0
+    uv = torch.nan_to_num(uv)
+
+    def loss(log_scale):
+        nll = heatmap_nll(x, uv, base_t * float(np.exp(log_scale)), reduce=False)
+        return float(nll[counted].mean())
+
+    return _golden_log_search(loss, REFINER_TEMPERATURE_SCALE_RANGE)
 
 
 def fit(detector: LandmarkDetector, cases, method: str, flag_p_large=None) -> Settings:
@@ -155,10 +194,14 @@ def fit(detector: LandmarkDetector, cases, method: str, flag_p_large=None) -> Se
     per_case = [replace(base, offsets_mm=o) for o in loo]
     scale = _temperature_scale(detector, cases, per_case)
     temps = np.clip(np.asarray(base.temperatures) * scale, *TEMPERATURE_RANGE)
-    per_case = [replace(s, temperatures=temps) for s in per_case]
+    fine_scale = 1.0
+    if detector.refiner is not None and all(c.obs.fine is not None for c in cases):
+        fine_scale = _fine_temperature_scale(detector, cases, per_case)
+    per_case = [replace(s, temperatures=temps, fine_temperature_scale=fine_scale) for s in per_case]
     cross_fitted = outcome(detector, cases, per_case)
     masses = {k: np.asarray(v) for k, v in fit_region_masses(cross_fitted.scores).items()}
     return replace(base, temperatures=temps, offsets_mm=offsets, region_masses=masses, regions="split-conformal",
+                   fine_temperature_scale=fine_scale,
                    flag_p_large_min=flag_threshold(cross_fitted.p_large if flag_p_large is None else flag_p_large),
                    flag_image_weight=IMAGE_WEIGHT)
 
@@ -410,6 +453,7 @@ def adapt_file(model_path, dataset, out, split: str = "train", methods=METHODS, 
     info.flag_image_weight = s.flag_image_weight
     info.region_masses = {k: [round(float(v), 6) for v in m] for k, m in s.region_masses.items()}
     info.convention_offsets_mm = None if s.offsets_mm is None else np.round(s.offsets_mm, 4).tolist()
+    info.refiner_temperature_scale = round(float(s.fine_temperature_scale), 5) if refiner is not None else None
     info.adaptation = rec
     report(0.9, "writing the adapted model and its report")
     write_adapted(out, detector.model, result.network, info)

@@ -76,6 +76,7 @@ class Settings:
     regions: str = "nominal"  # how the masses were chosen: "nominal" or "split-conformal"
     flag_p_large_min: float | None = None  # flag P(error > 4 mm) >= this instead of ERE > ere_threshold_mm
     flag_image_weight: float = 0.0  # ... that P adjusted for the image's other landmarks (image_adjusted_p_large)
+    fine_temperature_scale: float = 1.0  # a clinic's factor on the second stage's temperatures (adaptation.py)
 
     def flag_rule(self) -> dict:
         if self.flag_p_large_min is None:
@@ -98,7 +99,7 @@ class Settings:
                    masses_for(info.region_masses or {}, n),
                    None if info.convention_offsets_mm is None else np.asarray(info.convention_offsets_mm, float),
                    "split-conformal" if info.region_masses else "nominal", info.flag_p_large_min,
-                   float(info.flag_image_weight or 0.0))
+                   float(info.flag_image_weight or 0.0), float(info.refiner_temperature_scale or 1.0))
 
     def for_two_stages(self, info, refiner: LoadedRefiner | None) -> "Settings":
         """The settings with a second stage: the refiner's flag threshold and region masses, fitted on
@@ -297,7 +298,7 @@ class LandmarkDetector:
         mm = frame.model_pixel_mm(spacing)
         uv, conf, missing, _, _ = decoded or self._decode(probs, frame, outside, spacing, s.ere_threshold_mm,
                                                           with_ere=False)
-        cm = self._combined(obs, probs, uv, missing) if obs.fine is not None else None
+        cm = self._combined(obs, probs, uv, missing, s.fine_temperature_scale) if obs.fine is not None else None
         if cm is not None:
             uv = frame.image_to_model(cm.points_px)
         if s.offsets_mm is not None:  # clinic conventions: move each point and its whole map
@@ -377,13 +378,13 @@ class LandmarkDetector:
             **({} if cm is None else {"combined": cm, "refiner": self._refiner_record(cm, outside_crop)}),
         )
 
-    def _combined(self, obs: Observation, probs, uv, missing) -> "cmap.CombinedMap":
+    def _combined(self, obs: Observation, probs, uv, missing, fine_scale: float = 1.0) -> "cmap.CombinedMap":
         """The combined map of the coarse maps (the settings' temperatures) and the observation's fine
         logits (the refiner's); a point reported missing keeps its coarse place (no fine point)."""
         frame = obs.frame
         coarse_px = frame.model_to_image(uv)
         cm = cmap.combine(probs.numpy(), frame.model_to_image_matrix(), obs.image["spacing_mm"],
-                          fine_maps(self.refiner, obs.fine.logits), obs.fine.crops, coarse_px,
+                          fine_maps(self.refiner, obs.fine.logits, fine_scale), obs.fine.crops, coarse_px,
                           self.refiner.info.min_inside_mass)
         cm.points_px[missing], cm.refined[missing] = coarse_px[missing], False
         return cm

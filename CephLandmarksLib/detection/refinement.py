@@ -58,9 +58,10 @@ def fine_logits(refiner: LoadedRefiner, normalised: np.ndarray, crops: list[Crop
     return logits.masked_fill(outside_image_masks(crops, np.asarray(normalised).shape[::-1]), -1e4)
 
 
-def fine_maps(refiner: LoadedRefiner, logits: torch.Tensor) -> np.ndarray:
-    """(L, h, w) calibrated fine probabilities (the refiner's temperatures) from fine_logits."""
-    return softmax_2d(logits[None], temperatures_tensor(refiner.info))[0].numpy()
+def fine_maps(refiner: LoadedRefiner, logits: torch.Tensor, temperature_scale: float = 1.0) -> np.ndarray:
+    """(L, h, w) calibrated fine probabilities (the refiner's temperatures, times a clinic's factor) from
+    fine_logits."""
+    return softmax_2d(logits[None], temperatures_tensor(refiner.info) * float(temperature_scale))[0].numpy()
 
 
 def fine_probs(refiner: LoadedRefiner, normalised: np.ndarray, crops: list[CropFrame], device="cpu") -> torch.Tensor:

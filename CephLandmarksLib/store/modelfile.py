@@ -59,6 +59,9 @@ class ModelInfo:
     # Clinic conventions (adaptation.py): (L, 2) offsets in mm in the head frame (along S->N, then its normal);
     # None: no correction.  Applied to the point and its heatmap.
     convention_offsets_mm: list | None = None
+    # A clinic adaptation run with the second stage: its factor on the refiner's fine-map temperatures
+    # (adaptation._fine_temperature_scale); None: 1.
+    refiner_temperature_scale: float | None = None
     # Adaptation record: base model SHA-256, clinic image ids and count, method, cross-validated figures.
     adaptation: dict = field(default_factory=dict)
 

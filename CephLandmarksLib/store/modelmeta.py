@@ -34,6 +34,7 @@ INPUT_SIZE_MULTIPLE = 32  # the U-Net halves the input five times
 REFINE_RADIUS_RANGE = (0, 5)  # model pixels around the argmax used for sub-pixel refinement
 MODEL_MM_PER_PX_RANGE = (0.01, 10.0)
 FLAG_P_LARGE_RANGE = (0.001, 0.5)  # a flag probability outside this flags (nearly) everything or nothing
+REFINER_TEMPERATURE_SCALE_RANGE = (0.25, 8.0)  # a clinic's factor on the second stage's temperatures
 FLAG_IMAGE_WEIGHT_RANGE = (0.0, 2.0)  # above 2 the image's other landmarks would outweigh the point's own map
 CONVENTION_OFFSET_LIMIT_MM = 20.0  # a clinic's convention moves a point by less than this
 REGION_LEVELS = ("50", "90")  # conformal region levels (percent) a model may carry masses for
@@ -215,6 +216,7 @@ FIELDS = {
     "region_masses": (False, region_masses),
     "convention_offsets_mm": (False, point_table(_offset_extent)),
     "adaptation": (False, json_object),
+    "refiner_temperature_scale": (False, number(*REFINER_TEMPERATURE_SCALE_RANGE, optional=True)),
     "weights_sha256": (True, sha256_hex),
 }
 

@@ -35,7 +35,7 @@ MAX_BYTES = 4_000_000  # settings of 19 landmarks and their fitting records are 
 # The shipped models' folder (registry.SHIPPED_MODELS_DIR): CephLandmarksLib/../Resources/Models.
 SHIPPED_MODELS_DIR = Path(__file__).resolve().parents[2] / "Resources" / "Models"
 SETTINGS = ("name", "version", "temperatures", "ere_threshold_mm", "flag_p_large_min", "flag_image_weight",
-            "region_masses", "convention_offsets_mm", "calibration", "adaptation")
+            "region_masses", "convention_offsets_mm", "calibration", "adaptation", "refiner_temperature_scale")
 
 
 def is_sidecar_path(path) -> bool:
