@@ -114,6 +114,19 @@ def calibrate_loaded(loaded, hold_samples, log=print, prepared=None, device="cpu
     return info.calibration
 
 
+def holdout_samples(training: dict, dataset, ground_truth, path, what: str) -> list:
+    """The dataset's samples of the held-out images a model's or refiner's training record names (in
+    that order); CephError when it names none or the dataset lacks one."""
+    ids = training.get("holdout_ids")
+    if not ids:
+        raise CephError(f"{path} records no held-out images to calibrate on")
+    samples = {s.id: s for s in load_dataset(dataset, "train", ground_truth)}
+    missing = [i for i in ids if i not in samples]
+    if missing:
+        raise CephError(f"the dataset lacks the {what}'s held-out images {', '.join(missing[:5])}")
+    return [samples[i] for i in ids]
+
+
 def calibrate_file(model_path, dataset, ground_truth="mean", log=print, out=None, progress=None):
     """`ceph-landmarks calibrate`: refit on the holdout images recorded in the model and write the
     settings to `out`: by default a sidecar (the sidecar given, or ``<weights stem>.calibration.json``
@@ -127,14 +140,7 @@ def calibrate_file(model_path, dataset, ground_truth="mean", log=print, out=None
             and Path(loaded.path).parent.resolve() != SHIPPED_MODELS_DIR.resolve():
         raise CephError(f"--out {out}: a sidecar lies beside its weights file, in {Path(loaded.path).parent}")
     writable_folder(out.parent, "the output's folder")  # it is written there, at the end
-    ids = loaded.info.training.get("holdout_ids")
-    if not ids:
-        raise CephError(f"{model_path} records no held-out images to calibrate on")
-    samples = {s.id: s for s in load_dataset(dataset, "train", ground_truth)}
-    missing = [i for i in ids if i not in samples]
-    if missing:
-        raise CephError(f"the dataset lacks the model's held-out images {', '.join(missing[:5])}")
-    hold = [samples[i] for i in ids]
+    hold = holdout_samples(loaded.info.training, dataset, ground_truth, model_path, "model")
     report = progress or (lambda fraction, stage: None)
     report(0.0, f"fitting temperatures on {len(hold)} held-out images")
     result = calibrate_loaded(loaded, hold, log=log, save_to=out)

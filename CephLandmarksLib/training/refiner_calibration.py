@@ -14,13 +14,11 @@ from pathlib import Path
 
 import numpy as np
 
-from ..annotations.datasets import load_dataset
 from ..detection.predictor import LandmarkDetector
-from ..errors import CephError
 from ..store.refinerfile import LoadedRefiner, load_refiner, save_refiner_settings
 from ..uncertainty.conformal import RULE, fit_region_masses, masses_for
 from ..uncertainty.levels import LARGE_ERROR_MM
-from .calibration import FLAG_ERROR_MM, FLAG_TPR, ere_threshold
+from .calibration import FLAG_ERROR_MM, FLAG_TPR, ere_threshold, holdout_samples
 from .scoring import observe_samples, outcome
 
 
@@ -54,19 +52,12 @@ def calibrate_refiner(model_path, refiner_path, dataset, ground_truth="mean", ou
     """Fit the two-stage settings on the refiner's held-out images and write them into the refiner file
     (`out`, default: the file itself; atomically, the weights unchanged).  Returns the record."""
     refiner = load_refiner(refiner_path, device)
-    ids = refiner.info.training.get("holdout_ids")
-    if not ids:
-        raise CephError(f"{refiner_path} records no held-out images to calibrate on")
-    samples = {s.id: s for s in load_dataset(dataset, "train", ground_truth)}
-    lacking = [i for i in ids if i not in samples]
-    if lacking:
-        raise CephError(f"the dataset lacks the refiner's held-out images {', '.join(lacking[:5])}")
-    threshold, masses, record = fit_two_stage_settings(model_path, refiner, [samples[i] for i in ids], device,
-                                                       progress)
+    hold = holdout_samples(refiner.info.training, dataset, ground_truth, refiner_path, "refiner")
+    threshold, masses, record = fit_two_stage_settings(model_path, refiner, hold, device, progress)
     info = replace(refiner.info, ere_threshold_mm=round(float(threshold), 4), region_masses=masses,
                    calibration=record)
     save_refiner_settings(out or refiner_path, refiner, info)
-    log(f"two stages calibrated on {len(ids)} held-out images: ERE threshold {threshold:.2f} mm (first stage "
+    log(f"two stages calibrated on {len(hold)} held-out images: ERE threshold {threshold:.2f} mm (first stage "
         f"{record['first_stage_threshold_mm']:.2f} mm), {record['holdout_flagged_percent']:.0f} % of points flagged; "
         f"90 % masses {min(masses['90']):.3f}-{max(masses['90']):.3f} (nominal 90 % regions held the truth "
         f"{record['regions']['nominal_coverage_90_percent']:.0f} % of the time); written to "
