@@ -71,7 +71,7 @@ def second_stage_lines(path: Path, summary: dict, refined: dict, first: dict | N
     r = load_refiner(path)
     tr, res = r.info.training, r.info.training.get("holdout_result", {})
     cal = r.info.calibration
-    lines = ["", "## Second stage (the default beside this model; `--refine none` runs the first stage alone)", "",
+    lines = ["", "## Second stage (runs when its refiner file lies beside this model; not in git: docs/models.md)", "",
              "| | |", "|---|---|",
              f"| file | `{path.name}`, sha256 `{r.sha256}`, float16, {path.stat().st_size / 1e6:.1f} MB |",
              f"| network | {tr.get('parameters', 0) / 1e6:.1f} M parameters, one FiLM U-Net for all landmarks; "
