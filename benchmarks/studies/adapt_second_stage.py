@@ -35,6 +35,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[2]  # benchmarks/studies/STUDY.py -> the repository root
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))  # adapt_benchmark stays in benchmarks/
 
 from CephLandmarksLib.annotations.datasets import load_dataset  # noqa: E402
 from CephLandmarksLib.clinic.adaptation import FINE_TUNE, METHODS, adapt, encode_case, read_with  # noqa: E402
@@ -94,17 +95,6 @@ def row(label, f) -> str:
     return f"| {label} | " + " | ".join(cells) + " |"
 
 
-def _clean(x):
-    """Plain JSON: numpy numbers as floats, NaN (no error over 4 mm in a set) as null."""
-    if isinstance(x, dict):
-        return {k: _clean(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_clean(v) for v in x]
-    if isinstance(x, (float, np.floating)):
-        return float(x) if np.isfinite(x) else None
-    return int(x) if isinstance(x, np.integer) else x
-
-
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--dataset", default=str(ROOT.parent / "shared/data/isbi2015"))
@@ -158,6 +148,8 @@ def main(argv=None):
         print(f"{stage}: {ad.method} chosen (CV MRE {ad.by_method}), MRE {before['mre_mm']:.3f} -> "
               f"{r['after']['mre_mm']:.3f}, {seconds:.0f} s", file=sys.stderr, flush=True)
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+    from adapt_benchmark import _clean  # the adapt benchmark's plain-JSON conversion
+
     Path(a.out).write_text(json.dumps(_clean(results), indent=1, allow_nan=False) + "\n")
     print("\n".join(lines))
 
