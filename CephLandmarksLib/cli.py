@@ -182,8 +182,8 @@ def _cmd_calibrate(a):
 def _refiner(a, model_path, base: bool = False):
     """The second stage, loaded and checked, or None: `--refine FILE`; `auto`, the one beside the model
     (registry.refiner_beside; an error if there is none); `none`, the first stage alone; not given, the
-    one beside the model when there is one (registry.default_refiner).  CephError, one line, for a
-    missing or bad file.  Called before any image is read."""
+    model's default (registry.default_refiner: beside it, else the per-user folder's for these weights).
+    CephError, one line, for a missing or bad file.  Called before any image is read."""
     from .detection.refinement import REFINE_BESIDE, REFINE_NONE
     from .store.refinerfile import load_refiner
 
@@ -231,8 +231,10 @@ def _add_refine_option(parser) -> None:
     parser.add_argument("--refine", metavar="REFINER",
                         help="the second stage (full-resolution crops): a refiner file (ceph-landmarks "
                              "train-refiner); 'auto' for MODEL.refiner.safetensors beside the model; 'none' for the "
-                             "first stage alone.  Default: the refiner beside the model when there is one (not for "
-                             "a clinic adaptation fitted without it).  Points, ERE, P(error > 4 mm), flags, regions "
+                             "first stage alone.  Default: the refiner beside the model, else the one of that name in "
+                             "the per-user model folder ($CEPH_LANDMARKS_MODELS_DIR or "
+                             "~/.local/share/ceph-landmarks/models) trained for these weights (not for a clinic "
+                             "adaptation fitted without it).  Points, ERE, P(error > 4 mm), flags, regions "
                              "and measurement intervals then read the combined coarse + fine map")
 
 
@@ -293,9 +295,21 @@ def _cmd_models(a):
         else registry.shipped_models(DEFAULT_MODEL_DIR)
     for e in entries:
         print(f"{e.label}\t{e.path}")
+    _list_refiner_downloads(a.user_dir)
     if not entries:
         print(f"ceph-landmarks: no models (looked in {DEFAULT_MODEL_DIR}"
               + (f" and {a.user_dir})" if a.user_dir else ")"), file=sys.stderr)
+
+
+def _list_refiner_downloads(user_dir) -> None:
+    """`models`: a line per listed refiner download, saying which model it refines and whether it lies in the
+    per-user folder (--user-dir, else the one detect looks in): its path there, or the address it comes from."""
+    from .store.download import default_user_dir
+
+    reg = registry.ModelRegistry(user_dir or default_user_dir(), shipped_dir=DEFAULT_MODEL_DIR)
+    for d, path in reg.refiner_downloads():
+        state = "downloaded" if path else f"not downloaded: ceph-landmarks models --download {d.name}"
+        print(f"{d.name} {d.version} (second stage of {d.refines}, {state})\t{path or d.url}")
 
 
 def _cmd_worker(a):
@@ -410,12 +424,13 @@ def build_parser():
     _add_progress_option(ad)
     ad.set_defaults(func=_cmd_adapt)
 
-    m = sub.add_parser("models", help="list the models: shipped, then imported and trained (one per line: label, path)")
+    m = sub.add_parser("models", help="list the models: shipped, then imported and trained (one per line: label, "
+                                      "path), then the listed second stages (refiners) to download")
     m.add_argument("--user-dir", help="the per-user model folder holding models.json (default: shipped models "
                                       "only; with --download $CEPH_LANDMARKS_MODELS_DIR or "
                                       "~/.local/share/ceph-landmarks/models)")
-    m.add_argument("--download", metavar="NAME", help="fetch a listed downloadable model into the per-user folder, "
-                                                      "verify its SHA-256 and print its path")
+    m.add_argument("--download", metavar="NAME", help="fetch a listed downloadable model or refiner into the per-user "
+                                                      "folder, verify its SHA-256 and print its path")
     m.add_argument("--progress", action="store_true", help=f"with --download, '{PROGRESS_PREFIX} FRACTION STAGE' lines")
     m.set_defaults(func=_cmd_models)
 

@@ -186,3 +186,129 @@ def test_detect_with_a_listed_name_downloads_the_model_on_first_use(server, tiny
         assert d["model"]["sha256"] == hashlib.sha256(body).hexdigest()
     assert (tmp_path / "models" / "tiny.safetensors").read_bytes() == body
     assert registry.model_path_or_download("elsewhere.safetensors") == registry.Path("elsewhere.safetensors")
+
+
+# --- a model's second stage (a refiner) as a download -----------------------------------------------------
+
+
+def _refiner_listing(tmp_path, url, body, **change):
+    """A list with one refiner entry (`change` alters it) for the weights base.safetensors of a 'shipped' folder."""
+    from test_registry import write_model
+
+    shipped = tmp_path / "shipped"
+    if not shipped.is_dir():
+        write_model(shipped / "base.safetensors", name="base")
+    item = {"kind": "refiner", "name": "base-refiner", "refines": "base", "version": "1",
+            "file": "base.refiner.safetensors", "url": url, "sha256": hashlib.sha256(body).hexdigest(),
+            "size": len(body)}
+    item.update(change)
+    path = tmp_path / "downloads.json"
+    path.write_text(json.dumps({"format": download.FORMAT, "models": [item]}))
+    return path, shipped
+
+
+@pytest.fixture
+def refiner_served(server, tmp_path, monkeypatch):
+    """A refiner file for the shipped-folder weights base.safetensors, served at /base.refiner.safetensors;
+    the list names it, the per-user folder is tmp_path/user and cli's shipped folder tmp_path/shipped:
+    (listing, shipped folder, user folder, refiner bytes)."""
+    from test_refiner_default import header_refiner
+    from test_registry import write_model
+
+    shipped = tmp_path / "shipped"
+    weights = write_model(shipped / "base.safetensors", name="base")
+    body = header_refiner(tmp_path / "made" / "base.refiner.safetensors", hashlib.sha256(weights.read_bytes())
+                          .hexdigest()).read_bytes()
+    _Handler.extra["/base.refiner.safetensors"] = body
+    listing, _shipped = _refiner_listing(tmp_path, f"{server}/base.refiner.safetensors", body)
+    monkeypatch.setenv(download.DOWNLOADS_ENV, str(listing))
+    monkeypatch.setenv(download.USER_DIR_ENV, str(tmp_path / "user"))
+    monkeypatch.setattr(cli, "DEFAULT_MODEL_DIR", shipped)
+    return listing, shipped, tmp_path / "user", body
+
+
+def test_a_refiner_entry_is_listed_downloaded_verified_and_then_the_default(refiner_served, capsys):
+    listing, shipped, user, body = refiner_served
+    [item] = download.downloadable(listing, shipped)
+    assert (item.kind, item.refines) == ("refiner", "base")
+    assert item.label.startswith("base-refiner 1 (second stage of base, download")
+    assert registry.default_refiner(shipped / "base.safetensors") is None
+    # listed before it is downloaded, saying which model it refines and how to get it
+    assert cli.main(["models"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out == [f"base (shipped)\t{shipped / 'base.safetensors'}",
+                   f"base-refiner 1 (second stage of base, not downloaded: ceph-landmarks models --download "
+                   f"base-refiner)\t{item.url}"]
+    assert cli.main(["models", "--download", "base-refiner", "--progress"]) == 0
+    out, err = capsys.readouterr()
+    target = user / "base.refiner.safetensors"
+    assert out.splitlines() == [str(target)] and "[progress] 1.00 downloading base-refiner" in err
+    assert target.read_bytes() == body
+    assert sorted(p.name for p in user.iterdir()) == [target.name]  # no temporary file; not recorded as a model
+    assert cli.main(["models", "--user-dir", str(user)]) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == f"base-refiner 1 (second stage of base, downloaded)\t{target}"
+    reg = registry.ModelRegistry(user, shipped_dir=shipped, downloads=listing)
+    assert [e.path for e in reg.models()] == [shipped / "base.safetensors"] and reg.downloadable() == []
+    # detect's default for the shipped weights ($CEPH_LANDMARKS_MODELS_DIR is the user folder)
+    assert registry.default_refiner(shipped / "base.safetensors") == target
+    assert cli.main(["models", "--download", "base-refiner"]) == 0  # already there: kept, not fetched again
+    assert capsys.readouterr().out.strip() == str(target) and target.read_bytes() == body
+
+
+def test_a_refiner_of_a_bad_hash_or_not_a_refiner_leaves_nothing(server, tmp_path, monkeypatch, capsys):
+    body = BODY  # served at /good: not a refiner file
+    for sha256, words in (("0" * 64, "SHA-256"), (hashlib.sha256(body).hexdigest(), "not a refiner file")):
+        listing, shipped = _refiner_listing(tmp_path, f"{server}/good", body, sha256=sha256)
+        monkeypatch.setenv(download.DOWNLOADS_ENV, str(listing))
+        monkeypatch.setattr(cli, "DEFAULT_MODEL_DIR", shipped)
+        code = cli.main(["models", "--download", "base-refiner", "--user-dir", str(tmp_path / "user")])
+        err = capsys.readouterr().err
+        assert code == 2 and err.count("\n") == 1 and words in err and "base-refiner" in err
+        assert list((tmp_path / "user").iterdir()) == []
+
+
+@pytest.mark.parametrize("change, words", [
+    ({"sha256": None}, "needs 'sha256'"),
+    ({"refines": None}, "needs 'refines'"),
+    ({"refines": "nobody", "file": "nobody.refiner.safetensors"}, "refines 'nobody', a model that is neither"),
+    ({"file": "other.refiner.safetensors"}, "must be 'base.refiner.safetensors'"),
+    ({"kind": "second stage"}, "'kind' must be one of model, refiner"),
+    ({"kind": "model"}, "only a refiner entry"),
+    ({"kind": "model", "refines": None}, "is a refiner's name"),
+])
+def test_a_bad_refiner_entry_is_one_line(change, words, tmp_path, monkeypatch, capsys):
+    change = dict(change)
+    listing, shipped = _refiner_listing(tmp_path, "https://x/base.refiner.safetensors", b"x")
+    data = json.loads(listing.read_text())
+    for key, value in change.items():
+        if value is None:
+            data["models"][0].pop(key)
+        else:
+            data["models"][0][key] = value
+    listing.write_text(json.dumps(data))
+    with pytest.raises(CephError, match=words) as e:
+        download.downloadable(listing, shipped)
+    assert "\n" not in str(e.value) and "entry 1" in str(e.value)
+    monkeypatch.setenv(download.DOWNLOADS_ENV, str(listing))
+    monkeypatch.setattr(cli, "DEFAULT_MODEL_DIR", shipped)
+    assert cli.main(["models", "--download", "base-refiner", "--user-dir", str(tmp_path / "user")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and words.split("'")[0] in err and not (tmp_path / "user").exists()
+
+
+def test_a_refiner_may_refine_a_listed_model_and_a_name_is_not_a_model(tmp_path):
+    model = {"name": "m", "version": "1", "file": "m.safetensors", "url": "https://x/m", "sha256": "0" * 64,
+             "size": 10}
+    refiner = {"kind": "refiner", "name": "m-refiner", "refines": "m", "version": "1",
+               "file": "m.refiner.safetensors", "url": "https://x/r", "sha256": "1" * 64, "size": 10}
+    path = tmp_path / "downloads.json"
+    path.write_text(json.dumps({"format": download.FORMAT, "models": [model, refiner]}))
+    assert [d.kind for d in download.downloadable(path, tmp_path / "no shipped")] == ["model", "refiner"]
+    path.write_text(json.dumps({"format": download.FORMAT, "models": [model, dict(model, name="m2")]}))
+    with pytest.raises(CephError, match="lists a file twice"):
+        download.downloadable(path, tmp_path)
+
+
+def test_the_shipped_list_publishes_nothing():
+    """No release asset is published: an entry whose address answers 404 must not ship."""
+    assert json.loads(download.DOWNLOADS_JSON.read_text())["models"] == []

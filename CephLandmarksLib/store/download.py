@@ -1,7 +1,11 @@
 """Models as verified downloads: the list shipped with the library, and fetching one; no torch.
 
 ``downloads.json`` beside this file lists the model files (weights and sidecars alike) published
-as release assets: name, version, file name, URL, SHA-256 and size.  A download goes into the
+as release assets: name, version, file name, URL, SHA-256 and size.  An entry of kind "refiner" is
+a model's second stage: it names the model it runs behind (``refines``: the stem of that model's
+weights file, a shipped model or a model entry of the list), and its file is
+``<refines>.refiner.safetensors``, where registry.default_refiner looks for it in the per-user
+folder.  A download goes into the
 per-user model folder through a temporary file in that folder, which is flushed to disk and
 checked (size, then SHA-256) before it is renamed into place: a truncated transfer, a wrong file,
 an HTTP error or an interruption leaves nothing behind, and an existing file is never replaced.
@@ -29,11 +33,13 @@ CHUNK_BYTES = 1 << 20
 TIMEOUT_S = 60  # per network operation (connect, each read), not for the whole transfer
 MAX_SIZE_BYTES = 2_000_000_000
 USER_DIR_ENV = "CEPH_LANDMARKS_MODELS_DIR"
+KINDS = ("model", "refiner")  # an entry's "kind"; absent: "model"
+REFINER_SUFFIX = ".refiner.safetensors"  # a model's second stage: <weights stem>.refiner.safetensors (registry)
 
 
 @dataclass(frozen=True)
 class Download:
-    """One downloadable model file."""
+    """One downloadable file: a model (weights or sidecar), or a model's second stage (kind "refiner")."""
 
     name: str
     version: str
@@ -41,10 +47,13 @@ class Download:
     url: str
     sha256: str
     size: int  # bytes
+    kind: str = "model"  # one of KINDS
+    refines: str | None = None  # a refiner's model: its weights file's stem (file: <refines>.refiner.safetensors)
 
     @property
     def label(self) -> str:
-        return f"{self.name} {self.version} (download, {self.size / 1e6:.0f} MB)".replace("  ", " ")
+        what = f"second stage of {self.refines}, " if self.kind == "refiner" else ""
+        return f"{self.name} {self.version} ({what}download, {self.size / 1e6:.0f} MB)".replace("  ", " ")
 
 
 def _entry(item, where) -> Download:
@@ -55,6 +64,20 @@ def _entry(item, where) -> Download:
     for key, kind in fields.items():
         if not isinstance(item.get(key), kind) or isinstance(item.get(key), bool):
             raise CephError(f"{where} needs {key!r} ({kind.__name__})")
+    kind = item.get("kind", "model")
+    if kind not in KINDS:
+        raise CephError(f"{where}: 'kind' must be one of {', '.join(KINDS)} (not {kind!r})")
+    if kind == "refiner":
+        refines = item.get("refines")
+        if not isinstance(refines, str) or not refines or Path(refines).name != refines:
+            raise CephError(f"{where} needs 'refines' (str): the stem of the weights file of the model it refines")
+        if item["file"] != refines + REFINER_SUFFIX:
+            raise CephError(f"{where}: a refiner's 'file' must be {refines + REFINER_SUFFIX!r} (its model's "
+                            f"weights stem + {REFINER_SUFFIX}), where detection looks for it")
+    elif "refines" in item:
+        raise CephError(f"{where}: only a refiner entry (\"kind\": \"refiner\") has 'refines'")
+    elif item["file"].endswith(REFINER_SUFFIX):
+        raise CephError(f"{where}: {item['file']!r} is a refiner's name: give the entry \"kind\": \"refiner\"")
     if Path(item["file"]).name != item["file"] or not item["file"].endswith((".safetensors", ".json")):
         raise CephError(f"{where}: 'file' must be a plain .safetensors or .json file name")
     if not re.fullmatch(r"[0-9a-f]{64}", item["sha256"]):
@@ -63,12 +86,13 @@ def _entry(item, where) -> Download:
         raise CephError(f"{where}: 'url' must be an http(s) address")
     if not 0 < item["size"] <= MAX_SIZE_BYTES:
         raise CephError(f"{where}: 'size' must be a number of bytes up to {MAX_SIZE_BYTES}")
-    return Download(**{k: item[k] for k in fields})
+    return Download(**{k: item[k] for k in fields}, kind=kind, refines=item.get("refines"))
 
 
-def downloadable(path=None) -> list[Download]:
-    """The downloadable models the list names (an empty list until a release asset is published):
-    `path`, else $CEPH_LANDMARKS_DOWNLOADS, else the shipped downloads.json."""
+def downloadable(path=None, shipped_dir=None) -> list[Download]:
+    """The downloadable models and refiners the list names (an empty list until a release asset is published):
+    `path`, else $CEPH_LANDMARKS_DOWNLOADS, else the shipped downloads.json.  A refiner must refine a model
+    whose weights are shipped (in `shipped_dir`, default the shipped models' folder) or listed."""
     path = Path(path) if path is not None else Path(os.environ.get(DOWNLOADS_ENV) or DOWNLOADS_JSON)
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
@@ -76,15 +100,36 @@ def downloadable(path=None) -> list[Download]:
         raise CephError(f"the list of downloadable models {path} cannot be read ({e})") from None
     if not isinstance(data, dict) or data.get("format") != FORMAT or not isinstance(data.get("models"), list):
         raise CephError(f"{path} is not a list of downloadable models (format {FORMAT})")
-    items = [_entry(item, f"{path.name}: model {i + 1}") for i, item in enumerate(data["models"])]
+    items = [_entry(item, f"{path.name}: entry {i + 1}") for i, item in enumerate(data["models"])]
     names = [m.name for m in items]
     if len(set(names)) != len(names):
-        raise CephError(f"{path.name} names a model twice")
+        raise CephError(f"{path.name} names an entry twice")
+    files = [m.file for m in items]
+    if len(set(files)) != len(files):
+        raise CephError(f"{path.name} lists a file twice")
+    _check_refined(items, path, shipped_dir)
     return items
 
 
+def _check_refined(items, path, shipped_dir) -> None:
+    """Each refiner entry refines a known model: shipped weights, or a weights entry of the list."""
+    refiners = [(i, m) for i, m in enumerate(items) if m.kind == "refiner"]
+    if not refiners:
+        return
+    from .sidecar import SHIPPED_MODELS_DIR
+
+    folder = Path(shipped_dir) if shipped_dir is not None else SHIPPED_MODELS_DIR
+    stem = lambda name: name[: -len(".safetensors")]  # noqa: E731
+    known = {stem(p.name) for p in folder.glob("*.safetensors") if not p.name.endswith(REFINER_SUFFIX)}
+    known |= {stem(m.file) for m in items if m.kind == "model" and m.file.endswith(".safetensors")}
+    for i, m in refiners:
+        if m.refines not in known:
+            raise CephError(f"{path.name}: entry {i + 1} ({m.name}) refines {m.refines!r}, a model that is neither "
+                            f"shipped (in {folder}) nor listed ({', '.join(sorted(known)) or 'none'})")
+
+
 def find(name, items) -> Download:
-    """The entry called `name` (or whose file is `name`); CephError listing the names otherwise."""
+    """The entry called `name` (or whose file is `name`), model or refiner; CephError listing the names otherwise."""
     for item in items:
         if name in (item.name, item.file):
             return item

@@ -17,9 +17,12 @@ Five kinds of model:
   verified by its SHA-256.
 
 A weights file's sidecars (``*.json`` beside it, sidecar.py) are entries of their own: the same
-weights with the sidecar's settings.  A second stage trained behind a model lies beside its weights
-as ``<stem>.refiner.safetensors`` (``refiner_beside``; ``detect --refine auto`` takes it); it is
-not a model and is never listed.
+weights with the sidecar's settings.  A second stage trained behind a model is a refiner,
+``<weights stem>.refiner.safetensors``; it is not a model and is never listed as one.  Which refiner a
+model runs by default is ``default_refiner``'s one answer, for the CLI and Slicer alike: the one beside
+the weights (``refiner_beside``; ``detect --refine auto`` takes it), else the one of that name in the
+per-user model folder (a download, or Slicer's "Train second stage" for a shipped model, whose folder is
+never written) when its header says it was trained for these very weights.
 
 The per-user folder holds a manifest, ``models.json``, recording the SHA-256 of each user model
 (see ModelRegistry). A user model whose file is missing or changed is left out of the list with
@@ -36,6 +39,7 @@ import json
 import logging
 import os
 import shutil
+import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -83,6 +87,20 @@ class ModelEntry:
     weights: Path | None = None  # for a sidecar: the weights file it names (None: `path` is the weights file)
 
 
+@dataclass
+class RefinerEntry:
+    """A downloaded refiner: the second stage of the model whose weights' stem is `refines`."""
+
+    path: Path
+    name: str
+    version: str
+    refines: str
+
+    @property
+    def label(self) -> str:
+        return f"{self.name} {self.version} (second stage of {self.refines}, downloaded)".replace("  ", " ")
+
+
 def _is_adapted(info) -> bool:
     """Whether a model's metadata records a clinic adaptation (a non-empty "adaptation" object)."""
     adaptation = info.get("adaptation")
@@ -117,7 +135,7 @@ def model_path_or_download(model, user_dir=None, progress=None) -> Path:
     if path.exists() or path.suffix or len(path.parts) > 1:
         return path  # a file name: load_model names any problem
     try:
-        listed = any(str(model) in (d.name, d.file) for d in download.downloadable())
+        listed = any(str(model) in (d.name, d.file) for d in download.downloadable() if d.kind == "model")
     except CephError:
         listed = False
     if not listed:
@@ -125,7 +143,10 @@ def model_path_or_download(model, user_dir=None, progress=None) -> Path:
     return ModelRegistry(user_dir or download.default_user_dir()).download(str(model), progress).path
 
 
-REFINER_SUFFIX = ".refiner.safetensors"  # a second stage beside its model's weights (refiner_beside)
+REFINER_SUFFIX = download.REFINER_SUFFIX  # a second stage: <weights stem>.refiner.safetensors (refiner_beside)
+# A refiner file's header, read here without torch (store/refinerfile.py, which needs torch, writes it):
+REFINER_META_KEY = "ceph_landmarks_refiner"
+REFINER_FORMAT = "ceph-landmarks-refiner/1"
 
 
 def _model_files(folder) -> list[Path]:
@@ -133,28 +154,101 @@ def _model_files(folder) -> list[Path]:
     return sorted(p for p in Path(folder).glob("*.safetensors") if not p.name.endswith(REFINER_SUFFIX))
 
 
+def _weights_of(model_path) -> Path:
+    """The weights file of a model path: itself, or the one a sidecar names."""
+    path = Path(model_path)
+    return weights_path(path, read_sidecar(path)) if is_sidecar_path(path) else path
+
+
 def refiner_beside(model_path) -> Path:
     """Where the second stage of a model lies by convention: ``<stem>.refiner.safetensors`` beside its
     weights (a sidecar's: the weights file it names)."""
-    path = Path(model_path)
-    if is_sidecar_path(path):
-        path = weights_path(path, read_sidecar(path))
+    path = _weights_of(model_path)
     stem = path.name[: -len(".safetensors")] if path.name.endswith(".safetensors") else path.stem
     return path.with_name(stem + REFINER_SUFFIX)
 
 
-def default_refiner(model_path, adapted_choice: bool = True) -> Path | None:
-    """The second stage a model runs with by default: the refiner beside it (refiner_beside), unless
-    the model is a clinic adaptation fitted without that refiner (its flags and regions were fitted on
-    the first stage's maps, so it keeps them; adapted_choice=False ignores that, for a model adapted
-    from); None when there is none to run."""
+def default_refiner(model_path, adapted_choice: bool = True, user_dir=None) -> Path | None:
+    """The second stage a model runs with by default, or None (the first stage alone).  The one answer for
+    `detect`, `report`, `evaluate`, `adapt` (and so the batch workers) and Slicer's Detect, in this order:
+
+    1. ``<weights stem>.refiner.safetensors`` beside the model's weights (refiner_beside), as it is;
+    2. else the file of that name in the per-user model folder (`user_dir`; default
+       download.default_user_dir(): $CEPH_LANDMARKS_MODELS_DIR, else ~/.local/share/ceph-landmarks/models),
+       where a downloaded refiner and Slicer's "Train second stage" of a shipped model go (the shipped
+       folder is never written).  It is taken only if its header's base_model.file_sha256 is the SHA-256
+       of the model's weights file; a refiner of other weights, or a file that is no refiner, is ignored
+       with a one-line warning, never an error.
+
+    A clinic adaptation fitted without the refiner found keeps the first stage (its flags and regions
+    were fitted on the first stage's maps); adapted_choice=False ignores that, for a model adapted from."""
     path = refiner_beside(model_path)
     if not path.is_file():
-        return None
+        path = _user_refiner(_weights_of(model_path), path.name, user_dir)
+        if path is None:
+            return None
     adaptation = (read_info(model_path).get("adaptation") or {}) if adapted_choice else {}
     if adaptation and adaptation.get("refiner_sha256") != file_sha256(path):
         return None
     return path
+
+
+def _user_refiner(weights, name, user_dir) -> Path | None:
+    """The refiner `name` in the per-user folder if it was trained for `weights` (default_refiner's step 2)."""
+    folder = Path(user_dir) if user_dir is not None else download.default_user_dir()
+    candidate = folder / name
+    if not candidate.is_file():
+        return None
+    try:
+        base = refiner_base_model(candidate).get("file_sha256")
+        actual = weights_file_sha256(weights)
+    except CephError as e:
+        log.warning(f"CephLandmarks: {e}; ignored, so the first stage runs")
+        return None
+    except OSError:  # no weights file: loading the model names the problem
+        return None
+    if base != actual:
+        log.warning(f"CephLandmarks: {candidate} is the second stage of other weights (SHA-256 "
+                    f"{str(base)[:12]}...) than {weights.name} ({actual[:12]}...); ignored, so the first stage runs")
+        return None
+    return candidate
+
+
+def refiner_base_model(path) -> dict:
+    """The "base_model" record of a refiner file's header ({"name", "file_sha256"}: the model it was trained
+    behind), read without torch; CephError, one line, for a file that is not a readable refiner."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            head = f.read(8)
+            n = struct.unpack("<Q", head)[0] if len(head) == 8 else -1
+            raw = f.read(n) if 0 <= n <= MAX_HEADER_BYTES else b""
+    except OSError as e:
+        raise CephError(f"{path}: cannot be read ({e.strerror or e})") from None
+    try:
+        meta = json.loads(json.loads(raw)["__metadata__"][REFINER_META_KEY])
+    except (UnicodeDecodeError, ValueError, KeyError, TypeError, RecursionError):
+        meta = None
+    if not isinstance(meta, dict) or meta.get("format") != REFINER_FORMAT:
+        raise CephError(f"{path} is not a refiner file ({REFINER_FORMAT})")
+    base = meta.get("base_model")
+    return dict(base) if isinstance(base, dict) else {}
+
+
+_SHA256_CACHE: dict = {}  # (path, size, mtime, inode) -> the file's SHA-256
+
+
+def weights_file_sha256(path) -> str:
+    """The SHA-256 of a whole file, remembered for the process while its size, time and inode stay: a
+    model's 47 MB are hashed once (about 0.25 s on one core), not at every Detect.  OSError if unreadable."""
+    path = Path(path).resolve()
+    st = path.stat()
+    key = (str(path), st.st_size, st.st_mtime_ns, st.st_ino)
+    if key not in _SHA256_CACHE:
+        if len(_SHA256_CACHE) > 64:
+            _SHA256_CACHE.clear()
+        _SHA256_CACHE[key] = file_sha256(path)
+    return _SHA256_CACHE[key]
 
 
 def shipped_models_dir() -> Path:
@@ -297,22 +391,39 @@ class ModelRegistry:
     # downloads
 
     def downloadable(self) -> list:
-        """The downloadable models (download.Download) not yet in user_dir, in the list's order."""
-        return [d for d in download.downloadable(self.downloads_list) if not download.is_installed(d, self.user_dir)]
+        """The downloadable models and refiners (download.Download) not yet in user_dir, in the list's order."""
+        return [d for d in download.downloadable(self.downloads_list, self.shipped_dir)
+                if not download.is_installed(d, self.user_dir)]
 
     def _downloadable_or_none(self) -> list:
         try:
-            return download.downloadable(self.downloads_list)
+            return download.downloadable(self.downloads_list, self.shipped_dir)
         except CephError as e:
             log.warning(f"CephLandmarks: {e}")
             return []
 
-    def download(self, name, progress=None, opener=None) -> ModelEntry:
+    def refiner_downloads(self) -> list:
+        """(download.Download, path in user_dir or None) for each listed refiner, downloaded or not; a bad list
+        gives a warning and none."""
+        return [(d, self.user_dir / d.file if download.is_installed(d, self.user_dir) else None)
+                for d in self._downloadable_or_none() if d.kind == "refiner"]
+
+    def download(self, name, progress=None, opener=None):
         """Fetch a listed model into user_dir (verified; see download.fetch) and record it; a model already
-        there is only recorded.  CephError, one line, when it cannot be had."""
-        item = download.find(name, download.downloadable(self.downloads_list))
+        there is only recorded.  A listed refiner is fetched the same way and returned as a RefinerEntry:
+        it is not recorded as a model; default_refiner finds it there by its name.  CephError, one line,
+        when it cannot be had."""
+        item = download.find(name, download.downloadable(self.downloads_list, self.shipped_dir))
         kwargs = {"opener": opener} if opener else {}
         path = download.fetch(item, self.user_dir, progress, **kwargs)
+        if item.kind == "refiner":
+            try:
+                refiner_base_model(path)
+            except CephError:
+                path.unlink(missing_ok=True)
+                raise CephError(f"{item.name} is listed as a refiner, but the published file is not a refiner "
+                                f"file ({REFINER_FORMAT}); removed") from None
+            return RefinerEntry(path=path, name=item.name, version=item.version, refines=item.refines)
         sha256 = file_sha256(path)
         info = read_info(path)  # a sidecar's weights must be there already
         imported, trained, ok = self._read_manifest()
