@@ -1,6 +1,8 @@
 """The Slicer module's "Download NAME" model items (CephLandmarksSlicer/models.py), in the harness over the
 installed module: the download runs in the `ceph-landmarks models --download` process against a local
-HTTP server; a good file is listed and selected, a bad hash gives one message and leaves nothing."""
+HTTP server; a good file is listed and selected, a bad hash gives one message and leaves nothing; a
+refiner item (a shipped model's second stage) lands in the per-user folder, the list selects its model,
+and Detect with the second stage on names it."""
 
 import hashlib
 import http.server
@@ -11,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from test_slicer_module_installed import loadRadiograph, skull, writeNrrd
+from test_slicer_second_stage_module import noShippedRefiner  # noqa: F401 - a fixture
 
 from slicer_harness import build, missing_reason
 
@@ -18,11 +21,20 @@ pytestmark = pytest.mark.skipif(bool(missing_reason() or build.skip_reason()),
                                 reason=str(missing_reason() or build.skip_reason()))
 
 
+def _shippedWeights(installed):
+    return next(p for p in sorted((Path(installed) / "Resources" / "Models").glob("*.safetensors"))
+                if not p.name.endswith(".refiner.safetensors"))  # the model, not its second stage
+
+
 @pytest.fixture
-def served(installed):
-    """A local server whose /model.safetensors is the shipped model's bytes: (url, bytes)."""
-    body = next(p for p in sorted((Path(installed) / "Resources" / "Models").glob("*.safetensors"))
-                if not p.name.endswith(".refiner.safetensors")).read_bytes()  # the model, not its second stage
+def served(installed, request):
+    """A local server whose /model.safetensors is the shipped model's bytes (or, parametrized "refiner", a
+    refiner trained, its header says, behind them): (url, bytes)."""
+    body = _shippedWeights(installed).read_bytes()
+    if getattr(request, "param", None) == "refiner":
+        from test_slicer_second_stage_module import shippedRefinerBytes
+
+        body = shippedRefinerBytes(_shippedWeights(installed), request.getfixturevalue("tmp_path"))
 
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_GET(self):
@@ -86,3 +98,38 @@ def test_a_bad_hash_gives_one_message_and_leaves_nothing(harness, widget, served
     assert "SHA-256" in text and "Traceback" not in text and len(text.splitlines()) == 1
     assert not user_dir.exists() or [p.name for p in user_dir.iterdir() if p.name != "models.json"] == []
     assert widget.ui.modelSelector.findData("download:served") >= 0  # still offered
+
+
+@pytest.mark.usefixtures("noShippedRefiner")
+@pytest.mark.parametrize("served", ["refiner"], indirect=True)
+def test_a_refiner_download_item_fetches_it_and_detect_runs_it(harness, widget, served, installed, tmp_path):
+    url, body = served
+    weights = _shippedWeights(installed)
+    stem = weights.name[: -len(".safetensors")]
+    path = tmp_path / "downloads.json"
+    path.write_text(json.dumps({"format": "ceph-landmarks-downloads/1", "models": [
+        {"kind": "refiner", "name": "served-refiner", "refines": stem, "version": "9",
+         "file": stem + ".refiner.safetensors", "url": url, "sha256": hashlib.sha256(body).hexdigest(),
+         "size": len(body)}]}))
+    os.environ["CEPH_LANDMARKS_DOWNLOADS"] = str(path)  # the harness restores os.environ on teardown
+    loadRadiograph(harness, widget, writeNrrd(tmp_path / "skull.nrrd", skull(96, 120)))
+    widget.updateModelList()
+    ui = widget.ui
+    index = ui.modelSelector.findData("download:served-refiner")
+    assert index >= 0 and ui.modelSelector.itemText(index).startswith(f"Download served-refiner 9 (second stage of "
+                                                                      f"{stem}, download")
+    ui.modelSelector.setCurrentIndex(index)
+    ui.detectButton.click()
+    harness.process_events(until=lambda: widget._detection is None, timeout_s=120)
+    assert harness.message_boxes == [] and harness.slot_errors == [], harness.message_boxes
+    target = widget.logic.registry().user_dir / (stem + ".refiner.safetensors")
+    assert target.read_bytes() == body
+    assert Path(ui.modelSelector.currentData).name == weights.name  # the model it refines is selected
+    assert "Second stage downloaded" in ui.statusLabel.text
+    assert ui.modelSelector.findData("download:served-refiner") < 0  # no longer offered
+    assert ui.secondStageCheckBox.checked
+    ui.detectButton.click()  # Detect with the second stage: the downloaded refiner, named
+    line = widget._detection.job.commandLine
+    assert line[line.index("--refine") + 1] == str(target)
+    ui.detectButton.click()  # Cancel (test_slicer_second_stage_module runs a detection with such a refiner)
+    harness.process_events(until=lambda: widget._detection is None, timeout_s=30)

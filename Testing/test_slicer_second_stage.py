@@ -1,5 +1,6 @@
 """The second stage in the Slicer helpers, without Slicer or Qt (and the export under slicer-core's MRML):
-which `--refine` a Detect passes (secondStage.refineArguments), where "Train second stage" writes and what
+which `--refine` a Detect passes (secondStage.refineArguments: the library's default_refiner, asked with
+Slicer's per-user model folder, named explicitly), where "Train second stage" writes and what
 it refuses (refinerOutput, refinerCommand), its progress from train-refiner's epoch records, and the CLI
 JSON export of a detection with the second stage (the "refiner" record, each point's "refined", none on a
 corrected point)."""
@@ -32,20 +33,43 @@ def user(tmp_path):
     return models, model, tmp_path / "data"
 
 
-def test_detect_refine_arguments(user):
-    models, model, _data = user
+def test_detect_refine_arguments(user, tmp_path, caplog):
+    from test_refiner_default import header_refiner
+    from test_registry import write_model
+
+    from CephLandmarksLib.files import file_sha256
+
+    models, _model, _data = user
+    model = write_model(models / "mine.safetensors", name="mine")
     assert secondStage.refineArguments(model, False, models) == ["--refine", "none"]
     assert secondStage.refineArguments(SHIPPED, False, models) == ["--refine", "none"]
-    # on: the library's default (the refiner beside the model, if any), whether or not one is there
-    assert secondStage.refineArguments(model, True, models) == []
-    refiner_beside(model).write_bytes(b"refiner")
-    assert secondStage.refineArguments(model, True, models) == []
-    # a shipped model: the library looks beside its weights only, so a refiner the user trained is named
-    assert secondStage.refineArguments(SHIPPED, True, models) == []
-    own = models / ("isbi2015-384x480" + REFINER_SUFFIX)
-    own.write_bytes(b"refiner")
-    assert secondStage.refineArguments(SHIPPED, True, models) == ["--refine", str(own)]
+    # on: the library's answer, named, so that the child process never looks in another folder
+    assert secondStage.refineArguments(model, True, models) == ["--refine", "none"]
+    refiner_beside(model).write_bytes(b"refiner")  # beside the weights: taken as it is (loading checks it)
+    assert secondStage.refineArguments(model, True, models) == ["--refine", str(refiner_beside(model))]
+    # weights elsewhere (as the shipped ones): the refiner of that name in the per-user folder, if it was
+    # trained for these very weights
+    shipped = write_model(tmp_path / "shipped" / "base.safetensors", name="base")
+    own = models / ("base" + REFINER_SUFFIX)
+    assert secondStage.refineArguments(shipped, True, models) == ["--refine", "none"]
+    header_refiner(own, "0" * 64)
+    assert secondStage.refineArguments(shipped, True, models) == ["--refine", "none"]
+    assert "other weights" in caplog.text
+    header_refiner(own, file_sha256(shipped))
+    assert secondStage.refineArguments(shipped, True, models) == ["--refine", str(own)]
     assert secondStage.refineArguments("", True, models) == []
+    assert secondStage.refineArguments(models / "broken.json", True, models) == []  # detect names the problem
+
+
+def test_detect_asks_the_library(user, monkeypatch):
+    from CephLandmarksLib.store import registry
+
+    models, model, _data = user
+    asked = []
+    monkeypatch.setattr(registry, "default_refiner",
+                        lambda path, user_dir=None: asked.append((path, user_dir)) or Path("/x/chosen.safetensors"))
+    assert secondStage.refineArguments(model, True, models) == ["--refine", "/x/chosen.safetensors"]
+    assert asked == [(model, models)]
 
 
 def test_the_refiner_goes_beside_the_model_and_never_into_the_shipped_folder(user):
@@ -70,15 +94,19 @@ def test_a_sidecar_of_shipped_weights_trains_into_the_user_folder(user):
     sidecar = write_sidecar(models / "isbi2015-384x480.calibration.json", SHIPPED, meta)
     own = models / ("isbi2015-384x480" + REFINER_SUFFIX)
     assert secondStage.refinerOutput(sidecar, models) == own
-    own.write_bytes(b"refiner")
-    assert secondStage.refineArguments(sidecar, True, models) == ["--refine", str(own)]
-    # a clinic adaptation fitted without this refiner runs without it (as the library's default rule)
+    # Detect: the refiner beside the shipped weights if this checkout has one (it is not in git), else the
+    # user's, trained for these weights; a clinic adaptation fitted without it runs without it
+    from test_refiner_default import header_refiner
+
+    header_refiner(own, file_sha256(SHIPPED))
+    chosen = refiner_beside(SHIPPED) if refiner_beside(SHIPPED).is_file() else own
+    assert secondStage.refineArguments(sidecar, True, models) == ["--refine", str(chosen)]
     adapted = dict(meta, adaptation={"method": "temperatures", "refiner_sha256": "0" * 64})
     adapted = write_sidecar(models / "isbi2015-384x480-adapted.json", SHIPPED, adapted)
-    assert secondStage.refineArguments(adapted, True, models) == []
-    withIt = dict(meta, adaptation={"method": "temperatures", "refiner_sha256": file_sha256(own)})
+    assert secondStage.refineArguments(adapted, True, models) == ["--refine", "none"]
+    withIt = dict(meta, adaptation={"method": "temperatures", "refiner_sha256": file_sha256(chosen)})
     withIt = write_sidecar(models / "isbi2015-384x480-adapted2.json", SHIPPED, withIt)
-    assert secondStage.refineArguments(withIt, True, models) == ["--refine", str(own)]
+    assert secondStage.refineArguments(withIt, True, models) == ["--refine", str(chosen)]
 
 
 def test_train_second_stage_command_line_parses_as_train_refiner(user):

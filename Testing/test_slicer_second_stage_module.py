@@ -1,5 +1,6 @@
-"""The second stage in the installed module (the harness): Detect's "Second stage" checkbox (on: the refiner
-the user trained for the shipped model is named, and the node, the fine maps and the CLI JSON export carry the
+"""The second stage in the installed module (the harness): Detect's "Second stage" checkbox (on: the library's
+default refiner is named, here the one the user trained for the shipped model, in the per-user folder, with no
+refiner beside the shipped weights; and the node, the fine maps and the CLI JSON export carry the
 second stage; off: `--refine none`, the first stage alone), and the Training tab's "Train second stage"
 (bad input refused with a message and nothing started; the progress bar; Cancel ends the whole process tree
 and leaves no half-written refiner; a real train-refiner run behind an imported model, whose refiner the
@@ -27,28 +28,51 @@ def _module(name):
     return importlib.import_module(f"CephLandmarksSlicer.{name}")
 
 
-def _shippedRefiner(widget):
-    """A refiner of random weights for the shipped model, where Train second stage puts one (the user folder)."""
-    from test_refine_detect import abbreviations, write_refiner
+@pytest.fixture
+def noShippedRefiner(installed):
+    """No refiner beside the installed shipped weights (a checkout may hold one; a clone from git does not), so
+    that the library's default is the per-user folder's; put back afterwards."""
+    moved = [(p, p.with_name(p.name + ".aside")) for p in (Path(installed) / "Resources" / "Models").glob(
+        "*" + REFINER_SUFFIX)]
+    for path, aside in moved:
+        path.rename(aside)
+    try:
+        yield
+    finally:
+        for path, aside in moved:
+            aside.rename(path)
 
+
+def shippedRefinerBytes(model, tmp_path):
+    """A refiner of random weights trained (its header says) behind the shipped weights `model`."""
+    from test_refiner_default import real_refiner
+
+    from CephLandmarksLib.files import file_sha256
+
+    return real_refiner(tmp_path / "made.refiner.safetensors", model, file_sha256(model)).read_bytes()
+
+
+def _shippedRefiner(widget, tmp_path):
+    """A refiner of random weights for the shipped model, where Train second stage puts one (the user folder)."""
     model = Path(widget.ui.modelSelector.currentData)
     assert model.name == "isbi2015-384x480.safetensors"
     userDir = widget.logic.registry().user_dir
     userDir.mkdir(parents=True, exist_ok=True)
-    return write_refiner(userDir / (model.name[: -len(".safetensors")] + REFINER_SUFFIX), abbreviations(model),
-                         min_inside_mass=0.0)
+    own = userDir / (model.name[: -len(".safetensors")] + REFINER_SUFFIX)
+    own.write_bytes(shippedRefinerBytes(model, tmp_path))
+    return own
 
 
-def test_detect_with_and_without_the_second_stage(harness, widget, tmp_path):
+def test_detect_with_and_without_the_second_stage(harness, widget, tmp_path, noShippedRefiner):
     ui, p = widget.ui, widget._parameterNode
     assert ui.secondStageCheckBox.checked and p.useSecondStage  # on by default
     assert "refiner beside it" in ui.secondStageCheckBox.toolTip
-    own = _shippedRefiner(widget)
+    own = _shippedRefiner(widget, tmp_path)
     volume = loadRadiograph(harness, widget, writeNrrd(tmp_path / "skull.nrrd", skull()))
 
     ui.detectButton.click()
     line = widget._detection.job.commandLine
-    assert line[line.index("--refine") + 1] == str(own)  # the library looks beside the shipped weights only
+    assert line[line.index("--refine") + 1] == str(own)  # the library's default, asked with Slicer's user folder
     harness.process_events(until=lambda: widget._detection is None, timeout_s=240)
     assert harness.message_boxes == [] and harness.slot_errors == [], harness.message_boxes
     node = p.landmarks
@@ -87,7 +111,7 @@ def test_train_second_stage_refuses_bad_input(harness, widget, tmp_path):
     assert widget._training is None and ui.trainRefinerButton.text == "Train second stage"
     (tmp_path / "data").mkdir()
     ui.datasetPathLineEdit.currentPath = str(tmp_path / "data")
-    own = _shippedRefiner(widget)  # an earlier refiner of the shipped model: not overwritten without Resume
+    own = _shippedRefiner(widget, tmp_path)  # an earlier refiner of the shipped model: not overwritten without Resume
     before = own.read_bytes()
     ui.trainRefinerButton.click()
     assert "tick Resume" in harness.message_boxes[-1]["text"] and widget._training is None
@@ -107,8 +131,8 @@ epochs = int(sys.argv[sys.argv.index("--epochs") + 1])
 out.parent.mkdir(parents=True, exist_ok=True)  # the per-user model folder may not exist yet (atomic_write makes it)
 for epoch in range(1, 3):
     print(json.dumps({"epoch": epoch, "train_loss": 5.0, "val_mre_mm": 1.2}), file=sys.stderr, flush=True)
-if "--finish" in sys.argv[-1:]:
-    out.write_bytes(b"a refiner")
+if sys.argv[-1].startswith("--finish="):  # the refiner it "trained": a copy of this file
+    out.write_bytes(Path(sys.argv[-1][len("--finish="):]).read_bytes())
     print(out)
     sys.exit(0)
 Path(out.parent, "." + out.name[:32] + ".x1.part").write_text("half")
@@ -119,8 +143,9 @@ time.sleep(120)
 """
 
 
-def _standIn(monkeypatch, tmp_path, finish=False):
-    """train-refiner replaced by a script that prints its epoch records and either writes the refiner or hangs."""
+def _standIn(monkeypatch, tmp_path, finish=None):
+    """train-refiner replaced by a script that prints its epoch records and either writes the refiner (a copy of
+    the file `finish`) or hangs."""
     import importlib
 
     secondStage = importlib.import_module("CephLandmarksSlicer.secondStage")
@@ -130,7 +155,7 @@ def _standIn(monkeypatch, tmp_path, finish=False):
 
     def command(python, *a, **k):
         line, output = real(python, *a, **k)
-        return [python, "-u", str(script), *line[3:], *(["--finish"] if finish else [])], output
+        return [python, "-u", str(script), *line[3:], *([f"--finish={finish}"] if finish else [])], output
 
     monkeypatch.setattr(secondStage, "refinerCommand", command)
 
@@ -176,8 +201,10 @@ def test_train_second_stage_shows_progress_and_cancel_ends_the_process_tree(harn
 
 
 def test_train_second_stage_finished_names_the_refiner_and_detect_uses_it(harness, widget, tmp_path,
-                                                                         monkeypatch):
-    _standIn(monkeypatch, tmp_path, finish=True)
+                                                                         monkeypatch, noShippedRefiner):
+    made = tmp_path / "trained.refiner.safetensors"
+    made.write_bytes(shippedRefinerBytes(Path(widget.ui.modelSelector.currentData), tmp_path))
+    _standIn(monkeypatch, tmp_path, finish=made)
     ui = widget.ui
     (tmp_path / "data").mkdir()
     ui.datasetPathLineEdit.currentPath = str(tmp_path / "data")
@@ -189,19 +216,19 @@ def test_train_second_stage_finished_names_the_refiner_and_detect_uses_it(harnes
     out = widget.logic.registry().user_dir / ("isbi2015-384x480" + REFINER_SUFFIX)
     log = ui.trainLogTextEdit.toPlainText()
     assert "train-refiner finished (exit code 0)." in log and f"Second stage written to {out}" in log, log
-    assert out.read_bytes() == b"a refiner" and harness.message_boxes == [] and harness.slot_errors == []
+    assert out.read_bytes() == made.read_bytes() and harness.message_boxes == [] and harness.slot_errors == []
     assert [v for v in progress if v > 1][:2] == [500, 1000], progress  # epochs 1 and 2 of 2, from their records
     loadRadiograph(harness, widget, writeNrrd(tmp_path / "skull.nrrd", skull()))
     ui.detectButton.click()
     line = widget._detection.job.commandLine
     assert line[line.index("--refine") + 1] == str(out)
-    ui.detectButton.click()  # Cancel: this stand-in is no refiner
+    ui.detectButton.click()  # Cancel: the detection with it is test_detect_with_and_without_the_second_stage's
     harness.process_events(until=lambda: widget._detection is None, timeout_s=30)
 
 
 def test_train_second_stage_for_real_then_detect_uses_it(harness, widget, tiny_model, generic_dataset, tmp_path):
     """train-refiner behind an imported (tiny) model: its refiner lands beside the model in the user folder,
-    and the next Detect with that model takes it by the library's default (no --refine)."""
+    and the next Detect with that model names it (the library's default: beside the model)."""
     ui = widget.ui
     harness.queue_file_dialog(str(tiny_model))
     ui.importModelButton.click()
@@ -225,7 +252,8 @@ def test_train_second_stage_for_real_then_detect_uses_it(harness, widget, tiny_m
     sitk.WriteImage(image, str(tmp_path / "case.nrrd"))
     loadRadiograph(harness, widget, tmp_path / "case.nrrd")
     ui.detectButton.click()
-    assert "--refine" not in widget._detection.job.commandLine  # beside the model: the library's default
+    line = widget._detection.job.commandLine
+    assert line[line.index("--refine") + 1] == str(out)  # beside the model: the library's default
     harness.process_events(until=lambda: widget._detection is None, timeout_s=240)
     assert harness.slot_errors == [] and harness.message_boxes == []
     record = _module("record").detectionRecord(widget._parameterNode.landmarks)

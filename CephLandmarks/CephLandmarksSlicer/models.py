@@ -1,6 +1,9 @@
 """The model list: the per-user model registry (shipped, imported, trained, adapted and downloaded
 models, and sidecars; CephLandmarksLib.store.registry, which needs no torch), the list's items, and
-the "Download NAME" items of the models listed as downloadable (store/download.py, docs/models.md).
+the "Download NAME" items of the models and second stages (refiners) listed as downloadable
+(store/download.py, docs/models.md).  A refiner is downloaded into the per-user model folder, where
+the library's default_refiner finds it for its model (secondStage.refineArguments); the list then
+selects that model.
 
 The registry lives beside Slicer's user settings, so that imported and adapted models survive a
 Slicer upgrade.  An item's label is the registry's (an adapted model's kind is "adapted"); its
@@ -49,7 +52,30 @@ def downloadItems(registry) -> list:
 
         logging.warning(f"CephLandmarks: {e}")
         return []
-    return [(f"Download {d.label}", DOWNLOAD_PREFIX + d.name, f"{d.url}\nSHA-256 {d.sha256}") for d in items]
+    return [(f"Download {d.label}", DOWNLOAD_PREFIX + d.name, _downloadTooltip(d)) for d in items]
+
+
+def _downloadTooltip(d) -> str:
+    from .i18n import tr as _
+
+    where = f"{d.url}\nSHA-256 {d.sha256}"
+    if d.kind != "refiner":
+        return where
+    return _("The second stage of {m}: once downloaded, Detect with {m} runs it while Second stage is "
+             "ticked.").format(m=d.refines) + "\n" + where
+
+
+def refinedModelPath(entries, refines):
+    """The path of the model list's entry a refiner for weights `<refines>.safetensors` runs behind (a
+    weights file of that name, else a sidecar of it), else None."""
+    name = f"{refines}.safetensors"
+    for entry in entries:
+        if entry.weights is None and entry.path.name == name:
+            return str(entry.path)
+    for entry in entries:
+        if entry.weights is not None and entry.weights.name == name:
+            return str(entry.path)
+    return None
 
 
 def downloadName(itemData):
@@ -88,13 +114,28 @@ def libraryFolder() -> str:
     return str(Path(CephLandmarksLib.__file__).resolve().parent.parent)
 
 
+def _refinerItem(registry, name):
+    """The listed refiner download called `name`, else None (a model, or a list that cannot be read)."""
+    from CephLandmarksLib.errors import CephError
+    from CephLandmarksLib.store import download
+
+    try:
+        item = download.find(name, download.downloadable(registry.downloads_list, registry.shipped_dir))
+    except CephError:
+        return None
+    return item if item.kind == "refiner" else None
+
+
 def startDownload(section, name) -> None:
-    """Detect pressed on a download item: fetch the model (the Detect button cancels), then list and select it."""
+    """Detect pressed on a download item: fetch the model (the Detect button cancels), then list and select it;
+    for a refiner, select the model it refines (Detect with it runs the refiner while Second stage is ticked)."""
     import slicer
 
     from .i18n import tr as _
 
-    job = DownloadJob(section.logic.pythonSlicer(), libraryFolder(), str(section.logic.registry().user_dir), name)
+    registry = section.logic.registry()
+    refiner = _refinerItem(registry, name)
+    job = DownloadJob(section.logic.pythonSlicer(), libraryFolder(), str(registry.user_dir), name)
 
     def onDone(path, error, cancelled):
         section._detection = None
@@ -104,6 +145,10 @@ def startDownload(section, name) -> None:
         elif error:
             section.ui.statusLabel.text = _("Download failed.")
             slicer.util.errorDisplay(_("The model could not be downloaded: {e}").format(e=error))
+        elif refiner is not None:
+            section.ui.statusLabel.text = _("Second stage downloaded: {p}. Detect with {m} runs it while Second "
+                                            "stage is ticked.").format(p=path, m=refiner.refines)
+            section.updateModelList(select=refinedModelPath(section.logic.availableModels(), refiner.refines))
         else:
             section.ui.statusLabel.text = _("Model downloaded: {p}").format(p=path)
             section.updateModelList(select=path)

@@ -1,12 +1,14 @@
 """The second stage (a refiner: issue 29) in the panel: which `--refine` a Detect passes, and the Training
 tab's "Train second stage" (`ceph-landmarks train-refiner`).
 
-A model's refiner lies beside its weights as `<stem>.refiner.safetensors` (CephLandmarksLib.store.registry
-`refiner_beside`); `detect` without `--refine` uses it when it is there and fits the model, `--refine none`
-runs the first stage alone, `--refine FILE` that refiner.  The shipped models' folder (the extension's own)
-is never written: "Train second stage" writes a shipped model's refiner into the per-user model folder
-(`refinerOutput`, as calibrationSidecar does for a sidecar), and Detect then names that file with
-`--refine FILE` (`refineArguments`), since the library looks only beside the weights.
+A model's refiner is `<weights stem>.refiner.safetensors`.  Which one a model runs by default is the
+library's answer (CephLandmarksLib.store.registry `default_refiner`): the one beside its weights, else the
+one of that name in the per-user model folder if its header says it was trained for these weights.  The
+shipped models' folder (the extension's own) is never written: "Train second stage" writes a shipped
+model's refiner into the per-user model folder (`refinerOutput`, as calibrationSidecar does for a
+sidecar), and a refiner downloaded from the model list lands there too.  Detect asks the library with
+Slicer's own per-user folder and names its answer explicitly (`refineArguments`: `--refine FILE`, or
+`--refine none` when there is none), so the child process never looks in another folder.
 
 The command runs with `--progress` (`[progress] FRACTION STAGE` lines, as every command Slicer runs); it
 also logs one JSON record per epoch ({"epoch": N, ...}), which `RefinerOutput.fraction` reads for the
@@ -39,31 +41,23 @@ def refinerOutput(modelPath, modelsDir=None) -> Path:
 
 
 def refineArguments(modelPath, useSecondStage, modelsDir=None) -> list:
-    """The `--refine` arguments of a Detect: ["--refine", "none"] with the second stage off; with it on,
-    none (the library's default: the refiner beside the model, if one is there and fits), or
-    ["--refine", FILE] for a refiner the user trained for a shipped model (in the per-user model folder)."""
+    """The `--refine` arguments of a Detect: ["--refine", "none"] with the second stage off; with it on, the
+    library's answer for the model and Slicer's per-user model folder modelsDir (registry.default_refiner:
+    beside the weights, else modelsDir's refiner trained for these weights, not for a clinic adaptation
+    fitted without it) as ["--refine", FILE], or ["--refine", "none"] when there is none.  No arguments
+    (the library's default) for no model or a broken sidecar: detect names the problem itself."""
     if not useSecondStage:
         return ["--refine", REFINE_NONE]
     if not modelPath:
         return []
     from CephLandmarksLib.errors import CephError
-    from CephLandmarksLib.store.registry import refiner_beside
+    from CephLandmarksLib.store.registry import default_refiner
 
     try:
-        beside, own = refiner_beside(modelPath), refinerOutput(modelPath, modelsDir)
+        path = default_refiner(modelPath, user_dir=modelsDir)
     except (CephError, OSError, ValueError):  # a broken sidecar: detect names the problem itself
         return []
-    if own == beside or not own.is_file():
-        return []
-    from CephLandmarksLib.files import file_sha256
-    from CephLandmarksLib.store.registry import read_info
-
-    # as the library's default beside the weights: a clinic adaptation fitted without this refiner keeps its
-    # first-stage flags and regions, so it runs without it
-    adaptation = read_info(modelPath).get("adaptation") or {}
-    if adaptation and adaptation.get("refiner_sha256") != file_sha256(own):
-        return []
-    return ["--refine", str(own)]
+    return ["--refine", str(path) if path is not None else REFINE_NONE]
 
 
 def workFolder(out) -> Path:
