@@ -149,7 +149,7 @@ def real_refiner(path, model, base_sha256, min_inside_mass=0.0):
 
 @pytest.mark.slow
 def test_detect_runs_the_user_folders_refiner_for_the_shipped_weights(tiny_model, generic_dataset, tmp_path,
-                                                                      monkeypatch, capsys):
+                                                                      monkeypatch, capsys, caplog):
     shipped = tmp_path / "shipped"
     shipped.mkdir()
     model = shipped / "tiny.safetensors"
@@ -167,18 +167,20 @@ def test_detect_runs_the_user_folders_refiner_for_the_shipped_weights(tiny_model
         assert code == 0, captured.err
         return json.loads((tmp_path / out / "img09.json").read_text()), captured.err
 
-    # a refiner of other weights in the user folder: one warning line, the first stage
+    # a refiner of other weights in the user folder: one warning line (stderr, through logging), the first stage
     real_refiner(own, model, "0" * 64)
-    record, err = detect("other")
+    with caplog.at_level(logging.WARNING):
+        record, err = detect("other")
     assert "refiner" not in record and not any("refined" in lm for lm in record["landmarks"])
-    [warning] = [line for line in err.splitlines() if str(own) in line]
-    assert "other weights" in warning and "first stage runs" in warning
+    [warning] = warnings_of(caplog)
+    assert str(own) in warning and "other weights" in warning and "first stage runs" in warning
+    caplog.clear()
     # one trained behind these weights: run by default (the default model, and --model naming it)
     real_refiner(own, model, hashlib.sha256(model.read_bytes()).hexdigest())
     for out, extra in (("mine", ()), ("named", ("--model", str(model)))):
         record, err = detect(out, *extra)
         assert record["refiner"]["file"] == own.name and record["refiner"]["sha256"] == file_sha256(own), err
-        assert "other weights" not in err
+        assert warnings_of(caplog) == []
     # --refine none: the first stage alone
     record, _err = detect("none", "--refine", "none")
     assert "refiner" not in record
