@@ -227,13 +227,13 @@ def _add_progress_option(parser) -> None:
 
 
 def _add_refine_option(parser) -> None:
-    """--refine: the second stage; by default the refiner beside the model, when there is one."""
+    """--refine: the second stage; by default registry.default_refiner's (the user folder's, else beside)."""
     parser.add_argument("--refine", metavar="REFINER",
                         help="the second stage (full-resolution crops): a refiner file (ceph-landmarks "
                              "train-refiner); 'auto' for MODEL.refiner.safetensors beside the model; 'none' for the "
-                             "first stage alone.  Default: the refiner beside the model, else the one of that name in "
-                             "the per-user model folder ($CEPH_LANDMARKS_MODELS_DIR or "
-                             "~/.local/share/ceph-landmarks/models) trained for these weights (not for a clinic "
+                             "first stage alone.  Default: MODEL.refiner.safetensors in the per-user model folder "
+                             "($CEPH_LANDMARKS_MODELS_DIR or ~/.local/share/ceph-landmarks/models) when it was "
+                             "trained for these weights, else the one beside the model (not for a clinic "
                              "adaptation fitted without it).  Points, ERE, P(error > 4 mm), flags, regions "
                              "and measurement intervals then read the combined coarse + fine map")
 

@@ -1,8 +1,9 @@
 """Which second stage a model runs by default (store.registry.default_refiner), the one answer for the CLI
-and Slicer's Detect: the refiner beside the weights; else the per-user model folder's refiner of that name
-when its header's base_model.file_sha256 is the weights file's SHA-256 (a downloaded refiner, or Slicer's
-"Train second stage" of a shipped model); a refiner of other weights, or a file that is no refiner, is
-ignored with one warning line; a clinic adaptation fitted without the refiner keeps the first stage.
+and Slicer's Detect: the per-user model folder's refiner of that name when its header's
+base_model.file_sha256 is the weights file's SHA-256 (a downloaded refiner, or Slicer's "Train second
+stage" of a shipped model: the user's own choice); else the refiner beside the weights; a refiner of
+other weights, or a file that is no refiner, is ignored with one warning line; a clinic adaptation
+fitted without the refiner keeps the first stage.
 The slow test runs `detect` on the tiny model: the user folder's refiner is run by default (its JSON
 "refiner" record says so), `--refine none` still gives the first stage, and one for other weights is ignored."""
 
@@ -52,7 +53,7 @@ def test_the_header_keys_are_the_refiner_files():
     assert (registry.REFINER_META_KEY, registry.REFINER_FORMAT) == (refinerfile.META_KEY, refinerfile.FORMAT)
 
 
-def test_beside_first_then_the_user_folders_refiner_for_these_weights(folders, caplog):
+def test_the_user_folders_refiner_for_these_weights_first_then_beside(folders, caplog):
     model, user = folders
     own = user / ("base" + REFINER_SUFFIX)
     assert default_refiner(model, user_dir=user) is None
@@ -68,10 +69,19 @@ def test_beside_first_then_the_user_folders_refiner_for_these_weights(folders, c
     with caplog.at_level(logging.WARNING):
         assert default_refiner(model, user_dir=user) == own
     assert warnings_of(caplog) == []
-    # beside the weights comes first
+    # the user's own comes before the one beside the weights, which runs when the user's is of other weights
     beside = header_refiner(model.with_name("base" + REFINER_SUFFIX), "1" * 64)
+    assert default_refiner(model, user_dir=user) == own
+    header_refiner(own, "0" * 64)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        assert default_refiner(model, user_dir=user) == beside
+    [warning] = warnings_of(caplog)
+    assert "other weights" in warning and "beside the weights runs instead" in warning
+    own.unlink()
     assert default_refiner(model, user_dir=user) == beside
     beside.unlink()
+    header_refiner(own, file_sha256(model))
     # other weights of the same file name (a different model called base.safetensors): not taken
     other = write_model(model.parent.parent / "elsewhere" / "base.safetensors", name="base", seed=1)
     assert default_refiner(other, user_dir=user) is None

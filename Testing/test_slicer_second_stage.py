@@ -94,19 +94,18 @@ def test_a_sidecar_of_shipped_weights_trains_into_the_user_folder(user):
     sidecar = write_sidecar(models / "isbi2015-384x480.calibration.json", SHIPPED, meta)
     own = models / ("isbi2015-384x480" + REFINER_SUFFIX)
     assert secondStage.refinerOutput(sidecar, models) == own
-    # Detect: the refiner beside the shipped weights if this checkout has one (it is not in git), else the
-    # user's, trained for these weights; a clinic adaptation fitted without it runs without it
+    # Detect: the user's refiner trained for these weights, before any beside the shipped weights (this
+    # checkout may have one: it is not in git); a clinic adaptation fitted without it runs without it
     from test_refiner_default import header_refiner
 
     header_refiner(own, file_sha256(SHIPPED))
-    chosen = refiner_beside(SHIPPED) if refiner_beside(SHIPPED).is_file() else own
-    assert secondStage.refineArguments(sidecar, True, models) == ["--refine", str(chosen)]
+    assert secondStage.refineArguments(sidecar, True, models) == ["--refine", str(own)]
     adapted = dict(meta, adaptation={"method": "temperatures", "refiner_sha256": "0" * 64})
     adapted = write_sidecar(models / "isbi2015-384x480-adapted.json", SHIPPED, adapted)
     assert secondStage.refineArguments(adapted, True, models) == ["--refine", "none"]
-    withIt = dict(meta, adaptation={"method": "temperatures", "refiner_sha256": file_sha256(chosen)})
+    withIt = dict(meta, adaptation={"method": "temperatures", "refiner_sha256": file_sha256(own)})
     withIt = write_sidecar(models / "isbi2015-384x480-adapted2.json", SHIPPED, withIt)
-    assert secondStage.refineArguments(withIt, True, models) == ["--refine", str(chosen)]
+    assert secondStage.refineArguments(withIt, True, models) == ["--refine", str(own)]
 
 
 def test_train_second_stage_command_line_parses_as_train_refiner(user):

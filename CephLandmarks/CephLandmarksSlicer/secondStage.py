@@ -43,8 +43,8 @@ def refinerOutput(modelPath, modelsDir=None) -> Path:
 def refineArguments(modelPath, useSecondStage, modelsDir=None) -> list:
     """The `--refine` arguments of a Detect: ["--refine", "none"] with the second stage off; with it on, the
     library's answer for the model and Slicer's per-user model folder modelsDir (registry.default_refiner:
-    beside the weights, else modelsDir's refiner trained for these weights, not for a clinic adaptation
-    fitted without it) as ["--refine", FILE], or ["--refine", "none"] when there is none.  No arguments
+    modelsDir's refiner trained for these weights, else the one beside the weights; not for a clinic
+    adaptation fitted without it) as ["--refine", FILE], or ["--refine", "none"] when there is none.  No arguments
     (the library's default) for no model or a broken sidecar: detect names the problem itself."""
     if not useSecondStage:
         return ["--refine", REFINE_NONE]

@@ -172,44 +172,49 @@ def default_refiner(model_path, adapted_choice: bool = True, user_dir=None) -> P
     """The second stage a model runs with by default, or None (the first stage alone).  The one answer for
     `detect`, `report`, `evaluate`, `adapt` (and so the batch workers) and Slicer's Detect, in this order:
 
-    1. ``<weights stem>.refiner.safetensors`` beside the model's weights (refiner_beside), as it is;
-    2. else the file of that name in the per-user model folder (`user_dir`; default
+    1. ``<weights stem>.refiner.safetensors`` in the per-user model folder (`user_dir`; default
        download.default_user_dir(): $CEPH_LANDMARKS_MODELS_DIR, else ~/.local/share/ceph-landmarks/models),
        where a downloaded refiner and Slicer's "Train second stage" of a shipped model go (the shipped
-       folder is never written).  It is taken only if its header's base_model.file_sha256 is the SHA-256
-       of the model's weights file; a refiner of other weights, or a file that is no refiner, is ignored
-       with a one-line warning, never an error.
+       folder is never written): the user's own choice comes first.  It is taken only if its header's
+       base_model.file_sha256 is the SHA-256 of the model's weights file; a refiner of other weights, or a
+       file that is no refiner, is ignored with a one-line warning, never an error;
+    2. else the file of that name beside the model's weights (refiner_beside), as it is.
 
     A clinic adaptation fitted without the refiner found keeps the first stage (its flags and regions
     were fitted on the first stage's maps); adapted_choice=False ignores that, for a model adapted from."""
-    path = refiner_beside(model_path)
-    if not path.is_file():
-        path = _user_refiner(_weights_of(model_path), path.name, user_dir)
-        if path is None:
+    beside = refiner_beside(model_path)
+    path = _user_refiner(_weights_of(model_path), beside, user_dir)
+    if path is None:
+        if not beside.is_file():
             return None
+        path = beside
     adaptation = (read_info(model_path).get("adaptation") or {}) if adapted_choice else {}
     if adaptation and adaptation.get("refiner_sha256") != file_sha256(path):
         return None
     return path
 
 
-def _user_refiner(weights, name, user_dir) -> Path | None:
-    """The refiner `name` in the per-user folder if it was trained for `weights` (default_refiner's step 2)."""
+def _user_refiner(weights, beside: Path, user_dir) -> Path | None:
+    """The refiner of beside's name in the per-user folder if it was trained for `weights` (default_refiner's
+    step 1); the one beside the weights is that very file for a model kept in the user folder."""
     folder = Path(user_dir) if user_dir is not None else download.default_user_dir()
-    candidate = folder / name
+    candidate = folder / beside.name
     if not candidate.is_file():
         return None
+    if candidate.resolve() == beside.resolve():
+        return candidate
+    instead = "the one beside the weights runs instead" if beside.is_file() else "so the first stage runs"
     try:
         base = refiner_base_model(candidate).get("file_sha256")
         actual = weights_file_sha256(weights)
     except CephError as e:
-        log.warning(f"CephLandmarks: {e}; ignored, so the first stage runs")
+        log.warning(f"CephLandmarks: {e}; ignored, {instead}")
         return None
     except OSError:  # no weights file: loading the model names the problem
         return None
     if base != actual:
         log.warning(f"CephLandmarks: {candidate} is the second stage of other weights (SHA-256 "
-                    f"{str(base)[:12]}...) than {weights.name} ({actual[:12]}...); ignored, so the first stage runs")
+                    f"{str(base)[:12]}...) than {weights.name} ({actual[:12]}...); ignored, {instead}")
         return None
     return candidate
 
