@@ -13,9 +13,7 @@ from CephLandmarksLib.errors import CephError
 from CephLandmarksLib.imaging.crops import crop_frames
 from CephLandmarksLib.imaging.images import normalise
 from CephLandmarksLib.store.refinerfile import load_refiner
-from CephLandmarksLib.training.refiner_calibration import calibrate_refiner
 from CephLandmarksLib.training.refiner_cli import add_train_refiner_command
-from CephLandmarksLib.training.refiner_crossfit import default_fold_paths, fold_ids, load_fold_refiners
 from CephLandmarksLib.training.refiner_data import Jitter
 from CephLandmarksLib.training.refiner_training import RefinerConfig, best_epoch, train_refiner
 from conftest import synthetic_image
@@ -94,51 +92,3 @@ def test_best_epoch_judges_only_points_inside_their_crops():
     blind = [{"val_mre_mm": m, "val_inside_mre_mm": None} for m in (36.9, 35.7, 36.2)]
     assert best_epoch(blind) == 3
     assert best_epoch([{"val_mre_mm": 2.0}, {"val_mre_mm": 1.0}, {"val_mre_mm": 1.5}]) == 2  # older checkpoints
-
-
-def test_fold_ids_split_the_training_images_into_disjoint_folds():
-    ids = [f"{i:03d}" for i in range(1, 12)]
-    folds = fold_ids(ids, 3, seed=0)
-    assert sorted(i for f in folds for i in f) == ids  # every image in exactly one fold
-    assert sorted(len(f) for f in folds) == [3, 4, 4]
-    assert folds == fold_ids(list(reversed(ids)), 3, seed=0)  # reproducible, whatever the order given
-    with pytest.raises(CephError, match="only 2 training images"):
-        fold_ids(["a", "b"], 3)
-
-
-@pytest.mark.slow
-def test_cross_fit_calibrates_on_images_each_fold_refiner_never_trained_on(generic_dataset, tiny_model, tmp_path):
-    """train-refiner --cross-fit 2: two fold refiners, each trained without half of the refiner's training
-    images; the two stages' masses and threshold are fitted on the held-out images and on those halves,
-    each read by the fold refiner that left it out; calibrate --refiner finds the folds again."""
-    torch.manual_seed(0)
-    out = tmp_path / "refiner.safetensors"
-    cfg = tiny_config(tiny_model, generic_dataset, out, 2)
-    cfg.cross_fit = 2
-    train_refiner(cfg, log=lambda m: None)
-    refiner = load_refiner(out)
-    held = refiner.info.training["holdout_ids"]
-    paths = default_fold_paths(out)
-    assert [p.name for p in paths] == ["fold-1-of-2.refiner.safetensors", "fold-2-of-2.refiner.safetensors"]
-    folds = load_fold_refiners(paths, refiner)
-    left_out = [f.info.training["cross_fit"]["out_of_fold_ids"] for f in folds]
-    trained_on = [f.info.training["cross_fit"]["trained_on_ids"] for f in folds]
-    for lo, tr in zip(left_out, trained_on, strict=True):
-        assert lo and not set(lo) & set(tr) and not set(lo) & set(held)  # never trained on what it is scored on
-    assert set(left_out[0]) == set(trained_on[1])  # two folds: each trains on the other's images
-    cal = refiner.info.calibration
-    assert cal["images"] == held + left_out[0] + left_out[1]
-    assert cal["cross_fit"]["folds"] == 2
-    assert [s["refiner_sha256"] for s in cal["cross_fit"]["sources"]] == [None] + [f.sha256 for f in folds]
-    assert {k: len(m) for k, m in refiner.info.region_masses.items()} == {"50": 19, "90": 19}
-    # a refit finds the same folds (and a fold of another refiner is refused, one line)
-    record = calibrate_refiner(tiny_model, out, generic_dataset, log=lambda m: None)
-    assert record["images"] == cal["images"]
-    other = load_refiner(paths[0])
-    other.info.training["holdout_ids"] = ["x"]
-    with pytest.raises(CephError, match="was not trained for"):
-        load_fold_refiners(paths, other)
-    # resuming with the folds finished keeps them (no training: their files unchanged)
-    before = [p.read_bytes() for p in paths]
-    train_refiner(cfg, resume=True, log=lambda m: None)
-    assert [p.read_bytes() for p in paths] == before

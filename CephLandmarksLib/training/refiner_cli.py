@@ -40,11 +40,6 @@ def add_train_refiner_command(sub) -> None:
     r.add_argument("--crop-size", type=_int_at_least(16), default=128, help="crop pixels a side (multiple of 16)")
     r.add_argument("--threads", type=_int_at_least(0), default=0, help="torch threads (default: torch's)")
     r.add_argument("--ground-truth", default="mean", choices=["mean", "senior", "junior"])
-    r.add_argument("--cross-fit", type=_int_at_least(0), default=0, metavar="K",
-                   help="also train K fold refiners (2 to 10), each without one K-th of the training images, "
-                        "and calibrate the two stages' flags and regions on those images as well as the held-out "
-                        "ones (about K-1 more trainings; kept in OUT.work/cross-fit, which calibrate --refiner "
-                        "then reuses)")
     r.add_argument("--work-dir", help="checkpoint folder (default: OUT.work)")
     r.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
     r.add_argument("--progress", action="store_true",
@@ -57,7 +52,7 @@ def run_train_refiner(a) -> None:
 
     cfg = RefinerConfig(model=a.model, dataset=a.dataset, out=a.out, epochs=a.epochs, batch_size=a.batch_size,
                         lr=a.lr, crop_size=a.crop_size, threads=a.threads, ground_truth=a.ground_truth,
-                        work_dir=a.work_dir or "", cross_fit=a.cross_fit)
+                        work_dir=a.work_dir or "")
     from ..progress import Progress
 
     with Progress(lines=a.progress) as report:

@@ -54,11 +54,9 @@ class RefinerConfig:
     work_dir: str = ""
     augment: dict = field(default_factory=lambda: asdict(AugmentSettings(window_p=0.3, blur_p=0.3, jpeg_p=0.2)))
     jitter: dict = field(default_factory=dict)  # Jitter settings other than the errors
-    cross_fit: int = 0  # K >= 2: also K fold refiners for the two stages' calibration (refiner_crossfit.py)
 
 
 CHECKPOINT_VERSION = 1
-RESUMABLE_CHANGES = ("epochs", "out", "work_dir", "threads", "cross_fit")  # settings a resumed run may change
 
 
 def split_for(base, samples, cfg: RefinerConfig):
@@ -76,8 +74,6 @@ def check_refiner_config(cfg: RefinerConfig):
     if cfg.epochs < 1 or cfg.batch_size < 2 or not (math.isfinite(cfg.lr) and cfg.lr > 0):
         raise CephError(f"epochs must be at least 1, the batch size at least 2 and the learning rate positive, got "
                         f"{cfg.epochs}, {cfg.batch_size}, {cfg.lr}")
-    if cfg.cross_fit == 1 or not 0 <= cfg.cross_fit <= 10:
-        raise CephError(f"--cross-fit takes 0 (none) or 2 to 10 folds, got {cfg.cross_fit}")
     if cfg.crop_size % 16 or not 16 <= cfg.crop_size <= cfg.patch_size:
         raise CephError(f"the crop size must be a multiple of 16, at most the patch size, got {cfg.crop_size}")
     out = Path(cfg.out)
@@ -108,17 +104,16 @@ def train_refiner(cfg: RefinerConfig, resume: bool = False, log=print, should_st
         torch.set_num_threads(cfg.threads)
     try:
         report = progress or (lambda fraction, stage: None)
-        path, folds = _train_refiner(cfg, resume, log, should_stop, report)
-        report(0.95, "calibrating the two stages" + (" (cross-fitted)" if folds else " on the held-out images"))
-        calibrate_refiner(cfg.model, path, cfg.dataset, cfg.ground_truth, log=log, folds=folds)
+        path = _train_refiner(cfg, resume, log, should_stop, report)
+        report(0.95, "calibrating the two stages on the held-out images")
+        calibrate_refiner(cfg.model, path, cfg.dataset, cfg.ground_truth, log=log)
         report(1.0, "done")
         return path
     finally:
         torch.set_num_threads(threads)
 
 
-def _train_refiner(cfg, resume, log, should_stop, report) -> tuple[Path, list]:
-    """(the refiner file, its fold refiners' files when cfg.cross_fit)."""
+def _train_refiner(cfg, resume, log, should_stop, report) -> Path:
     base = load_model(cfg.model)
     work = writable_folder(cfg.work_dir or f"{cfg.out}.work", "--work-dir")
     state = None
@@ -126,7 +121,7 @@ def _train_refiner(cfg, resume, log, should_stop, report) -> tuple[Path, list]:
         if not (work / "last.pt").is_file():
             raise CephError(f"nothing to resume: {work / 'last.pt'} does not exist")
         state = read_checkpoint(work / "last.pt")
-        saved = {k: v for k, v in state["config"].items() if k not in RESUMABLE_CHANGES}
+        saved = {k: v for k, v in state["config"].items() if k not in ("epochs", "out", "work_dir", "threads")}
         mine = {k: v for k, v in json.loads(json.dumps(asdict(cfg))).items() if k in saved}
         if mine != json.loads(json.dumps(saved)):
             raise CephError(f"cannot resume {work / 'last.pt'}: it was trained with other settings")
@@ -143,19 +138,7 @@ def _train_refiner(cfg, resume, log, should_stop, report) -> tuple[Path, list]:
                                          .to_plain()))
     jitter = Jitter(hold.errors_mm, **cfg.jitter)
     log(f"first stage on the held-out images: MRE {hold.coarse_mre_mm:.3f} mm; jitter from its errors per landmark")
-    share = 1.0 / cfg.cross_fit if cfg.cross_fit else 1.0  # K folds, each on (K-1)/K of the images: K-1 more runs
-    path = _train(cfg, base, work, state, patches, hold, jitter, held_how, log, should_stop,
-                  lambda f, stage: report(f * share, stage))
-    if not cfg.cross_fit:
-        return path, []
-    from .refiner_crossfit import train_fold_refiners
-
-    folds = train_fold_refiners(
-        cfg, work, [s.id for s in train_s], patches, resume, log,
-        lambda cfg_k, work_k, state_k, patches_k, extra, report_k: _train(
-            cfg_k, base, work_k, state_k, patches_k, hold, jitter, held_how, log, should_stop, report_k, extra),
-        lambda f, stage: report(share * 0.95 + (0.95 - share * 0.95) * f, stage))
-    return path, folds
+    return _train(cfg, base, work, state, patches, hold, jitter, held_how, log, should_stop, report)
 
 
 def selection_score(rec: dict) -> float:
@@ -177,7 +160,7 @@ def _save(path, state):
     atomic_write(path, lambda tmp: torch.save(state, tmp))
 
 
-def _train(cfg, base, work, state, patches, hold, jitter, held_how, log, should_stop, report, extra=None) -> Path:
+def _train(cfg, base, work, state, patches, hold, jitter, held_how, log, should_stop, report) -> Path:
     torch.manual_seed(cfg.seed)
     n_landmarks = patches.shape[1]
     net = RefinerNet(n_landmarks, tuple(cfg.channels))
@@ -227,12 +210,11 @@ def _train(cfg, base, work, state, patches, hold, jitter, held_how, log, should_
             best = score
             _save(work / "best.pt", state)
         _save(work / "last.pt", state)
-    return _finalize(cfg, base, work, hold, jitter, held_how, history, time.time() - t_start, log, extra)
+    return _finalize(cfg, base, work, hold, jitter, held_how, history, time.time() - t_start, log)
 
 
-def _finalize(cfg, base, work, hold, jitter, held_how, history, seconds, log, extra=None) -> Path:
-    """best.pt -> the refiner file, its fine temperatures fitted on the held-out crops; `extra` joins its
-    training record (a fold refiner's cross_fit)."""
+def _finalize(cfg, base, work, hold, jitter, held_how, history, seconds, log) -> Path:
+    """best.pt -> the refiner file, its fine temperatures fitted on the held-out crops."""
     state = read_checkpoint(work / "best.pt")
     net = RefinerNet(hold.crops.shape[1], tuple(cfg.channels))
     net.load_state_dict(state["model"])
@@ -251,7 +233,7 @@ def _finalize(cfg, base, work, hold, jitter, held_how, history, seconds, log, ex
                   "holdout_ids": list(hold.ids), "holdout": held_how, "jitter": jitter.summary(),
                   "best_epoch": best_epoch(history), "epochs_run": state["epoch"],
                   "history": history, "train_seconds_this_run": round(seconds), "parameters": n_parameters(net),
-                  "holdout_result": result, **(extra or {})},
+                  "holdout_result": result},
     )
     save_refiner(cfg.out, net, info)
     return Path(cfg.out)

@@ -54,15 +54,6 @@ class Outcome:
     def coverage(self, level: str) -> np.ndarray:
         return covered(self.scores, self.masses[level])
 
-    @classmethod
-    def joined(cls, parts) -> "Outcome":
-        """The outcomes of several sets of cases, one after another."""
-        parts = list(parts)
-        return cls(*(np.concatenate([getattr(p, k) for p in parts]) for k in ("errors_mm", "ere_mm", "flagged",
-                                                                               "scores")),
-                   {k: np.concatenate([p.masses[k] for p in parts]) for k in parts[0].masses},
-                   np.concatenate([p.p_large for p in parts]), [s for p in parts for s in p.settings])
-
     def subset(self, rows) -> "Outcome":
         rows = list(rows)
         return Outcome(self.errors_mm[rows], self.ere_mm[rows], self.flagged[rows], self.scores[rows],
