@@ -14,6 +14,9 @@ from ..errors import CephError
 from .modelmeta import META_KEY, check_model_path, parse_and_check
 
 MAX_HEADER_BYTES = 100_000_000  # safetensors' own limit; our headers are tens of kilobytes
+# A refiner file's metadata key and format (store/refinerfile.py writes them; read here without torch):
+REFINER_META_KEY = "ceph_landmarks_refiner"
+REFINER_FORMAT = "ceph-landmarks-refiner/1"
 
 
 def read_model_info(path) -> dict:
@@ -28,6 +31,37 @@ def read_model_info(path) -> dict:
     """
     path = Path(path)
     check_model_path(path)
+    text = read_metadata(path).get(META_KEY)
+    try:
+        return parse_and_check(text)
+    except CephError as e:
+        raise CephError(f"{path}: {e}") from None
+
+
+def read_refiner_base_model(path) -> dict:
+    """The "base_model" record of a refiner file's header ({"name", "file_sha256"}: the model it was trained
+    behind), read without torch (store/refinerfile.py, which needs torch, writes and loads the file);
+    CephError, one line, for a file that is not a readable refiner."""
+    path = Path(path)
+    try:
+        text = read_metadata(path).get(REFINER_META_KEY)
+    except CephError as e:
+        detail = str(e).removeprefix(str(path)).lstrip(": ")
+        raise CephError(f"{path} is not a refiner file ({REFINER_FORMAT}): {detail}") from None
+    try:
+        meta = json.loads(text)
+    except (TypeError, ValueError, RecursionError):
+        meta = None
+    if not isinstance(meta, dict) or meta.get("format") != REFINER_FORMAT:
+        raise CephError(f"{path} is not a refiner file ({REFINER_FORMAT})")
+    base = meta.get("base_model")
+    return dict(base) if isinstance(base, dict) else {}
+
+
+def read_metadata(path) -> dict:
+    """The ``__metadata__`` of a safetensors file's header ({} when it has none), the header checked:
+    its length, its JSON, the tensors' byte ranges against the file's size.  CephError, one line."""
+    path = Path(path)
     try:
         with open(path, "rb") as f:
             size = os.fstat(f.fileno()).st_size
@@ -52,11 +86,7 @@ def read_model_info(path) -> dict:
         raise CephError(f"{path} is not a safetensors file (its header is not a JSON object)")
     _check_data_length(path, header, size - 8 - n)
     metadata = header.get("__metadata__") or {}
-    text = metadata.get(META_KEY) if isinstance(metadata, dict) else None
-    try:
-        return parse_and_check(text)
-    except CephError as e:
-        raise CephError(f"{path}: {e}") from None
+    return metadata if isinstance(metadata, dict) else {}
 
 
 def _check_data_length(path, header, available):

@@ -17,11 +17,11 @@ import torch
 from ..errors import CephError
 from ..files import atomic_write, file_sha256
 from ..network.refiner import CHANNELS, RefinerNet
+from .header import REFINER_FORMAT, REFINER_META_KEY
 from .modelfile import _tensor_digest
 from .modelmeta import ERE_THRESHOLD_RANGE_MM, region_masses
 
-META_KEY = "ceph_landmarks_refiner"
-FORMAT = "ceph-landmarks-refiner/1"
+META_KEY, FORMAT = REFINER_META_KEY, REFINER_FORMAT  # defined with the torch-free header reader
 
 
 @dataclass

@@ -39,7 +39,6 @@ import json
 import logging
 import os
 import shutil
-import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -47,7 +46,13 @@ from ..errors import CephError
 from ..files import atomic_write, file_sha256
 from . import download
 from .entry_text import tooltip as _tooltip
-from .header import MAX_HEADER_BYTES, read_model_info  # noqa: F401 - re-exported: callers import them from here
+from .header import (  # noqa: F401 - re-exported: callers import them from here
+    MAX_HEADER_BYTES,
+    REFINER_FORMAT,
+    REFINER_META_KEY,
+    read_model_info,
+)
+from .header import read_refiner_base_model as refiner_base_model
 from .modelmeta import FORMAT, META_KEY  # noqa: F401 - re-exported
 from .sidecar import SHIPPED_MODELS_DIR as _SHIPPED
 from .sidecar import SUFFIX as SIDECAR_SUFFIX
@@ -144,9 +149,6 @@ def model_path_or_download(model, user_dir=None, progress=None) -> Path:
 
 
 REFINER_SUFFIX = download.REFINER_SUFFIX  # a second stage: <weights stem>.refiner.safetensors (refiner_beside)
-# A refiner file's header, read here without torch (store/refinerfile.py, which needs torch, writes it):
-REFINER_META_KEY = "ceph_landmarks_refiner"
-REFINER_FORMAT = "ceph-landmarks-refiner/1"
 
 
 def _model_files(folder) -> list[Path]:
@@ -217,27 +219,6 @@ def _user_refiner(weights, beside: Path, user_dir) -> Path | None:
                     f"{str(base)[:12]}...) than {weights.name} ({actual[:12]}...); ignored, {instead}")
         return None
     return candidate
-
-
-def refiner_base_model(path) -> dict:
-    """The "base_model" record of a refiner file's header ({"name", "file_sha256"}: the model it was trained
-    behind), read without torch; CephError, one line, for a file that is not a readable refiner."""
-    path = Path(path)
-    try:
-        with open(path, "rb") as f:
-            head = f.read(8)
-            n = struct.unpack("<Q", head)[0] if len(head) == 8 else -1
-            raw = f.read(n) if 0 <= n <= MAX_HEADER_BYTES else b""
-    except OSError as e:
-        raise CephError(f"{path}: cannot be read ({e.strerror or e})") from None
-    try:
-        meta = json.loads(json.loads(raw)["__metadata__"][REFINER_META_KEY])
-    except (UnicodeDecodeError, ValueError, KeyError, TypeError, RecursionError):
-        meta = None
-    if not isinstance(meta, dict) or meta.get("format") != REFINER_FORMAT:
-        raise CephError(f"{path} is not a refiner file ({REFINER_FORMAT})")
-    base = meta.get("base_model")
-    return dict(base) if isinstance(base, dict) else {}
 
 
 _SHA256_CACHE: dict = {}  # (path, size, mtime, inode) -> the file's SHA-256
