@@ -182,7 +182,7 @@ def _cmd_calibrate(a):
 def _refiner(a, model_path, base: bool = False):
     """The second stage, loaded and checked, or None: `--refine FILE`; `auto`, the one beside the model
     (registry.refiner_beside; an error if there is none); `none`, the first stage alone; not given, the
-    model's default (registry.default_refiner: beside it, else the per-user folder's for these weights).
+    model's default (registry.default_refiner: the per-user folder's for these weights, else beside it).
     CephError, one line, for a missing or bad file.  Called before any image is read."""
     from .detection.refinement import REFINE_BESIDE, REFINE_NONE
     from .store.refinerfile import load_refiner

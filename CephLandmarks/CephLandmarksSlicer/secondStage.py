@@ -2,8 +2,8 @@
 tab's "Train second stage" (`ceph-landmarks train-refiner`).
 
 A model's refiner is `<weights stem>.refiner.safetensors`.  Which one a model runs by default is the
-library's answer (CephLandmarksLib.store.registry `default_refiner`): the one beside its weights, else the
-one of that name in the per-user model folder if its header says it was trained for these weights.  The
+library's answer (CephLandmarksLib.store.registry `default_refiner`): the one of that name in the per-user
+model folder if its header says it was trained for these weights, else the one beside its weights.  The
 shipped models' folder (the extension's own) is never written: "Train second stage" writes a shipped
 model's refiner into the per-user model folder (`refinerOutput`, as calibrationSidecar does for a
 sidecar), and a refiner downloaded from the model list lands there too.  Detect asks the library with

@@ -19,10 +19,10 @@ Five kinds of model:
 A weights file's sidecars (``*.json`` beside it, sidecar.py) are entries of their own: the same
 weights with the sidecar's settings.  A second stage trained behind a model is a refiner,
 ``<weights stem>.refiner.safetensors``; it is not a model and is never listed as one.  Which refiner a
-model runs by default is ``default_refiner``'s one answer, for the CLI and Slicer alike: the one beside
-the weights (``refiner_beside``; ``detect --refine auto`` takes it), else the one of that name in the
-per-user model folder (a download, or Slicer's "Train second stage" for a shipped model, whose folder is
-never written) when its header says it was trained for these very weights.
+model runs by default is ``default_refiner``'s one answer, for the CLI and Slicer alike: the one of
+that name in the per-user model folder (a download, or Slicer's "Train second stage" for a shipped
+model, whose folder is never written) when its header says it was trained for these very weights, else
+the one beside the weights (``refiner_beside``; ``detect --refine auto`` takes it).
 
 The per-user folder holds a manifest, ``models.json``, recording the SHA-256 of each user model
 (see ModelRegistry). A user model whose file is missing or changed is left out of the list with
