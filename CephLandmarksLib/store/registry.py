@@ -101,10 +101,6 @@ class RefinerEntry:
     version: str
     refines: str
 
-    @property
-    def label(self) -> str:
-        return f"{self.name} {self.version} (second stage of {self.refines}, downloaded)".replace("  ", " ")
-
 
 def _is_adapted(info) -> bool:
     """Whether a model's metadata records a clinic adaptation (a non-empty "adaptation" object)."""
